@@ -1,0 +1,48 @@
+# kafkatable: build, test and run everything on one machine.
+# Downloads and builds are cached outside the clone in $(KAFKATABLE_CACHE), keyed by version.
+
+SHELL := /bin/bash
+export KAFKATABLE_CACHE ?= $(HOME)/.cache/kafkatable
+export KAFKATABLE_RUN ?= $(KAFKATABLE_CACHE)/run
+export CARGO_TARGET_DIR ?= $(KAFKATABLE_CACHE)/target
+TOOLS := e2e/tools
+
+.PHONY: help setup tools build lint unit-test integration-test test infra-up infra-down infra-status demo
+
+help: ## Show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+tools: ## Fetch and build the infrastructure (Kubernetes, etcd, helm, MinIO, Kafka, catalog, registry, Python readers)
+	$(TOOLS)/go-tools.sh
+	$(TOOLS)/java-tools.sh
+	$(TOOLS)/py-tools.sh
+
+build: ## Build every crate, binary and test
+	cargo build --workspace --all-targets --locked
+
+setup: tools build ## Everything the tests and the demo need, without starting it
+
+lint: ## rustfmt and clippy, warnings are errors
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+unit-test: ## Unit tests (no infrastructure)
+	cargo test --workspace --lib --bins --locked
+
+integration-test: ## Integration tests against the running infrastructure (make infra-up)
+	cargo test -p kafkatable-e2e --test '*' --locked
+
+test: setup lint ## The whole suite: lint, unit tests, then integration tests on freshly started infrastructure
+	$(TOOLS)/test.sh
+
+infra-up: ## Start the infrastructure (idempotent); addresses land in $(KAFKATABLE_RUN)/env
+	$(TOOLS)/infra.sh up
+
+infra-down: ## Stop the infrastructure started by infra-up
+	$(TOOLS)/infra.sh down
+
+infra-status: ## Show which components run
+	$(TOOLS)/infra.sh status
+
+demo: setup ## Start the infrastructure and show what runs where
+	$(TOOLS)/demo.sh

@@ -1,0 +1,325 @@
+//! Fresh, uniquely named resources for one test: a Kubernetes namespace, a Kafka topic, an S3
+//! bucket. Namespaces and topics are removed when the fixture is dropped (even when the test
+//! panics); buckets are emptied and removed by `Bucket::remove`.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use kube::api::{Api, ObjectMeta, PostParams};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+
+use crate::env::TestEnv;
+
+/// A failure while setting up or tearing down a fixture.
+#[derive(Debug, thiserror::Error)]
+pub enum FixtureError {
+    #[error("kubernetes: cannot {action}: {source}")]
+    Kube {
+        action: &'static str,
+        source: kube::Error,
+    },
+    #[error("kafka: cannot {action} topic {topic}: {reason}")]
+    Kafka {
+        action: &'static str,
+        topic: String,
+        reason: String,
+    },
+    #[error("s3: cannot {action} bucket {bucket}: {reason}")]
+    S3 {
+        action: &'static str,
+        bucket: String,
+        reason: String,
+    },
+    #[error("kubeconfig: {0}")]
+    Config(String),
+}
+
+/// A short random suffix that keeps names of parallel tests apart.
+pub fn unique(prefix: &str) -> String {
+    let n: u32 = rand::random();
+    format!("{prefix}-{n:08x}")
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// An admin client for the test cluster.
+pub async fn kube_client(env: &TestEnv) -> Result<kube::Client, FixtureError> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(&env.kubeconfig)
+        .map_err(|e| FixtureError::Config(e.to_string()))?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .map_err(|e| FixtureError::Config(e.to_string()))?;
+    kube::Client::try_from(config).map_err(|source| FixtureError::Kube {
+        action: "build a client",
+        source,
+    })
+}
+
+/// A namespace of its own for one test, deleted on drop.
+pub struct TestNamespace {
+    pub name: String,
+    kubectl: std::path::PathBuf,
+    kubeconfig: std::path::PathBuf,
+}
+
+impl TestNamespace {
+    pub async fn create(
+        env: &TestEnv,
+        client: &kube::Client,
+        prefix: &str,
+    ) -> Result<Self, FixtureError> {
+        let name = unique(prefix);
+        let api: Api<Namespace> = Api::all(client.clone());
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                labels: Some([("kafkatable.io/test".to_string(), "true".to_string())].into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        api.create(&PostParams::default(), &ns)
+            .await
+            .map_err(|source| FixtureError::Kube {
+                action: "create a namespace",
+                source,
+            })?;
+        // Pods are admitted only once the namespace's default ServiceAccount exists.
+        let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &name);
+        let accounts = &accounts;
+        eventually(
+            "the default ServiceAccount",
+            Duration::from_secs(30),
+            || async move { accounts.get_opt("default").await.ok().flatten() },
+        )
+        .await;
+        Ok(Self {
+            name,
+            kubectl: env.kubectl.clone(),
+            kubeconfig: env.kubeconfig.clone(),
+        })
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        // Drop cannot await; kubectl needs no runtime and deletes in the background.
+        let _ = Command::new(&self.kubectl)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args([
+                "delete",
+                "namespace",
+                &self.name,
+                "--wait=false",
+                "--ignore-not-found",
+            ])
+            .output();
+    }
+}
+
+/// Client settings for the broker: PLAINTEXT, or SASL/SCRAM when `sasl` is set.
+pub fn kafka_config(env: &TestEnv, sasl: bool) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    if sasl {
+        config
+            .set("bootstrap.servers", &env.kafka_sasl_bootstrap)
+            .set("security.protocol", "SASL_PLAINTEXT")
+            .set("sasl.mechanism", "SCRAM-SHA-512")
+            .set("sasl.username", &env.kafka_sasl_username)
+            .set("sasl.password", &env.kafka_sasl_password);
+    } else {
+        config.set("bootstrap.servers", &env.kafka_bootstrap);
+    }
+    config
+}
+
+/// A topic of its own for one test, deleted on drop.
+pub struct TestTopic {
+    pub name: String,
+    pub partitions: i32,
+    admin: AdminClient<DefaultClientContext>,
+}
+
+impl TestTopic {
+    pub async fn create(
+        env: &TestEnv,
+        prefix: &str,
+        partitions: i32,
+    ) -> Result<Self, FixtureError> {
+        let name = unique(prefix);
+        let err = |reason: String| FixtureError::Kafka {
+            action: "create",
+            topic: name.clone(),
+            reason,
+        };
+        let admin: AdminClient<DefaultClientContext> = kafka_config(env, false)
+            .create()
+            .map_err(|e| err(e.to_string()))?;
+        let topic = NewTopic::new(&name, partitions, TopicReplication::Fixed(1));
+        let results = admin
+            .create_topics(
+                [&topic],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+            )
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        for r in results {
+            r.map_err(|(_, code)| err(code.to_string()))?;
+        }
+        Ok(Self {
+            name,
+            partitions,
+            admin,
+        })
+    }
+}
+
+impl Drop for TestTopic {
+    fn drop(&mut self) {
+        // rdkafka's admin futures are driven by librdkafka's own thread, so blocking here is fine.
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let _ = futures::executor::block_on(self.admin.delete_topics(&[self.name.as_str()], &opts));
+    }
+}
+
+/// An S3 bucket of its own for one test.
+pub struct TestBucket {
+    pub name: String,
+    endpoint: String,
+    credentials: rusty_s3::Credentials,
+    region: String,
+}
+
+impl TestBucket {
+    pub async fn create(env: &TestEnv, prefix: &str) -> Result<Self, FixtureError> {
+        let bucket = Self {
+            name: unique(prefix),
+            endpoint: env.s3_endpoint.clone(),
+            credentials: rusty_s3::Credentials::new(&env.s3_access_key, &env.s3_secret_key),
+            region: env.s3_region.clone(),
+        };
+        let handle = bucket.bucket()?;
+        let url = rusty_s3::S3Action::sign(&handle.create_bucket(&bucket.credentials), PRESIGN);
+        bucket.send(reqwest::Method::PUT, url, "create").await?;
+        Ok(bucket)
+    }
+
+    /// An object store on this bucket, as the ingester will configure it.
+    pub fn store(&self) -> Result<object_store::aws::AmazonS3, FixtureError> {
+        object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(&self.endpoint)
+            .with_bucket_name(&self.name)
+            .with_region(&self.region)
+            .with_access_key_id(self.credentials.key())
+            .with_secret_access_key(self.credentials.secret())
+            .with_allow_http(true)
+            .build()
+            .map_err(|e| self.err("open", e.to_string()))
+    }
+
+    /// Deletes every object, then the bucket.
+    pub async fn remove(self) -> Result<(), FixtureError> {
+        use futures::{StreamExt, TryStreamExt};
+        use object_store::ObjectStore;
+        let store = self.store()?;
+        let paths = store.list(None).map_ok(|m| m.location).boxed();
+        store
+            .delete_stream(paths)
+            .try_collect::<Vec<_>>()
+            .await
+            .map_err(|e| self.err("empty", e.to_string()))?;
+        let handle = self.bucket()?;
+        let url = rusty_s3::S3Action::sign(&handle.delete_bucket(&self.credentials), PRESIGN);
+        self.send(reqwest::Method::DELETE, url, "delete").await
+    }
+
+    fn bucket(&self) -> Result<rusty_s3::Bucket, FixtureError> {
+        let url = self
+            .endpoint
+            .parse()
+            .map_err(|e: url::ParseError| self.err("address", e.to_string()))?;
+        rusty_s3::Bucket::new(
+            url,
+            rusty_s3::UrlStyle::Path,
+            self.name.clone(),
+            self.region.clone(),
+        )
+        .map_err(|e| self.err("address", e.to_string()))
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        url: url::Url,
+        action: &'static str,
+    ) -> Result<(), FixtureError> {
+        let response = reqwest::Client::new()
+            .request(method, url)
+            .send()
+            .await
+            .map_err(|e| self.err(action, e.to_string()))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let body = response.text().await.unwrap_or_default();
+        Err(self.err(action, format!("{status}: {body}")))
+    }
+
+    fn err(&self, action: &'static str, reason: String) -> FixtureError {
+        FixtureError::S3 {
+            action,
+            bucket: self.name.clone(),
+            reason,
+        }
+    }
+}
+
+const PRESIGN: Duration = Duration::from_secs(300);
+
+/// Runs a Python script in the readers' venv (deltalake, pyiceberg, polars, duckdb,
+/// confluent-kafka) with `args`, and returns its standard output. A failing script is an error
+/// carrying its standard error.
+pub fn python(env: &TestEnv, script: &str, args: &[&str]) -> Result<String, PythonError> {
+    let output = Command::new(&env.python)
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .map_err(|e| PythonError(format!("cannot run {}: {e}", env.python.display())))?;
+    if !output.status.success() {
+        return Err(PythonError(format!(
+            "{} exited with {}:\n{}",
+            env.python.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        )));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// A Python reader failed; the message holds its standard error.
+#[derive(Debug, thiserror::Error)]
+#[error("python: {0}")]
+pub struct PythonError(String);

@@ -1,0 +1,15 @@
+//! The kafkatable test harness.
+//!
+//! - [`env`]: where the real infrastructure started by `e2e/tools/infra.sh` listens.
+//! - [`fixtures`]: a fresh namespace, topic or bucket per test, removed afterwards.
+//! - [`kubelet`]: the process kubelet that runs pods as local processes.
+
+pub mod env;
+pub mod fixtures;
+pub mod kubelet;
+
+/// Selects rustls' ring provider for this process (the dependency graph enables two, so rustls
+/// will not pick one itself). Harmless when called again.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
