@@ -10,6 +10,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 source "$here/versions.env"
 CACHE=${KAFKATABLE_CACHE:-$HOME/.cache/kafkatable}
 export GOFLAGS=-buildvcs=false CGO_ENABLED=0
+# Go's module and build caches live in the cache too, so removing $CACHE is a true cold start.
+export GOMODCACHE=$CACHE/go/mod GOCACHE=$CACHE/go/build
 mkdir -p "$CACHE"
 
 log() { printf '[go-tools] %s\n' "$*" >&2; }
