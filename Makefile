@@ -7,7 +7,7 @@ export KAFKATABLE_RUN ?= $(KAFKATABLE_CACHE)/run
 export CARGO_TARGET_DIR ?= $(KAFKATABLE_CACHE)/target
 TOOLS := e2e/tools
 
-.PHONY: help setup tools build lint unit-test integration-test test infra-up infra-down infra-status demo
+.PHONY: help setup tools build crds lint unit-test integration-test test infra-up infra-down infra-status demo
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -19,6 +19,10 @@ tools: ## Fetch and build the infrastructure (Kubernetes, etcd, helm, MinIO, Kaf
 
 build: ## Build every crate, binary and test
 	cargo build --workspace --all-targets --locked
+
+crds: ## Regenerate crds/kafkatable.yaml from the Rust types
+	cargo run -q --locked -p kafkatable-crds --bin crdgen > crds/kafkatable.yaml.tmp
+	mv crds/kafkatable.yaml.tmp crds/kafkatable.yaml
 
 setup: tools build ## Everything the tests and the demo need, without starting it
 

@@ -323,3 +323,15 @@ pub fn python(env: &TestEnv, script: &str, args: &[&str]) -> Result<String, Pyth
 #[derive(Debug, thiserror::Error)]
 #[error("python: {0}")]
 pub struct PythonError(String);
+
+/// The log file the process kubelet writes for a container of a pod (there is no `kubectl
+/// logs`): `$KAFKATABLE_RUN/kubelet/pods/<namespace>/<pod>-<uid prefix>/<container>.log`.
+pub fn pod_log(env: &TestEnv, namespace: &str, pod: &str, container: &str) -> Option<String> {
+    let dir = env.run_dir.join("kubelet/pods").join(namespace);
+    let prefix = format!("{pod}-");
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .find_map(|e| std::fs::read_to_string(e.path().join(format!("{container}.log"))).ok())
+}

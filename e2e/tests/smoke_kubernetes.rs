@@ -8,7 +8,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kafkatable_e2e::env::TestEnv;
-use kafkatable_e2e::fixtures::{TestNamespace, eventually, kube_client};
+use kafkatable_e2e::fixtures::{TestNamespace, eventually, kube_client, pod_log};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::json;
 
@@ -236,5 +236,35 @@ async fn crashing_container_is_restarted_and_reports_its_exit_code() -> anyhow::
         .then_some(())
     })
     .await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn pods_reach_the_api_server_as_their_service_account() -> anyhow::Result<()> {
+    let env = TestEnv::load()?;
+    let client = kube_client(&env).await?;
+    let ns = TestNamespace::create(&env, &client, "smoke-sa").await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let kubectl = env.kubectl.display().to_string();
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "whoami"},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "main", "image": "kubectl", "command": [kubectl, "get", "secrets"]}],
+        },
+    }))?;
+    pods.create(&PostParams::default(), &pod).await?;
+    eventually("the pod to finish", TIMEOUT, || async {
+        let phase = pods.get("whoami").await.ok()?.status?.phase?;
+        (phase == "Failed" || phase == "Succeeded").then_some(())
+    })
+    .await;
+    let log = pod_log(&env, &ns.name, "whoami", "main").unwrap_or_default();
+    // The default service account may not list Secrets: RBAC names the pod's identity.
+    let identity = format!("system:serviceaccount:{}:default", ns.name);
+    assert!(
+        log.contains("Forbidden") && log.contains(&identity),
+        "expected a Forbidden for {identity}, got:\n{log}"
+    );
     Ok(())
 }
