@@ -2,10 +2,12 @@
 //!
 //! - [`env`]: where the real infrastructure started by `e2e/tools/infra.sh` listens.
 //! - [`fixtures`]: a fresh namespace, topic or bucket per test, removed afterwards.
+//! - [`ingester`]: the ingester binary as a process of a test.
 //! - [`kubelet`]: the process kubelet that runs pods as local processes.
 
 pub mod env;
 pub mod fixtures;
+pub mod ingester;
 pub mod kubelet;
 
 /// Selects rustls' ring provider for this process (the dependency graph enables two, so rustls

@@ -50,7 +50,15 @@ spawn() {
   local name=$1; shift
   mkdir -p "$RUN/$name"
   setsid "$@" >>"$RUN/$name/log" 2>&1 < /dev/null &
-  echo $! > "$RUN/$name/pid"
+  local pid=$!
+  echo "$pid" > "$RUN/$name/pid"
+  # Until setsid has exec'd, /proc/PID/cmdline is this script's and `alive` would not know the
+  # process: wait for the exec (or the exit).
+  for _ in $(seq 100); do
+    tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF "$RUN" && return 0
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.05
+  done
 }
 
 # stop NAME: TERM the process group, KILL it after 15 s.

@@ -1,7 +1,18 @@
-//! `kafkatable-ingester`: the data plane. Wires configuration from the command line and the
-//! environment into the consumer, the decoders and the table committers.
+//! `kafkatable-ingester`: wires the configuration, the consumer, the committer and the HTTP
+//! endpoints together and runs until SIGTERM.
+
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use kafkatable_crds::config::DEFAULT_SECRETS_DIR;
+use kafkatable_crds::spec::TableFormat;
+use kafkatable_ingester::commit::{Committer, delta::DeltaCommitter};
+use kafkatable_ingester::error::IngesterError;
+use kafkatable_ingester::http::{self, Health};
+use kafkatable_ingester::metrics::Metrics;
+use kafkatable_ingester::run::Ingester;
+use kafkatable_ingester::{load, source};
 
 /// Consumes a Kafka topic into a Delta Lake or Apache Iceberg table, committing the Kafka
 /// offsets inside each table commit.
@@ -16,21 +27,103 @@ struct Args {
 enum Command {
     /// Run the ingester from a rendered config file or a KafkaTable manifest.
     Run {
-        /// Path of the ingester config (from the operator's ConfigMap) or a KafkaTable manifest.
+        /// Ingester config (the operator's ConfigMap) or a KafkaTable manifest.
         #[arg(short = 'f', long)]
-        file: std::path::PathBuf,
+        file: PathBuf,
+        /// Address of /metrics, /healthz and /readyz.
+        #[arg(long, env = "KAFKATABLE_HTTP_ADDR", default_value = "0.0.0.0:9090")]
+        http_addr: std::net::SocketAddr,
+        /// Directory holding the referenced Secrets as <secret>/<key> files.
+        #[arg(long, env = "KAFKATABLE_SECRETS_DIR", default_value = DEFAULT_SECRETS_DIR)]
+        secrets_dir: PathBuf,
+        /// Client id towards Kafka (defaults to the pod name).
+        #[arg(long, env = "POD_NAME", default_value = "kafkatable-ingester")]
+        client_id: String,
     },
 }
 
-fn main() {
-    let args = Args::parse();
-    match args.command {
-        Command::Run { file } => {
-            eprintln!(
-                "kafkatable-ingester: ingestion is not implemented yet (config {})",
-                file.display()
-            );
-            std::process::exit(2);
+#[tokio::main]
+async fn main() {
+    // delta-kernel logs an ERROR whenever it looks for a table that does not exist yet, which is
+    // the normal first start; our own errors report real failures.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,rdkafka=warn,deltalake=warn,buoyant_kernel=off".into());
+    if std::env::var("KAFKATABLE_LOG_FORMAT").as_deref() == Ok("json") {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let Command::Run {
+        file,
+        http_addr,
+        secrets_dir,
+        client_id,
+    } = Args::parse().command;
+    if let Err(e) = run(file, http_addr, secrets_dir, client_id).await {
+        tracing::error!(error = %e, "ingester stopped");
+        eprintln!("kafkatable-ingester: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(
+    file: PathBuf,
+    http_addr: std::net::SocketAddr,
+    secrets_dir: PathBuf,
+    client_id: String,
+) -> Result<(), IngesterError> {
+    // deltalake's AWS SDK enables rustls' aws-lc-rs provider and kube ring; choose one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    deltalake::aws::register_handlers(None);
+
+    let config = load::config_file(&file, &secrets_dir)?;
+    tracing::info!(table = %config.table_id, topic = %config.source.topic, group = %config.source.group_id, "starting");
+    let metrics =
+        Metrics::new().map_err(|e| IngesterError::Unsupported(format!("metrics: {e}")))?;
+    let health = Arc::new(Health::default());
+    let server = tokio::spawn(http::serve(http_addr, metrics.clone(), health.clone()));
+
+    let committer = match config.table.format {
+        TableFormat::Delta => {
+            let location = config
+                .table
+                .location
+                .clone()
+                .ok_or(IngesterError::Unsupported(
+                    "a delta table needs spec.table.location".into(),
+                ))?;
+            let options = load::storage_options(&config.table.storage)?;
+            Committer::Delta(DeltaCommitter::open(&location, options, &config.source.topic).await?)
+        }
+        TableFormat::Iceberg => {
+            return Err(IngesterError::Unsupported(
+                "iceberg tables are not implemented yet".into(),
+            ));
+        }
+    };
+    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let consumer = source::consumer(&config.source, &client_id, events_tx, metrics.clone())?;
+    let ingester = Ingester::new(config, consumer, events_rx, committer, metrics, health)?;
+    let result = ingester.run(shutdown_signal()).await;
+    server.abort();
+    result
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the ingester");
+            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }

@@ -1,0 +1,139 @@
+//! Runs the locally built `kafkatable-ingester` as a process for a test, with its own HTTP
+//! port, work directory and log file, and stops it gracefully (SIGTERM) or not (SIGKILL).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// A running ingester.
+pub struct IngesterProcess {
+    child: Child,
+    /// Address of its /metrics, /healthz and /readyz.
+    pub http_addr: String,
+    /// Its combined stdout and stderr.
+    pub log: PathBuf,
+}
+
+/// The ingester binary next to the test binaries (`make build` builds it).
+pub fn binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    // target/debug/deps/<test> -> target/debug/kafkatable-ingester
+    exe.parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("kafkatable-ingester"))
+        .unwrap_or_default()
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+impl IngesterProcess {
+    /// Starts `kafkatable-ingester run -f manifest` with secrets from `secrets_dir`.
+    pub fn start(
+        manifest: &Path,
+        secrets_dir: &Path,
+        work_dir: &Path,
+        name: &str,
+    ) -> std::io::Result<Self> {
+        let bin = binary();
+        if !bin.is_file() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!(
+                    "{} is missing: run `cargo build --workspace` first",
+                    bin.display()
+                ),
+            ));
+        }
+        let http_addr = format!("127.0.0.1:{}", free_port()?);
+        let log = work_dir.join(format!("{name}.log"));
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
+        let child = Command::new(bin)
+            .args(["run", "-f"])
+            .arg(manifest)
+            .arg("--http-addr")
+            .arg(&http_addr)
+            .arg("--secrets-dir")
+            .arg(secrets_dir)
+            .arg("--client-id")
+            .arg(name)
+            .env("RUST_LOG", "info,rdkafka=warn,deltalake=warn")
+            .current_dir(work_dir)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()?;
+        Ok(Self {
+            child,
+            http_addr,
+            log,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits up to `grace` for a clean exit; returns the exit code.
+    pub fn stop(mut self, grace: Duration) -> Option<i32> {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+        let deadline = std::time::Instant::now() + grace;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        None
+    }
+
+    /// SIGKILL: no chance to commit or leave the group.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Whether the process still runs; its exit code otherwise.
+    pub fn exited(&mut self) -> Option<Option<i32>> {
+        self.child.try_wait().ok().flatten().map(|s| s.code())
+    }
+
+    /// GET a path of its HTTP endpoint: (status, body).
+    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let response = reqwest::get(format!("http://{}{path}", self.http_addr))
+            .await
+            .ok()?;
+        let status = response.status().as_u16();
+        Some((status, response.text().await.ok()?))
+    }
+
+    /// The value of a metric without labels, from /metrics.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let (_, body) = self.get("/metrics").await?;
+        body.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for IngesterProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,258 @@
+//! Delta Lake: data files and one `txn` action per partition in the same commit.
+//!
+//! The `txn` app id names the topic and partition; its version is the partition's next offset.
+//! Delta's conflict checker refuses a commit when a concurrent winning commit carries a `txn`
+//! with the same app id, which closes the race between our re-check and our commit.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{Schema, SchemaRef};
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake::kernel::transaction::{CommitBuilder, TransactionError};
+use deltalake::kernel::{Action, StructType, Transaction};
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake::{DeltaTable, DeltaTableError};
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use super::{CommitOutcome, PartitionRange, SyncPoints, moved};
+use crate::error::IngesterError;
+
+/// Commits to one Delta table.
+pub struct DeltaCommitter {
+    table: DeltaTable,
+    location: String,
+    topic: String,
+    writer_properties: WriterProperties,
+}
+
+/// The `txn` app id of a partition.
+pub fn app_id(topic: &str, partition: i32) -> String {
+    format!("kafkatable-{topic}-{partition}")
+}
+
+impl DeltaCommitter {
+    /// Opens the table at `location` (it is created with the first commit when missing).
+    pub async fn open(
+        location: &str,
+        storage_options: HashMap<String, String>,
+        topic: &str,
+    ) -> Result<Self, IngesterError> {
+        let url = url::Url::parse(location)
+            .map_err(|e| table_err(location, "parse the location", e.to_string()))?;
+        if url.scheme() == "file" {
+            // A local table starts as an empty directory.
+            let dir = url.to_file_path().map_err(|()| {
+                table_err(location, "parse the location", "not a local path".into())
+            })?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| table_err(location, "create the directory", e.to_string()))?;
+        }
+        let table = DeltaTable::try_from_url_with_storage_options(url, storage_options)
+            .await
+            .map_err(|e| table_err(location, "open", e.to_string()))?;
+        let writer_properties = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::default()))
+            .build();
+        Ok(Self {
+            table,
+            location: location.to_string(),
+            topic: topic.to_string(),
+            writer_properties,
+        })
+    }
+
+    fn exists(&self) -> bool {
+        self.table.version().is_some()
+    }
+
+    async fn refresh(&mut self) -> Result<(), IngesterError> {
+        match self.table.update_state().await {
+            Ok(()) => Ok(()),
+            // Not created yet: no sync points.
+            Err(DeltaTableError::NotATable(_)) => Ok(()),
+            Err(e) => Err(table_err(&self.location, "read the log", e.to_string())),
+        }
+    }
+
+    pub async fn sync_points(&mut self, partitions: &[i32]) -> Result<SyncPoints, IngesterError> {
+        self.refresh().await?;
+        let mut points = SyncPoints::new();
+        if !self.exists() {
+            return Ok(points);
+        }
+        let snapshot = self
+            .table
+            .snapshot()
+            .map_err(|e| table_err(&self.location, "read the snapshot", e.to_string()))?;
+        let log_store = self.table.log_store();
+        for &partition in partitions {
+            let version = snapshot
+                .transaction_version(log_store.as_ref(), app_id(&self.topic, partition))
+                .await
+                .map_err(|e| table_err(&self.location, "read the sync points", e.to_string()))?;
+            if let Some(v) = version {
+                points.insert(partition, v);
+            }
+        }
+        Ok(points)
+    }
+
+    async fn create(&mut self, schema: &SchemaRef) -> Result<(), IngesterError> {
+        let kernel: StructType = schema
+            .as_ref()
+            .try_into_kernel()
+            .map_err(|e| table_err(&self.location, "map the schema", e.to_string()))?;
+        let created = self
+            .table
+            .clone()
+            .create()
+            .with_columns(kernel.fields().cloned())
+            .with_save_mode(SaveMode::Ignore)
+            .await
+            .map_err(|e| table_err(&self.location, "create", e.to_string()))?;
+        self.table = created;
+        Ok(())
+    }
+
+    pub async fn commit(
+        &mut self,
+        batches: Vec<RecordBatch>,
+        ranges: &[PartitionRange],
+    ) -> Result<CommitOutcome, IngesterError> {
+        let partitions: Vec<i32> = ranges.iter().map(|r| r.partition).collect();
+        let current = self.sync_points(&partitions).await?;
+        let conflicting = moved(ranges, &current);
+        if !conflicting.is_empty() {
+            return Ok(CommitOutcome::Conflict {
+                partitions: conflicting,
+            });
+        }
+        let Some(first) = batches.first() else {
+            return self.commit_actions(Vec::new(), ranges).await;
+        };
+        if !self.exists() {
+            self.create(&first.schema()).await?;
+        }
+        let mut writer = RecordBatchWriter::for_table(&self.table)
+            .map_err(|e| table_err(&self.location, "prepare the writer", e.to_string()))?
+            .with_writer_properties(self.writer_properties.clone());
+        let table_schema: Arc<Schema> = writer.arrow_schema();
+        for batch in batches {
+            let batch = align(batch, &table_schema)
+                .map_err(|reason| table_err(&self.location, "match the table schema", reason))?;
+            writer
+                .write(batch)
+                .await
+                .map_err(|e| table_err(&self.location, "write files", e.to_string()))?;
+        }
+        let adds = writer
+            .flush()
+            .await
+            .map_err(|e| table_err(&self.location, "upload files", e.to_string()))?;
+        self.commit_actions(adds.into_iter().map(Action::Add).collect(), ranges)
+            .await
+    }
+
+    async fn commit_actions(
+        &mut self,
+        mut actions: Vec<Action>,
+        ranges: &[PartitionRange],
+    ) -> Result<CommitOutcome, IngesterError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or_default();
+        actions.extend(ranges.iter().map(|r| {
+            Action::Txn(Transaction::new_with_last_update(
+                app_id(&self.topic, r.partition),
+                r.next,
+                Some(now),
+            ))
+        }));
+        let snapshot = self
+            .table
+            .snapshot()
+            .map_err(|e| table_err(&self.location, "read the snapshot", e.to_string()))?;
+        let operation = DeltaOperation::Write {
+            mode: SaveMode::Append,
+            partition_by: None,
+            predicate: None,
+        };
+        let result = CommitBuilder::default()
+            .with_actions(actions)
+            .build(Some(snapshot), self.table.log_store(), operation)
+            .await;
+        match result {
+            Ok(finalized) => {
+                let version = i64::try_from(finalized.version()).unwrap_or(i64::MAX);
+                self.table.state = Some(finalized.snapshot());
+                Ok(CommitOutcome::Committed { version })
+            }
+            Err(DeltaTableError::Transaction {
+                source: TransactionError::CommitConflict(e),
+            }) => {
+                tracing::info!(table = %self.location, error = %e, "concurrent commit to the same partitions");
+                Ok(CommitOutcome::Conflict {
+                    partitions: ranges.iter().map(|r| r.partition).collect(),
+                })
+            }
+            Err(e) => Err(table_err(&self.location, "commit", e.to_string())),
+        }
+    }
+}
+
+/// Reorders a batch's columns to the table's order and fills columns it lacks with nulls.
+fn align(batch: RecordBatch, table: &SchemaRef) -> Result<RecordBatch, String> {
+    if batch.schema().as_ref() == table.as_ref() {
+        return Ok(batch);
+    }
+    let rows = batch.num_rows();
+    let columns = table
+        .fields()
+        .iter()
+        .map(|field| match batch.column_by_name(field.name()) {
+            Some(c) if c.data_type() == field.data_type() => Ok(c.clone()),
+            Some(c) => arrow::compute::cast(c, field.data_type()).map_err(|e| {
+                format!(
+                    "column {}: {} does not fit {}: {e}",
+                    field.name(),
+                    c.data_type(),
+                    field.data_type()
+                )
+            }),
+            None if field.is_nullable() => {
+                Ok(arrow::array::new_null_array(field.data_type(), rows))
+            }
+            None => Err(format!(
+                "column {} is required but the records lack it",
+                field.name()
+            )),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let schema = batch.schema();
+    let extra: Vec<&str> = schema
+        .fields()
+        .iter()
+        .filter(|f| table.field_with_name(f.name()).is_err())
+        .map(|f| f.name().as_str())
+        .collect();
+    if !extra.is_empty() {
+        return Err(format!(
+            "the records have fields the table lacks: {}",
+            extra.join(", ")
+        ));
+    }
+    RecordBatch::try_new(table.clone(), columns).map_err(|e| e.to_string())
+}
+
+fn table_err(location: &str, action: &'static str, reason: String) -> IngesterError {
+    IngesterError::Table {
+        table: location.to_string(),
+        action,
+        reason,
+    }
+}

@@ -1,0 +1,100 @@
+//! Committing files and Kafka offsets to the table in one atomic commit.
+//!
+//! The table is the source of truth for progress: every commit carries the next offset of each
+//! partition it covers. Before committing, a committer re-reads those offsets and refuses when
+//! any moved since the batch started (another ingester committed the partition); the table
+//! format's own conflict detection covers the remaining race.
+
+pub mod delta;
+
+use std::collections::BTreeMap;
+
+use arrow::array::RecordBatch;
+
+use crate::error::IngesterError;
+
+/// Next offset to read per partition, as recorded in the table.
+pub type SyncPoints = BTreeMap<i32, i64>;
+
+/// The offsets one batch covers in one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionRange {
+    pub partition: i32,
+    /// The table's sync point when the batch started (None: the table had none).
+    pub expected: Option<i64>,
+    /// The offset after the last record of the batch.
+    pub next: i64,
+}
+
+/// What a commit attempt achieved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// The table now holds the batch; `version` is the new table version.
+    Committed { version: i64 },
+    /// Another writer moved these partitions first; nothing was committed. The caller drops
+    /// what it holds for them and seeks to the table's sync points again.
+    Conflict { partitions: Vec<i32> },
+}
+
+/// The committer of one table, by format.
+pub enum Committer {
+    Delta(delta::DeltaCommitter),
+}
+
+impl Committer {
+    /// The table's sync points for `partitions` (all when empty), read fresh from the table.
+    pub async fn sync_points(&mut self, partitions: &[i32]) -> Result<SyncPoints, IngesterError> {
+        match self {
+            Self::Delta(c) => c.sync_points(partitions).await,
+        }
+    }
+
+    /// Writes `batches` and commits them with the ranges' next offsets, or reports a conflict.
+    pub async fn commit(
+        &mut self,
+        batches: Vec<RecordBatch>,
+        ranges: &[PartitionRange],
+    ) -> Result<CommitOutcome, IngesterError> {
+        match self {
+            Self::Delta(c) => c.commit(batches, ranges).await,
+        }
+    }
+}
+
+/// Partitions whose sync point in `table` differs from where the batch started.
+pub fn moved(ranges: &[PartitionRange], table: &SyncPoints) -> Vec<i32> {
+    ranges
+        .iter()
+        .filter(|r| table.get(&r.partition).copied() != r.expected)
+        .map(|r| r.partition)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn moved_partitions_are_those_whose_sync_point_changed() {
+        let ranges = [
+            PartitionRange {
+                partition: 0,
+                expected: Some(10),
+                next: 20,
+            },
+            PartitionRange {
+                partition: 1,
+                expected: None,
+                next: 5,
+            },
+            PartitionRange {
+                partition: 2,
+                expected: Some(7),
+                next: 9,
+            },
+        ];
+        let table = SyncPoints::from([(0, 10), (1, 3), (2, 8)]);
+        assert_eq!(moved(&ranges, &table), vec![1, 2]);
+        assert!(moved(&ranges, &SyncPoints::from([(0, 10), (2, 7)])).is_empty());
+    }
+}

@@ -1,0 +1,461 @@
+//! Record payloads to Arrow.
+//!
+//! Payloads are appended to one growing NDJSON buffer (no allocation per record) and decoded a
+//! chunk at a time with arrow-json in strict mode, so a field the table does not have is never
+//! dropped silently. When a chunk fails, its records are decoded one by one to name the record
+//! (partition and offset) and the reason. `string` and `bytes` payloads become a single `value`
+//! column. Metadata columns (`_kafka_*`) are added per chunk.
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BinaryBuilder, Int32Array, Int64Array, RecordBatch, StringArray, StringBuilder,
+    TimestampMicrosecondArray,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::json::ReaderBuilder;
+
+use crate::error::DecodeError;
+
+/// Names of the metadata columns.
+pub const TOPIC_COLUMN: &str = "_kafka_topic";
+pub const PARTITION_COLUMN: &str = "_kafka_partition";
+pub const OFFSET_COLUMN: &str = "_kafka_offset";
+pub const TIMESTAMP_COLUMN: &str = "_kafka_timestamp";
+pub const KEY_COLUMN: &str = "_kafka_key";
+
+/// How record values are interpreted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayloadKind {
+    /// JSON objects (a Confluent wire-format prefix is skipped).
+    Json,
+    /// UTF-8 text in a `value` column.
+    Text,
+    /// Raw bytes in a `value` column.
+    Bytes,
+}
+
+/// The metadata columns' fields.
+pub fn metadata_fields() -> Vec<Field> {
+    vec![
+        Field::new(TOPIC_COLUMN, DataType::Utf8, false),
+        Field::new(PARTITION_COLUMN, DataType::Int32, false),
+        Field::new(OFFSET_COLUMN, DataType::Int64, false),
+        Field::new(
+            TIMESTAMP_COLUMN,
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            true,
+        ),
+        Field::new(KEY_COLUMN, DataType::Binary, true),
+    ]
+}
+
+/// The value columns of a `string` or `bytes` topic.
+pub fn raw_value_schema(kind: PayloadKind) -> Schema {
+    let data_type = if kind == PayloadKind::Text {
+        DataType::Utf8
+    } else {
+        DataType::Binary
+    };
+    Schema::new(vec![Field::new("value", data_type, true)])
+}
+
+/// Records of one partition waiting to be decoded: their payloads as NDJSON and their metadata.
+#[derive(Debug, Default)]
+pub struct Pending {
+    /// JSON payloads, one per line (JSON), or raw payloads back to back (text, bytes).
+    data: Vec<u8>,
+    /// End of each record's payload in `data`.
+    ends: Vec<usize>,
+    /// Whether each record's value was null (a tombstone).
+    nulls: Vec<bool>,
+    offsets: Vec<i64>,
+    timestamps_us: Vec<Option<i64>>,
+    keys: BinaryBuilder,
+}
+
+impl Pending {
+    pub fn len(&self) -> usize {
+        self.offsets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.offsets.is_empty()
+    }
+
+    /// Bytes of payload held.
+    pub fn payload_bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Adds one record. `value` is None for a tombstone.
+    pub fn push(
+        &mut self,
+        kind: PayloadKind,
+        value: Option<&[u8]>,
+        key: Option<&[u8]>,
+        offset: i64,
+        timestamp_ms: Option<i64>,
+    ) {
+        match (kind, value) {
+            (PayloadKind::Json, Some(v)) => {
+                self.data.extend_from_slice(strip_wire_prefix(v));
+                self.data.push(b'\n');
+            }
+            // A tombstone is a row whose value columns are all null.
+            (PayloadKind::Json, None) => self.data.extend_from_slice(b"{}\n"),
+            (_, Some(v)) => self.data.extend_from_slice(v),
+            (_, None) => {}
+        }
+        self.ends.push(self.data.len());
+        self.nulls.push(value.is_none());
+        self.offsets.push(offset);
+        self.timestamps_us
+            .push(timestamp_ms.map(|ms| ms.saturating_mul(1000)));
+        match key {
+            Some(k) => self.keys.append_value(k),
+            None => self.keys.append_null(),
+        }
+    }
+
+    fn record(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.data[start..self.ends[i]]
+    }
+
+    fn clear(&mut self) {
+        self.data.clear();
+        self.ends.clear();
+        self.nulls.clear();
+        self.offsets.clear();
+        self.timestamps_us.clear();
+        // BinaryBuilder::finish resets the builder.
+        let _ = self.keys.finish();
+    }
+}
+
+/// Skips the Confluent wire-format header (magic byte 0 and a 4-byte schema id) in front of JSON.
+fn strip_wire_prefix(value: &[u8]) -> &[u8] {
+    if value.len() > 5 && value[0] == 0 {
+        &value[5..]
+    } else {
+        value
+    }
+}
+
+/// Infers the value schema of JSON records. Fields that are null in every record become
+/// nullable strings (tables have no null type).
+pub fn infer_json_schema(pending: &Pending) -> Result<Schema, DecodeError> {
+    let (schema, _) = arrow::json::reader::infer_json_schema(Cursor::new(&pending.data), None)
+        .map_err(|e| DecodeError::Infer(e.to_string()))?;
+    Ok(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| {
+                let field = f.as_ref().clone().with_nullable(true);
+                if field.data_type() == &DataType::Null {
+                    field.with_data_type(DataType::Utf8)
+                } else {
+                    field
+                }
+            })
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// Decodes the pending records of `topic`/`partition` into one RecordBatch with the value
+/// columns of `value_schema` followed (when `metadata` is set) by the metadata columns, and
+/// empties `pending`.
+pub fn decode(
+    kind: PayloadKind,
+    pending: &mut Pending,
+    value_schema: &SchemaRef,
+    topic: &str,
+    partition: i32,
+    metadata: bool,
+) -> Result<RecordBatch, DecodeError> {
+    let rows = pending.len();
+    let mut columns: Vec<ArrayRef> = match kind {
+        PayloadKind::Json => decode_json(pending, value_schema, topic, partition)?
+            .columns()
+            .to_vec(),
+        PayloadKind::Text => {
+            let mut b = StringBuilder::with_capacity(rows, pending.data.len());
+            for i in 0..rows {
+                if pending.nulls[i] {
+                    b.append_null();
+                } else {
+                    let text = std::str::from_utf8(pending.record(i)).map_err(|e| {
+                        DecodeError::Record {
+                            topic: topic.to_string(),
+                            partition,
+                            offset: pending.offsets[i],
+                            reason: format!("value is not UTF-8: {e}"),
+                        }
+                    })?;
+                    b.append_value(text);
+                }
+            }
+            vec![Arc::new(b.finish())]
+        }
+        PayloadKind::Bytes => {
+            let mut b = BinaryBuilder::with_capacity(rows, pending.data.len());
+            for i in 0..rows {
+                if pending.nulls[i] {
+                    b.append_null()
+                } else {
+                    b.append_value(pending.record(i))
+                }
+            }
+            vec![Arc::new(b.finish())]
+        }
+    };
+    let mut fields: Vec<Field> = value_schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    if metadata {
+        fields.extend(metadata_fields());
+        columns.push(Arc::new(StringArray::from_iter_values(
+            std::iter::repeat_n(topic, rows),
+        )));
+        columns.push(Arc::new(Int32Array::from_value(partition, rows)));
+        columns.push(Arc::new(Int64Array::from(std::mem::take(
+            &mut pending.offsets,
+        ))));
+        columns.push(Arc::new(
+            TimestampMicrosecondArray::from(std::mem::take(&mut pending.timestamps_us))
+                .with_timezone("UTC"),
+        ));
+        columns.push(Arc::new(pending.keys.finish()));
+    }
+    pending.clear();
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+        .map_err(|e| DecodeError::Infer(e.to_string()))
+}
+
+fn decode_json(
+    pending: &Pending,
+    schema: &SchemaRef,
+    topic: &str,
+    partition: i32,
+) -> Result<RecordBatch, DecodeError> {
+    let rows = pending.len();
+    let attempt = || -> Result<Option<RecordBatch>, arrow::error::ArrowError> {
+        let mut decoder = ReaderBuilder::new(schema.clone())
+            .with_strict_mode(true)
+            .with_batch_size(rows.max(1))
+            .build_decoder()?;
+        let mut rest = pending.data.as_slice();
+        while !rest.is_empty() {
+            let read = decoder.decode(rest)?;
+            if read == 0 {
+                break;
+            }
+            rest = &rest[read..];
+        }
+        decoder.flush()
+    };
+    match attempt() {
+        Ok(Some(batch)) if batch.num_rows() == rows => Ok(batch),
+        Ok(other) => {
+            // More or fewer rows than records: a payload held several JSON values or none.
+            let got = other.map_or(0, |b| b.num_rows());
+            Err(
+                first_bad_record(pending, schema, topic, partition).unwrap_or_else(|| {
+                    DecodeError::Count {
+                        topic: topic.to_string(),
+                        partition,
+                        expected: rows,
+                        got,
+                    }
+                }),
+            )
+        }
+        Err(e) => Err(
+            first_bad_record(pending, schema, topic, partition).unwrap_or_else(|| {
+                DecodeError::Record {
+                    topic: topic.to_string(),
+                    partition,
+                    offset: pending.offsets.first().copied().unwrap_or(-1),
+                    reason: e.to_string(),
+                }
+            }),
+        ),
+    }
+}
+
+/// Decodes records one at a time to find the first that fails, with its reason.
+fn first_bad_record(
+    pending: &Pending,
+    schema: &SchemaRef,
+    topic: &str,
+    partition: i32,
+) -> Option<DecodeError> {
+    (0..pending.len()).find_map(|i| {
+        let line = pending.record(i);
+        let reason = match single_record(line, schema) {
+            Ok(1) => return None,
+            Ok(n) => format!("expected one JSON object, found {n}"),
+            Err(e) => e,
+        };
+        Some(DecodeError::Record {
+            topic: topic.to_string(),
+            partition,
+            offset: pending.offsets[i],
+            reason,
+        })
+    })
+}
+
+fn single_record(line: &[u8], schema: &SchemaRef) -> Result<usize, String> {
+    let mut decoder = ReaderBuilder::new(schema.clone())
+        .with_strict_mode(true)
+        .build_decoder()
+        .map_err(|e| e.to_string())?;
+    decoder.decode(line).map_err(|e| e.to_string())?;
+    Ok(decoder
+        .flush()
+        .map_err(|e| e.to_string())?
+        .map_or(0, |b| b.num_rows()))
+}
+
+/// Whether a decode failure is a field the schema lacks (which schema evolution can add).
+pub fn is_unknown_field(error: &DecodeError) -> bool {
+    matches!(error, DecodeError::Record { reason, .. } if reason.contains("missing from schema"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::Int64Type;
+
+    fn pending(kind: PayloadKind, values: &[Option<&str>]) -> Pending {
+        let mut p = Pending::default();
+        for (i, v) in values.iter().enumerate() {
+            p.push(
+                kind,
+                v.map(str::as_bytes),
+                Some(b"k"),
+                100 + i as i64,
+                Some(1_700_000_000_000 + i as i64),
+            );
+        }
+        p
+    }
+
+    #[test]
+    fn json_decodes_with_inferred_schema_and_metadata() {
+        let mut p = pending(
+            PayloadKind::Json,
+            &[
+                Some(r#"{"id":1,"name":"a","tags":["x"],"geo":{"lat":1.5}}"#),
+                None,
+                Some(r#"{"id":3}"#),
+            ],
+        );
+        let schema = Arc::new(infer_json_schema(&p).expect("infer"));
+        assert_eq!(
+            schema
+                .field_with_name("id")
+                .map(|f| f.data_type().clone())
+                .ok(),
+            Some(DataType::Int64)
+        );
+        assert!(matches!(
+            schema
+                .field_with_name("tags")
+                .map(|f| f.data_type().clone()),
+            Ok(DataType::List(_))
+        ));
+        assert!(matches!(
+            schema.field_with_name("geo").map(|f| f.data_type().clone()),
+            Ok(DataType::Struct(_))
+        ));
+        let batch = decode(PayloadKind::Json, &mut p, &schema, "t", 2, true).expect("decode");
+        assert_eq!(batch.num_rows(), 3);
+        let ids = batch
+            .column_by_name("id")
+            .expect("id")
+            .as_primitive::<Int64Type>();
+        assert_eq!(
+            (ids.value(0), ids.is_null(1), ids.value(2)),
+            (1, true, 3),
+            "the tombstone is a null row"
+        );
+        let offsets = batch
+            .column_by_name(OFFSET_COLUMN)
+            .expect("offset")
+            .as_primitive::<Int64Type>();
+        assert_eq!(offsets.values().to_vec(), vec![100, 101, 102]);
+        assert!(p.is_empty(), "decoding empties the pending records");
+    }
+
+    #[test]
+    fn a_bad_record_is_named_by_offset() {
+        let mut p = pending(
+            PayloadKind::Json,
+            &[Some(r#"{"id":1}"#), Some(r#"{"id":2}"#)],
+        );
+        let schema = Arc::new(infer_json_schema(&p).expect("infer"));
+        decode(PayloadKind::Json, &mut p, &schema, "t", 0, false).expect("good chunk");
+        let mut p = pending(
+            PayloadKind::Json,
+            &[Some(r#"{"id":1}"#), Some("{not json"), Some(r#"{"id":3}"#)],
+        );
+        let err =
+            decode(PayloadKind::Json, &mut p, &schema, "events", 4, false).expect_err("bad chunk");
+        match err {
+            DecodeError::Record {
+                topic,
+                partition,
+                offset,
+                ..
+            } => assert_eq!((topic.as_str(), partition, offset), ("events", 4, 101)),
+            other => panic!("unexpected {other}"),
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_an_error_not_a_silent_drop() {
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)]));
+        let mut p = pending(PayloadKind::Json, &[Some(r#"{"id":1,"extra":true}"#)]);
+        let err = decode(PayloadKind::Json, &mut p, &schema, "t", 0, false).expect_err("strict");
+        assert!(is_unknown_field(&err), "{err}");
+        assert!(err.to_string().contains("offset 100"), "{err}");
+    }
+
+    #[test]
+    fn wire_format_prefix_is_skipped() {
+        let mut framed = vec![0u8, 0, 0, 0, 7];
+        framed.extend_from_slice(br#"{"id":5}"#);
+        let mut p = Pending::default();
+        p.push(PayloadKind::Json, Some(&framed), None, 0, None);
+        let schema = Arc::new(infer_json_schema(&p).expect("infer"));
+        let batch = decode(PayloadKind::Json, &mut p, &schema, "t", 0, false).expect("decode");
+        assert_eq!(batch.column(0).as_primitive::<Int64Type>().value(0), 5);
+    }
+
+    #[test]
+    fn text_and_bytes_become_a_value_column() {
+        let mut p = pending(PayloadKind::Text, &[Some("héllo"), None]);
+        let schema = Arc::new(raw_value_schema(PayloadKind::Text));
+        let batch = decode(PayloadKind::Text, &mut p, &schema, "t", 0, true).expect("text");
+        let values = batch.column(0).as_string::<i32>();
+        assert_eq!((values.value(0), values.is_null(1)), ("héllo", true));
+
+        let mut p = Pending::default();
+        p.push(PayloadKind::Text, Some(&[0xff, 0xfe]), None, 9, None);
+        let err = decode(PayloadKind::Text, &mut p, &schema, "t", 1, false).expect_err("not utf-8");
+        assert!(err.to_string().contains("partition 1 offset 9"), "{err}");
+
+        let mut p = pending(PayloadKind::Bytes, &[Some("\u{1}\u{2}")]);
+        let schema = Arc::new(raw_value_schema(PayloadKind::Bytes));
+        let batch = decode(PayloadKind::Bytes, &mut p, &schema, "t", 0, false).expect("bytes");
+        assert_eq!(batch.column(0).as_binary::<i32>().value(0), &[1, 2]);
+    }
+}

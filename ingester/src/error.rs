@@ -1,0 +1,63 @@
+//! What can go wrong in the ingester, with the topic, partition, offset or table it concerns.
+
+use std::path::PathBuf;
+
+/// A record (or chunk of records) that cannot become rows.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("topic {topic} partition {partition} offset {offset}: {reason}")]
+    Record {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        reason: String,
+    },
+    #[error("topic {topic} partition {partition}: {expected} records decoded into {got} rows")]
+    Count {
+        topic: String,
+        partition: i32,
+        expected: usize,
+        got: usize,
+    },
+    #[error("cannot infer a schema from the records: {0}")]
+    Infer(String),
+}
+
+/// Everything that stops the ingester.
+#[derive(Debug, thiserror::Error)]
+pub enum IngesterError {
+    #[error("cannot read {path}: {source}")]
+    ReadConfig {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is neither an ingester config nor a KafkaTable manifest: {reason}")]
+    ParseConfig { path: PathBuf, reason: String },
+    #[error("invalid configuration: {0}")]
+    Config(#[from] kafkatable_crds::config::ConfigError),
+    #[error("cannot read the secret file {path}: {source}")]
+    Secret {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("kafka: {action}: {source}")]
+    Kafka {
+        action: &'static str,
+        source: rdkafka::error::KafkaError,
+    },
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("table {table}: {action}: {reason}")]
+    Table {
+        table: String,
+        action: &'static str,
+        reason: String,
+    },
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    #[error("cannot serve HTTP on {addr}: {source}")]
+    Http {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}

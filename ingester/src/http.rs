@@ -1,0 +1,78 @@
+//! `/metrics`, `/healthz` (the process runs) and `/readyz` (partitions assigned, table
+//! reachable, last commit attempt did not fail).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::error::IngesterError;
+use crate::metrics::Metrics;
+
+/// Readiness as the run loop reports it.
+#[derive(Default)]
+pub struct Health {
+    /// The member holds partitions and has read their sync points from the table.
+    pub assigned: AtomicBool,
+    /// The last table operation succeeded (or none failed yet).
+    pub table_ok: AtomicBool,
+}
+
+impl Health {
+    pub fn ready(&self) -> bool {
+        self.assigned.load(Ordering::Relaxed) && self.table_ok.load(Ordering::Relaxed)
+    }
+}
+
+/// Serves until the process ends.
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Metrics,
+    health: Arc<Health>,
+) -> Result<(), IngesterError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| IngesterError::Http { addr, source })?;
+    tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                continue;
+            }
+        };
+        let metrics = metrics.clone();
+        let health = health.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let response = route(req.uri().path(), &metrics, &health);
+                async move { Ok::<_, std::convert::Infallible>(response) }
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(error = %e, "http connection ended");
+            }
+        });
+    }
+}
+
+fn route(path: &str, metrics: &Metrics, health: &Health) -> Response<Full<Bytes>> {
+    let (status, body) = match path {
+        "/metrics" => (StatusCode::OK, metrics.render()),
+        "/healthz" => (StatusCode::OK, "ok\n".to_string()),
+        "/readyz" if health.ready() => (StatusCode::OK, "ready\n".to_string()),
+        "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_string()),
+        _ => (StatusCode::NOT_FOUND, "not found\n".to_string()),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+}

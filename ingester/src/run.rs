@@ -1,0 +1,627 @@
+//! The run loop: consume, decode, batch, commit to the table with the offsets, then commit the
+//! same offsets to the consumer group.
+//!
+//! Exactly once: each partition's buffer starts at the table's sync point for it. A commit
+//! carries the next offset of every partition it covers and is refused when the table moved
+//! meanwhile; then the buffers are dropped and the partitions seek back to the table's sync
+//! points. The Kafka group offsets are only a mirror for lag tools: a crash after the table
+//! commit but before the Kafka commit is harmless, since assignment always seeks to the table.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use kafkatable_crds::IngesterConfig;
+use kafkatable_crds::config::StartPosition;
+use kafkatable_crds::spec::{ErrorPolicy, Format, SchemaEvolution};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::commit::{CommitOutcome, Committer, PartitionRange, SyncPoints};
+use crate::decode::{self, PayloadKind, Pending};
+use crate::error::{DecodeError, IngesterError};
+use crate::http::Health;
+use crate::metrics::Metrics;
+use crate::source::{Assignment, CALL_TIMEOUT, Context};
+
+/// Records decoded into Arrow at a time, per partition.
+const CHUNK_RECORDS: usize = 8192;
+/// Consecutive failed commits before the ingester gives up (and its pod restarts).
+const MAX_COMMIT_FAILURES: u32 = 5;
+
+/// Where a partition is on its way to the table's sync point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Records before `target` are already in the table and are skipped; a first record past
+    /// it triggers one seek (`sought`).
+    Seeking {
+        target: Option<i64>,
+        sought: bool,
+    },
+    Active,
+}
+
+struct PartitionState {
+    /// The table's sync point where the buffered records start.
+    expected: Option<i64>,
+    /// The offset after the last buffered record.
+    next: Option<i64>,
+    phase: Phase,
+    pending: Pending,
+    chunks: Vec<RecordBatch>,
+}
+
+impl PartitionState {
+    fn new(sync_point: Option<i64>, target: Option<i64>) -> Self {
+        Self {
+            expected: sync_point,
+            next: sync_point,
+            phase: Phase::Seeking {
+                target,
+                sought: false,
+            },
+            pending: Pending::default(),
+            chunks: Vec::new(),
+        }
+    }
+
+    fn has_records(&self) -> bool {
+        !self.pending.is_empty() || !self.chunks.is_empty()
+    }
+}
+
+/// One ingester.
+pub struct Ingester {
+    config: IngesterConfig,
+    kind: PayloadKind,
+    consumer: StreamConsumer<Context>,
+    events: UnboundedReceiver<Assignment>,
+    committer: Committer,
+    partitions: BTreeMap<i32, PartitionState>,
+    value_schema: Option<SchemaRef>,
+    metrics: Metrics,
+    health: Arc<Health>,
+    buffered_records: u64,
+    buffered_bytes: u64,
+    last_commit: Instant,
+    commit_failures: u32,
+}
+
+impl Ingester {
+    pub fn new(
+        config: IngesterConfig,
+        consumer: StreamConsumer<Context>,
+        events: UnboundedReceiver<Assignment>,
+        committer: Committer,
+        metrics: Metrics,
+        health: Arc<Health>,
+    ) -> Result<Self, IngesterError> {
+        let kind = match config.source.format {
+            Format::Json => PayloadKind::Json,
+            Format::String => PayloadKind::Text,
+            Format::Bytes => PayloadKind::Bytes,
+            other => {
+                return Err(IngesterError::Unsupported(format!(
+                    "spec.source.format {other:?} is not implemented yet"
+                )));
+            }
+        };
+        if config.errors.policy != ErrorPolicy::Fail {
+            return Err(IngesterError::Unsupported(format!(
+                "spec.errors.policy {:?} is not implemented yet (fail is)",
+                config.errors.policy
+            )));
+        }
+        let value_schema = match kind {
+            PayloadKind::Json if config.table.columns.is_empty() => None,
+            PayloadKind::Json => Some(Arc::new(columns_schema(&config)?)),
+            raw => Some(Arc::new(decode::raw_value_schema(raw))),
+        };
+        health.table_ok.store(true, Ordering::Relaxed);
+        Ok(Self {
+            config,
+            kind,
+            consumer,
+            events,
+            committer,
+            partitions: BTreeMap::new(),
+            value_schema,
+            metrics,
+            health,
+            buffered_records: 0,
+            buffered_bytes: 0,
+            last_commit: Instant::now(),
+            commit_failures: 0,
+        })
+    }
+
+    /// Runs until `shutdown` completes (then commits what it holds and leaves the group) or an
+    /// error stops it.
+    pub async fn run(
+        mut self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), IngesterError> {
+        tokio::pin!(shutdown);
+        let interval = Duration::from_millis(self.config.commit.interval_ms.max(1));
+        let mut tick = tokio::time::interval(interval.min(Duration::from_millis(250)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => {
+                    tracing::info!("shutting down: committing what is buffered");
+                    self.consumer.unsubscribe();
+                    self.commit().await?;
+                    return Ok(());
+                }
+                event = self.events.recv() => {
+                    if let Some(event) = event {
+                        self.on_assignment(event).await?;
+                    }
+                }
+                message = self.consumer.recv() => {
+                    match message {
+                        Ok(m) => {
+                            let m = m.detach();
+                            // Apply rebalances that arrived with this poll before the record.
+                            while let Ok(event) = self.events.try_recv() {
+                                self.on_assignment(event).await?;
+                            }
+                            self.on_message(&m)?;
+                        }
+                        Err(e) => {
+                            self.metrics.kafka_errors.inc();
+                            tracing::warn!(error = %e, "consume error");
+                        }
+                    }
+                }
+                _ = tick.tick() => {}
+            }
+            if self.commit_due(interval) {
+                self.commit().await?;
+            }
+        }
+    }
+
+    fn commit_due(&self, interval: Duration) -> bool {
+        self.buffered_records > 0
+            && (self.buffered_records >= self.config.commit.max_records
+                || self.buffered_bytes >= self.config.commit.max_bytes
+                || self.last_commit.elapsed() >= interval)
+    }
+
+    async fn on_assignment(&mut self, event: Assignment) -> Result<(), IngesterError> {
+        match event {
+            Assignment::Assigned(partitions) => {
+                let points = self.table_sync_points(&partitions).await?;
+                for p in partitions {
+                    let sync_point = points.get(&p).copied();
+                    let target = match (sync_point, self.config.source.start) {
+                        (Some(n), _) => Some(n),
+                        (None, StartPosition::TimestampMillis(ms)) => self.offset_for_time(p, ms),
+                        (None, _) => None,
+                    };
+                    tracing::info!(partition = p, sync_point, target, "partition assigned");
+                    self.partitions
+                        .insert(p, PartitionState::new(sync_point, target));
+                }
+            }
+            Assignment::Revoked(partitions) => {
+                for p in partitions {
+                    if let Some(state) = self.partitions.remove(&p) {
+                        tracing::info!(
+                            partition = p,
+                            dropped = state.pending.len(),
+                            "partition revoked; its buffer is dropped"
+                        );
+                    }
+                }
+                self.recount();
+            }
+        }
+        self.metrics
+            .assigned_partitions
+            .set(self.partitions.len() as i64);
+        self.health
+            .assigned
+            .store(!self.partitions.is_empty(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn table_sync_points(&mut self, partitions: &[i32]) -> Result<SyncPoints, IngesterError> {
+        let result = self.committer.sync_points(partitions).await;
+        self.health
+            .table_ok
+            .store(result.is_ok(), Ordering::Relaxed);
+        result
+    }
+
+    fn offset_for_time(&self, partition: i32, millis: i64) -> Option<i64> {
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(&self.config.source.topic, partition, Offset::Offset(millis))
+            .ok()?;
+        let found = self.consumer.offsets_for_times(list, CALL_TIMEOUT).ok()?;
+        let offset = found.elements().first().map(|e| e.offset());
+        match offset {
+            Some(Offset::Offset(n)) => Some(n),
+            // No record at or after the time yet: start at the end.
+            _ => self
+                .consumer
+                .fetch_watermarks(&self.config.source.topic, partition, CALL_TIMEOUT)
+                .ok()
+                .map(|(_, high)| high),
+        }
+    }
+
+    fn seek(&self, partition: i32, offset: i64) -> bool {
+        match self.consumer.seek(
+            &self.config.source.topic,
+            partition,
+            Offset::Offset(offset),
+            CALL_TIMEOUT,
+        ) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(partition, offset, error = %e, "seek failed; will retry");
+                false
+            }
+        }
+    }
+
+    fn on_message(&mut self, m: &rdkafka::message::OwnedMessage) -> Result<(), IngesterError> {
+        let p = m.partition();
+        let offset = m.offset();
+        let Some(phase) = self.partitions.get(&p).map(|s| s.phase) else {
+            return Ok(()); // not (or no longer) ours
+        };
+        if let Phase::Seeking { target, sought } = phase {
+            match target {
+                Some(t) if offset < t => {
+                    self.metrics.records_already_committed.inc();
+                    return Ok(());
+                }
+                Some(t) if offset > t && !sought => {
+                    let done = self.seek(p, t);
+                    if let Some(s) = self.partitions.get_mut(&p) {
+                        s.phase = Phase::Seeking {
+                            target,
+                            sought: done,
+                        };
+                    }
+                    return Ok(());
+                }
+                Some(t) if offset > t => {
+                    tracing::warn!(
+                        partition = p,
+                        from = t,
+                        to = offset,
+                        "records before this offset are no longer in the topic (retention) or were control records"
+                    );
+                }
+                _ => {}
+            }
+            if let Some(s) = self.partitions.get_mut(&p) {
+                s.phase = Phase::Active;
+            }
+        }
+        let payload_len = m.payload().map_or(0, <[u8]>::len);
+        let timestamp = m.timestamp().to_millis();
+        let kind = self.kind;
+        let Some(state) = self.partitions.get_mut(&p) else {
+            return Ok(());
+        };
+        state
+            .pending
+            .push(kind, m.payload(), m.key(), offset, timestamp);
+        state.next = Some(offset + 1);
+        self.metrics.records_consumed.inc();
+        self.metrics.bytes_consumed.inc_by(payload_len as u64);
+        self.buffered_records += 1;
+        self.buffered_bytes += payload_len as u64;
+        if state.pending.len() >= CHUNK_RECORDS {
+            self.decode_partition(p)?;
+        }
+        Ok(())
+    }
+
+    /// Decodes a partition's pending records into an Arrow chunk.
+    fn decode_partition(&mut self, p: i32) -> Result<(), IngesterError> {
+        let Some(state) = self.partitions.get_mut(&p) else {
+            return Ok(());
+        };
+        if state.pending.is_empty() {
+            return Ok(());
+        }
+        let schema = match &self.value_schema {
+            Some(s) => s.clone(),
+            None => {
+                let inferred = Arc::new(decode::infer_json_schema(&state.pending)?);
+                tracing::info!(schema = %inferred, "inferred the table schema from the first records");
+                self.value_schema = Some(inferred.clone());
+                inferred
+            }
+        };
+        let topic = self.config.source.topic.clone();
+        let metadata = self.config.table.metadata_columns;
+        let batch = match decode::decode(
+            self.kind,
+            &mut state.pending,
+            &schema,
+            &topic,
+            p,
+            metadata,
+        ) {
+            Ok(batch) => batch,
+            Err(e)
+                if decode::is_unknown_field(&e)
+                    && self.config.table.schema_evolution == SchemaEvolution::AddColumns =>
+            {
+                let widened = Arc::new(widen(&schema, &decode::infer_json_schema(&state.pending)?));
+                tracing::info!(schema = %widened, "records carry new fields: adding them as nullable columns");
+                self.value_schema = Some(widened.clone());
+                decode::decode(self.kind, &mut state.pending, &widened, &topic, p, metadata)
+                    .map_err(|e| self.decode_failed(e))?
+            }
+            Err(e) => return Err(self.decode_failed(e)),
+        };
+        self.buffered_bytes = self
+            .buffered_bytes
+            .saturating_sub(batch_payload_bytes(&batch))
+            + batch.get_array_memory_size() as u64;
+        if let Some(state) = self.partitions.get_mut(&p) {
+            state.chunks.push(batch);
+        }
+        Ok(())
+    }
+
+    fn decode_failed(&self, e: DecodeError) -> IngesterError {
+        self.metrics.decode_errors.inc();
+        tracing::error!(error = %e, "cannot decode a record; stopping (errors.policy: fail), nothing at or after it is committed");
+        IngesterError::Decode(e)
+    }
+
+    /// Writes and commits everything buffered, then mirrors the offsets to the consumer group.
+    async fn commit(&mut self) -> Result<(), IngesterError> {
+        let partitions: Vec<i32> = self.partitions.keys().copied().collect();
+        for &p in &partitions {
+            self.decode_partition(p)?;
+        }
+        let mut ranges = Vec::new();
+        let mut batches = Vec::new();
+        for (&p, state) in &mut self.partitions {
+            if !state.has_records() {
+                continue;
+            }
+            if let Some(next) = state.next {
+                ranges.push(PartitionRange {
+                    partition: p,
+                    expected: state.expected,
+                    next,
+                });
+                batches.append(&mut state.chunks);
+            }
+        }
+        if ranges.is_empty() {
+            self.last_commit = Instant::now();
+            return Ok(());
+        }
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        let bytes: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
+        let started = Instant::now();
+        let span = tracing::info_span!("commit", partitions = ranges.len(), rows);
+        let outcome = {
+            let _enter = span.enter();
+            self.committer.commit(batches, &ranges).await
+        };
+        self.metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.last_commit = Instant::now();
+        match outcome {
+            Ok(CommitOutcome::Committed { version }) => {
+                self.commit_failures = 0;
+                self.health.table_ok.store(true, Ordering::Relaxed);
+                self.metrics.commits.inc();
+                self.metrics.rows_committed.inc_by(rows as u64);
+                self.metrics.batch_rows.observe(rows as f64);
+                self.metrics.batch_bytes.observe(bytes as f64);
+                let mut offsets = TopicPartitionList::new();
+                for r in &ranges {
+                    if let Some(state) = self.partitions.get_mut(&r.partition) {
+                        state.expected = Some(r.next);
+                    }
+                    self.metrics
+                        .committed_offset
+                        .with_label_values(&[&r.partition.to_string()])
+                        .set(r.next);
+                    if let Err(e) = offsets.add_partition_offset(
+                        &self.config.source.topic,
+                        r.partition,
+                        Offset::Offset(r.next),
+                    ) {
+                        tracing::warn!(error = %e, "cannot record a group offset");
+                    }
+                }
+                tracing::info!(
+                    version,
+                    rows,
+                    partitions = ranges.len(),
+                    "committed to the table"
+                );
+                if let Err(e) = self.consumer.commit(&offsets, CommitMode::Async) {
+                    // The table holds the truth; the group offsets only mirror it for lag tools.
+                    tracing::warn!(error = %e, "cannot commit offsets to the consumer group");
+                }
+            }
+            Ok(CommitOutcome::Conflict { partitions }) => {
+                self.metrics.commit_conflicts.inc();
+                tracing::info!(
+                    ?partitions,
+                    "another ingester committed these partitions first; re-reading the table"
+                );
+                self.rewind(&ranges).await?;
+            }
+            Err(e) => {
+                self.metrics.commit_failures.inc();
+                self.health.table_ok.store(false, Ordering::Relaxed);
+                self.commit_failures += 1;
+                tracing::warn!(error = %e, attempt = self.commit_failures, "table commit failed; the records will be read again");
+                if self.commit_failures >= MAX_COMMIT_FAILURES {
+                    return Err(e);
+                }
+                self.rewind(&ranges).await?;
+            }
+        }
+        self.recount();
+        Ok(())
+    }
+
+    /// Drops what is buffered for the ranges' partitions and seeks them to the table's sync
+    /// points.
+    async fn rewind(&mut self, ranges: &[PartitionRange]) -> Result<(), IngesterError> {
+        let partitions: Vec<i32> = ranges.iter().map(|r| r.partition).collect();
+        let points = match self.table_sync_points(&partitions).await {
+            Ok(points) => points,
+            // The table is unreachable: keep the old sync points; the next commit re-checks.
+            Err(_) => ranges
+                .iter()
+                .filter_map(|r| r.expected.map(|e| (r.partition, e)))
+                .collect(),
+        };
+        for r in ranges {
+            let sync_point = points.get(&r.partition).copied();
+            if let Some(state) = self.partitions.get_mut(&r.partition) {
+                *state = PartitionState::new(sync_point, sync_point);
+            }
+            if let Some(offset) = sync_point {
+                let done = self.seek(r.partition, offset);
+                if let Some(state) = self.partitions.get_mut(&r.partition) {
+                    state.phase = Phase::Seeking {
+                        target: sync_point,
+                        sought: done,
+                    };
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn recount(&mut self) {
+        self.buffered_records = self
+            .partitions
+            .values()
+            .map(|s| {
+                s.pending.len() as u64 + s.chunks.iter().map(|c| c.num_rows() as u64).sum::<u64>()
+            })
+            .sum();
+        self.buffered_bytes = self
+            .partitions
+            .values()
+            .map(|s| {
+                s.pending.payload_bytes() as u64
+                    + s.chunks
+                        .iter()
+                        .map(|c| c.get_array_memory_size() as u64)
+                        .sum::<u64>()
+            })
+            .sum();
+    }
+}
+
+/// The payload bytes a decoded batch replaced (approximately: its rows' share of the buffer is
+/// not tracked per row, so the whole batch size is used).
+fn batch_payload_bytes(batch: &RecordBatch) -> u64 {
+    batch.get_array_memory_size() as u64
+}
+
+/// `base` plus the fields of `extra` it lacks, as nullable columns.
+fn widen(base: &Schema, extra: &Schema) -> Schema {
+    let mut fields: Vec<Field> = base.fields().iter().map(|f| f.as_ref().clone()).collect();
+    for f in extra.fields() {
+        if base.field_with_name(f.name()).is_err() {
+            fields.push(f.as_ref().clone().with_nullable(true));
+        }
+    }
+    Schema::new(fields)
+}
+
+/// The value schema of explicitly declared columns.
+fn columns_schema(config: &IngesterConfig) -> Result<Schema, IngesterError> {
+    config
+        .table
+        .columns
+        .iter()
+        .map(|c| column_type(&c.type_).map(|t| Field::new(&c.name, t, c.nullable)))
+        .collect::<Option<Vec<_>>>()
+        .map(Schema::new)
+        .ok_or_else(|| IngesterError::Unsupported("a column type in spec.table.columns".into()))
+}
+
+/// Maps a column type of the spec to Arrow.
+pub fn column_type(name: &str) -> Option<DataType> {
+    if let Some(inner) = name.strip_prefix("list<").and_then(|r| r.strip_suffix('>')) {
+        return Some(DataType::List(Arc::new(Field::new(
+            "element",
+            column_type(inner)?,
+            true,
+        ))));
+    }
+    if let Some(args) = name
+        .strip_prefix("decimal(")
+        .and_then(|r| r.strip_suffix(')'))
+    {
+        let (p, s) = args.split_once(',')?;
+        return Some(DataType::Decimal128(
+            p.trim().parse().ok()?,
+            s.trim().parse().ok()?,
+        ));
+    }
+    Some(match name {
+        "boolean" => DataType::Boolean,
+        "int" => DataType::Int32,
+        "long" => DataType::Int64,
+        "float" => DataType::Float32,
+        "double" => DataType::Float64,
+        "string" => DataType::Utf8,
+        "binary" => DataType::Binary,
+        "date" => DataType::Date32,
+        "timestamp" => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn column_types_map_to_arrow() {
+        assert_eq!(column_type("long"), Some(DataType::Int64));
+        assert_eq!(
+            column_type("decimal(10,2)"),
+            Some(DataType::Decimal128(10, 2))
+        );
+        assert!(matches!(
+            column_type("list<string>"),
+            Some(DataType::List(_))
+        ));
+        assert_eq!(column_type("uuid"), None);
+    }
+
+    #[test]
+    fn widening_adds_only_new_fields_as_nullable() {
+        let base = Schema::new(vec![Field::new("id", DataType::Int64, false)]);
+        let extra = Schema::new(vec![
+            Field::new("id", DataType::Utf8, true),
+            Field::new("name", DataType::Utf8, false),
+        ]);
+        let widened = widen(&base, &extra);
+        assert_eq!(widened.fields().len(), 2);
+        assert_eq!(widened.field(0).data_type(), &DataType::Int64);
+        assert!(widened.field(1).is_nullable());
+    }
+}
