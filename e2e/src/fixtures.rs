@@ -301,11 +301,30 @@ const PRESIGN: Duration = Duration::from_secs(300);
 /// Runs a Python script in the readers' venv (deltalake, pyiceberg, polars, duckdb,
 /// confluent-kafka) with `args`, and returns its standard output. A failing script is an error
 /// carrying its standard error.
+///
+/// The script runs inside a wrapper that leaves through `os._exit` once it is done: native
+/// readers may still have threads running at interpreter teardown, which can abort a process
+/// whose work succeeded ("terminate called without an active exception").
 pub fn python(env: &TestEnv, script: &str, args: &[&str]) -> Result<String, PythonError> {
+    const WRAPPER: &str = r#"
+import os, sys, traceback
+code = 0
+try:
+    exec(compile(os.environ["KT_PYTHON_SCRIPT"], "<test script>", "exec"), {"__name__": "__main__"})
+except SystemExit as e:
+    code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+except BaseException:
+    traceback.print_exc()
+    code = 1
+sys.stdout.flush()
+sys.stderr.flush()
+os._exit(code)
+"#;
     let output = Command::new(&env.python)
         .arg("-c")
-        .arg(script)
+        .arg(WRAPPER)
         .args(args)
+        .env("KT_PYTHON_SCRIPT", script)
         .output()
         .map_err(|e| PythonError(format!("cannot run {}: {e}", env.python.display())))?;
     if !output.status.success() {

@@ -41,6 +41,17 @@ impl IngesterProcess {
         work_dir: &Path,
         name: &str,
     ) -> std::io::Result<Self> {
+        Self::start_with_env(manifest, secrets_dir, work_dir, name, &[])
+    }
+
+    /// As `start`, with extra environment variables (fault injection).
+    pub fn start_with_env(
+        manifest: &Path,
+        secrets_dir: &Path,
+        work_dir: &Path,
+        name: &str,
+        envs: &[(&str, &str)],
+    ) -> std::io::Result<Self> {
         let bin = binary();
         if !bin.is_file() {
             return Err(std::io::Error::new(
@@ -66,7 +77,11 @@ impl IngesterProcess {
             .arg(secrets_dir)
             .arg("--client-id")
             .arg(name)
-            .env("RUST_LOG", "info,rdkafka=warn,deltalake=warn")
+            .env(
+                "RUST_LOG",
+                "info,rdkafka=warn,deltalake=warn,buoyant_kernel=off",
+            )
+            .envs(envs.iter().copied())
             .current_dir(work_dir)
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)

@@ -106,7 +106,12 @@ async fn run(
     };
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
     let consumer = source::consumer(&config.source, &client_id, events_tx, metrics.clone())?;
-    let ingester = Ingester::new(config, consumer, events_rx, committer, metrics, health)?;
+    let crash = std::env::var("KAFKATABLE_FAULT_CRASH_AFTER_TABLE_COMMIT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    let ingester = Ingester::new(config, consumer, events_rx, committer, metrics, health)?
+        .with_crash_after_table_commit(crash);
     let result = ingester.run(shutdown_signal()).await;
     server.abort();
     result

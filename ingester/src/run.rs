@@ -90,6 +90,9 @@ pub struct Ingester {
     buffered_bytes: u64,
     last_commit: Instant,
     commit_failures: u32,
+    /// Fault injection for tests: the probability of aborting between a table commit and the
+    /// Kafka commit (`KAFKATABLE_FAULT_CRASH_AFTER_TABLE_COMMIT`).
+    crash_after_table_commit: f64,
 }
 
 impl Ingester {
@@ -137,7 +140,31 @@ impl Ingester {
             buffered_bytes: 0,
             last_commit: Instant::now(),
             commit_failures: 0,
+            crash_after_table_commit: 0.0,
         })
+    }
+
+    /// Aborts the process after a table commit, before the Kafka commit, with this
+    /// probability (tests of the exactly-once protocol only).
+    pub fn with_crash_after_table_commit(mut self, probability: f64) -> Self {
+        self.crash_after_table_commit = probability.clamp(0.0, 1.0);
+        self
+    }
+
+    fn maybe_crash(&self) {
+        if self.crash_after_table_commit <= 0.0 {
+            return;
+        }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default();
+        if f64::from(nanos % 1_000_000) / 1_000_000.0 < self.crash_after_table_commit {
+            tracing::warn!(
+                "fault injection: aborting between the table commit and the Kafka commit"
+            );
+            std::process::abort();
+        }
     }
 
     /// Runs until `shutdown` completes (then commits what it holds and leaves the group) or an
@@ -452,6 +479,7 @@ impl Ingester {
                     partitions = ranges.len(),
                     "committed to the table"
                 );
+                self.maybe_crash();
                 if let Err(e) = self.consumer.commit(&offsets, CommitMode::Async) {
                     // The table holds the truth; the group offsets only mirror it for lag tools.
                     tracing::warn!(error = %e, "cannot commit offsets to the consumer group");

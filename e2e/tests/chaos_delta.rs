@@ -1,0 +1,195 @@
+//! Exactly once under chaos, Delta Lake: ingesters in one consumer group on a 12-partition
+//! topic while records are produced; they are killed with SIGKILL at random moments, abort on
+//! purpose between the table commit and the Kafka commit, and are restarted, added and
+//! removed. At the end every produced record is in the table exactly once, as the deltalake
+//! Python package reads it.
+//!
+//! KAFKATABLE_CHAOS_KILLS sets the number of kills (30 by default; `make chaos` runs more).
+
+use std::time::{Duration, Instant};
+
+use kafkatable_e2e::env::TestEnv;
+use kafkatable_e2e::fixtures::{TestTopic, eventually, kafka_config, python, unique};
+use kafkatable_e2e::ingester::IngesterProcess;
+use rand::Rng;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::{Value, json};
+
+const PARTITIONS: i32 = 12;
+
+const READER: &str = r#"
+import json, sys
+from deltalake import DeltaTable
+try:
+    t = DeltaTable(sys.argv[1]).to_pyarrow_table(columns=["id", "_kafka_partition", "_kafka_offset"])
+except Exception as e:
+    print(json.dumps({"rows": 0})); sys.exit(0)
+ids = t["id"].to_pylist()
+pairs = set(zip(t["_kafka_partition"].to_pylist(), t["_kafka_offset"].to_pylist()))
+print(json.dumps({"rows": t.num_rows, "distinct_pairs": len(pairs), "distinct_ids": len(set(ids)),
+                  "min": min(ids) if ids else None, "max": max(ids) if ids else None}))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_record_exactly_once_through_kills_rebalances_and_scaling() -> anyhow::Result<()> {
+    let kills_wanted: usize = std::env::var("KAFKATABLE_CHAOS_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let records: usize = 2000 * kills_wanted.max(10);
+    let env = TestEnv::load()?;
+    let topic = TestTopic::create(&env, "chaos", PARTITIONS).await?;
+    let dir = std::env::temp_dir().join(unique("kt-chaos"));
+    std::fs::create_dir_all(&dir)?;
+    let location = format!("file://{}/table", dir.display());
+    let manifest = json!({
+        "apiVersion": "kafkatable.io/v1alpha1",
+        "kind": "KafkaTable",
+        "metadata": {"name": "chaos", "namespace": "e2e"},
+        "spec": {
+            "source": {
+                "brokers": env.kafka_bootstrap, "topic": topic.name, "consumerGroup": unique("chaos-group"),
+                // Dead members leave the group in seconds, not the default 45.
+                "consumerConfig": {"session.timeout.ms": "6000", "heartbeat.interval.ms": "1000"},
+            },
+            "table": {"format": "delta", "location": location},
+            "commit": {"interval": "1s"},
+        },
+    });
+    let manifest_path = dir.join("table.yaml");
+    std::fs::write(&manifest_path, serde_yaml::to_string(&manifest)?)?;
+
+    // Produce in the background, spread over the run.
+    let producer: FutureProducer = kafka_config(&env, false).set("linger.ms", "5").create()?;
+    let topic_name = topic.name.clone();
+    let production = tokio::spawn(async move {
+        let batch = 500;
+        for start in (0..records).step_by(batch) {
+            let sends = (start..(start + batch).min(records)).map(|i| {
+                let producer = producer.clone();
+                let topic = topic_name.clone();
+                async move {
+                    let payload = json!({"id": i, "payload": "x".repeat(64)}).to_string();
+                    let key = format!("k{i}");
+                    producer
+                        .send(
+                            FutureRecord::to(&topic).key(&key).payload(&payload),
+                            Duration::from_secs(30),
+                        )
+                        .await
+                }
+            });
+            for delivery in futures::future::join_all(sends).await {
+                delivery.map_err(|(e, _)| e)?;
+            }
+            tokio::time::sleep(Duration::from_millis(60)).await;
+        }
+        Ok::<_, rdkafka::error::KafkaError>(())
+    });
+
+    // Half the ingesters also abort right after a table commit, before the Kafka commit.
+    let crash_env = [("KAFKATABLE_FAULT_CRASH_AFTER_TABLE_COMMIT", "0.5")];
+    let mut serial = 0;
+    let mut start = |crashy: bool| -> std::io::Result<IngesterProcess> {
+        serial += 1;
+        let envs: &[(&str, &str)] = if crashy { &crash_env } else { &[] };
+        IngesterProcess::start_with_env(
+            &manifest_path,
+            &dir,
+            &dir,
+            &format!("ingester-{serial}"),
+            envs,
+        )
+    };
+    let mut running: Vec<IngesterProcess> =
+        (0..3).map(|i| start(i == 0)).collect::<Result<_, _>>()?;
+
+    let mut rng = rand::rng();
+    let (mut kills, mut crashes, mut added, mut removed) = (0usize, 0usize, 0usize, 0usize);
+    let began = Instant::now();
+    while kills + crashes < kills_wanted || !production.is_finished() {
+        assert!(
+            began.elapsed() < Duration::from_secs(600),
+            "chaos did not finish in 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(rng.random_range(300..1500))).await;
+        // Injected crashes count too; their members are restarted.
+        let before = running.len();
+        running.retain_mut(|p| p.exited().is_none());
+        crashes += before - running.len();
+        match rng.random_range(0..10) {
+            0 if running.len() < 5 => {
+                running.push(start(rng.random_bool(0.5))?);
+                added += 1;
+            }
+            1 if running.len() > 1 => {
+                let victim = running.remove(rng.random_range(0..running.len()));
+                victim.stop(Duration::from_secs(20));
+                removed += 1;
+            }
+            _ if !running.is_empty() && kills + crashes < kills_wanted => {
+                let victim = running.remove(rng.random_range(0..running.len()));
+                victim.kill();
+                kills += 1;
+            }
+            _ => {}
+        }
+        while running.len() < 3 {
+            running.push(start(rng.random_bool(0.5))?);
+        }
+    }
+    production.await??;
+    // Let the survivors finish without faults.
+    for p in running.drain(..) {
+        p.kill();
+    }
+    let finishers: Vec<IngesterProcess> = (0..2).map(|_| start(false)).collect::<Result<_, _>>()?;
+    eprintln!(
+        "chaos: {kills} SIGKILLs, {crashes} aborts after a table commit, {added} added, {removed} removed, {records} records"
+    );
+
+    let env_ref = &env;
+    let location_ref = &location;
+    let view: Value = eventually(
+        &format!("{records} rows"),
+        Duration::from_secs(240),
+        || async move {
+            let out = python(env_ref, READER, &[location_ref]).ok()?;
+            let view: Value = serde_json::from_str(out.trim()).ok()?;
+            (view["rows"].as_u64()? >= records as u64).then_some(view)
+        },
+    )
+    .await;
+    // Give a duplicate a chance to land before judging.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let out = python(&env, READER, &[&location])?;
+    let last: Value = serde_json::from_str(out.trim())?;
+    assert_eq!(
+        last["rows"].as_u64(),
+        Some(records as u64),
+        "no record twice: {last} (first seen {view})"
+    );
+    assert_eq!(
+        last["distinct_ids"].as_u64(),
+        Some(records as u64),
+        "every record once"
+    );
+    assert_eq!(last["distinct_pairs"].as_u64(), Some(records as u64));
+    assert_eq!(
+        (last["min"].as_u64(), last["max"].as_u64()),
+        (Some(0), Some(records as u64 - 1))
+    );
+    assert!(
+        kills + crashes >= kills_wanted,
+        "{kills} kills and {crashes} crashes"
+    );
+    assert!(
+        crashes >= 1,
+        "at least one ingester died between a table commit and its Kafka commit"
+    );
+    for p in finishers {
+        p.stop(Duration::from_secs(20));
+    }
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}
