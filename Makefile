@@ -41,7 +41,7 @@ test: setup lint ## The whole suite: lint, unit tests, then integration tests on
 
 chaos: setup ## The exactly-once chaos test with 300 kills (CI runs 30)
 	$(TOOLS)/infra.sh up k8s kafka minio
-	KAFKATABLE_CHAOS_KILLS=$${KAFKATABLE_CHAOS_KILLS:-300} cargo test -p kafkatable-e2e --test chaos_delta --locked -- --nocapture
+	KAFKATABLE_CHAOS_KILLS=$${KAFKATABLE_CHAOS_KILLS:-300} cargo test -p kafkatable-e2e --test chaos --locked -- --nocapture
 
 infra-up: ## Start the infrastructure (idempotent); addresses land in $(KAFKATABLE_RUN)/env
 	$(TOOLS)/infra.sh up

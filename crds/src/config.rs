@@ -15,6 +15,9 @@ use crate::spec::{
 };
 use crate::units::{parse_duration, parse_quantity};
 
+/// The Iceberg catalog name when the spec gives none.
+pub const DEFAULT_CATALOG_NAME: &str = "kafkatable";
+
 /// Where the ingester pod mounts each referenced Secret: `<dir>/<secret name>/<key>`.
 pub const DEFAULT_SECRETS_DIR: &str = "/etc/kafkatable/secrets";
 
@@ -147,6 +150,8 @@ pub struct TableConfig {
 pub struct CatalogConfig {
     #[serde(rename = "type")]
     pub type_: CatalogType,
+    /// The catalog's name (default "kafkatable").
+    pub name: String,
     pub uri: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warehouse: Option<String>,
@@ -421,6 +426,10 @@ impl IngesterConfig {
         };
         let catalog = t.catalog.as_ref().map(|c| CatalogConfig {
             type_: c.type_,
+            name: c
+                .name
+                .clone()
+                .unwrap_or_else(|| DEFAULT_CATALOG_NAME.to_string()),
             uri: c.uri.clone(),
             warehouse: c.warehouse.clone(),
             namespace: c.namespace.split('.').map(str::to_string).collect(),
@@ -642,6 +651,7 @@ spec:
         let catalog = t.catalog.as_ref().expect("catalog");
         assert_eq!(catalog.namespace, vec!["shop", "raw"]);
         assert_eq!(catalog.table, "orders");
+        assert_eq!(catalog.name, DEFAULT_CATALOG_NAME);
         assert!(t.storage.allow_http && t.storage.path_style);
         assert_eq!(
             t.storage.secret_access_key_file,

@@ -509,6 +509,12 @@ pub struct Catalog {
     #[schemars(length(min = 1))]
     pub uri: String,
 
+    /// Catalog name. A SQL catalog stores it with every table it registers, so readers
+    /// (Spark, Trino, pyiceberg) must connect with the same name. Defaults to "kafkatable".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255), regex(pattern = r"^[A-Za-z0-9_-]+$"))]
+    pub name: Option<String>,
+
     /// Warehouse: a location (s3://bucket/prefix) or a REST catalog's warehouse name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warehouse: Option<String>,

@@ -152,3 +152,19 @@ impl Drop for IngesterProcess {
         let _ = self.child.wait();
     }
 }
+
+/// Prints the last lines of every ingester log in `dir` (for a failing test).
+pub fn print_logs(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "log") {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+            eprintln!("--- {} (last 40 lines) ---\n{tail}", path.display());
+        }
+    }
+}

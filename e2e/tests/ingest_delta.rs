@@ -199,6 +199,9 @@ impl Setup {
 
 impl Drop for Setup {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            kafkatable_e2e::ingester::print_logs(&self.dir);
+        }
         std::fs::remove_dir_all(&self.dir).ok();
         if let Some(bucket) = self.bucket.take() {
             // Dropped within the test's runtime: remove the bucket on a thread of its own.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use kafkatable_crds::config::DEFAULT_SECRETS_DIR;
 use kafkatable_crds::spec::TableFormat;
-use kafkatable_ingester::commit::{Committer, delta::DeltaCommitter};
+use kafkatable_ingester::commit::{Committer, delta::DeltaCommitter, iceberg::IcebergCommitter};
 use kafkatable_ingester::error::IngesterError;
 use kafkatable_ingester::http::{self, Health};
 use kafkatable_ingester::metrics::Metrics;
@@ -99,9 +99,21 @@ async fn run(
             Committer::Delta(DeltaCommitter::open(&location, options, &config.source.topic).await?)
         }
         TableFormat::Iceberg => {
-            return Err(IngesterError::Unsupported(
-                "iceberg tables are not implemented yet".into(),
-            ));
+            let catalog = config
+                .table
+                .catalog
+                .clone()
+                .ok_or(IngesterError::Unsupported(
+                    "an iceberg table needs spec.table.catalog".into(),
+                ))?;
+            let committer = IcebergCommitter::open(
+                &catalog,
+                &config.table.storage,
+                &config.source.topic,
+                config.commit.target_file_size,
+            )
+            .await?;
+            Committer::Iceberg(committer)
         }
     };
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();

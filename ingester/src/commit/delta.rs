@@ -18,7 +18,7 @@ use deltalake::{DeltaTable, DeltaTableError};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
-use super::{CommitOutcome, PartitionRange, SyncPoints, moved};
+use super::{CommitOutcome, PartitionRange, SyncPoints, align, moved};
 use crate::error::IngesterError;
 
 /// Commits to one Delta table.
@@ -203,50 +203,6 @@ impl DeltaCommitter {
             Err(e) => Err(table_err(&self.location, "commit", e.to_string())),
         }
     }
-}
-
-/// Reorders a batch's columns to the table's order and fills columns it lacks with nulls.
-fn align(batch: RecordBatch, table: &SchemaRef) -> Result<RecordBatch, String> {
-    if batch.schema().as_ref() == table.as_ref() {
-        return Ok(batch);
-    }
-    let rows = batch.num_rows();
-    let columns = table
-        .fields()
-        .iter()
-        .map(|field| match batch.column_by_name(field.name()) {
-            Some(c) if c.data_type() == field.data_type() => Ok(c.clone()),
-            Some(c) => arrow::compute::cast(c, field.data_type()).map_err(|e| {
-                format!(
-                    "column {}: {} does not fit {}: {e}",
-                    field.name(),
-                    c.data_type(),
-                    field.data_type()
-                )
-            }),
-            None if field.is_nullable() => {
-                Ok(arrow::array::new_null_array(field.data_type(), rows))
-            }
-            None => Err(format!(
-                "column {} is required but the records lack it",
-                field.name()
-            )),
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let schema = batch.schema();
-    let extra: Vec<&str> = schema
-        .fields()
-        .iter()
-        .filter(|f| table.field_with_name(f.name()).is_err())
-        .map(|f| f.name().as_str())
-        .collect();
-    if !extra.is_empty() {
-        return Err(format!(
-            "the records have fields the table lacks: {}",
-            extra.join(", ")
-        ));
-    }
-    RecordBatch::try_new(table.clone(), columns).map_err(|e| e.to_string())
 }
 
 fn table_err(location: &str, action: &'static str, reason: String) -> IngesterError {

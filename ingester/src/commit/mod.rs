@@ -6,10 +6,12 @@
 //! format's own conflict detection covers the remaining race.
 
 pub mod delta;
+pub mod iceberg;
 
 use std::collections::BTreeMap;
 
 use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
 
 use crate::error::IngesterError;
 
@@ -39,6 +41,7 @@ pub enum CommitOutcome {
 /// The committer of one table, by format.
 pub enum Committer {
     Delta(delta::DeltaCommitter),
+    Iceberg(iceberg::IcebergCommitter),
 }
 
 impl Committer {
@@ -46,6 +49,7 @@ impl Committer {
     pub async fn sync_points(&mut self, partitions: &[i32]) -> Result<SyncPoints, IngesterError> {
         match self {
             Self::Delta(c) => c.sync_points(partitions).await,
+            Self::Iceberg(c) => c.sync_points(partitions).await,
         }
     }
 
@@ -57,6 +61,7 @@ impl Committer {
     ) -> Result<CommitOutcome, IngesterError> {
         match self {
             Self::Delta(c) => c.commit(batches, ranges).await,
+            Self::Iceberg(c) => c.commit(batches, ranges).await,
         }
     }
 }
@@ -68,6 +73,50 @@ pub fn moved(ranges: &[PartitionRange], table: &SyncPoints) -> Vec<i32> {
         .filter(|r| table.get(&r.partition).copied() != r.expected)
         .map(|r| r.partition)
         .collect()
+}
+
+/// Reorders a batch's columns to the table's order and fills columns it lacks with nulls.
+pub(crate) fn align(batch: RecordBatch, table: &SchemaRef) -> Result<RecordBatch, String> {
+    if batch.schema().as_ref() == table.as_ref() {
+        return Ok(batch);
+    }
+    let rows = batch.num_rows();
+    let columns = table
+        .fields()
+        .iter()
+        .map(|field| match batch.column_by_name(field.name()) {
+            Some(c) if c.data_type() == field.data_type() => Ok(c.clone()),
+            Some(c) => arrow::compute::cast(c, field.data_type()).map_err(|e| {
+                format!(
+                    "column {}: {} does not fit {}: {e}",
+                    field.name(),
+                    c.data_type(),
+                    field.data_type()
+                )
+            }),
+            None if field.is_nullable() => {
+                Ok(arrow::array::new_null_array(field.data_type(), rows))
+            }
+            None => Err(format!(
+                "column {} is required but the records lack it",
+                field.name()
+            )),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let schema = batch.schema();
+    let extra: Vec<&str> = schema
+        .fields()
+        .iter()
+        .filter(|f| table.field_with_name(f.name()).is_err())
+        .map(|f| f.name().as_str())
+        .collect();
+    if !extra.is_empty() {
+        return Err(format!(
+            "the records have fields the table lacks: {}",
+            extra.join(", ")
+        ));
+    }
+    RecordBatch::try_new(table.clone(), columns).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

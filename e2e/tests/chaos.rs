@@ -1,8 +1,8 @@
-//! Exactly once under chaos, Delta Lake: ingesters in one consumer group on a 12-partition
-//! topic while records are produced; they are killed with SIGKILL at random moments, abort on
-//! purpose between the table commit and the Kafka commit, and are restarted, added and
-//! removed. At the end every produced record is in the table exactly once, as the deltalake
-//! Python package reads it.
+//! Exactly once under chaos, for each table format: ingesters in one consumer group on a
+//! 12-partition topic while records are produced; they are killed with SIGKILL at random
+//! moments, abort on purpose between the table commit and the Kafka commit, and are restarted,
+//! added and removed. At the end every produced record is in the table exactly once, as the
+//! deltalake and pyiceberg Python packages read it.
 //!
 //! KAFKATABLE_CHAOS_KILLS sets the number of kills (30 by default; `make chaos` runs more).
 
@@ -17,21 +17,47 @@ use serde_json::{Value, json};
 
 const PARTITIONS: i32 = 12;
 
+/// Reads id, partition and offset of every row; prints counts.
 const READER: &str = r#"
 import json, sys
-from deltalake import DeltaTable
+kind = sys.argv[1]
 try:
-    t = DeltaTable(sys.argv[1]).to_pyarrow_table(columns=["id", "_kafka_partition", "_kafka_offset"])
+    if kind == "delta":
+        from deltalake import DeltaTable
+        t = DeltaTable(sys.argv[2]).to_pyarrow_table(columns=["id", "_kafka_partition", "_kafka_offset"])
+    else:
+        from pyiceberg.catalog import load_catalog
+        uri, endpoint, key, secret, ident = sys.argv[2:7]
+        c = load_catalog("kafkatable", type="rest", uri=uri, **{"s3.endpoint": endpoint, "s3.access-key-id": key,
+            "s3.secret-access-key": secret, "s3.region": "us-east-1", "s3.path-style-access": "true"})
+        t = c.load_table(ident).scan(selected_fields=("id", "_kafka_partition", "_kafka_offset")).to_arrow()
 except Exception as e:
-    print(json.dumps({"rows": 0})); sys.exit(0)
+    print(json.dumps({"rows": 0, "error": str(e)})); sys.exit(0)
 ids = t["id"].to_pylist()
 pairs = set(zip(t["_kafka_partition"].to_pylist(), t["_kafka_offset"].to_pylist()))
 print(json.dumps({"rows": t.num_rows, "distinct_pairs": len(pairs), "distinct_ids": len(set(ids)),
                   "min": min(ids) if ids else None, "max": max(ids) if ids else None}))
 "#;
 
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Delta,
+    Iceberg,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_record_exactly_once_through_kills_rebalances_and_scaling() -> anyhow::Result<()> {
+async fn delta_every_record_exactly_once_through_kills_rebalances_and_scaling() -> anyhow::Result<()>
+{
+    chaos(Kind::Delta).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iceberg_every_record_exactly_once_through_kills_rebalances_and_scaling()
+-> anyhow::Result<()> {
+    chaos(Kind::Iceberg).await
+}
+
+async fn chaos(kind: Kind) -> anyhow::Result<()> {
     let kills_wanted: usize = std::env::var("KAFKATABLE_CHAOS_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -42,6 +68,18 @@ async fn every_record_exactly_once_through_kills_rebalances_and_scaling() -> any
     let dir = std::env::temp_dir().join(unique("kt-chaos"));
     std::fs::create_dir_all(&dir)?;
     let location = format!("file://{}/table", dir.display());
+    let namespace = unique("chaos").replace('-', "_");
+    std::fs::create_dir_all(dir.join("s3"))?;
+    std::fs::write(dir.join("s3/accessKeyId"), &env.s3_access_key)?;
+    std::fs::write(dir.join("s3/secretAccessKey"), &env.s3_secret_key)?;
+    let table = match kind {
+        Kind::Delta => json!({"format": "delta", "location": location}),
+        Kind::Iceberg => json!({
+            "format": "iceberg",
+            "catalog": {"type": "rest", "uri": env.iceberg_rest_uri, "namespace": namespace, "table": "events"},
+            "storage": {"endpoint": env.s3_endpoint, "region": "us-east-1", "pathStyle": true, "credentialsSecretRef": {"name": "s3"}},
+        }),
+    };
     let manifest = json!({
         "apiVersion": "kafkatable.io/v1alpha1",
         "kind": "KafkaTable",
@@ -52,7 +90,7 @@ async fn every_record_exactly_once_through_kills_rebalances_and_scaling() -> any
                 // Dead members leave the group in seconds, not the default 45.
                 "consumerConfig": {"session.timeout.ms": "6000", "heartbeat.interval.ms": "1000"},
             },
-            "table": {"format": "delta", "location": location},
+            "table": table,
             "commit": {"interval": "1s"},
         },
     });
@@ -101,11 +139,37 @@ async fn every_record_exactly_once_through_kills_rebalances_and_scaling() -> any
             envs,
         )
     };
+    // First, one ingester that certainly dies in the window: it aborts after its first table
+    // commit, before the Kafka commit, and its successors must not read those records again.
+    let mut certain = IngesterProcess::start_with_env(
+        &manifest_path,
+        &dir,
+        &dir,
+        "ingester-0",
+        &[("KAFKATABLE_FAULT_CRASH_AFTER_TABLE_COMMIT", "1")],
+    )?;
+    let certain_ref = &mut certain;
+    eventually(
+        "the first ingester to abort after its first commit",
+        Duration::from_secs(120),
+        || {
+            let exited = certain_ref.exited();
+            async move { exited.map(|_| ()) }
+        },
+    )
+    .await;
+    assert!(
+        certain.log_text().contains("fault injection"),
+        "it died in the window:\n{}",
+        certain.log_text()
+    );
+    drop(certain);
+
     let mut running: Vec<IngesterProcess> =
         (0..3).map(|i| start(i == 0)).collect::<Result<_, _>>()?;
 
     let mut rng = rand::rng();
-    let (mut kills, mut crashes, mut added, mut removed) = (0usize, 0usize, 0usize, 0usize);
+    let (mut kills, mut crashes, mut added, mut removed) = (0usize, 1usize, 0usize, 0usize);
     let began = Instant::now();
     while kills + crashes < kills_wanted || !production.is_finished() {
         assert!(
@@ -148,13 +212,25 @@ async fn every_record_exactly_once_through_kills_rebalances_and_scaling() -> any
         "chaos: {kills} SIGKILLs, {crashes} aborts after a table commit, {added} added, {removed} removed, {records} records"
     );
 
+    let ident = format!("{namespace}.events");
+    let reader_args: Vec<&str> = match kind {
+        Kind::Delta => vec!["delta", &location],
+        Kind::Iceberg => vec![
+            "iceberg",
+            &env.iceberg_rest_uri,
+            &env.s3_endpoint,
+            &env.s3_access_key,
+            &env.s3_secret_key,
+            &ident,
+        ],
+    };
     let env_ref = &env;
-    let location_ref = &location;
+    let args_ref = &reader_args;
     let view: Value = eventually(
         &format!("{records} rows"),
         Duration::from_secs(240),
         || async move {
-            let out = python(env_ref, READER, &[location_ref]).ok()?;
+            let out = python(env_ref, READER, args_ref).ok()?;
             let view: Value = serde_json::from_str(out.trim()).ok()?;
             (view["rows"].as_u64()? >= records as u64).then_some(view)
         },
@@ -162,7 +238,7 @@ async fn every_record_exactly_once_through_kills_rebalances_and_scaling() -> any
     .await;
     // Give a duplicate a chance to land before judging.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let out = python(&env, READER, &[&location])?;
+    let out = python(&env, READER, &reader_args)?;
     let last: Value = serde_json::from_str(out.trim())?;
     assert_eq!(
         last["rows"].as_u64(),

@@ -1,0 +1,432 @@
+//! Apache Iceberg: data files appended in a snapshot whose summary carries every partition's
+//! next offset (`kafkatable.<topic>.<partition>`), carried forward from the snapshot before.
+//!
+//! The fence: iceberg-rust's `Transaction::commit` reloads the table and silently re-applies
+//! an append on top of a concurrent one. We commit through [`PinnedCatalog`], which answers
+//! that reload with the very table whose sync points we checked, so the append's own
+//! requirement (the branch still points at that snapshot) makes the catalog refuse the commit
+//! when another writer got in first, and the refusal is not retried. REST catalogs and the SQL
+//! catalog (compare-and-set on the metadata location) both enforce the requirement.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use async_trait::async_trait;
+use iceberg::arrow::arrow_schema_to_schema_auto_assign_ids;
+use iceberg::spec::DataFileFormat;
+use iceberg::table::Table;
+use iceberg::transaction::{ApplyTransactionAction, Transaction};
+use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
+use iceberg::writer::file_writer::ParquetWriterBuilder;
+use iceberg::writer::file_writer::location_generator::{
+    DefaultFileNameGenerator, DefaultLocationGenerator,
+};
+use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
+use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
+use iceberg::{
+    Catalog, CatalogBuilder, ErrorKind, Namespace, NamespaceIdent, TableCommit, TableCreation,
+    TableIdent,
+};
+use kafkatable_crds::config::{CatalogConfig, StorageConfig};
+use kafkatable_crds::spec::CatalogType;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use super::{CommitOutcome, PartitionRange, SyncPoints, align, moved};
+use crate::error::IngesterError;
+use crate::source::read_secret;
+
+/// Commits to one Iceberg table.
+pub struct IcebergCommitter {
+    catalog: Arc<dyn Catalog>,
+    ident: TableIdent,
+    topic: String,
+    target_file_size: usize,
+    /// The table as of the last read; commits are fenced against it.
+    table: Option<Table>,
+}
+
+/// The snapshot summary key of a partition's next offset.
+pub fn summary_key(topic: &str, partition: i32) -> String {
+    format!("kafkatable.{topic}.{partition}")
+}
+
+impl IcebergCommitter {
+    pub async fn open(
+        catalog: &CatalogConfig,
+        storage: &StorageConfig,
+        topic: &str,
+        target_file_size: u64,
+    ) -> Result<Self, IngesterError> {
+        let name = format!("{}.{}", catalog.namespace.join("."), catalog.table);
+        let err = |action: &'static str, e: iceberg::Error| table_err(&name, action, e.to_string());
+        let mut props = HashMap::from([("uri".to_string(), catalog.uri.clone())]);
+        if let Some(warehouse) = &catalog.warehouse {
+            props.insert("warehouse".into(), warehouse.clone());
+        }
+        if let Some(endpoint) = &storage.endpoint {
+            props.insert("s3.endpoint".into(), endpoint.clone());
+        }
+        if let Some(region) = &storage.region {
+            props.insert("s3.region".into(), region.clone());
+        }
+        props.insert(
+            "s3.path-style-access".into(),
+            storage.path_style.to_string(),
+        );
+        if let Some(file) = &storage.access_key_id_file {
+            props.insert("s3.access-key-id".into(), read_secret(file)?);
+        }
+        if let Some(file) = &storage.secret_access_key_file {
+            props.insert("s3.secret-access-key".into(), read_secret(file)?);
+        }
+        if let Some(file) = &catalog.token_file
+            && let Ok(token) = read_secret(file)
+        {
+            props.insert("token".into(), token);
+        }
+        let storage_factory =
+            Arc::new(iceberg_storage_opendal::OpenDalResolvingStorageFactory::new());
+        let catalog_impl: Arc<dyn Catalog> = match catalog.type_ {
+            CatalogType::Rest => Arc::new(
+                iceberg_catalog_rest::RestCatalogBuilder::default()
+                    .with_storage_factory(storage_factory)
+                    .load(catalog.name.clone(), props)
+                    .await
+                    .map_err(|e| err("connect to the REST catalog", e))?,
+            ),
+            CatalogType::Sql => Arc::new(
+                iceberg_catalog_sql::SqlCatalogBuilder::default()
+                    .with_storage_factory(storage_factory)
+                    .load(catalog.name.clone(), props)
+                    .await
+                    .map_err(|e| err("open the SQL catalog", e))?,
+            ),
+        };
+        let namespace = NamespaceIdent::from_vec(catalog.namespace.clone())
+            .map_err(|e| err("name the namespace", e))?;
+        Ok(Self {
+            catalog: catalog_impl,
+            ident: TableIdent::new(namespace, catalog.table.clone()),
+            topic: topic.to_string(),
+            target_file_size: usize::try_from(target_file_size).unwrap_or(usize::MAX),
+            table: None,
+        })
+    }
+
+    fn name(&self) -> String {
+        format!("{}.{}", self.ident.namespace().join("."), self.ident.name())
+    }
+
+    async fn load(&mut self) -> Result<Option<&Table>, IngesterError> {
+        match self.catalog.load_table(&self.ident).await {
+            Ok(table) => {
+                self.table = Some(table);
+                Ok(self.table.as_ref())
+            }
+            Err(e)
+                if e.kind() == ErrorKind::TableNotFound
+                    || e.kind() == ErrorKind::NamespaceNotFound =>
+            {
+                self.table = None;
+                Ok(None)
+            }
+            Err(e) => Err(table_err(&self.name(), "load the table", e.to_string())),
+        }
+    }
+
+    pub async fn sync_points(&mut self, partitions: &[i32]) -> Result<SyncPoints, IngesterError> {
+        let topic = self.topic.clone();
+        let Some(table) = self.load().await? else {
+            return Ok(SyncPoints::new());
+        };
+        let all = table_sync_points(table, &topic);
+        Ok(if partitions.is_empty() {
+            all
+        } else {
+            all.into_iter()
+                .filter(|(p, _)| partitions.contains(p))
+                .collect()
+        })
+    }
+
+    async fn create(&mut self, batch: &RecordBatch) -> Result<(), IngesterError> {
+        let name = self.name();
+        let schema = arrow_schema_to_schema_auto_assign_ids(batch.schema().as_ref())
+            .map_err(|e| table_err(&name, "map the schema", e.to_string()))?;
+        let namespace = self.ident.namespace().clone();
+        // Another ingester may create it at the same moment, and not every catalog answers the
+        // loser with "already exists": check before failing.
+        if let Err(e) = self
+            .catalog
+            .create_namespace(&namespace, HashMap::new())
+            .await
+            && !self
+                .catalog
+                .namespace_exists(&namespace)
+                .await
+                .unwrap_or(false)
+        {
+            return Err(table_err(&name, "create the namespace", e.to_string()));
+        }
+        let creation = TableCreation::builder()
+            .name(self.ident.name().to_string())
+            .schema(schema)
+            .build();
+        match self.catalog.create_table(&namespace, creation).await {
+            Ok(table) => self.table = Some(table),
+            Err(e) => {
+                if self.load().await?.is_none() {
+                    return Err(table_err(&name, "create the table", e.to_string()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn commit(
+        &mut self,
+        batches: Vec<RecordBatch>,
+        ranges: &[PartitionRange],
+    ) -> Result<CommitOutcome, IngesterError> {
+        let name = self.name();
+        let current = self.sync_points(&[]).await?;
+        let conflicting = moved(ranges, &current);
+        if !conflicting.is_empty() {
+            return Ok(CommitOutcome::Conflict {
+                partitions: conflicting,
+            });
+        }
+        if self.table.is_none() {
+            let Some(first) = batches.first() else {
+                return Err(table_err(
+                    &name,
+                    "commit",
+                    "no table and no records to create it from".into(),
+                ));
+            };
+            self.create(first).await?;
+        }
+        let Some(table) = self.table.clone() else {
+            return Err(table_err(&name, "commit", "the table vanished".into()));
+        };
+
+        let data_files = self.write(&table, batches).await?;
+        let mut properties: HashMap<String, String> = current
+            .iter()
+            .map(|(p, offset)| (summary_key(&self.topic, *p), offset.to_string()))
+            .collect();
+        for r in ranges {
+            properties.insert(summary_key(&self.topic, r.partition), r.next.to_string());
+        }
+        let tx = Transaction::new(&table);
+        let tx = tx
+            .fast_append()
+            .add_data_files(data_files)
+            .set_snapshot_properties(properties)
+            .apply(tx)
+            .map_err(|e| table_err(&name, "prepare the snapshot", e.to_string()))?;
+        let pinned = PinnedCatalog {
+            inner: self.catalog.clone(),
+            pinned: table,
+        };
+        match tx.commit(&pinned).await {
+            Ok(committed) => {
+                let version = committed.metadata().last_sequence_number();
+                self.table = Some(committed);
+                Ok(CommitOutcome::Committed { version })
+            }
+            Err(e) if e.kind() == ErrorKind::CatalogCommitConflicts => {
+                tracing::info!(table = %name, error = %e, "another writer committed first");
+                self.table = None;
+                Ok(CommitOutcome::Conflict {
+                    partitions: ranges.iter().map(|r| r.partition).collect(),
+                })
+            }
+            Err(e) => Err(table_err(&name, "commit", e.to_string())),
+        }
+    }
+
+    async fn write(
+        &self,
+        table: &Table,
+        batches: Vec<RecordBatch>,
+    ) -> Result<Vec<iceberg::spec::DataFile>, IngesterError> {
+        let name = self.name();
+        let err = |action: &'static str, e: iceberg::Error| table_err(&name, action, e.to_string());
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::default()))
+            .build();
+        let schema = table.metadata().current_schema().clone();
+        let parquet = ParquetWriterBuilder::new_with_match_mode(
+            props,
+            schema,
+            iceberg::arrow::FieldMatchMode::Name,
+        );
+        let locations = DefaultLocationGenerator::new(table.metadata())
+            .map_err(|e| err("plan file locations", e))?;
+        let names = DefaultFileNameGenerator::new(
+            "kafkatable".into(),
+            Some(uuid_like()),
+            DataFileFormat::Parquet,
+        );
+        let rolling = RollingFileWriterBuilder::new(
+            parquet,
+            self.target_file_size,
+            table.file_io().clone(),
+            locations,
+            names,
+        );
+        let mut writer = DataFileWriterBuilder::new(rolling)
+            .build(None)
+            .await
+            .map_err(|e| err("open a data file", e))?;
+        let arrow_schema = Arc::new(
+            iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema())
+                .map_err(|e| err("map the table schema", e))?,
+        );
+        for batch in batches {
+            let batch = align(batch, &arrow_schema)
+                .map_err(|reason| table_err(&name, "match the table schema", reason))?;
+            writer
+                .write(batch)
+                .await
+                .map_err(|e| err("write a data file", e))?;
+        }
+        writer
+            .close()
+            .await
+            .map_err(|e| err("close the data files", e))
+    }
+}
+
+/// The sync points recorded in the newest snapshot that has any (a snapshot written by another
+/// tool, such as a compaction, carries none: its ancestors are searched).
+pub fn table_sync_points(table: &Table, topic: &str) -> SyncPoints {
+    let prefix = format!("kafkatable.{topic}.");
+    let metadata = table.metadata();
+    let mut snapshot = metadata.current_snapshot().cloned();
+    while let Some(s) = snapshot {
+        let points: SyncPoints = s
+            .summary()
+            .additional_properties
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix(&prefix)?.parse().ok()?, v.parse().ok()?)))
+            .collect();
+        if !points.is_empty() {
+            return points;
+        }
+        snapshot = s
+            .parent_snapshot_id()
+            .and_then(|id| metadata.snapshot_by_id(id).cloned());
+    }
+    SyncPoints::new()
+}
+
+fn uuid_like() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{nanos:x}-{}", std::process::id())
+}
+
+fn table_err(name: &str, action: &'static str, reason: String) -> IngesterError {
+    IngesterError::Table {
+        table: name.to_string(),
+        action,
+        reason,
+    }
+}
+
+/// A catalog that answers the reload before a commit with the table the commit was checked
+/// against, and reports a refused commit as final (see the module docs).
+#[derive(Debug)]
+struct PinnedCatalog {
+    inner: Arc<dyn Catalog>,
+    pinned: Table,
+}
+
+#[async_trait]
+impl Catalog for PinnedCatalog {
+    async fn list_namespaces(
+        &self,
+        parent: Option<&NamespaceIdent>,
+    ) -> iceberg::Result<Vec<NamespaceIdent>> {
+        self.inner.list_namespaces(parent).await
+    }
+    async fn create_namespace(
+        &self,
+        namespace: &NamespaceIdent,
+        properties: HashMap<String, String>,
+    ) -> iceberg::Result<Namespace> {
+        self.inner.create_namespace(namespace, properties).await
+    }
+    async fn get_namespace(&self, namespace: &NamespaceIdent) -> iceberg::Result<Namespace> {
+        self.inner.get_namespace(namespace).await
+    }
+    async fn namespace_exists(&self, namespace: &NamespaceIdent) -> iceberg::Result<bool> {
+        self.inner.namespace_exists(namespace).await
+    }
+    async fn update_namespace(
+        &self,
+        namespace: &NamespaceIdent,
+        properties: HashMap<String, String>,
+    ) -> iceberg::Result<()> {
+        self.inner.update_namespace(namespace, properties).await
+    }
+    async fn drop_namespace(&self, namespace: &NamespaceIdent) -> iceberg::Result<()> {
+        self.inner.drop_namespace(namespace).await
+    }
+    async fn list_tables(&self, namespace: &NamespaceIdent) -> iceberg::Result<Vec<TableIdent>> {
+        self.inner.list_tables(namespace).await
+    }
+    async fn create_table(
+        &self,
+        namespace: &NamespaceIdent,
+        creation: TableCreation,
+    ) -> iceberg::Result<Table> {
+        self.inner.create_table(namespace, creation).await
+    }
+    async fn load_table(&self, table: &TableIdent) -> iceberg::Result<Table> {
+        if table == self.pinned.identifier() {
+            return Ok(self.pinned.clone());
+        }
+        self.inner.load_table(table).await
+    }
+    async fn drop_table(&self, table: &TableIdent) -> iceberg::Result<()> {
+        self.inner.drop_table(table).await
+    }
+    async fn purge_table(&self, table: &TableIdent) -> iceberg::Result<()> {
+        self.inner.purge_table(table).await
+    }
+    async fn table_exists(&self, table: &TableIdent) -> iceberg::Result<bool> {
+        self.inner.table_exists(table).await
+    }
+    async fn rename_table(&self, src: &TableIdent, dest: &TableIdent) -> iceberg::Result<()> {
+        self.inner.rename_table(src, dest).await
+    }
+    async fn register_table(
+        &self,
+        table: &TableIdent,
+        metadata_location: String,
+    ) -> iceberg::Result<Table> {
+        self.inner.register_table(table, metadata_location).await
+    }
+    async fn update_table(&self, commit: TableCommit) -> iceberg::Result<Table> {
+        self.inner.update_table(commit).await.map_err(|e| {
+            if e.kind() == ErrorKind::CatalogCommitConflicts
+                || e.to_string().contains("Requirement failed")
+            {
+                iceberg::Error::new(
+                    ErrorKind::CatalogCommitConflicts,
+                    format!("commit refused: {e}"),
+                )
+                .with_retryable(false)
+            } else {
+                e
+            }
+        })
+    }
+}
