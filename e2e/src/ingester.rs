@@ -79,7 +79,7 @@ impl IngesterProcess {
             .arg(name)
             .env(
                 "RUST_LOG",
-                "info,rdkafka=warn,deltalake=warn,buoyant_kernel=off",
+                "info,rdkafka=warn,deltalake=warn,deltalake_core::writer::stats=error,buoyant_kernel=off",
             )
             .envs(envs.iter().copied())
             .current_dir(work_dir)
@@ -139,6 +139,20 @@ impl IngesterProcess {
         body.lines()
             .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
             .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// Every labelled series of a metric from /metrics: (labels, value).
+    pub async fn metric_series(&self, name: &str) -> Vec<(String, f64)> {
+        let Some((_, body)) = self.get("/metrics").await else {
+            return Vec::new();
+        };
+        body.lines()
+            .filter_map(|l| {
+                let rest = l.strip_prefix(name)?.strip_prefix('{')?;
+                let (labels, value) = rest.split_once("} ")?;
+                Some((labels.to_string(), value.trim().parse().ok()?))
+            })
+            .collect()
     }
 
     pub fn log_text(&self) -> String {

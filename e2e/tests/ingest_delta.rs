@@ -261,6 +261,14 @@ async fn json_to_delta_on_s3_exactly_once_across_restarts() -> anyhow::Result<()
     )
     .await;
 
+    // Lag per partition, from librdkafka's statistics, drops to zero once caught up.
+    let first_ref = &first;
+    eventually("zero lag on every partition", DEADLINE, || async move {
+        let series = first_ref.metric_series("kafkatable_partition_lag").await;
+        (series.len() == PARTITIONS as usize && series.iter().all(|(_, v)| *v == 0.0)).then_some(())
+    })
+    .await;
+
     let (status, _) = first.get("/readyz").await.unwrap_or_default();
     assert_eq!(status, 200, "ready while assigned and committing");
     assert!(
@@ -366,6 +374,97 @@ print(json.dumps({"rows": t.num_rows, "values": sorted(t["value"].to_pylist()), 
     let mut expected: Vec<String> = (0..500).map(|i| format!("line {i} ✓")).collect();
     expected.sort();
     assert_eq!(seen["values"], json!(expected));
+    ingester.stop(Duration::from_secs(30));
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}
+
+/// Partitioning by the day of the event time and by a field: the partition columns, the files'
+/// partition values and per-day row counts as deltalake and polars read them.
+#[tokio::test]
+async fn delta_table_partitioned_by_event_day_and_country() -> anyhow::Result<()> {
+    let env = TestEnv::load()?;
+    let topic = TestTopic::create(&env, "ingest-parts", 2).await?;
+    let dir = std::env::temp_dir().join(unique("kt-ingest-parts"));
+    std::fs::create_dir_all(&dir)?;
+    let location = format!("file://{}/table", dir.display());
+    let manifest = json!({
+        "apiVersion": "kafkatable.io/v1alpha1",
+        "kind": "KafkaTable",
+        "metadata": {"name": "parts", "namespace": "e2e"},
+        "spec": {
+            "source": {"brokers": env.kafka_bootstrap, "topic": topic.name},
+            "table": {
+                "format": "delta", "location": location,
+                "eventTime": {"field": "ts", "format": "epochMillis"},
+                "partitionBy": [{"field": "ts", "transform": "day"}, {"field": "country", "transform": "identity"}],
+            },
+            "commit": {"interval": "1s"},
+        },
+    });
+    let manifest_path = dir.join("table.yaml");
+    std::fs::write(&manifest_path, serde_yaml::to_string(&manifest)?)?;
+
+    // 600 records over three days (2026-11-19..21) and two countries.
+    let producer: FutureProducer = kafka_config(&env, false).set("linger.ms", "5").create()?;
+    let day_ms: u64 = 86_400_000;
+    let start_ms: u64 = 1_795_046_400_000; // 2026-11-19T00:00:00Z
+    for i in 0..600u64 {
+        let payload = json!({"id": i, "ts": start_ms + (i % 3) * day_ms + i * 1000, "country": if i % 2 == 0 { "de" } else { "fr" }}).to_string();
+        let key = format!("k{i}");
+        producer
+            .send(
+                FutureRecord::to(&topic.name).key(&key).payload(&payload),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| e)?;
+    }
+    let ingester = IngesterProcess::start(&manifest_path, &dir, &dir, "ingester-parts")?;
+    let script = r#"
+import json, sys
+from deltalake import DeltaTable
+import polars as pl
+import pyarrow as pa
+try:
+    dt = DeltaTable(sys.argv[1])
+except Exception:
+    print(json.dumps({"rows": 0})); sys.exit(0)
+adds = pa.table(dt.get_add_actions(flatten=True)).to_pydict()  # deltalake 1.x returns an arro3 table
+parts = sorted({(str(d), c) for d, c in zip(adds["partition.ts_day"], adds["partition.country"])})
+df = pl.read_delta(sys.argv[1])
+per_day = df.group_by("ts_day").len().sort("ts_day")
+print(json.dumps({
+    "rows": df.height,
+    "partition_columns": dt.metadata().partition_columns,
+    "partitions": parts,
+    "per_day": [[str(d), n] for d, n in zip(per_day["ts_day"].to_list(), per_day["len"].to_list())],
+}))
+"#;
+    let env_ref = &env;
+    let location_ref = &location;
+    let seen = eventually(
+        "600 rows in the partitioned table",
+        DEADLINE,
+        || async move {
+            let out = python(env_ref, script, &[location_ref]).ok()?;
+            let view: Value = serde_json::from_str(out.trim()).ok()?;
+            (view["rows"].as_u64()? >= 600).then_some(view)
+        },
+    )
+    .await;
+    assert_eq!(seen["rows"], 600);
+    assert_eq!(seen["partition_columns"], json!(["ts_day", "country"]));
+    let days = ["2026-11-19", "2026-11-20", "2026-11-21"];
+    let expected: Vec<Value> = days
+        .iter()
+        .flat_map(|d| ["de", "fr"].map(|c| json!([d, c])))
+        .collect();
+    assert_eq!(seen["partitions"], json!(expected));
+    assert_eq!(
+        seen["per_day"],
+        json!(days.iter().map(|d| json!([d, 200])).collect::<Vec<_>>())
+    );
     ingester.stop(Duration::from_secs(30));
     std::fs::remove_dir_all(&dir).ok();
     Ok(())

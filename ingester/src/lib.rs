@@ -3,7 +3,7 @@
 //! the same table commit, so the table holds every record exactly once.
 //!
 //! - [`source`]: the Kafka consumer and its rebalance events.
-//! - [`decode`]: payloads to Arrow.
+//! - [`decode`]: payloads to Arrow; [`partition`]: partition columns.
 //! - [`commit`]: one committer per table format; files and offsets in one commit.
 //! - [`run`]: the loop that ties them together.
 //! - [`metrics`], [`http`]: `/metrics`, `/healthz`, `/readyz`.
@@ -15,5 +15,6 @@ pub mod error;
 pub mod http;
 pub mod load;
 pub mod metrics;
+pub mod partition;
 pub mod run;
 pub mod source;

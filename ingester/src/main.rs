@@ -47,7 +47,7 @@ async fn main() {
     // delta-kernel logs an ERROR whenever it looks for a table that does not exist yet, which is
     // the normal first start; our own errors report real failures.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,rdkafka=warn,deltalake=warn,buoyant_kernel=off".into());
+        .unwrap_or_else(|_| "info,rdkafka=warn,deltalake=warn,deltalake_core::writer::stats=error,buoyant_kernel=off".into());
     if std::env::var("KAFKATABLE_LOG_FORMAT").as_deref() == Ok("json") {
         tracing_subscriber::fmt()
             .json()
@@ -96,7 +96,15 @@ async fn run(
                     "a delta table needs spec.table.location".into(),
                 ))?;
             let options = load::storage_options(&config.table.storage)?;
-            Committer::Delta(DeltaCommitter::open(&location, options, &config.source.topic).await?)
+            let partitions = kafkatable_ingester::partition::column_names(&config.table);
+            Committer::Delta(
+                DeltaCommitter::open(&location, options, &config.source.topic, partitions).await?,
+            )
+        }
+        TableFormat::Iceberg if !config.table.partition_by.is_empty() => {
+            return Err(IngesterError::Unsupported(
+                "spec.table.partitionBy on iceberg tables is not implemented yet (delta tables support it)".into(),
+            ));
         }
         TableFormat::Iceberg => {
             let catalog = config

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use arrow::array::RecordBatch;
+use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use kafkatable_crds::IngesterConfig;
 use kafkatable_crds::config::StartPosition;
@@ -394,6 +394,28 @@ impl Ingester {
                     .map_err(|e| self.decode_failed(e))?
             }
             Err(e) => return Err(self.decode_failed(e)),
+        };
+        // Cloning a batch clones Arcs; the original names the record when the event time is bad.
+        let batch = match crate::partition::add_columns(batch.clone(), &self.config.table) {
+            Ok(with_partitions) => with_partitions,
+            Err(bad) => {
+                let offset = bad
+                    .row
+                    .and_then(|row| {
+                        let offsets = batch.column_by_name(decode::OFFSET_COLUMN)?;
+                        offsets
+                            .as_primitive_opt::<arrow::datatypes::Int64Type>()
+                            .map(|o| o.value(row))
+                    })
+                    .unwrap_or(-1);
+                let reason = bad.reason;
+                return Err(self.decode_failed(DecodeError::Record {
+                    topic,
+                    partition: p,
+                    offset,
+                    reason,
+                }));
+            }
         };
         self.buffered_bytes = self
             .buffered_bytes

@@ -33,6 +33,22 @@ impl ClientContext for Context {
         self.metrics.kafka_errors.inc();
         tracing::warn!(%error, reason, "kafka client error");
     }
+
+    /// librdkafka's periodic statistics: the lag of each assigned partition. The group's
+    /// committed offsets mirror the table after every commit, so this is the table's lag.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let Some(topic) = statistics.topics.get(&self.topic) else {
+            return;
+        };
+        for (partition, p) in &topic.partitions {
+            if *partition >= 0 && p.consumer_lag >= 0 {
+                self.metrics
+                    .partition_lag
+                    .with_label_values(&[&partition.to_string()])
+                    .set(p.consumer_lag);
+            }
+        }
+    }
 }
 
 impl ConsumerContext for Context {
@@ -83,6 +99,7 @@ pub fn client_config(
         .set("enable.partition.eof", "false")
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set("isolation.level", "read_committed")
+        .set("statistics.interval.ms", "5000")
         .set(
             "auto.offset.reset",
             match source.start {

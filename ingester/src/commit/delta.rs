@@ -26,6 +26,7 @@ pub struct DeltaCommitter {
     table: DeltaTable,
     location: String,
     topic: String,
+    partition_columns: Vec<String>,
     writer_properties: WriterProperties,
 }
 
@@ -40,6 +41,7 @@ impl DeltaCommitter {
         location: &str,
         storage_options: HashMap<String, String>,
         topic: &str,
+        partition_columns: Vec<String>,
     ) -> Result<Self, IngesterError> {
         let url = url::Url::parse(location)
             .map_err(|e| table_err(location, "parse the location", e.to_string()))?;
@@ -61,6 +63,7 @@ impl DeltaCommitter {
             table,
             location: location.to_string(),
             topic: topic.to_string(),
+            partition_columns,
             writer_properties,
         })
     }
@@ -111,6 +114,7 @@ impl DeltaCommitter {
             .clone()
             .create()
             .with_columns(kernel.fields().cloned())
+            .with_partition_columns(self.partition_columns.clone())
             .with_save_mode(SaveMode::Ignore)
             .await
             .map_err(|e| table_err(&self.location, "create", e.to_string()))?;
