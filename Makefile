@@ -7,7 +7,7 @@ export KAFKATABLE_RUN ?= $(KAFKATABLE_CACHE)/run
 export CARGO_TARGET_DIR ?= $(KAFKATABLE_CACHE)/target
 TOOLS := e2e/tools
 
-.PHONY: help setup tools build crds lint unit-test integration-test test chaos infra-up infra-down infra-status demo
+.PHONY: help setup tools build crds lint unit-test integration-test test chaos bench infra-up infra-down infra-status demo
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -42,6 +42,11 @@ test: setup lint ## The whole suite: lint, unit tests, then integration tests on
 chaos: setup ## The exactly-once chaos test with 300 kills (CI runs 30)
 	$(TOOLS)/infra.sh up k8s kafka minio
 	KAFKATABLE_CHAOS_KILLS=$${KAFKATABLE_CHAOS_KILLS:-300} cargo test -p kafkatable-e2e --test chaos --locked -- --nocapture
+
+bench: setup ## Benchmarks on a release build: rates per CPU-second, ratios, RSS, latency
+	cargo build --release --locked -p kafkatable-ingester
+	$(TOOLS)/infra.sh up kafka minio iceberg
+	KAFKATABLE_INGESTER_BIN=$(CARGO_TARGET_DIR)/release/kafkatable-ingester cargo run -q --locked -p kafkatable-e2e --bin kafkatable-bench
 
 infra-up: ## Start the infrastructure (idempotent); addresses land in $(KAFKATABLE_RUN)/env
 	$(TOOLS)/infra.sh up

@@ -17,8 +17,12 @@ pub struct IngesterProcess {
     pub log: PathBuf,
 }
 
-/// The ingester binary next to the test binaries (`make build` builds it).
+/// The ingester binary: `$KAFKATABLE_INGESTER_BIN`, else the one next to the test binaries
+/// (`make build` builds it).
 pub fn binary() -> PathBuf {
+    if let Ok(path) = std::env::var("KAFKATABLE_INGESTER_BIN") {
+        return PathBuf::from(path);
+    }
     let exe = std::env::current_exe().unwrap_or_default();
     // target/debug/deps/<test> -> target/debug/kafkatable-ingester
     exe.parent()

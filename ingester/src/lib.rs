@@ -9,6 +9,7 @@
 //! - [`metrics`], [`http`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`load`]: the configuration, from the operator's ConfigMap or a KafkaTable manifest.
 
+pub mod bench;
 pub mod commit;
 pub mod decode;
 pub mod error;

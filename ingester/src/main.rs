@@ -25,6 +25,18 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Measure consume, decode or encode rates on a topic (used by `make bench`).
+    #[command(hide = true)]
+    BenchDrain {
+        #[arg(short = 'f', long)]
+        file: PathBuf,
+        #[arg(long, value_enum)]
+        mode: kafkatable_ingester::bench::Mode,
+        #[arg(long)]
+        records: u64,
+        #[arg(long, env = "KAFKATABLE_SECRETS_DIR", default_value = DEFAULT_SECRETS_DIR)]
+        secrets_dir: PathBuf,
+    },
     /// Run the ingester from a rendered config file or a KafkaTable manifest.
     Run {
         /// Ingester config (the operator's ConfigMap) or a KafkaTable manifest.
@@ -56,12 +68,31 @@ async fn main() {
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
-    let Command::Run {
-        file,
-        http_addr,
-        secrets_dir,
-        client_id,
-    } = Args::parse().command;
+    let (file, http_addr, secrets_dir, client_id) = match Args::parse().command {
+        Command::Run {
+            file,
+            http_addr,
+            secrets_dir,
+            client_id,
+        } => (file, http_addr, secrets_dir, client_id),
+        Command::BenchDrain {
+            file,
+            mode,
+            records,
+            secrets_dir,
+        } => {
+            let report = load::config_file(&file, &secrets_dir)
+                .and_then(|config| kafkatable_ingester::bench::drain(&config, mode, records));
+            match report {
+                Ok(r) => println!("{}", serde_json::to_string(&r).unwrap_or_default()),
+                Err(e) => {
+                    eprintln!("kafkatable-ingester bench-drain: {e}");
+                    std::process::exit(1);
+                }
+            }
+            return;
+        }
+    };
     if let Err(e) = run(file, http_addr, secrets_dir, client_id).await {
         tracing::error!(error = %e, "ingester stopped");
         eprintln!("kafkatable-ingester: {e}");

@@ -31,6 +31,9 @@ pub struct Metrics {
     /// watermark.
     pub committed_offset: IntGaugeVec,
     pub partition_lag: IntGaugeVec,
+    /// Bytes buffered for the next commit (payloads and Arrow), now and at most so far.
+    pub buffered_bytes: IntGauge,
+    pub buffered_bytes_peak: IntGauge,
     /// Partitions assigned to this member.
     pub assigned_partitions: IntGauge,
     /// Rebalance events (assign and revoke).
@@ -58,11 +61,20 @@ impl Metrics {
             registry.register(Box::new(g.clone()))?;
             Ok(g)
         };
-        let assigned = IntGauge::new(
+        let gauge = |name: &str, help: &str| -> Result<IntGauge, prometheus::Error> {
+            let g = IntGauge::new(name, help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let assigned = gauge(
             "assigned_partitions",
             "Partitions assigned to this ingester",
         )?;
-        registry.register(Box::new(assigned.clone()))?;
+        let buffered_bytes = gauge("buffered_bytes", "Bytes buffered for the next commit")?;
+        let buffered_bytes_peak = gauge(
+            "buffered_bytes_peak",
+            "Most bytes buffered for one commit so far",
+        )?;
         Ok(Self {
             records_consumed: counter("records_consumed_total", "Records read from Kafka")?,
             bytes_consumed: counter("bytes_consumed_total", "Payload bytes read from Kafka")?,
@@ -102,6 +114,8 @@ impl Metrics {
                 "High watermark minus the table's next offset",
             )?,
             assigned_partitions: assigned,
+            buffered_bytes,
+            buffered_bytes_peak,
             rebalances: counter("rebalances_total", "Assignments and revocations")?,
             kafka_errors: counter("kafka_errors_total", "Errors reported by the Kafka client")?,
             registry,

@@ -209,8 +209,18 @@ impl Ingester {
                 _ = tick.tick() => {}
             }
             if self.commit_due(interval) {
+                self.observe_buffer();
                 self.commit().await?;
+                self.observe_buffer();
             }
+        }
+    }
+
+    fn observe_buffer(&self) {
+        let bytes = i64::try_from(self.buffered_bytes).unwrap_or(i64::MAX);
+        self.metrics.buffered_bytes.set(bytes);
+        if bytes > self.metrics.buffered_bytes_peak.get() {
+            self.metrics.buffered_bytes_peak.set(bytes);
         }
     }
 

@@ -1,0 +1,352 @@
+//! `kafkatable-bench` (`make bench`): one run on one broker and one data set per record size
+//! (160 B and 1 KB JSON, 6 partitions). It measures, as records per CPU-second of the measured
+//! process (from /proc): the raw drain, decode-and-discard, Parquet encoding, and end-to-end
+//! ingestion into Delta Lake (1 s and 10 s commit intervals) and Iceberg (REST catalog); plus
+//! peak RSS against the bytes buffered for a commit, and produce-to-visible latency. It prints
+//! the ratios the targets are stated in and writes them as JSON.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use kafkatable_e2e::env::TestEnv;
+use kafkatable_e2e::fixtures::{TestTopic, kafka_config, unique};
+use kafkatable_e2e::ingester::IngesterProcess;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::{Value, json};
+
+const PARTITIONS: i32 = 6;
+
+fn records_for(size: usize) -> usize {
+    let var = format!("KAFKATABLE_BENCH_RECORDS_{size}");
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if size <= 200 { 400_000 } else { 150_000 })
+}
+
+/// A JSON record of about `size` bytes.
+fn record(i: usize, size: usize) -> String {
+    let base = json!({"id": i, "user": format!("user-{}", i % 1000), "event": "page_view", "ts": 1_795_046_400_000u64 + i as u64, "amount": (i % 997) as f64 * 0.25, "ok": i.is_multiple_of(3)});
+    let text = base.to_string();
+    let pad = size.saturating_sub(text.len() + 10);
+    let mut value = base;
+    value["pad"] = json!("x".repeat(pad));
+    value.to_string()
+}
+
+async fn produce(
+    env: &TestEnv,
+    topic: &str,
+    count: usize,
+    size: usize,
+) -> anyhow::Result<Duration> {
+    let producer: FutureProducer = kafka_config(env, false)
+        .set("linger.ms", "20")
+        .set("batch.size", "1000000")
+        .set("compression.type", "lz4")
+        .create()?;
+    let started = Instant::now();
+    for chunk in (0..count).collect::<Vec<_>>().chunks(5000) {
+        let sends = chunk.iter().map(|&i| {
+            let producer = producer.clone();
+            let payload = record(i, size);
+            let key = format!("k{}", i % 10_000);
+            async move {
+                producer
+                    .send(
+                        FutureRecord::to(topic).key(&key).payload(&payload),
+                        Duration::from_secs(60),
+                    )
+                    .await
+                    .map_err(|(e, _)| e)
+            }
+        });
+        for delivery in futures::future::join_all(sends).await {
+            delivery?;
+        }
+    }
+    Ok(started.elapsed())
+}
+
+fn write_manifest(
+    dir: &Path,
+    name: &str,
+    env: &TestEnv,
+    topic: &str,
+    table: Value,
+    interval: &str,
+) -> anyhow::Result<PathBuf> {
+    let manifest = json!({
+        "apiVersion": "kafkatable.io/v1alpha1",
+        "kind": "KafkaTable",
+        "metadata": {"name": name, "namespace": "bench"},
+        "spec": {
+            "source": {"brokers": env.kafka_bootstrap, "topic": topic, "consumerGroup": unique("bench")},
+            "table": table,
+            "commit": {"interval": interval, "maxRecords": 5_000_000, "maxBytes": "1Gi"},
+        },
+    });
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, serde_yaml::to_string(&manifest)?)?;
+    Ok(path)
+}
+
+fn drain(
+    bin: &Path,
+    manifest: &Path,
+    secrets: &Path,
+    mode: &str,
+    records: usize,
+) -> anyhow::Result<Value> {
+    let out = std::process::Command::new(bin)
+        .args(["bench-drain", "-f"])
+        .arg(manifest)
+        .args([
+            "--mode",
+            mode,
+            "--records",
+            &records.to_string(),
+            "--secrets-dir",
+        ])
+        .arg(secrets)
+        .env("RUST_LOG", "warn")
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "bench-drain {mode} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+fn status_kib(pid: u32, key: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix(key)
+                    .map(|v| v.trim().trim_end_matches(" kB").trim().to_string())
+            })
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Runs an ingester until it has committed `records` rows; then samples produce-to-visible
+/// latency with `latency_samples` single records.
+async fn ingest(
+    env: &TestEnv,
+    dir: &Path,
+    manifest: &Path,
+    topic: &str,
+    records: usize,
+    size: usize,
+    latency_samples: usize,
+) -> anyhow::Result<Value> {
+    let name = manifest
+        .file_stem()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let ingester = IngesterProcess::start_with_env(
+        manifest,
+        &dir.join("secrets"),
+        dir,
+        &name,
+        &[("RUST_LOG", "warn")],
+    )?;
+    let started = Instant::now();
+    loop {
+        let rows = ingester
+            .metric("kafkatable_rows_committed_total")
+            .await
+            .unwrap_or(0.0);
+        if rows as usize >= records {
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(900),
+            "{name}: only {rows} of {records} rows after 15 minutes\n{}",
+            ingester.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let pid = ingester.pid();
+    let cpu = kafkatable_ingester::bench::cpu_seconds_of(&format!("/proc/{pid}/stat"));
+    let peak_rss_mb = status_kib(pid, "VmHWM:") / 1024.0;
+    let peak_buffered_mb = ingester
+        .metric("kafkatable_buffered_bytes_peak")
+        .await
+        .unwrap_or(0.0)
+        / 1_048_576.0;
+
+    let mut latencies = Vec::new();
+    let producer: FutureProducer = kafka_config(env, false).create()?;
+    for i in 0..latency_samples {
+        let before = ingester
+            .metric("kafkatable_rows_committed_total")
+            .await
+            .unwrap_or(0.0);
+        let sent = Instant::now();
+        let payload = record(records + i, size);
+        producer
+            .send(
+                FutureRecord::<(), _>::to(topic).payload(&payload),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| e)?;
+        loop {
+            let now = ingester
+                .metric("kafkatable_rows_committed_total")
+                .await
+                .unwrap_or(0.0);
+            if now > before {
+                latencies.push(sent.elapsed().as_secs_f64());
+                break;
+            }
+            anyhow::ensure!(
+                sent.elapsed() < Duration::from_secs(60),
+                "{name}: a record was not visible within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Start the next sample at a different point of the commit interval.
+        tokio::time::sleep(Duration::from_millis(370)).await;
+    }
+    ingester.stop(Duration::from_secs(30));
+    latencies.sort_by(f64::total_cmp);
+    Ok(json!({
+        "records": records, "cpu_seconds": cpu, "wall_seconds": wall,
+        "records_per_cpu_second": records as f64 / cpu.max(0.01),
+        "peak_rss_mb": peak_rss_mb, "peak_buffered_mb": peak_buffered_mb,
+        "latency_seconds": latencies,
+    }))
+}
+
+fn rate(v: &Value) -> f64 {
+    v["records_per_cpu_second"].as_f64().unwrap_or(0.0)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let env = TestEnv::load().context("start the infrastructure first: make infra-up")?;
+    let bin = kafkatable_e2e::ingester::binary();
+    anyhow::ensure!(bin.is_file(), "{} is missing", bin.display());
+    let dir = env.run_dir.join("bench").join(unique("run"));
+    std::fs::create_dir_all(dir.join("secrets/s3"))?;
+    std::fs::write(dir.join("secrets/s3/accessKeyId"), &env.s3_access_key)?;
+    std::fs::write(dir.join("secrets/s3/secretAccessKey"), &env.s3_secret_key)?;
+    let storage = json!({"endpoint": env.s3_endpoint, "region": "us-east-1", "pathStyle": true, "credentialsSecretRef": {"name": "s3"}});
+    let bucket = kafkatable_e2e::fixtures::TestBucket::create(&env, "bench").await?;
+    println!(
+        "kafkatable bench: ingester {} on {} cores",
+        bin.display(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+
+    let mut report = Vec::new();
+    for size in [160usize, 1024] {
+        let n = records_for(size);
+        let topic = TestTopic::create(&env, &format!("bench{size}"), PARTITIONS).await?;
+        let produce_time = produce(&env, &topic.name, n, size).await?;
+        println!(
+            "\n== {size} B JSON records: {n} in {PARTITIONS} partitions (produced in {:.1} s)",
+            produce_time.as_secs_f64()
+        );
+
+        let delta = |interval: &str, tag: &str| {
+            let table = json!({"format": "delta", "location": format!("s3://{}/{size}-{tag}", bucket.name), "storage": storage});
+            write_manifest(
+                &dir,
+                &format!("delta{size}-{tag}"),
+                &env,
+                &topic.name,
+                table,
+                interval,
+            )
+        };
+        let probe = delta("10s", "probe")?;
+        let raw = drain(&bin, &probe, &dir.join("secrets"), "raw", n)?;
+        let decode = drain(&bin, &probe, &dir.join("secrets"), "decode", n)?;
+        let encode = drain(&bin, &probe, &dir.join("secrets"), "encode", n)?;
+        let delta10 = ingest(&env, &dir, &delta("10s", "10s")?, &topic.name, n, size, 3).await?;
+        let delta1 = ingest(&env, &dir, &delta("1s", "1s")?, &topic.name, n, size, 8).await?;
+        let namespace = unique(&format!("bench{size}")).replace('-', "_");
+        let iceberg_table = json!({"format": "iceberg", "storage": storage,
+            "catalog": {"type": "rest", "uri": env.iceberg_rest_uri, "namespace": namespace, "table": "events"}});
+        let iceberg10 = ingest(
+            &env,
+            &dir,
+            &write_manifest(
+                &dir,
+                &format!("iceberg{size}"),
+                &env,
+                &topic.name,
+                iceberg_table,
+                "10s",
+            )?,
+            &topic.name,
+            n,
+            size,
+            0,
+        )
+        .await?;
+
+        // The end-to-end limit from the parts measured in this run: the CPU cost per record of
+        // consuming and decoding plus that of encoding.
+        let limit = 1.0 / (1.0 / rate(&decode) + 1.0 / rate(&encode));
+        let rows = [
+            ("raw drain", &raw),
+            ("decode and discard", &decode),
+            ("parquet encode only", &encode),
+            ("delta, 10 s commits", &delta10),
+            ("delta, 1 s commits", &delta1),
+            ("iceberg REST, 10 s", &iceberg10),
+        ];
+        println!(
+            "{:<22} {:>16} {:>12}",
+            "measurement", "records/CPU-s", "CPU s"
+        );
+        for (label, v) in rows {
+            println!(
+                "{label:<22} {:>16.0} {:>12.2}",
+                rate(v),
+                v["cpu_seconds"].as_f64().unwrap_or(0.0)
+            );
+        }
+        let ratios = json!({
+            "decode_over_raw": rate(&decode) / rate(&raw),
+            "limit_records_per_cpu_second": limit,
+            "delta_over_limit": rate(&delta10) / limit,
+            "iceberg_over_limit": rate(&iceberg10) / limit,
+            "delta_1s_over_10s": rate(&delta1) / rate(&delta10),
+        });
+        let rss_bound = 1.5 * delta10["peak_buffered_mb"].as_f64().unwrap_or(0.0) + 64.0;
+        println!(
+            "ratios: decode/raw {:.2} (target >= 0.90), delta/limit {:.2} and iceberg/limit {:.2} (>= 0.75), 1 s/10 s {:.2} (>= 0.90)",
+            ratios["decode_over_raw"].as_f64().unwrap_or(0.0),
+            ratios["delta_over_limit"].as_f64().unwrap_or(0.0),
+            ratios["iceberg_over_limit"].as_f64().unwrap_or(0.0),
+            ratios["delta_1s_over_10s"].as_f64().unwrap_or(0.0)
+        );
+        println!(
+            "peak RSS (delta, 10 s): {:.0} MB for {:.0} MB buffered (bound 1.5x + 64 MB = {rss_bound:.0} MB)",
+            delta10["peak_rss_mb"].as_f64().unwrap_or(0.0),
+            delta10["peak_buffered_mb"].as_f64().unwrap_or(0.0)
+        );
+        println!(
+            "produce-to-visible latency: 1 s commits {:?} s, 10 s commits {:?} s",
+            delta1["latency_seconds"], delta10["latency_seconds"]
+        );
+        report.push(json!({"record_bytes": size, "records": n, "raw": raw, "decode": decode, "encode": encode,
+            "delta_10s": delta10, "delta_1s": delta1, "iceberg_10s": iceberg10, "ratios": ratios, "rss_bound_mb": rss_bound}));
+    }
+    let path = dir.join("report.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+    println!("\nreport: {}", path.display());
+    bucket.remove().await?;
+    Ok(())
+}
