@@ -354,3 +354,56 @@ pub fn pod_log(env: &TestEnv, namespace: &str, pod: &str, container: &str) -> Op
         .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
         .find_map(|e| std::fs::read_to_string(e.path().join(format!("{container}.log"))).ok())
 }
+
+/// Produces one JSON record per id (key `k<id>`, value `payload(id)`) and waits for every
+/// delivery.
+pub async fn produce_json(
+    env: &TestEnv,
+    topic: &str,
+    ids: std::ops::Range<usize>,
+    payload: impl Fn(usize) -> serde_json::Value,
+) -> Result<(), rdkafka::error::KafkaError> {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = kafka_config(env, false).set("linger.ms", "5").create()?;
+    let sends = ids.map(|i| {
+        let producer = producer.clone();
+        let value = payload(i).to_string();
+        async move {
+            let key = format!("k{i}");
+            let record = FutureRecord::to(topic).key(&key).payload(&value);
+            producer
+                .send(record, Duration::from_secs(30))
+                .await
+                .map_err(|(e, _)| e)
+        }
+    });
+    for delivery in futures::future::join_all(sends).await {
+        delivery?;
+    }
+    Ok(())
+}
+
+/// The offsets a consumer group has committed, by partition (as strings, to compare with JSON).
+pub fn group_offsets(
+    env: &TestEnv,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> Result<std::collections::BTreeMap<String, i64>, rdkafka::error::KafkaError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let consumer: BaseConsumer = kafka_config(env, false).set("group.id", group).create()?;
+    let mut list = TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition(topic, p);
+    }
+    Ok(consumer
+        .committed_offsets(list, Duration::from_secs(10))?
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(n) => Some((e.partition().to_string(), n)),
+            _ => None,
+        })
+        .collect())
+}

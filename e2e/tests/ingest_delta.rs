@@ -8,11 +8,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use kafkatable_e2e::env::TestEnv;
-use kafkatable_e2e::fixtures::{TestBucket, TestTopic, eventually, kafka_config, python, unique};
+use kafkatable_e2e::fixtures::{
+    TestBucket, TestTopic, eventually, group_offsets, kafka_config, produce_json, python, unique,
+};
 use kafkatable_e2e::ingester::IngesterProcess;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{Value, json};
 
 const PARTITIONS: i32 = 3;
@@ -105,31 +105,13 @@ impl Setup {
     }
 
     async fn produce(&self, ids: std::ops::Range<usize>) -> anyhow::Result<()> {
-        let producer: FutureProducer = kafka_config(&self.env, false)
-            .set("linger.ms", "5")
-            .create()?;
-        let sends = ids.map(|i| {
-            let producer = producer.clone();
-            let topic = self.topic.name.clone();
-            async move {
-                let payload = json!({
-                    "id": i, "name": format!("n{i}"), "amount": i as f64 * 1.5,
-                    "tags": ["a", "b"], "nested": {"x": i}, "ts": 1_700_000_000_000u64 + i as u64,
-                })
-                .to_string();
-                let key = format!("user-{}", i % 50);
-                producer
-                    .send(
-                        FutureRecord::to(&topic).key(&key).payload(&payload),
-                        Duration::from_secs(30),
-                    )
-                    .await
-                    .map_err(|(e, _)| e)
-            }
-        });
-        for delivery in futures::future::join_all(sends).await {
-            delivery?;
-        }
+        produce_json(&self.env, &self.topic.name, ids, |i| {
+            json!({
+                "id": i, "name": format!("n{i}"), "amount": i as f64 * 1.5,
+                "tags": ["a", "b"], "nested": {"x": i}, "ts": 1_700_000_000_000u64 + i as u64,
+            })
+        })
+        .await?;
         Ok(())
     }
 
@@ -176,24 +158,13 @@ impl Setup {
         Ok(seen)
     }
 
-    /// The consumer group's committed offsets.
     fn group_offsets(&self) -> anyhow::Result<BTreeMap<String, i64>> {
-        let consumer: BaseConsumer = kafka_config(&self.env, false)
-            .set("group.id", &self.group)
-            .create()?;
-        let mut list = TopicPartitionList::new();
-        for p in 0..PARTITIONS {
-            list.add_partition(&self.topic.name, p);
-        }
-        let committed = consumer.committed_offsets(list, Duration::from_secs(10))?;
-        Ok(committed
-            .elements()
-            .iter()
-            .filter_map(|e| match e.offset() {
-                Offset::Offset(n) => Some((e.partition().to_string(), n)),
-                _ => None,
-            })
-            .collect())
+        Ok(group_offsets(
+            &self.env,
+            &self.group,
+            &self.topic.name,
+            PARTITIONS,
+        )?)
     }
 }
 

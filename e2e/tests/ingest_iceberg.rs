@@ -13,13 +13,12 @@ use arrow::datatypes::{DataType, Field, Schema};
 use kafkatable_crds::config::{CatalogConfig, StorageConfig};
 use kafkatable_crds::spec::CatalogType;
 use kafkatable_e2e::env::TestEnv;
-use kafkatable_e2e::fixtures::{TestTopic, eventually, kafka_config, python, unique};
+use kafkatable_e2e::fixtures::{
+    TestTopic, eventually, group_offsets, produce_json, python, unique,
+};
 use kafkatable_e2e::ingester::IngesterProcess;
 use kafkatable_ingester::commit::iceberg::IcebergCommitter;
-use kafkatable_ingester::commit::{CommitOutcome, PartitionRange};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
+use kafkatable_ingester::commit::{CommitOutcome, Committer, PartitionRange};
 use serde_json::{Value, json};
 
 const PARTITIONS: i32 = 3;
@@ -119,21 +118,13 @@ impl Setup {
     }
 
     async fn produce(&self, ids: std::ops::Range<usize>) -> anyhow::Result<()> {
-        let producer: FutureProducer = kafka_config(&self.env, false)
-            .set("linger.ms", "5")
-            .create()?;
-        let sends = ids.map(|i| {
-            let producer = producer.clone();
-            let topic = self.topic.name.clone();
-            async move {
-                let payload = json!({"id": i, "name": format!("n{i}"), "score": i as f64 / 2.0, "tags": ["x"]}).to_string();
-                let key = format!("k{i}");
-                producer.send(FutureRecord::to(&topic).key(&key).payload(&payload), Duration::from_secs(30)).await.map_err(|(e, _)| e)
-            }
-        });
-        for delivery in futures::future::join_all(sends).await {
-            delivery?;
-        }
+        produce_json(
+            &self.env,
+            &self.topic.name,
+            ids,
+            |i| json!({"id": i, "name": format!("n{i}"), "score": i as f64 / 2.0, "tags": ["x"]}),
+        )
+        .await?;
         Ok(())
     }
 
@@ -181,22 +172,12 @@ impl Setup {
     }
 
     fn group_offsets(&self) -> anyhow::Result<BTreeMap<String, i64>> {
-        let consumer: BaseConsumer = kafka_config(&self.env, false)
-            .set("group.id", &self.group)
-            .create()?;
-        let mut list = TopicPartitionList::new();
-        for p in 0..PARTITIONS {
-            list.add_partition(&self.topic.name, p);
-        }
-        Ok(consumer
-            .committed_offsets(list, Duration::from_secs(10))?
-            .elements()
-            .iter()
-            .filter_map(|e| match e.offset() {
-                Offset::Offset(n) => Some((e.partition().to_string(), n)),
-                _ => None,
-            })
-            .collect())
+        Ok(group_offsets(
+            &self.env,
+            &self.group,
+            &self.topic.name,
+            PARTITIONS,
+        )?)
     }
 }
 
@@ -299,8 +280,10 @@ async fn concurrent_committers_never_both_win() -> anyhow::Result<()> {
         access_key_id_file: Some(dir.join("key")),
         secret_access_key_file: Some(dir.join("secret")),
     };
-    let mut a = IcebergCommitter::open(&catalog, &storage, "fence", 1 << 20).await?;
-    let mut b = IcebergCommitter::open(&catalog, &storage, "fence", 1 << 20).await?;
+    let mut a =
+        Committer::Iceberg(IcebergCommitter::open(&catalog, &storage, "fence", 1 << 20).await?);
+    let mut b =
+        Committer::Iceberg(IcebergCommitter::open(&catalog, &storage, "fence", 1 << 20).await?);
     let schema = std::sync::Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
     let batch = |n: i64| {
         RecordBatch::try_new(

@@ -16,7 +16,7 @@ use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use kafkatable_crds::IngesterConfig;
 use kafkatable_crds::config::StartPosition;
-use kafkatable_crds::spec::{ErrorPolicy, Format, SchemaEvolution};
+use kafkatable_crds::spec::{ErrorPolicy, Format, SchemaEvolution, WriteMode};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -119,6 +119,16 @@ impl Ingester {
                 "spec.errors.policy {:?} is not implemented yet (fail is)",
                 config.errors.policy
             )));
+        }
+        if config.table.mode == WriteMode::Upsert {
+            return Err(IngesterError::Unsupported(
+                "spec.table.mode upsert is not implemented yet (append is)".into(),
+            ));
+        }
+        if config.maintenance.compaction_enabled || config.maintenance.retention_enabled {
+            return Err(IngesterError::Unsupported(
+                "spec.maintenance compaction and retention are not implemented yet".into(),
+            ));
         }
         let value_schema = match kind {
             PayloadKind::Json if config.table.columns.is_empty() => None,

@@ -18,7 +18,7 @@ use deltalake::{DeltaTable, DeltaTableError};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
-use super::{CommitOutcome, PartitionRange, SyncPoints, align, moved};
+use super::{CommitOutcome, PartitionRange, SyncPoints, align};
 use crate::error::IngesterError;
 
 /// Commits to one Delta table.
@@ -122,19 +122,13 @@ impl DeltaCommitter {
         Ok(())
     }
 
-    pub async fn commit(
+    /// Writes `batches` and commits them with the ranges' offsets; the caller has checked the
+    /// sync points (see [`super::Committer::commit`]).
+    pub async fn write_and_commit(
         &mut self,
         batches: Vec<RecordBatch>,
         ranges: &[PartitionRange],
     ) -> Result<CommitOutcome, IngesterError> {
-        let partitions: Vec<i32> = ranges.iter().map(|r| r.partition).collect();
-        let current = self.sync_points(&partitions).await?;
-        let conflicting = moved(ranges, &current);
-        if !conflicting.is_empty() {
-            return Ok(CommitOutcome::Conflict {
-                partitions: conflicting,
-            });
-        }
         let Some(first) = batches.first() else {
             return self.commit_actions(Vec::new(), ranges).await;
         };

@@ -33,7 +33,7 @@ use kafkatable_crds::spec::CatalogType;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
-use super::{CommitOutcome, PartitionRange, SyncPoints, align, moved};
+use super::{CommitOutcome, PartitionRange, SyncPoints, align};
 use crate::error::IngesterError;
 use crate::source::read_secret;
 
@@ -185,19 +185,20 @@ impl IcebergCommitter {
         Ok(())
     }
 
-    pub async fn commit(
+    /// Writes `batches` and appends them with the ranges' offsets, fenced on the table as the
+    /// caller's sync point check read it (see [`super::Committer::commit`]).
+    pub async fn write_and_commit(
         &mut self,
         batches: Vec<RecordBatch>,
         ranges: &[PartitionRange],
     ) -> Result<CommitOutcome, IngesterError> {
         let name = self.name();
-        let current = self.sync_points(&[]).await?;
-        let conflicting = moved(ranges, &current);
-        if !conflicting.is_empty() {
-            return Ok(CommitOutcome::Conflict {
-                partitions: conflicting,
-            });
-        }
+        // Every partition's offset is carried forward into the new snapshot's summary.
+        let current = self
+            .table
+            .as_ref()
+            .map(|t| table_sync_points(t, &self.topic))
+            .unwrap_or_default();
         if self.table.is_none() {
             let Some(first) = batches.first() else {
                 return Err(table_err(

@@ -53,15 +53,25 @@ impl Committer {
         }
     }
 
-    /// Writes `batches` and commits them with the ranges' next offsets, or reports a conflict.
+    /// Writes `batches` and commits them with the ranges' next offsets, or reports a conflict:
+    /// first the sync points are read fresh from the table, and any partition that moved since
+    /// its batch started refuses the commit; then the format's own fence covers the race.
     pub async fn commit(
         &mut self,
         batches: Vec<RecordBatch>,
         ranges: &[PartitionRange],
     ) -> Result<CommitOutcome, IngesterError> {
+        let partitions: Vec<i32> = ranges.iter().map(|r| r.partition).collect();
+        let current = self.sync_points(&partitions).await?;
+        let conflicting = moved(ranges, &current);
+        if !conflicting.is_empty() {
+            return Ok(CommitOutcome::Conflict {
+                partitions: conflicting,
+            });
+        }
         match self {
-            Self::Delta(c) => c.commit(batches, ranges).await,
-            Self::Iceberg(c) => c.commit(batches, ranges).await,
+            Self::Delta(c) => c.write_and_commit(batches, ranges).await,
+            Self::Iceberg(c) => c.write_and_commit(batches, ranges).await,
         }
     }
 }
