@@ -440,3 +440,69 @@ print(json.dumps({
     std::fs::remove_dir_all(&dir).ok();
     Ok(())
 }
+
+/// Records that gain a field later: the table gains a nullable column, earlier rows read null.
+#[tokio::test]
+async fn new_fields_become_nullable_columns() -> anyhow::Result<()> {
+    let env = TestEnv::load()?;
+    let topic = TestTopic::create(&env, "ingest-evolve", 1).await?;
+    let dir = std::env::temp_dir().join(unique("kt-ingest-evolve"));
+    std::fs::create_dir_all(&dir)?;
+    let location = format!("file://{}/table", dir.display());
+    let manifest = json!({
+        "apiVersion": "kafkatable.io/v1alpha1",
+        "kind": "KafkaTable",
+        "metadata": {"name": "evolve", "namespace": "e2e"},
+        "spec": {
+            "source": {"brokers": env.kafka_bootstrap, "topic": topic.name},
+            "table": {"format": "delta", "location": location},
+            "commit": {"interval": "1s"},
+        },
+    });
+    let manifest_path = dir.join("table.yaml");
+    std::fs::write(&manifest_path, serde_yaml::to_string(&manifest)?)?;
+    let script = r#"
+import json, sys
+from deltalake import DeltaTable
+try:
+    t = DeltaTable(sys.argv[1]).to_pyarrow_table().sort_by("id")
+except Exception:
+    print(json.dumps({"rows": 0})); sys.exit(0)
+print(json.dumps({"rows": t.num_rows, "columns": t.column_names,
+                  "color": t["color"].to_pylist() if "color" in t.column_names else None}))
+"#;
+    let read = || -> Option<Value> {
+        serde_json::from_str(python(&env, script, &[&location]).ok()?.trim()).ok()
+    };
+
+    produce_json(&env, &topic.name, 0..10, |i| json!({"id": i})).await?;
+    let ingester = IngesterProcess::start(&manifest_path, &dir, &dir, "ingester-evolve")?;
+    let read_ref = &read;
+    eventually("the first 10 rows", DEADLINE, || async move {
+        (read_ref()?["rows"].as_u64()? >= 10).then_some(())
+    })
+    .await;
+    produce_json(
+        &env,
+        &topic.name,
+        10..20,
+        |i| json!({"id": i, "color": format!("c{i}")}),
+    )
+    .await?;
+    let seen = eventually("20 rows with the new column", DEADLINE, || async move {
+        let view = read_ref()?;
+        (view["rows"].as_u64()? >= 20).then_some(view)
+    })
+    .await;
+    assert_eq!(seen["rows"], 20);
+    let mut expected: Vec<Value> = vec![Value::Null; 10];
+    expected.extend((10..20).map(|i| json!(format!("c{i}"))));
+    assert_eq!(
+        seen["color"],
+        json!(expected),
+        "earlier rows read null, later ones their value"
+    );
+    ingester.stop(Duration::from_secs(30));
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}

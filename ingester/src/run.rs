@@ -383,6 +383,8 @@ impl Ingester {
         if state.pending.is_empty() {
             return Ok(());
         }
+        // The payload bytes this chunk's Arrow columns replace in the buffer.
+        let payload_bytes = state.pending.payload_bytes() as u64;
         let schema = match &self.value_schema {
             Some(s) => s.clone(),
             None => {
@@ -437,9 +439,7 @@ impl Ingester {
                 }));
             }
         };
-        self.buffered_bytes = self
-            .buffered_bytes
-            .saturating_sub(batch_payload_bytes(&batch))
+        self.buffered_bytes = self.buffered_bytes.saturating_sub(payload_bytes)
             + batch.get_array_memory_size() as u64;
         if let Some(state) = self.partitions.get_mut(&p) {
             state.chunks.push(batch);
@@ -600,12 +600,6 @@ impl Ingester {
             })
             .sum();
     }
-}
-
-/// The payload bytes a decoded batch replaced (approximately: its rows' share of the buffer is
-/// not tracked per row, so the whole batch size is used).
-fn batch_payload_bytes(batch: &RecordBatch) -> u64 {
-    batch.get_array_memory_size() as u64
 }
 
 /// `base` plus the fields of `extra` it lacks, as nullable columns.

@@ -8,10 +8,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::{Schema, SchemaRef};
+use arrow::datatypes::{Field, Schema, SchemaRef};
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::{CommitBuilder, TransactionError};
-use deltalake::kernel::{Action, StructType, Transaction};
+use deltalake::kernel::{Action, MetadataExt, StructType, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableError};
@@ -135,6 +135,7 @@ impl DeltaCommitter {
         if !self.exists() {
             self.create(&first.schema()).await?;
         }
+        self.add_new_columns(&batches).await?;
         let mut writer = RecordBatchWriter::for_table(&self.table)
             .map_err(|e| table_err(&self.location, "prepare the writer", e.to_string()))?
             .with_writer_properties(self.writer_properties.clone());
@@ -153,6 +154,68 @@ impl DeltaCommitter {
             .map_err(|e| table_err(&self.location, "upload files", e.to_string()))?;
         self.commit_actions(adds.into_iter().map(Action::Add).collect(), ranges)
             .await
+    }
+
+    /// Adds the fields the batches carry and the table lacks as nullable columns, in a
+    /// metadata-only commit of its own: new nullable columns are harmless even if the data
+    /// commit after it loses a race. (The ingester only produces such batches with
+    /// `schemaEvolution: addColumns`.)
+    async fn add_new_columns(&mut self, batches: &[RecordBatch]) -> Result<(), IngesterError> {
+        let current = RecordBatchWriter::for_table(&self.table)
+            .map_err(|e| table_err(&self.location, "read the table schema", e.to_string()))?
+            .arrow_schema();
+        let mut fields: Vec<Field> = current
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        let mut added = Vec::new();
+        for batch in batches {
+            for f in batch.schema().fields() {
+                if !fields.iter().any(|x| x.name() == f.name()) {
+                    fields.push(f.as_ref().clone().with_nullable(true));
+                    added.push(f.name().clone());
+                }
+            }
+        }
+        if added.is_empty() {
+            return Ok(());
+        }
+        let merged: StructType = (&Schema::new(fields))
+            .try_into_kernel()
+            .map_err(|e| table_err(&self.location, "map the widened schema", e.to_string()))?;
+        let snapshot = self
+            .table
+            .snapshot()
+            .map_err(|e| table_err(&self.location, "read the snapshot", e.to_string()))?;
+        let metadata = snapshot
+            .metadata()
+            .clone()
+            .with_schema(&merged)
+            .map_err(|e| table_err(&self.location, "widen the schema", e.to_string()))?;
+        let new_fields = merged
+            .fields()
+            .filter(|f| added.contains(f.name()))
+            .cloned()
+            .collect();
+        let result = CommitBuilder::default()
+            .with_actions(vec![Action::Metadata(metadata)])
+            .build(
+                Some(snapshot),
+                self.table.log_store(),
+                DeltaOperation::AddColumn { fields: new_fields },
+            )
+            .await;
+        match result {
+            Ok(_) => {
+                tracing::info!(table = %self.location, columns = ?added, "added columns to the table")
+            }
+            // Another ingester changed the schema first; the next attempt sees its columns.
+            Err(e) => {
+                tracing::info!(table = %self.location, error = %e, "schema change lost a race")
+            }
+        }
+        self.refresh().await
     }
 
     async fn commit_actions(

@@ -288,8 +288,14 @@ impl IcebergCommitter {
                 .map_err(|e| err("map the table schema", e))?,
         );
         for batch in batches {
-            let batch = align(batch, &arrow_schema)
-                .map_err(|reason| table_err(&name, "match the table schema", reason))?;
+            let batch = align(batch, &arrow_schema).map_err(|reason| {
+                let reason = if reason.contains("the table lacks") {
+                    format!("{reason} (adding columns to iceberg tables is not implemented yet)")
+                } else {
+                    reason
+                };
+                table_err(&name, "match the table schema", reason)
+            })?;
             writer
                 .write(batch)
                 .await
