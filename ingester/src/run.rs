@@ -51,6 +51,9 @@ struct PartitionState {
     expected: Option<i64>,
     /// The offset after the last buffered record.
     next: Option<i64>,
+    /// The offset of the first record read since the table's sync point (or since assignment
+    /// when the table has none): where a rewind goes back to when the table has no sync point.
+    first: Option<i64>,
     phase: Phase,
     pending: Pending,
     chunks: Vec<RecordBatch>,
@@ -61,6 +64,7 @@ impl PartitionState {
         Self {
             expected: sync_point,
             next: sync_point,
+            first: None,
             phase: Phase::Seeking {
                 target,
                 sought: false,
@@ -365,6 +369,7 @@ impl Ingester {
             .pending
             .push(kind, m.payload(), m.key(), offset, timestamp);
         state.next = Some(offset + 1);
+        state.first.get_or_insert(offset);
         self.metrics.records_consumed.inc();
         self.metrics.bytes_consumed.inc_by(payload_len as u64);
         self.buffered_records += 1;
@@ -502,6 +507,7 @@ impl Ingester {
                 for r in &ranges {
                     if let Some(state) = self.partitions.get_mut(&r.partition) {
                         state.expected = Some(r.next);
+                        state.first = None;
                     }
                     self.metrics
                         .committed_offset
@@ -564,14 +570,18 @@ impl Ingester {
         };
         for r in ranges {
             let sync_point = points.get(&r.partition).copied();
+            // Without a sync point in the table, go back to the first record that was dropped:
+            // the consumer's position is past it.
+            let first = self.partitions.get(&r.partition).and_then(|s| s.first);
+            let target = sync_point.or(first);
             if let Some(state) = self.partitions.get_mut(&r.partition) {
-                *state = PartitionState::new(sync_point, sync_point);
+                *state = PartitionState::new(sync_point, target);
             }
-            if let Some(offset) = sync_point {
+            if let Some(offset) = target {
                 let done = self.seek(r.partition, offset);
                 if let Some(state) = self.partitions.get_mut(&r.partition) {
                     state.phase = Phase::Seeking {
-                        target: sync_point,
+                        target,
                         sought: done,
                     };
                 }

@@ -33,9 +33,12 @@ use kafkatable_crds::spec::CatalogType;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
-use super::{CommitOutcome, PartitionRange, SyncPoints, align};
+use super::{CommitOutcome, PartitionRange, SyncPoints, align, moved};
 use crate::error::IngesterError;
 use crate::source::read_secret;
+
+/// Commit attempts when the table moves under us without touching our partitions.
+const COMMIT_ATTEMPTS: usize = 8;
 
 /// Commits to one Iceberg table.
 pub struct IcebergCommitter {
@@ -193,12 +196,6 @@ impl IcebergCommitter {
         ranges: &[PartitionRange],
     ) -> Result<CommitOutcome, IngesterError> {
         let name = self.name();
-        // Every partition's offset is carried forward into the new snapshot's summary.
-        let current = self
-            .table
-            .as_ref()
-            .map(|t| table_sync_points(t, &self.topic))
-            .unwrap_or_default();
         if self.table.is_none() {
             let Some(first) = batches.first() else {
                 return Err(table_err(
@@ -214,39 +211,59 @@ impl IcebergCommitter {
         };
 
         let data_files = self.write(&table, batches).await?;
-        let mut properties: HashMap<String, String> = current
-            .iter()
-            .map(|(p, offset)| (summary_key(&self.topic, *p), offset.to_string()))
-            .collect();
-        for r in ranges {
-            properties.insert(summary_key(&self.topic, r.partition), r.next.to_string());
-        }
-        let tx = Transaction::new(&table);
-        let tx = tx
-            .fast_append()
-            .add_data_files(data_files)
-            .set_snapshot_properties(properties)
-            .apply(tx)
-            .map_err(|e| table_err(&name, "prepare the snapshot", e.to_string()))?;
-        let pinned = PinnedCatalog {
-            inner: self.catalog.clone(),
-            pinned: table,
-        };
-        match tx.commit(&pinned).await {
-            Ok(committed) => {
-                let version = committed.metadata().last_sequence_number();
-                self.table = Some(committed);
-                Ok(CommitOutcome::Committed { version })
-            }
-            Err(e) if e.kind() == ErrorKind::CatalogCommitConflicts => {
-                tracing::info!(table = %name, error = %e, "another writer committed first");
+        // Iceberg's optimistic concurrency is table-wide: an append to other partitions also
+        // refuses ours. Then re-read the table and re-check only our partitions; if nobody
+        // moved them, commit the same files again, pinned to the new snapshot.
+        let mut base = table;
+        for _ in 0..COMMIT_ATTEMPTS {
+            let current = table_sync_points(&base, &self.topic);
+            let conflicting = moved(ranges, &current);
+            if !conflicting.is_empty() {
                 self.table = None;
-                Ok(CommitOutcome::Conflict {
-                    partitions: ranges.iter().map(|r| r.partition).collect(),
-                })
+                return Ok(CommitOutcome::Conflict {
+                    partitions: conflicting,
+                });
             }
-            Err(e) => Err(table_err(&name, "commit", e.to_string())),
+            let mut properties: HashMap<String, String> = current
+                .iter()
+                .map(|(p, offset)| (summary_key(&self.topic, *p), offset.to_string()))
+                .collect();
+            for r in ranges {
+                properties.insert(summary_key(&self.topic, r.partition), r.next.to_string());
+            }
+            let tx = Transaction::new(&base);
+            let tx = tx
+                .fast_append()
+                .add_data_files(data_files.clone())
+                .set_snapshot_properties(properties)
+                .apply(tx)
+                .map_err(|e| table_err(&name, "prepare the snapshot", e.to_string()))?;
+            let pinned = PinnedCatalog {
+                inner: self.catalog.clone(),
+                pinned: base.clone(),
+            };
+            match tx.commit(&pinned).await {
+                Ok(committed) => {
+                    let version = committed.metadata().last_sequence_number();
+                    self.table = Some(committed);
+                    return Ok(CommitOutcome::Committed { version });
+                }
+                Err(e) if e.kind() == ErrorKind::CatalogCommitConflicts => {
+                    tracing::debug!(table = %name, error = %e, "the table moved; re-checking our partitions");
+                    base = self
+                        .catalog
+                        .load_table(&self.ident)
+                        .await
+                        .map_err(|e| table_err(&name, "reload the table", e.to_string()))?;
+                }
+                Err(e) => return Err(table_err(&name, "commit", e.to_string())),
+            }
         }
+        tracing::info!(table = %name, attempts = COMMIT_ATTEMPTS, "the table kept moving; giving the batch up");
+        self.table = None;
+        Ok(CommitOutcome::Conflict {
+            partitions: ranges.iter().map(|r| r.partition).collect(),
+        })
     }
 
     async fn write(
