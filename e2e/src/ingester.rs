@@ -186,3 +186,44 @@ pub fn print_logs(dir: &Path) {
         }
     }
 }
+
+/// A scratch directory of its own for one test (manifests, Secret files, ingester logs, local
+/// tables). It is removed when dropped; when the test is failing, the ingester logs in it are
+/// printed first.
+pub struct WorkDir {
+    path: PathBuf,
+}
+
+impl WorkDir {
+    pub fn new(prefix: &str) -> std::io::Result<Self> {
+        let path = std::env::temp_dir().join(crate::fixtures::unique(prefix));
+        std::fs::create_dir_all(&path)?;
+        Ok(Self { path })
+    }
+
+    /// Writes the S3 credentials as the files of a Secret named `s3` (keys `accessKeyId` and
+    /// `secretAccessKey`) and returns the secrets directory to hand to the ingester.
+    pub fn s3_secret(&self, env: &crate::env::TestEnv) -> std::io::Result<PathBuf> {
+        let secrets = self.path.join("secrets");
+        std::fs::create_dir_all(secrets.join("s3"))?;
+        std::fs::write(secrets.join("s3/accessKeyId"), &env.s3_access_key)?;
+        std::fs::write(secrets.join("s3/secretAccessKey"), &env.s3_secret_key)?;
+        Ok(secrets)
+    }
+}
+
+impl std::ops::Deref for WorkDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            print_logs(&self.path);
+        }
+        std::fs::remove_dir_all(&self.path).ok();
+    }
+}

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use kafkatable_e2e::env::TestEnv;
 use kafkatable_e2e::fixtures::{TestTopic, eventually, kafka_config, python, unique};
-use kafkatable_e2e::ingester::IngesterProcess;
+use kafkatable_e2e::ingester::{IngesterProcess, WorkDir};
 use rand::Rng;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
@@ -65,13 +65,10 @@ async fn chaos(kind: Kind) -> anyhow::Result<()> {
     let records: usize = 2000 * kills_wanted.max(10);
     let env = TestEnv::load()?;
     let topic = TestTopic::create(&env, "chaos", PARTITIONS).await?;
-    let dir = std::env::temp_dir().join(unique("kt-chaos"));
-    std::fs::create_dir_all(&dir)?;
+    let dir = WorkDir::new("kt-chaos")?;
+    let secrets = dir.s3_secret(&env)?;
     let location = format!("file://{}/table", dir.display());
     let namespace = unique("chaos").replace('-', "_");
-    std::fs::create_dir_all(dir.join("s3"))?;
-    std::fs::write(dir.join("s3/accessKeyId"), &env.s3_access_key)?;
-    std::fs::write(dir.join("s3/secretAccessKey"), &env.s3_secret_key)?;
     let table = match kind {
         Kind::Delta => json!({"format": "delta", "location": location}),
         Kind::Iceberg => json!({
@@ -133,7 +130,7 @@ async fn chaos(kind: Kind) -> anyhow::Result<()> {
         let envs: &[(&str, &str)] = if crashy { &crash_env } else { &[] };
         IngesterProcess::start_with_env(
             &manifest_path,
-            &dir,
+            &secrets,
             &dir,
             &format!("ingester-{serial}"),
             envs,
@@ -143,7 +140,7 @@ async fn chaos(kind: Kind) -> anyhow::Result<()> {
     // commit, before the Kafka commit, and its successors must not read those records again.
     let mut certain = IngesterProcess::start_with_env(
         &manifest_path,
-        &dir,
+        &secrets,
         &dir,
         "ingester-0",
         &[("KAFKATABLE_FAULT_CRASH_AFTER_TABLE_COMMIT", "1")],
@@ -266,6 +263,5 @@ async fn chaos(kind: Kind) -> anyhow::Result<()> {
     for p in finishers {
         p.stop(Duration::from_secs(20));
     }
-    std::fs::remove_dir_all(&dir).ok();
     Ok(())
 }

@@ -11,7 +11,7 @@ use kafkatable_e2e::env::TestEnv;
 use kafkatable_e2e::fixtures::{
     TestBucket, TestTopic, eventually, group_offsets, kafka_config, produce_json, python, unique,
 };
-use kafkatable_e2e::ingester::IngesterProcess;
+use kafkatable_e2e::ingester::{IngesterProcess, WorkDir};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
 
@@ -47,7 +47,7 @@ struct Setup {
     env: TestEnv,
     topic: TestTopic,
     bucket: Option<TestBucket>,
-    dir: PathBuf,
+    dir: WorkDir,
     manifest: PathBuf,
     secrets: PathBuf,
     location: String,
@@ -59,11 +59,8 @@ impl Setup {
         let env = TestEnv::load()?;
         let topic = TestTopic::create(&env, "ingest", PARTITIONS).await?;
         let bucket = TestBucket::create(&env, "ingest").await?;
-        let dir = std::env::temp_dir().join(unique("kt-ingest"));
-        let secrets = dir.join("secrets");
-        std::fs::create_dir_all(secrets.join("s3"))?;
-        std::fs::write(secrets.join("s3/accessKeyId"), &env.s3_access_key)?;
-        std::fs::write(secrets.join("s3/secretAccessKey"), &env.s3_secret_key)?;
+        let dir = WorkDir::new("kt-ingest")?;
+        let secrets = dir.s3_secret(&env)?;
         let location = format!("s3://{}/events", bucket.name);
         let group = unique("ingest-group");
         let manifest = json!({
@@ -170,10 +167,7 @@ impl Setup {
 
 impl Drop for Setup {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            kafkatable_e2e::ingester::print_logs(&self.dir);
-        }
-        std::fs::remove_dir_all(&self.dir).ok();
+        // The work dir (a field) goes after this: it prints the logs of a failing test.
         if let Some(bucket) = self.bucket.take() {
             // Dropped within the test's runtime: remove the bucket on a thread of its own.
             let _ = std::thread::spawn(move || {
@@ -295,8 +289,7 @@ async fn json_to_delta_on_s3_exactly_once_across_restarts() -> anyhow::Result<()
 async fn text_records_to_a_new_local_delta_table() -> anyhow::Result<()> {
     let env = TestEnv::load()?;
     let topic = TestTopic::create(&env, "ingest-text", 2).await?;
-    let dir = std::env::temp_dir().join(unique("kt-ingest-text"));
-    std::fs::create_dir_all(&dir)?;
+    let dir = WorkDir::new("kt-ingest-text")?;
     let location = format!("file://{}/tables/lines", dir.display());
     let manifest = json!({
         "apiVersion": "kafkatable.io/v1alpha1",
@@ -346,7 +339,6 @@ print(json.dumps({"rows": t.num_rows, "values": sorted(t["value"].to_pylist()), 
     expected.sort();
     assert_eq!(seen["values"], json!(expected));
     ingester.stop(Duration::from_secs(30));
-    std::fs::remove_dir_all(&dir).ok();
     Ok(())
 }
 
@@ -356,8 +348,7 @@ print(json.dumps({"rows": t.num_rows, "values": sorted(t["value"].to_pylist()), 
 async fn delta_table_partitioned_by_event_day_and_country() -> anyhow::Result<()> {
     let env = TestEnv::load()?;
     let topic = TestTopic::create(&env, "ingest-parts", 2).await?;
-    let dir = std::env::temp_dir().join(unique("kt-ingest-parts"));
-    std::fs::create_dir_all(&dir)?;
+    let dir = WorkDir::new("kt-ingest-parts")?;
     let location = format!("file://{}/table", dir.display());
     let manifest = json!({
         "apiVersion": "kafkatable.io/v1alpha1",
@@ -403,7 +394,7 @@ except Exception:
     print(json.dumps({"rows": 0})); sys.exit(0)
 adds = pa.table(dt.get_add_actions(flatten=True)).to_pydict()  # deltalake 1.x returns an arro3 table
 parts = sorted({(str(d), c) for d, c in zip(adds["partition.ts_day"], adds["partition.country"])})
-df = pl.read_delta(sys.argv[1])
+df = pl.read_delta(sys.argv[1], version=dt.version())  # the same snapshot as the add actions
 per_day = df.group_by("ts_day").len().sort("ts_day")
 print(json.dumps({
     "rows": df.height,
@@ -437,7 +428,6 @@ print(json.dumps({
         json!(days.iter().map(|d| json!([d, 200])).collect::<Vec<_>>())
     );
     ingester.stop(Duration::from_secs(30));
-    std::fs::remove_dir_all(&dir).ok();
     Ok(())
 }
 
@@ -446,8 +436,7 @@ print(json.dumps({
 async fn new_fields_become_nullable_columns() -> anyhow::Result<()> {
     let env = TestEnv::load()?;
     let topic = TestTopic::create(&env, "ingest-evolve", 1).await?;
-    let dir = std::env::temp_dir().join(unique("kt-ingest-evolve"));
-    std::fs::create_dir_all(&dir)?;
+    let dir = WorkDir::new("kt-ingest-evolve")?;
     let location = format!("file://{}/table", dir.display());
     let manifest = json!({
         "apiVersion": "kafkatable.io/v1alpha1",
@@ -503,6 +492,5 @@ print(json.dumps({"rows": t.num_rows, "columns": t.column_names,
         "earlier rows read null, later ones their value"
     );
     ingester.stop(Duration::from_secs(30));
-    std::fs::remove_dir_all(&dir).ok();
     Ok(())
 }

@@ -16,7 +16,7 @@ use kafkatable_e2e::env::TestEnv;
 use kafkatable_e2e::fixtures::{
     TestTopic, eventually, group_offsets, produce_json, python, unique,
 };
-use kafkatable_e2e::ingester::IngesterProcess;
+use kafkatable_e2e::ingester::{IngesterProcess, WorkDir};
 use kafkatable_ingester::commit::iceberg::IcebergCommitter;
 use kafkatable_ingester::commit::{CommitOutcome, Committer, PartitionRange};
 use serde_json::{Value, json};
@@ -54,7 +54,7 @@ print(json.dumps({
 struct Setup {
     env: TestEnv,
     topic: TestTopic,
-    dir: PathBuf,
+    dir: WorkDir,
     manifest: PathBuf,
     group: String,
     /// Reader arguments: kind, uri, warehouse.
@@ -71,10 +71,8 @@ impl Setup {
     ) -> anyhow::Result<Self> {
         let env = TestEnv::load()?;
         let topic = TestTopic::create(&env, tag, PARTITIONS).await?;
-        let dir = std::env::temp_dir().join(unique(&format!("kt-{tag}")));
-        std::fs::create_dir_all(dir.join("secrets/s3"))?;
-        std::fs::write(dir.join("secrets/s3/accessKeyId"), &env.s3_access_key)?;
-        std::fs::write(dir.join("secrets/s3/secretAccessKey"), &env.s3_secret_key)?;
+        let dir = WorkDir::new(&format!("kt-{tag}"))?;
+        dir.s3_secret(&env)?;
         let group = unique("iceberg-group");
         let mut table = json!({"format": "iceberg", "catalog": catalog});
         if let Some(storage) = storage {
@@ -181,15 +179,6 @@ impl Setup {
     }
 }
 
-impl Drop for Setup {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            kafkatable_e2e::ingester::print_logs(&self.dir);
-        }
-        std::fs::remove_dir_all(&self.dir).ok();
-    }
-}
-
 #[tokio::test]
 async fn json_to_iceberg_through_the_rest_catalog_on_s3() -> anyhow::Result<()> {
     let env = TestEnv::load()?;
@@ -232,7 +221,7 @@ async fn json_to_iceberg_through_the_rest_catalog_on_s3() -> anyhow::Result<()> 
 
 #[tokio::test]
 async fn json_to_iceberg_through_the_embedded_sql_catalog() -> anyhow::Result<()> {
-    let dir = std::env::temp_dir().join(unique("kt-iceberg-sql"));
+    let dir = WorkDir::new("kt-iceberg-sql")?;
     std::fs::create_dir_all(dir.join("warehouse"))?;
     let uri = format!("sqlite://{}/catalog.db?mode=rwc", dir.display());
     let warehouse = format!("file://{}/warehouse", dir.display());
@@ -249,7 +238,6 @@ async fn json_to_iceberg_through_the_embedded_sql_catalog() -> anyhow::Result<()
     let ingester = setup.start("iceberg-sql")?;
     setup.expect_rows(1000, &ingester).await?;
     ingester.stop(Duration::from_secs(30));
-    std::fs::remove_dir_all(&dir).ok();
     Ok(())
 }
 
@@ -268,17 +256,15 @@ async fn concurrent_committers_never_both_win() -> anyhow::Result<()> {
         token_file: None,
         basic_auth: None,
     };
-    let dir = std::env::temp_dir().join(unique("kt-fence"));
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("key"), &env.s3_access_key)?;
-    std::fs::write(dir.join("secret"), &env.s3_secret_key)?;
+    let dir = WorkDir::new("kt-fence")?;
+    let secrets = dir.s3_secret(&env)?;
     let storage = StorageConfig {
         endpoint: Some(env.s3_endpoint.clone()),
         region: Some("us-east-1".into()),
         path_style: true,
         allow_http: true,
-        access_key_id_file: Some(dir.join("key")),
-        secret_access_key_file: Some(dir.join("secret")),
+        access_key_id_file: Some(secrets.join("s3/accessKeyId")),
+        secret_access_key_file: Some(secrets.join("s3/secretAccessKey")),
     };
     let mut a =
         Committer::Iceberg(IcebergCommitter::open(&catalog, &storage, "fence", 1 << 20).await?);
@@ -347,6 +333,5 @@ print(c.load_table(ident).scan().to_arrow().num_rows)
         ],
     )?;
     assert_eq!(rows.trim(), (10 * rounds).to_string());
-    std::fs::remove_dir_all(&dir).ok();
     Ok(())
 }
