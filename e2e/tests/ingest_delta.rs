@@ -494,3 +494,85 @@ print(json.dumps({"rows": t.num_rows, "columns": t.column_names,
     ingester.stop(Duration::from_secs(30));
     Ok(())
 }
+
+/// One commit larger than the target file size becomes several files, none much larger than
+/// the target, and the rows stay exactly once.
+#[tokio::test]
+async fn delta_files_roll_at_the_target_size() -> anyhow::Result<()> {
+    let env = TestEnv::load()?;
+    let topic = TestTopic::create(&env, "ingest-roll", 2).await?;
+    let dir = WorkDir::new("kt-ingest-roll")?;
+    let location = format!("file://{}/table", dir.display());
+    let manifest = json!({
+        "apiVersion": "kafkatable.io/v1alpha1",
+        "kind": "KafkaTable",
+        "metadata": {"name": "roll", "namespace": "e2e"},
+        "spec": {
+            "source": {"brokers": env.kafka_bootstrap, "topic": topic.name},
+            "table": {"format": "delta", "location": location},
+            // Nothing commits before the ingester stops: everything lands in one commit.
+            "commit": {"interval": "1h", "targetFileSize": "512Ki"},
+        },
+    });
+    let manifest_path = dir.join("table.yaml");
+    std::fs::write(&manifest_path, serde_yaml::to_string(&manifest)?)?;
+    const RECORDS: usize = 100_000;
+    // Hex digests of the id: about 200 bytes a record that compress poorly.
+    produce_json(&env, &topic.name, 0..RECORDS, |i| {
+        let noise: String = (0..6)
+            .map(|k| {
+                format!(
+                    "{:016x}",
+                    (i as u64 + k).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                )
+            })
+            .collect();
+        json!({"id": i, "noise": noise})
+    })
+    .await?;
+    let ingester = IngesterProcess::start(&manifest_path, &dir, &dir, "ingester-roll")?;
+    let ingester_ref = &ingester;
+    eventually("the ingester holds every record", DEADLINE, || async move {
+        let consumed = ingester_ref
+            .metric("kafkatable_records_consumed_total")
+            .await?;
+        (consumed >= RECORDS as f64).then_some(())
+    })
+    .await;
+    assert_eq!(ingester.stop(Duration::from_secs(60)), Some(0));
+
+    let script = r#"
+import json, sys
+from deltalake import DeltaTable
+import pyarrow as pa
+dt = DeltaTable(sys.argv[1])
+adds = pa.table(dt.get_add_actions(flatten=True)).to_pydict()
+t = dt.to_pyarrow_table()
+pairs = set(zip(t["_kafka_partition"].to_pylist(), t["_kafka_offset"].to_pylist()))
+print(json.dumps({"version": dt.version(), "rows": t.num_rows, "distinct": len(pairs),
+    "sizes": sorted(adds["size_bytes"])}))
+"#;
+    let view: Value = serde_json::from_str(python(&env, script, &[&location])?.trim())?;
+    assert_eq!(view["rows"], RECORDS);
+    assert_eq!(view["distinct"], RECORDS);
+    // Version 0 creates the table, version 1 is the one commit.
+    assert_eq!(view["version"], 1, "{view}");
+    let sizes: Vec<u64> = serde_json::from_value(view["sizes"].clone())?;
+    let total: u64 = sizes.iter().sum();
+    assert!(
+        sizes.len() >= 4 && total > 3 * 512 * 1024,
+        "several files in one commit: {sizes:?}"
+    );
+    // The writer checks its size after each slice of rows, so a file overshoots by little; it
+    // learns the compression from the first file, so most files come close to the target.
+    assert!(
+        sizes.iter().all(|s| *s <= 512 * 1024 + 256 * 1024),
+        "no file far above the target size: {sizes:?}"
+    );
+    let near = sizes.iter().filter(|s| **s >= 256 * 1024).count();
+    assert!(
+        near * 2 >= sizes.len(),
+        "most files near the target size: {sizes:?}"
+    );
+    Ok(())
+}

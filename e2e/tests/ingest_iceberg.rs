@@ -67,6 +67,7 @@ impl Setup {
         catalog: Value,
         reader_catalog: (String, String, String),
         storage: Option<Value>,
+        partitioning: Option<Value>,
         tag: &str,
     ) -> anyhow::Result<Self> {
         let env = TestEnv::load()?;
@@ -77,6 +78,11 @@ impl Setup {
         let mut table = json!({"format": "iceberg", "catalog": catalog});
         if let Some(storage) = storage {
             table["storage"] = storage;
+        }
+        if let Some(Value::Object(fields)) = partitioning {
+            for (k, v) in fields {
+                table[k] = v;
+            }
         }
         let manifest = json!({
             "apiVersion": "kafkatable.io/v1alpha1",
@@ -189,6 +195,7 @@ async fn json_to_iceberg_through_the_rest_catalog_on_s3() -> anyhow::Result<()> 
         catalog,
         ("rest".into(), env.iceberg_rest_uri.clone(), String::new()),
         Some(storage),
+        None,
         "iceberg-rest",
     )
     .await?;
@@ -231,12 +238,104 @@ async fn json_to_iceberg_through_the_embedded_sql_catalog() -> anyhow::Result<()
         catalog,
         ("sql".into(), reader_uri, warehouse.clone()),
         None,
+        None,
         "iceberg-sql",
     )
     .await?;
     setup.produce(0..1000).await?;
     let ingester = setup.start("iceberg-sql")?;
     setup.expect_rows(1000, &ingester).await?;
+    ingester.stop(Duration::from_secs(30));
+    Ok(())
+}
+
+/// A table partitioned by the event day, a field and a bucket of the id: the spec pyiceberg
+/// sees, the partition of every data file, and rows per day.
+#[tokio::test]
+async fn iceberg_table_partitioned_by_day_field_and_bucket() -> anyhow::Result<()> {
+    let env = TestEnv::load()?;
+    let namespace = unique("parts").replace('-', "_");
+    let catalog = json!({"type": "rest", "uri": env.iceberg_rest_uri, "namespace": namespace, "table": "events"});
+    let storage = json!({"endpoint": env.s3_endpoint, "region": "us-east-1", "pathStyle": true, "credentialsSecretRef": {"name": "s3"}});
+    let partitioning = json!({
+        "eventTime": {"field": "ts", "format": "rfc3339"},
+        "partitionBy": [
+            {"field": "ts", "transform": "day"},
+            {"field": "country", "transform": "identity"},
+            {"field": "id", "transform": "bucket[4]"},
+        ],
+    });
+    let setup = Setup::new(
+        catalog,
+        ("rest".into(), env.iceberg_rest_uri.clone(), String::new()),
+        Some(storage),
+        Some(partitioning),
+        "iceberg-parts",
+    )
+    .await?;
+    // 600 records over three days (2026-11-19..21) and two countries.
+    produce_json(&setup.env, &setup.topic.name, 0..600, |i| {
+        json!({
+            "id": i,
+            "name": format!("n{i}"),
+            "ts": format!("2026-11-{:02}T{:02}:00:00Z", 19 + i % 3, i % 24),
+            "country": if i % 2 == 0 { "de" } else { "fr" },
+        })
+    })
+    .await?;
+    let ingester = setup.start("iceberg-parts")?;
+    setup.expect_rows(600, &ingester).await?;
+
+    let script = r#"
+import json, sys
+from collections import Counter
+from pyiceberg.catalog import load_catalog
+uri, endpoint, key, secret, ident = sys.argv[1:6]
+catalog = load_catalog("kafkatable", type="rest", uri=uri, **{"s3.endpoint": endpoint,
+    "s3.access-key-id": key, "s3.secret-access-key": secret, "s3.region": "us-east-1",
+    "s3.path-style-access": "true"})
+table = catalog.load_table(ident)
+schema = table.schema()
+spec = [[f.name, str(f.transform), schema.find_field(f.source_id).name] for f in table.spec().fields]
+files = table.inspect.files().to_pylist()
+file_parts = sorted({(str(f["partition"]["ts_day"]), f["partition"]["country"]) for f in files})
+bucket_values = sorted({f["partition"]["id_bucket"] for f in files})
+t = table.scan().to_arrow()
+per_day = sorted(Counter(str(d) for d in t["ts_day"].to_pylist()).items())
+# A pushed-down filter on a partition column reads only that partition's files.
+de = table.scan(row_filter="country == 'de'").to_arrow()
+print(json.dumps({"spec": spec, "file_parts": file_parts, "buckets": bucket_values,
+    "per_day": per_day, "de_rows": de.num_rows, "de_countries": sorted(set(de["country"].to_pylist()))}))
+"#;
+    let args = [
+        env.iceberg_rest_uri.as_str(),
+        &env.s3_endpoint,
+        &env.s3_access_key,
+        &env.s3_secret_key,
+        &setup.ident,
+    ];
+    let view: Value = serde_json::from_str(python(&env, script, &args)?.trim())?;
+    assert_eq!(
+        view["spec"],
+        json!([
+            ["ts_day", "identity", "ts_day"],
+            ["country", "identity", "country"],
+            ["id_bucket", "bucket[4]", "id"],
+        ])
+    );
+    let days = ["2026-11-19", "2026-11-20", "2026-11-21"];
+    let expected: Vec<Value> = days
+        .iter()
+        .flat_map(|d| ["de", "fr"].map(|c| json!([d, c])))
+        .collect();
+    assert_eq!(view["file_parts"], json!(expected));
+    assert_eq!(view["buckets"], json!([0, 1, 2, 3]));
+    assert_eq!(
+        view["per_day"],
+        json!(days.iter().map(|d| json!([d, 200])).collect::<Vec<_>>())
+    );
+    assert_eq!(view["de_rows"], 300);
+    assert_eq!(view["de_countries"], json!(["de"]));
     ingester.stop(Duration::from_secs(30));
     Ok(())
 }
@@ -266,10 +365,12 @@ async fn concurrent_committers_never_both_win() -> anyhow::Result<()> {
         access_key_id_file: Some(secrets.join("s3/accessKeyId")),
         secret_access_key_file: Some(secrets.join("s3/secretAccessKey")),
     };
-    let mut a =
-        Committer::Iceberg(IcebergCommitter::open(&catalog, &storage, "fence", 1 << 20).await?);
-    let mut b =
-        Committer::Iceberg(IcebergCommitter::open(&catalog, &storage, "fence", 1 << 20).await?);
+    let mut a = Committer::Iceberg(
+        IcebergCommitter::open(&catalog, &storage, "fence", 1 << 20, Vec::new()).await?,
+    );
+    let mut b = Committer::Iceberg(
+        IcebergCommitter::open(&catalog, &storage, "fence", 1 << 20, Vec::new()).await?,
+    );
     let schema = std::sync::Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
     let batch = |n: i64| {
         RecordBatch::try_new(

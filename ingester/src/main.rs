@@ -129,13 +129,15 @@ async fn run(
             let options = load::storage_options(&config.table.storage)?;
             let partitions = kafkatable_ingester::partition::column_names(&config.table);
             Committer::Delta(
-                DeltaCommitter::open(&location, options, &config.source.topic, partitions).await?,
+                DeltaCommitter::open(
+                    &location,
+                    options,
+                    &config.source.topic,
+                    partitions,
+                    config.commit.target_file_size,
+                )
+                .await?,
             )
-        }
-        TableFormat::Iceberg if !config.table.partition_by.is_empty() => {
-            return Err(IngesterError::Unsupported(
-                "spec.table.partitionBy on iceberg tables is not implemented yet (delta tables support it)".into(),
-            ));
         }
         TableFormat::Iceberg => {
             let catalog = config
@@ -150,6 +152,7 @@ async fn run(
                 &config.table.storage,
                 &config.source.topic,
                 config.commit.target_file_size,
+                config.table.partition_by.clone(),
             )
             .await?;
             Committer::Iceberg(committer)

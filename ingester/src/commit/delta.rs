@@ -3,6 +3,10 @@
 //! The `txn` app id names the topic and partition; its version is the partition's next offset.
 //! Delta's conflict checker refuses a commit when a concurrent winning commit carries a `txn`
 //! with the same app id, which closes the race between our re-check and our commit.
+//!
+//! Files roll at the target file size: the writer is flushed (its files uploaded) whenever its
+//! buffered Parquet reaches the target, so one commit may add several files per table
+//! partition and memory holds at most one target-sized file per table partition.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,7 +32,14 @@ pub struct DeltaCommitter {
     topic: String,
     partition_columns: Vec<String>,
     writer_properties: WriterProperties,
+    /// Roll to a new file once the buffered Parquet of a writer reaches this many bytes.
+    target_file_size: usize,
 }
+
+/// The writer's size is checked after each slice of rows; a slice holds about this fraction
+/// of the target size (within [`SLICE_ROWS`]), so a file overshoots the target by little.
+const SLICES_PER_FILE: usize = 8;
+const SLICE_ROWS: std::ops::RangeInclusive<usize> = 256..=16_384;
 
 /// The `txn` app id of a partition.
 pub fn app_id(topic: &str, partition: i32) -> String {
@@ -42,6 +53,7 @@ impl DeltaCommitter {
         storage_options: HashMap<String, String>,
         topic: &str,
         partition_columns: Vec<String>,
+        target_file_size: u64,
     ) -> Result<Self, IngesterError> {
         let url = url::Url::parse(location)
             .map_err(|e| table_err(location, "parse the location", e.to_string()))?;
@@ -56,8 +68,15 @@ impl DeltaCommitter {
         let table = DeltaTable::try_from_url_with_storage_options(url, storage_options)
             .await
             .map_err(|e| table_err(location, "open", e.to_string()))?;
+        let target_file_size = usize::try_from(target_file_size).unwrap_or(usize::MAX);
+        // The writer's size counts closed pages compressed, and the open page and the
+        // dictionary uncompressed: both small against the target keep that estimate close to
+        // the file size.
+        let page_limit = (target_file_size / 16).clamp(8 << 10, 1 << 20);
         let writer_properties = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::default()))
+            .set_data_page_size_limit(page_limit)
+            .set_dictionary_page_size_limit(page_limit)
             .build();
         Ok(Self {
             table,
@@ -65,6 +84,7 @@ impl DeltaCommitter {
             topic: topic.to_string(),
             partition_columns,
             writer_properties,
+            target_file_size,
         })
     }
 
@@ -140,20 +160,37 @@ impl DeltaCommitter {
             .map_err(|e| table_err(&self.location, "prepare the writer", e.to_string()))?
             .with_writer_properties(self.writer_properties.clone());
         let table_schema: Arc<Schema> = writer.arrow_schema();
+        let mut adds = Vec::new();
         for batch in batches {
             let batch = align(batch, &table_schema)
                 .map_err(|reason| table_err(&self.location, "match the table schema", reason))?;
-            writer
-                .write(batch)
-                .await
-                .map_err(|e| table_err(&self.location, "write files", e.to_string()))?;
+            let row_bytes = batch.get_array_memory_size() / batch.num_rows().max(1);
+            let slice = (self.target_file_size / SLICES_PER_FILE / row_bytes.max(1))
+                .clamp(*SLICE_ROWS.start(), *SLICE_ROWS.end());
+            let mut start = 0;
+            while start < batch.num_rows() {
+                let rows = slice.min(batch.num_rows() - start);
+                writer
+                    .write(batch.slice(start, rows))
+                    .await
+                    .map_err(|e| table_err(&self.location, "write files", e.to_string()))?;
+                start += rows;
+                if writer.buffer_len() >= self.target_file_size {
+                    adds.extend(self.flush(&mut writer).await?);
+                }
+            }
         }
+        adds.extend(self.flush(&mut writer).await?);
+        self.commit_actions(adds, ranges).await
+    }
+
+    /// Uploads the writer's files; they become part of the table with the next commit.
+    async fn flush(&self, writer: &mut RecordBatchWriter) -> Result<Vec<Action>, IngesterError> {
         let adds = writer
             .flush()
             .await
             .map_err(|e| table_err(&self.location, "upload files", e.to_string()))?;
-        self.commit_actions(adds.into_iter().map(Action::Add).collect(), ranges)
-            .await
+        Ok(adds.into_iter().map(Action::Add).collect())
     }
 
     /// Adds the fields the batches carry and the table lacks as nullable columns, in a

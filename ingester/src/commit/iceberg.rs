@@ -7,14 +7,23 @@
 //! requirement (the branch still points at that snapshot) makes the catalog refuse the commit
 //! when another writer got in first, and the refusal is not retried. REST catalogs and the SQL
 //! catalog (compare-and-set on the metadata location) both enforce the requirement.
+//!
+//! Partitioning: a table created by the ingester gets a partition spec from
+//! `spec.table.partitionBy`. Time transforms partition by the derived `<field>_<unit>` column
+//! (identity), the same column a Delta table gets, since the event time may be an epoch number
+//! or a string that Iceberg's own time transforms do not take; identity, bucket[N] and
+//! truncate[N] are Iceberg transforms of the field. An existing table keeps its own spec, and
+//! the writer follows whatever spec the table has: rows are split by partition and every
+//! partition's files roll at the target size.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use async_trait::async_trait;
+use iceberg::arrow::RecordBatchPartitionSplitter;
 use iceberg::arrow::arrow_schema_to_schema_auto_assign_ids;
-use iceberg::spec::DataFileFormat;
+use iceberg::spec::{DataFileFormat, UnboundPartitionSpec};
 use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
@@ -23,12 +32,14 @@ use iceberg::writer::file_writer::location_generator::{
     DefaultFileNameGenerator, DefaultLocationGenerator,
 };
 use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
+use iceberg::writer::partitioning::PartitioningWriter;
+use iceberg::writer::partitioning::fanout_writer::FanoutWriter;
 use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
 use iceberg::{
     Catalog, CatalogBuilder, ErrorKind, Namespace, NamespaceIdent, TableCommit, TableCreation,
     TableIdent,
 };
-use kafkatable_crds::config::{CatalogConfig, StorageConfig};
+use kafkatable_crds::config::{CatalogConfig, Partition, StorageConfig, Transform};
 use kafkatable_crds::spec::CatalogType;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
@@ -46,6 +57,8 @@ pub struct IcebergCommitter {
     ident: TableIdent,
     topic: String,
     target_file_size: usize,
+    /// The partitioning of a table the ingester creates.
+    partition_by: Vec<Partition>,
     /// The table as of the last read; commits are fenced against it.
     table: Option<Table>,
 }
@@ -61,6 +74,7 @@ impl IcebergCommitter {
         storage: &StorageConfig,
         topic: &str,
         target_file_size: u64,
+        partition_by: Vec<Partition>,
     ) -> Result<Self, IngesterError> {
         let name = format!("{}.{}", catalog.namespace.join("."), catalog.table);
         let err = |action: &'static str, e: iceberg::Error| table_err(&name, action, e.to_string());
@@ -114,6 +128,7 @@ impl IcebergCommitter {
             ident: TableIdent::new(namespace, catalog.table.clone()),
             topic: topic.to_string(),
             target_file_size: usize::try_from(target_file_size).unwrap_or(usize::MAX),
+            partition_by,
             table: None,
         })
     }
@@ -173,9 +188,12 @@ impl IcebergCommitter {
         {
             return Err(table_err(&name, "create the namespace", e.to_string()));
         }
+        let spec = partition_spec(&schema, &self.partition_by)
+            .map_err(|reason| table_err(&name, "plan the partitioning", reason))?;
         let creation = TableCreation::builder()
             .name(self.ident.name().to_string())
             .schema(schema)
+            .partition_spec(spec)
             .build();
         match self.catalog.create_table(&namespace, creation).await {
             Ok(table) => self.table = Some(table),
@@ -296,33 +314,93 @@ impl IcebergCommitter {
             locations,
             names,
         );
-        let mut writer = DataFileWriterBuilder::new(rolling)
-            .build(None)
-            .await
-            .map_err(|e| err("open a data file", e))?;
+        let files = DataFileWriterBuilder::new(rolling);
         let arrow_schema = Arc::new(
             iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema())
                 .map_err(|e| err("map the table schema", e))?,
         );
-        for batch in batches {
-            let batch = align(batch, &arrow_schema).map_err(|reason| {
+        let aligned = batches.into_iter().map(|batch| {
+            align(batch, &arrow_schema).map_err(|reason| {
                 let reason = if reason.contains("the table lacks") {
                     format!("{reason} (adding columns to iceberg tables is not implemented yet)")
                 } else {
                     reason
                 };
                 table_err(&name, "match the table schema", reason)
-            })?;
-            writer
-                .write(batch)
+            })
+        });
+        let spec = table.metadata().default_partition_spec();
+        if spec.is_unpartitioned() {
+            let mut writer = files
+                .build(None)
                 .await
-                .map_err(|e| err("write a data file", e))?;
+                .map_err(|e| err("open a data file", e))?;
+            for batch in aligned {
+                writer
+                    .write(batch?)
+                    .await
+                    .map_err(|e| err("write a data file", e))?;
+            }
+            return writer
+                .close()
+                .await
+                .map_err(|e| err("close the data files", e));
+        }
+        let splitter = RecordBatchPartitionSplitter::try_new_with_computed_values(
+            table.metadata().current_schema().clone(),
+            spec.clone(),
+        )
+        .map_err(|e| err("plan the partitioning", e))?;
+        let mut writer = FanoutWriter::new(files);
+        for batch in aligned {
+            let parts = splitter
+                .split(&batch?)
+                .map_err(|e| err("compute partition values", e))?;
+            for (key, rows) in parts {
+                writer
+                    .write(key, rows)
+                    .await
+                    .map_err(|e| err("write a data file", e))?;
+            }
         }
         writer
             .close()
             .await
             .map_err(|e| err("close the data files", e))
     }
+}
+
+/// The Iceberg partition spec for `partition_by` over `schema` (see the module docs).
+pub fn partition_spec(
+    schema: &iceberg::spec::Schema,
+    partition_by: &[Partition],
+) -> Result<UnboundPartitionSpec, String> {
+    use iceberg::spec::Transform as Iceberg;
+    // REST catalogs want the spec id of a new table's spec spelled out.
+    let mut builder = UnboundPartitionSpec::builder().with_spec_id(0);
+    for p in partition_by {
+        let column = crate::partition::column_name(p);
+        let (source, name, transform) = match p.transform {
+            Transform::Bucket(n) => (
+                p.field.as_str(),
+                format!("{}_bucket", p.field),
+                Iceberg::Bucket(n),
+            ),
+            Transform::Truncate(n) => (
+                p.field.as_str(),
+                format!("{}_trunc", p.field),
+                Iceberg::Truncate(n),
+            ),
+            _ => (column.as_str(), column.clone(), Iceberg::Identity),
+        };
+        let field = schema.field_by_name(source).ok_or_else(|| {
+            format!("spec.table.partitionBy: the records have no top-level field {source:?} to partition by")
+        })?;
+        builder = builder
+            .add_partition_field(field.id, name, transform)
+            .map_err(|e| format!("spec.table.partitionBy: {e}"))?;
+    }
+    Ok(builder.build())
 }
 
 /// The sync points recorded in the newest snapshot that has any (a snapshot written by another
