@@ -4,9 +4,11 @@
 //! - [`status`]: what the operator reports back.
 //! - [`config`]: the ingester configuration derived from a resource, shared by the operator
 //!   (which renders it) and the ingester (which reads it).
+//! - [`report`]: what an ingester reports about itself to the operator.
 //! - [`units`]: the duration and quantity strings of the spec.
 
 pub mod config;
+pub mod report;
 pub mod spec;
 pub mod status;
 pub mod units;

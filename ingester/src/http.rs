@@ -1,31 +1,61 @@
-//! `/metrics`, `/healthz` (the process runs) and `/readyz` (partitions assigned, table
-//! reachable, last commit attempt did not fail).
+//! `/metrics`, `/healthz` (the process runs), `/readyz` (partitions assigned, broker and table
+//! reachable) and `/status` (the [`IngesterReport`] the operator reads).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use kafkatable_crds::report::IngesterReport;
 use tokio::net::TcpListener;
 
 use crate::error::IngesterError;
 use crate::metrics::Metrics;
 
-/// Readiness as the run loop reports it.
+/// Readiness and progress as the run loop and the Kafka client report them.
 #[derive(Default)]
 pub struct Health {
     /// The member holds partitions and has read their sync points from the table.
     pub assigned: AtomicBool,
     /// The last table operation succeeded (or none failed yet).
     pub table_ok: AtomicBool,
+    /// The client has a connection to a broker (from librdkafka's statistics and errors).
+    pub broker_ok: AtomicBool,
+    report: Mutex<IngesterReport>,
 }
 
 impl Health {
     pub fn ready(&self) -> bool {
-        self.assigned.load(Ordering::Relaxed) && self.table_ok.load(Ordering::Relaxed)
+        self.assigned.load(Ordering::Relaxed)
+            && self.table_ok.load(Ordering::Relaxed)
+            && self.broker_ok.load(Ordering::Relaxed)
+    }
+
+    /// Changes the report (never held across an await).
+    pub fn update(&self, change: impl FnOnce(&mut IngesterReport)) {
+        if let Ok(mut report) = self.report.lock() {
+            change(&mut report);
+        }
+    }
+
+    pub fn broker(&self, error: Option<String>) {
+        self.broker_ok.store(error.is_none(), Ordering::Relaxed);
+        self.update(|r| r.broker_error = error);
+    }
+
+    pub fn table(&self, error: Option<String>) {
+        self.table_ok.store(error.is_none(), Ordering::Relaxed);
+        self.update(|r| r.table_error = error);
+    }
+
+    pub fn report(&self) -> IngesterReport {
+        let mut report = self.report.lock().map(|r| r.clone()).unwrap_or_default();
+        report.ready = self.ready();
+        report
     }
 }
 
@@ -70,6 +100,10 @@ fn route(path: &str, metrics: &Metrics, health: &Health) -> Response<Full<Bytes>
         "/healthz" => (StatusCode::OK, "ok\n".to_string()),
         "/readyz" if health.ready() => (StatusCode::OK, "ready\n".to_string()),
         "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_string()),
+        "/status" => (
+            StatusCode::OK,
+            serde_json::to_string(&health.report()).unwrap_or_default(),
+        ),
         _ => (StatusCode::NOT_FOUND, "not found\n".to_string()),
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));

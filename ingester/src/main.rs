@@ -117,7 +117,51 @@ async fn run(
     let health = Arc::new(Health::default());
     let server = tokio::spawn(http::serve(http_addr, metrics.clone(), health.clone()));
 
-    let committer = match config.table.format {
+    // The table or catalog may be unreachable for a while: report why at /status and retry,
+    // instead of crash-looping with the reason only in the log.
+    let mut backoff = std::time::Duration::from_secs(1);
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let committer = loop {
+        match open_committer(&config).await {
+            Ok(committer) => break committer,
+            Err(e @ IngesterError::Table { .. }) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "cannot open the table");
+                health.table(Some(e.to_string()));
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = &mut shutdown => return Ok(()),
+                }
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(30));
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    health.table(None);
+    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let consumer = source::consumer(
+        &config.source,
+        &client_id,
+        events_tx,
+        metrics.clone(),
+        health.clone(),
+    )?;
+    let crash = std::env::var("KAFKATABLE_FAULT_CRASH_AFTER_TABLE_COMMIT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    let ingester = Ingester::new(config, consumer, events_rx, committer, metrics, health)?
+        .with_crash_after_table_commit(crash);
+    let result = ingester.run(shutdown).await;
+    server.abort();
+    result
+}
+
+/// The committer of the configured table format.
+async fn open_committer(
+    config: &kafkatable_crds::IngesterConfig,
+) -> Result<Committer, IngesterError> {
+    Ok(match config.table.format {
         TableFormat::Delta => {
             let location = config
                 .table
@@ -157,18 +201,7 @@ async fn run(
             .await?;
             Committer::Iceberg(committer)
         }
-    };
-    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
-    let consumer = source::consumer(&config.source, &client_id, events_tx, metrics.clone())?;
-    let crash = std::env::var("KAFKATABLE_FAULT_CRASH_AFTER_TABLE_COMMIT")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    let ingester = Ingester::new(config, consumer, events_rx, committer, metrics, health)?
-        .with_crash_after_table_commit(crash);
-    let result = ingester.run(shutdown_signal()).await;
-    server.abort();
-    result
+    })
 }
 
 async fn shutdown_signal() {

@@ -40,6 +40,8 @@ pub struct Metrics {
     pub rebalances: IntCounter,
     /// Errors reported by the Kafka client.
     pub kafka_errors: IntCounter,
+    /// 1 while the Kafka client has a broker connection up.
+    pub broker_up: IntGauge,
 }
 
 impl Metrics {
@@ -118,6 +120,10 @@ impl Metrics {
             buffered_bytes_peak,
             rebalances: counter("rebalances_total", "Assignments and revocations")?,
             kafka_errors: counter("kafka_errors_total", "Errors reported by the Kafka client")?,
+            broker_up: gauge(
+                "broker_up",
+                "1 while the Kafka client has a broker connection up",
+            )?,
             registry,
         })
     }

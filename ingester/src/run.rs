@@ -33,6 +33,8 @@ use crate::source::{Assignment, CALL_TIMEOUT, Context};
 const CHUNK_RECORDS: usize = 8192;
 /// Consecutive failed commits before the ingester gives up (and its pod restarts).
 const MAX_COMMIT_FAILURES: u32 = 5;
+/// Attempts to read the sync points of assigned partitions (1 s, 2 s, 4 s, ... apart).
+const SYNC_POINT_ATTEMPTS: u32 = 6;
 
 /// Where a partition is on its way to the table's sync point.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +56,8 @@ struct PartitionState {
     /// The offset of the first record read since the table's sync point (or since assignment
     /// when the table has none): where a rewind goes back to when the table has no sync point.
     first: Option<i64>,
+    /// The Kafka timestamp of the newest buffered record (ms since the epoch).
+    newest_ms: Option<i64>,
     phase: Phase,
     pending: Pending,
     chunks: Vec<RecordBatch>,
@@ -65,6 +69,7 @@ impl PartitionState {
             expected: sync_point,
             next: sync_point,
             first: None,
+            newest_ms: None,
             phase: Phase::Seeking {
                 target,
                 sought: false,
@@ -139,7 +144,7 @@ impl Ingester {
             PayloadKind::Json => Some(Arc::new(columns_schema(&config)?)),
             raw => Some(Arc::new(decode::raw_value_schema(raw))),
         };
-        health.table_ok.store(true, Ordering::Relaxed);
+        health.table(None);
         Ok(Self {
             config,
             kind,
@@ -248,7 +253,15 @@ impl Ingester {
     async fn on_assignment(&mut self, event: Assignment) -> Result<(), IngesterError> {
         match event {
             Assignment::Assigned(partitions) => {
-                let points = self.table_sync_points(&partitions).await?;
+                let points = self.assigned_sync_points(&partitions).await?;
+                self.health.update(|r| {
+                    for p in &partitions {
+                        match points.get(p) {
+                            Some(offset) => r.sync_points.insert(*p, *offset),
+                            None => r.sync_points.remove(p),
+                        };
+                    }
+                });
                 for p in partitions {
                     let sync_point = points.get(&p).copied();
                     let target = match (sync_point, self.config.source.start) {
@@ -262,6 +275,11 @@ impl Ingester {
                 }
             }
             Assignment::Revoked(partitions) => {
+                self.health.update(|r| {
+                    for p in &partitions {
+                        r.sync_points.remove(p);
+                    }
+                });
                 for p in partitions {
                     if let Some(state) = self.partitions.remove(&p) {
                         tracing::info!(
@@ -280,14 +298,35 @@ impl Ingester {
         self.health
             .assigned
             .store(!self.partitions.is_empty(), Ordering::Relaxed);
+        let held: Vec<i32> = self.partitions.keys().copied().collect();
+        self.health.update(|r| r.partitions = held);
         Ok(())
+    }
+
+    /// The sync points of newly assigned partitions. Nothing can be read before they are
+    /// known, so a table that does not answer is asked again for a while before giving up.
+    async fn assigned_sync_points(
+        &mut self,
+        partitions: &[i32],
+    ) -> Result<SyncPoints, IngesterError> {
+        let mut wait = Duration::from_secs(1);
+        for _ in 1..SYNC_POINT_ATTEMPTS {
+            match self.table_sync_points(partitions).await {
+                Ok(points) => return Ok(points),
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?wait, "cannot read the sync points");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+            }
+        }
+        self.table_sync_points(partitions).await
     }
 
     async fn table_sync_points(&mut self, partitions: &[i32]) -> Result<SyncPoints, IngesterError> {
         let result = self.committer.sync_points(partitions).await;
         self.health
-            .table_ok
-            .store(result.is_ok(), Ordering::Relaxed);
+            .table(result.as_ref().err().map(ToString::to_string));
         result
     }
 
@@ -370,6 +409,9 @@ impl Ingester {
             .push(kind, m.payload(), m.key(), offset, timestamp);
         state.next = Some(offset + 1);
         state.first.get_or_insert(offset);
+        if timestamp.is_some() {
+            state.newest_ms = state.newest_ms.max(timestamp);
+        }
         self.metrics.records_consumed.inc();
         self.metrics.bytes_consumed.inc_by(payload_len as u64);
         self.buffered_records += 1;
@@ -465,6 +507,7 @@ impl Ingester {
             self.decode_partition(p)?;
         }
         let mut ranges = Vec::new();
+        let mut newest_ms = None;
         let mut batches = Vec::new();
         for (&p, state) in &mut self.partitions {
             if !state.has_records() {
@@ -476,6 +519,7 @@ impl Ingester {
                     expected: state.expected,
                     next,
                 });
+                newest_ms = newest_ms.max(state.newest_ms);
                 batches.append(&mut state.chunks);
             }
         }
@@ -496,9 +540,23 @@ impl Ingester {
             .observe(started.elapsed().as_secs_f64());
         self.last_commit = Instant::now();
         match outcome {
-            Ok(CommitOutcome::Committed { version }) => {
+            Ok(CommitOutcome::Committed {
+                version,
+                snapshot_id,
+            }) => {
                 self.commit_failures = 0;
-                self.health.table_ok.store(true, Ordering::Relaxed);
+                self.health.table(None);
+                let now_ms = jiff::Timestamp::now().as_millisecond();
+                self.health.update(|r| {
+                    r.commit_failures = 0;
+                    r.table_version = Some(version);
+                    r.snapshot_id = snapshot_id;
+                    r.last_commit_ms = Some(now_ms);
+                    r.newest_record_ms = r.newest_record_ms.max(newest_ms);
+                    for range in &ranges {
+                        r.sync_points.insert(range.partition, range.next);
+                    }
+                });
                 self.metrics.commits.inc();
                 self.metrics.rows_committed.inc_by(rows as u64);
                 self.metrics.batch_rows.observe(rows as f64);
@@ -543,8 +601,10 @@ impl Ingester {
             }
             Err(e) => {
                 self.metrics.commit_failures.inc();
-                self.health.table_ok.store(false, Ordering::Relaxed);
+                self.health.table(Some(e.to_string()));
                 self.commit_failures += 1;
+                let failures = self.commit_failures;
+                self.health.update(|r| r.commit_failures = failures);
                 tracing::warn!(error = %e, attempt = self.commit_failures, "table commit failed; the records will be read again");
                 if self.commit_failures >= MAX_COMMIT_FAILURES {
                     return Err(e);

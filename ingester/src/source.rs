@@ -3,15 +3,18 @@
 //! never block and never panic.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use kafkatable_crds::config::{SourceConfig, StartPosition, UserPasswordFiles};
 use kafkatable_crds::spec::{SaslMechanism, SecurityProtocol};
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, ClientContext, TopicPartitionList};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::error::IngesterError;
+use crate::http::Health;
 use crate::metrics::Metrics;
 
 /// A change of this member's assignment, as the run loop sees it.
@@ -21,22 +24,44 @@ pub enum Assignment {
     Revoked(Vec<i32>),
 }
 
-/// Forwards rebalances to the run loop and errors to the log and metrics.
+/// Forwards rebalances to the run loop, errors to the log and metrics, and broker
+/// reachability to the health report.
 pub struct Context {
     topic: String,
     events: UnboundedSender<Assignment>,
     metrics: Metrics,
+    health: Arc<Health>,
 }
 
 impl ClientContext for Context {
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         self.metrics.kafka_errors.inc();
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.health
+                .broker(Some(format!("no broker reachable: {reason}")));
+        }
         tracing::warn!(%error, reason, "kafka client error");
     }
 
     /// librdkafka's periodic statistics: the lag of each assigned partition. The group's
     /// committed offsets mirror the table after every commit, so this is the table's lag.
     fn stats(&self, statistics: rdkafka::Statistics) {
+        // Bootstrap entries (node id -1) are connections too; any broker up will do.
+        let up = statistics.brokers.values().any(|b| b.state == "UP");
+        self.metrics.broker_up.set(i64::from(up));
+        if up {
+            self.health.broker(None);
+        } else {
+            let states: Vec<String> = statistics
+                .brokers
+                .values()
+                .map(|b| format!("{} {}", b.name, b.state))
+                .collect();
+            self.health.broker(Some(format!(
+                "no broker connection is up ({})",
+                states.join(", ")
+            )));
+        }
         let Some(topic) = statistics.topics.get(&self.topic) else {
             return;
         };
@@ -169,12 +194,14 @@ pub fn consumer(
     client_id: &str,
     events: UnboundedSender<Assignment>,
     metrics: Metrics,
+    health: Arc<Health>,
 ) -> Result<StreamConsumer<Context>, IngesterError> {
     use rdkafka::consumer::Consumer;
     let context = Context {
         topic: source.topic.clone(),
         events,
         metrics,
+        health,
     };
     let consumer: StreamConsumer<Context> = client_config(source, client_id)?
         .create_with_context(context)

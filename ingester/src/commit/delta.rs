@@ -288,7 +288,10 @@ impl DeltaCommitter {
             Ok(finalized) => {
                 let version = i64::try_from(finalized.version()).unwrap_or(i64::MAX);
                 self.table.state = Some(finalized.snapshot());
-                Ok(CommitOutcome::Committed { version })
+                Ok(CommitOutcome::Committed {
+                    version,
+                    snapshot_id: None,
+                })
             }
             Err(DeltaTableError::Transaction {
                 source: TransactionError::CommitConflict(e),

@@ -263,8 +263,12 @@ impl IcebergCommitter {
             match tx.commit(&pinned).await {
                 Ok(committed) => {
                     let version = committed.metadata().last_sequence_number();
+                    let snapshot_id = committed.metadata().current_snapshot_id();
                     self.table = Some(committed);
-                    return Ok(CommitOutcome::Committed { version });
+                    return Ok(CommitOutcome::Committed {
+                        version,
+                        snapshot_id,
+                    });
                 }
                 Err(e) if e.kind() == ErrorKind::CatalogCommitConflicts => {
                     tracing::debug!(table = %name, error = %e, "the table moved; re-checking our partitions");

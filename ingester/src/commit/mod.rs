@@ -31,8 +31,12 @@ pub struct PartitionRange {
 /// What a commit attempt achieved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommitOutcome {
-    /// The table now holds the batch; `version` is the new table version.
-    Committed { version: i64 },
+    /// The table now holds the batch; `version` is the new table version (Delta version,
+    /// Iceberg sequence number), `snapshot_id` the new Iceberg snapshot.
+    Committed {
+        version: i64,
+        snapshot_id: Option<i64>,
+    },
     /// Another writer moved these partitions first; nothing was committed. The caller drops
     /// what it holds for them and seeks to the table's sync points again.
     Conflict { partitions: Vec<i32> },
