@@ -1,0 +1,345 @@
+//! The I/O that feeds the status and the autoscaler: the topic's partitions and watermarks
+//! from Kafka, committed group offsets, the ingester pods and their `/status` reports.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kafkatable_crds::KafkaTable;
+use kafkatable_crds::report::IngesterReport;
+use kafkatable_crds::spec::{SaslMechanism, SecurityProtocol};
+use kube::Api;
+use kube::api::ListParams;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use crate::error::OperatorError;
+use crate::render::METRICS_PORT;
+use crate::status::Watermarks;
+
+/// How long one Kafka call may take.
+const KAFKA_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an ingester has to answer `/status`.
+const REPORT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Kafka clients shared by every table with the same brokers and credentials, so a thousand
+/// tables on one cluster cost one connection set.
+#[derive(Default)]
+pub struct KafkaClients {
+    clients: Mutex<HashMap<String, Arc<BaseConsumer>>>,
+}
+
+/// How to reach a table's brokers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    pub brokers: String,
+    settings: Vec<(String, String)>,
+}
+
+impl Endpoint {
+    fn key(&self) -> String {
+        format!("{}|{:?}", self.brokers, self.settings)
+    }
+
+    fn config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers)
+            .set("client.id", "kafkatable-operator")
+            .set("socket.timeout.ms", "5000")
+            // The operator only reads metadata and offsets; a short reconnect backoff finds a
+            // returning broker quickly.
+            .set("reconnect.backoff.max.ms", "2000");
+        for (k, v) in &self.settings {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
+/// The broker endpoint of `kt`, reading SASL credentials and CA from its Secrets.
+pub async fn endpoint(kt: &KafkaTable, secrets: &Api<Secret>) -> Result<Endpoint, OperatorError> {
+    let source = &kt.spec.source;
+    let mut settings = Vec::new();
+    if let Some(security) = &source.security {
+        let protocol = match security.protocol {
+            SecurityProtocol::Plaintext => "plaintext",
+            SecurityProtocol::Ssl => "ssl",
+            SecurityProtocol::SaslPlaintext => "sasl_plaintext",
+            SecurityProtocol::SaslSsl => "sasl_ssl",
+        };
+        settings.push(("security.protocol".into(), protocol.into()));
+        if let Some(sasl) = &security.sasl {
+            let name = &sasl.credentials_secret_ref.name;
+            let mechanism = match sasl.mechanism {
+                SaslMechanism::Plain => "PLAIN",
+                SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+                SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+            };
+            settings.push(("sasl.mechanism".into(), mechanism.into()));
+            settings.push((
+                "sasl.username".into(),
+                secret_key(secrets, name, "username").await?,
+            ));
+            settings.push((
+                "sasl.password".into(),
+                secret_key(secrets, name, "password").await?,
+            ));
+        }
+        if let Some(ca) = security.tls.as_ref().and_then(|t| t.ca_secret_ref.as_ref()) {
+            settings.push((
+                "ssl.ca.pem".into(),
+                secret_key(secrets, &ca.name, "ca.crt").await?,
+            ));
+        }
+    }
+    Ok(Endpoint {
+        brokers: source.brokers.clone(),
+        settings,
+    })
+}
+
+async fn secret_key(secrets: &Api<Secret>, name: &str, key: &str) -> Result<String, OperatorError> {
+    let secret = secrets
+        .get(name)
+        .await
+        .map_err(|source| OperatorError::Kube {
+            action: "read",
+            object: format!("Secret {name}"),
+            source,
+        })?;
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .and_then(|v| String::from_utf8(v.0.clone()).ok())
+        .ok_or_else(|| OperatorError::Render(format!("Secret {name} has no key {key}")))
+}
+
+impl KafkaClients {
+    fn client(&self, endpoint: &Endpoint) -> Result<Arc<BaseConsumer>, OperatorError> {
+        let key = endpoint.key();
+        let mut clients = self
+            .clients
+            .lock()
+            .map_err(|_| OperatorError::Render("kafka client cache poisoned".into()))?;
+        if let Some(c) = clients.get(&key) {
+            return Ok(c.clone());
+        }
+        let client: BaseConsumer =
+            endpoint
+                .config()
+                .create()
+                .map_err(|e| OperatorError::Kafka {
+                    brokers: endpoint.brokers.clone(),
+                    action: "create a client",
+                    reason: e.to_string(),
+                })?;
+        let client = Arc::new(client);
+        clients.insert(key, client.clone());
+        Ok(client)
+    }
+
+    /// The topic's partitions with their low and high watermarks.
+    pub async fn watermarks(
+        &self,
+        endpoint: &Endpoint,
+        topic: &str,
+    ) -> Result<BTreeMap<i32, Watermarks>, OperatorError> {
+        let client = self.client(endpoint)?;
+        let brokers = endpoint.brokers.clone();
+        let topic = topic.to_string();
+        let err = move |action: &'static str, e: String| OperatorError::Kafka {
+            brokers: brokers.clone(),
+            action,
+            reason: e,
+        };
+        tokio::task::spawn_blocking(move || {
+            let metadata = client
+                .fetch_metadata(Some(&topic), KAFKA_TIMEOUT)
+                .map_err(|e| err("read the topic metadata", e.to_string()))?;
+            let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else {
+                return Err(err("read the topic metadata", format!("no topic {topic}")));
+            };
+            if let Some(e) = t.error() {
+                return Err(err(
+                    "read the topic metadata",
+                    format!("topic {topic}: {e:?}"),
+                ));
+            }
+            let mut marks = BTreeMap::new();
+            for p in t.partitions() {
+                let (low, high) = client
+                    .fetch_watermarks(&topic, p.id(), KAFKA_TIMEOUT)
+                    .map_err(|e| {
+                        err("read the watermarks", format!("partition {}: {e}", p.id()))
+                    })?;
+                marks.insert(p.id(), Watermarks { low, high });
+            }
+            Ok(marks)
+        })
+        .await
+        .map_err(|e| OperatorError::Render(format!("kafka task: {e}")))?
+    }
+
+    /// The group's committed offsets for the topic's partitions (a short-lived client: group
+    /// offsets are only read when the table's own sync points are unknown).
+    pub async fn group_offsets(
+        &self,
+        endpoint: &Endpoint,
+        group: &str,
+        topic: &str,
+        partitions: Vec<i32>,
+    ) -> Result<BTreeMap<i32, i64>, OperatorError> {
+        let mut config = endpoint.config();
+        config
+            .set("group.id", group)
+            .set("enable.auto.commit", "false");
+        let brokers = endpoint.brokers.clone();
+        let topic = topic.to_string();
+        tokio::task::spawn_blocking(move || {
+            let err = |e: String| OperatorError::Kafka {
+                brokers: brokers.clone(),
+                action: "read the group offsets",
+                reason: e,
+            };
+            let client: BaseConsumer = config.create().map_err(|e| err(e.to_string()))?;
+            let mut list = TopicPartitionList::new();
+            for p in partitions {
+                list.add_partition(&topic, p);
+            }
+            let committed = client
+                .committed_offsets(list, KAFKA_TIMEOUT)
+                .map_err(|e| err(e.to_string()))?;
+            Ok(committed
+                .elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    Offset::Offset(o) => Some((e.partition(), o)),
+                    _ => None,
+                })
+                .collect())
+        })
+        .await
+        .map_err(|e| OperatorError::Render(format!("kafka task: {e}")))?
+    }
+}
+
+/// The ingester pods of a table and what they report.
+#[derive(Debug, Clone, Default)]
+pub struct Pods {
+    pub reports: Vec<IngesterReport>,
+    /// One message per pod that keeps failing.
+    pub crashing: Vec<String>,
+}
+
+/// Reads the pods matching `selector` and asks each running one for its `/status`.
+pub async fn pods(
+    api: &Api<Pod>,
+    selector: &str,
+    http: &HttpClient<HttpConnector, Empty<Bytes>>,
+) -> Result<Pods, OperatorError> {
+    let list = api
+        .list(&ListParams::default().labels(selector))
+        .await
+        .map_err(|source| OperatorError::Kube {
+            action: "list",
+            object: format!("pods {selector}"),
+            source,
+        })?;
+    let mut out = Pods::default();
+    let mut asks = Vec::new();
+    for pod in &list.items {
+        if pod.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let status = pod.status.as_ref();
+        for cs in status
+            .and_then(|s| s.container_statuses.as_ref())
+            .into_iter()
+            .flatten()
+        {
+            let waiting = cs.state.as_ref().and_then(|s| s.waiting.as_ref());
+            let last = cs.last_state.as_ref().and_then(|s| s.terminated.as_ref());
+            if cs.restart_count > 0
+                && (waiting.is_some_and(|w| w.reason.as_deref() == Some("CrashLoopBackOff"))
+                    || (!cs.ready && last.is_some_and(|t| t.exit_code != 0)))
+            {
+                let exit = last.map(|t| t.exit_code).unwrap_or_default();
+                let message = last.and_then(|t| t.message.clone()).unwrap_or_default();
+                out.crashing.push(format!(
+                    "pod {name} restarted {} times, last exit code {exit}{}{message} (see its log)",
+                    cs.restart_count,
+                    if message.is_empty() { "" } else { ": " },
+                ));
+            }
+        }
+        if let Some(ip) = status.and_then(|s| s.pod_ip.clone()) {
+            asks.push(report(http, ip));
+        }
+    }
+    out.reports = futures::future::join_all(asks)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    Ok(out)
+}
+
+async fn report(
+    http: &HttpClient<HttpConnector, Empty<Bytes>>,
+    ip: String,
+) -> Option<IngesterReport> {
+    let uri: hyper::Uri = format!("http://{ip}:{METRICS_PORT}/status").parse().ok()?;
+    let response = tokio::time::timeout(REPORT_TIMEOUT, http.get(uri))
+        .await
+        .ok()?
+        .ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    let body = tokio::time::timeout(REPORT_TIMEOUT, response.into_body().collect())
+        .await
+        .ok()?
+        .ok()?
+        .to_bytes();
+    serde_json::from_slice(&body).ok()
+}
+
+/// A plain HTTP client for the ingesters' `/status`.
+pub fn http_client() -> HttpClient<HttpConnector, Empty<Bytes>> {
+    HttpClient::builder(TokioExecutor::new()).build_http()
+}
+
+/// Deletes a consumer group (opt-in at KafkaTable deletion).
+pub async fn delete_group(endpoint: &Endpoint, group: &str) -> Result<(), OperatorError> {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let err = |e: String| OperatorError::Kafka {
+        brokers: endpoint.brokers.clone(),
+        action: "delete the consumer group",
+        reason: e,
+    };
+    let admin: AdminClient<DefaultClientContext> =
+        endpoint.config().create().map_err(|e| err(e.to_string()))?;
+    let options = AdminOptions::new().request_timeout(Some(KAFKA_TIMEOUT));
+    let results = admin
+        .delete_groups(&[group], &options)
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    for result in results {
+        match result {
+            Ok(_) => {}
+            // Already gone is fine.
+            Err((_, rdkafka::types::RDKafkaErrorCode::GroupIdNotFound)) => {}
+            Err((g, code)) => return Err(err(format!("group {g}: {code}"))),
+        }
+    }
+    Ok(())
+}

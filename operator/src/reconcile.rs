@@ -1,0 +1,556 @@
+//! The controller: each KafkaTable goes through kube-runtime's `finalizer()` into [`apply`]
+//! (observe, decide the replicas, server-side apply the children, write the status) or
+//! [`cleanup`] (forget the table; optionally delete its consumer group). Children carry a
+//! controller owner reference, so the garbage collector removes them with the table.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use http_body_util::Empty;
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kafkatable_crds::KafkaTable;
+use kafkatable_crds::config::default_group_id;
+use kafkatable_crds::status::KafkaTableStatus;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{Event, finalizer};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::utils::Predicate;
+use kube::runtime::{Controller, WatchStreamExt, predicates, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+
+use crate::autoscale::{self, History, Policy, Sample};
+use crate::error::OperatorError;
+use crate::metrics::Metrics;
+use crate::observe::{self, KafkaClients};
+use crate::render::{self, IngesterDefaults};
+use crate::status::{self, Observation, Rollout};
+
+/// The field manager of everything the operator writes.
+pub const MANAGER: &str = "kafkatable-operator";
+/// The finalizer on every KafkaTable.
+pub const FINALIZER: &str = "kafkatable.io/cleanup";
+/// Annotation opting in to deleting the consumer group with the KafkaTable.
+pub const DELETE_GROUP_ANNOTATION: &str = "kafkatable.io/delete-consumer-group";
+
+/// Operator settings from the command line.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Defaults of the ingester pods.
+    pub ingester: IngesterDefaults,
+    /// How often the status of a table is refreshed when nothing changes.
+    pub status_interval: Duration,
+    /// Watch one namespace only (None: all namespaces).
+    pub namespace: Option<String>,
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    /// The Kubernetes client.
+    pub client: Client,
+    /// Publishes Events on KafkaTables.
+    pub recorder: Recorder,
+    /// The operator's metrics.
+    pub metrics: Metrics,
+    /// Command-line settings.
+    pub settings: Settings,
+    /// Kafka clients shared per cluster.
+    pub kafka: KafkaClients,
+    /// Client for the ingesters' `/status`.
+    pub http: HttpClient<HttpConnector, Empty<Bytes>>,
+    /// Lag history per table, for the autoscaler's stabilization window.
+    pub history: Mutex<HashMap<ObjectRef<KafkaTable>, History>>,
+}
+
+impl Context {
+    pub fn new(client: Client, metrics: Metrics, settings: Settings, identity: &str) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: MANAGER.into(),
+                instance: Some(identity.into()),
+            },
+        );
+        Self {
+            client,
+            recorder,
+            metrics,
+            settings,
+            kafka: KafkaClients::default(),
+            http: observe::http_client(),
+            history: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// Runs the controller until the process is asked to stop.
+pub async fn run(ctx: Arc<Context>) {
+    let client = ctx.client.clone();
+    let tables: Api<KafkaTable> = scoped(&client, ctx.settings.namespace.as_deref());
+    let deployments: Api<Deployment> = scoped(&client, ctx.settings.namespace.as_deref());
+    let (reader, writer) = reflector::store();
+    // Reconcile on spec and finalizer changes, not on our own status writes; the status is
+    // refreshed by the requeue interval and by changes of the Deployment.
+    let tables_stream = watcher(tables, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(
+            (predicates::generation as fn(&KafkaTable) -> Option<u64>)
+                .combine(predicates::finalizers as fn(&KafkaTable) -> Option<u64>),
+            Default::default(),
+        );
+    Controller::for_stream(tables_stream, reader)
+        .owns(
+            deployments,
+            watcher::Config::default().labels("app.kubernetes.io/managed-by=kafkatable-operator"),
+        )
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(table = %object, "reconciled"),
+                Err(e) => tracing::debug!(error = %e, "reconcile failed"),
+            }
+        })
+        .await;
+}
+
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Checks at start-up that the KafkaTable CRD is served.
+pub async fn check_crd(client: &Client, namespace: Option<&str>) -> Result<(), OperatorError> {
+    let api: Api<KafkaTable> = scoped(client, namespace);
+    api.list(&kube::api::ListParams::default().limit(1))
+        .await
+        .map(|_| ())
+        .map_err(OperatorError::CrdMissing)
+}
+
+#[tracing::instrument(skip_all, fields(table = %kt.name_any(), namespace = kt.namespace().unwrap_or_default()))]
+async fn reconcile(kt: Arc<KafkaTable>, ctx: Arc<Context>) -> Result<Action, OperatorError> {
+    let started = Instant::now();
+    let namespace = kt.namespace().unwrap_or_default();
+    let api: Api<KafkaTable> = Api::namespaced(ctx.client.clone(), &namespace);
+    let result = finalizer(&api, FINALIZER, kt, |event| async {
+        match event {
+            Event::Apply(kt) => apply(&kt, &ctx).await,
+            Event::Cleanup(kt) => cleanup(&kt, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => OperatorError::Finalizer(other.to_string()),
+    });
+    let label = if result.is_ok() { "ok" } else { "error" };
+    ctx.metrics.reconciles.with_label_values(&[label]).inc();
+    ctx.metrics
+        .reconcile_seconds
+        .with_label_values(&[label])
+        .observe(started.elapsed().as_secs_f64());
+    result
+}
+
+fn error_policy(kt: Arc<KafkaTable>, error: &OperatorError, ctx: Arc<Context>) -> Action {
+    let kind = match error {
+        OperatorError::InvalidSpec(_) => "invalid_spec",
+        OperatorError::Kube { .. } => "kubernetes",
+        OperatorError::Kafka { .. } => "kafka",
+        _ => "other",
+    };
+    ctx.metrics.errors.with_label_values(&[kind]).inc();
+    tracing::warn!(table = %kt.name_any(), error = %error, "reconcile failed");
+    if error.is_transient() {
+        Action::requeue(Duration::from_secs(5))
+    } else {
+        Action::requeue(Duration::from_secs(300))
+    }
+}
+
+fn kube_err(action: &'static str, object: String) -> impl FnOnce(kube::Error) -> OperatorError {
+    move |source| OperatorError::Kube {
+        action,
+        object,
+        source,
+    }
+}
+
+/// Server-side applies one child under the operator's field manager.
+async fn apply_child<K>(api: &Api<K>, child: &K) -> Result<(), OperatorError>
+where
+    K: Resource<DynamicType = ()>
+        + Serialize
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+{
+    let name = child.meta().name.clone().unwrap_or_default();
+    let mut value =
+        serde_json::to_value(child).map_err(|e| OperatorError::Render(e.to_string()))?;
+    // SSA wants apiVersion and kind in the body.
+    value["apiVersion"] = K::api_version(&()).into();
+    value["kind"] = K::kind(&()).into();
+    api.patch(
+        &name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(value),
+    )
+    .await
+    .map(|_| ())
+    .map_err(kube_err("apply", format!("{} {name}", K::kind(&()))))
+}
+
+async fn apply(kt: &KafkaTable, ctx: &Context) -> Result<Action, OperatorError> {
+    let namespace = kt.namespace().unwrap_or_default();
+    let name = kt.name_any();
+    let client = &ctx.client;
+    let tables: Api<KafkaTable> = Api::namespaced(client.clone(), &namespace);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
+    let previous = kt.status.clone().unwrap_or_default();
+    let now = Time(jiff::Timestamp::now());
+    let selector = render::selector_string(kt);
+    let commit_interval_ms = duration_ms(&kt.spec.commit.interval, 60_000);
+
+    // A spec the ingester cannot run is reported, not applied.
+    if let Err(e) = render::config_json(kt) {
+        let o = Observation {
+            generation: kt.metadata.generation,
+            selector,
+            commit_interval_ms,
+            invalid_spec: Some(e.to_string()),
+            topic: Err("not asked: the spec is invalid".into()),
+            rollout: Rollout {
+                observed: true,
+                ..Rollout::default()
+            },
+            now,
+            ..Observation::default()
+        };
+        write_status(kt, &tables, ctx, &previous, status::compute(&previous, &o)).await?;
+        return Err(e);
+    }
+
+    // Observe: the topic, the pods and their reports, the Deployment.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let topic_name = &kt.spec.source.topic;
+    let endpoint = observe::endpoint(kt, &secrets).await;
+    let topic = match &endpoint {
+        Ok(ep) => ctx
+            .kafka
+            .watermarks(ep, topic_name)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+    let seen = observe::pods(&pods, &selector, &ctx.http).await?;
+    let known = status::sync_points(&previous.sync_points, &seen.reports);
+    let mut group_offsets = BTreeMap::new();
+    if let (Ok(ep), Ok(marks)) = (&endpoint, &topic) {
+        let unknown: Vec<i32> = marks
+            .keys()
+            .filter(|p| !known.contains_key(p))
+            .copied()
+            .collect();
+        if !unknown.is_empty() {
+            let group = kt
+                .spec
+                .source
+                .consumer_group
+                .clone()
+                .unwrap_or_else(|| default_group_id(&namespace, &name));
+            match ctx
+                .kafka
+                .group_offsets(ep, &group, topic_name, unknown)
+                .await
+            {
+                Ok(offsets) => group_offsets = offsets,
+                Err(e) => tracing::debug!(error = %e, "cannot read the group offsets"),
+            }
+        }
+    }
+    let deployment = deployments
+        .get_opt(&render::child_name(kt))
+        .await
+        .map_err(kube_err(
+            "read",
+            format!("Deployment {}", render::child_name(kt)),
+        ))?;
+    let current = deployment
+        .as_ref()
+        .and_then(|d| d.spec.as_ref())
+        .and_then(|s| s.replicas)
+        .unwrap_or(0);
+
+    // Decide the replicas.
+    let partitions = topic
+        .as_ref()
+        .ok()
+        .map(|t| t.len() as i32)
+        .or(previous.partitions);
+    let lag_total = topic
+        .as_ref()
+        .ok()
+        .map(|t| status::lag(t, &known, &group_offsets).total);
+    let decision = desired_replicas(kt, ctx, partitions, current, lag_total)?;
+    let mut scale = None;
+    if decision.replicas != current && deployment.is_some() {
+        let message = format!(
+            "scaled from {current} to {}: {}",
+            decision.replicas, decision.reason
+        );
+        tracing::info!(from = current, to = decision.replicas, reason = %decision.reason, "scaling");
+        publish(
+            ctx,
+            kt,
+            EventType::Normal,
+            "Scaled",
+            "Scale",
+            message.clone(),
+        )
+        .await;
+        scale = Some((now.clone(), message));
+    }
+
+    // Apply the children.
+    let children = render::children(kt, decision.replicas, &ctx.settings.ingester)?;
+    apply_child(
+        &Api::<ConfigMap>::namespaced(client.clone(), &namespace),
+        &children.config_map,
+    )
+    .await?;
+    apply_child(&deployments, &children.deployment).await?;
+    apply_child(
+        &Api::<Service>::namespaced(client.clone(), &namespace),
+        &children.service,
+    )
+    .await?;
+    apply_child(
+        &Api::<PodDisruptionBudget>::namespaced(client.clone(), &namespace),
+        &children.pdb,
+    )
+    .await?;
+
+    // Report.
+    let rollout = deployment
+        .as_ref()
+        .map(|d| {
+            let s = d.status.clone().unwrap_or_default();
+            Rollout {
+                replicas: s.replicas.unwrap_or(0),
+                ready: s.ready_replicas.unwrap_or(0),
+                updated: s.updated_replicas.unwrap_or(0),
+                observed: s.observed_generation >= d.metadata.generation
+                    && d.spec.as_ref().and_then(|s| s.replicas) == Some(decision.replicas),
+            }
+        })
+        .unwrap_or_default();
+    let o = Observation {
+        generation: kt.metadata.generation,
+        selector,
+        suspended: kt.spec.suspend,
+        desired: decision.replicas,
+        commit_interval_ms,
+        invalid_spec: None,
+        rollout,
+        crashing: seen.crashing,
+        reports: seen.reports,
+        topic,
+        group_offsets,
+        scale,
+        now,
+    };
+    let new = status::compute(&previous, &o);
+    ctx.metrics
+        .desired_replicas
+        .with_label_values(&[&namespace, &name])
+        .set(i64::from(decision.replicas));
+    if let Some(lag) = &new.lag {
+        ctx.metrics
+            .lag
+            .with_label_values(&[&namespace, &name])
+            .set(lag.total);
+    }
+    write_status(kt, &tables, ctx, &previous, new).await?;
+    Ok(Action::requeue(ctx.settings.status_interval))
+}
+
+fn duration_ms(text: &str, default: i64) -> i64 {
+    kafkatable_crds::units::parse_duration(text).map_or(default, |d| {
+        i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+    })
+}
+
+fn desired_replicas(
+    kt: &KafkaTable,
+    ctx: &Context,
+    partitions: Option<i32>,
+    current: i32,
+    lag: Option<i64>,
+) -> Result<autoscale::Decision, OperatorError> {
+    let scaling = &kt.spec.scaling;
+    let upper = partitions.map_or(scaling.max_replicas.max(1000), |p| p.max(1));
+    if kt.spec.suspend {
+        return Ok(autoscale::Decision {
+            replicas: 0,
+            reason: "spec.suspend is true".into(),
+        });
+    }
+    if !scaling.autoscale {
+        let wanted = kt.spec.replicas.unwrap_or(1);
+        return Ok(autoscale::Decision {
+            replicas: wanted.min(upper),
+            reason: if wanted > upper {
+                format!("spec.replicas {wanted}, at most one per partition ({upper})")
+            } else {
+                format!("spec.replicas {wanted}")
+            },
+        });
+    }
+    let stabilization_ms = duration_ms(&scaling.scale_down_stabilization, 300_000);
+    let policy = Policy {
+        min_replicas: scaling.min_replicas,
+        max_replicas: scaling.max_replicas,
+        lag_per_replica: scaling.lag_per_replica,
+        activation_lag: scaling.activation_lag,
+        stabilization_ms,
+    };
+    let now_ms = jiff::Timestamp::now().as_millisecond();
+    let key = ObjectRef::from_obj(kt);
+    let mut histories = ctx
+        .history
+        .lock()
+        .map_err(|_| OperatorError::Render("history poisoned".into()))?;
+    let history = histories.entry(key).or_default();
+    if let Some(lag) = lag {
+        history.record(Sample { at_ms: now_ms, lag }, stabilization_ms);
+    } else {
+        // Without a lag reading, hold the current count (within the bounds).
+        let (lower, upper) = autoscale::bounds(&policy, partitions);
+        return Ok(autoscale::Decision {
+            replicas: current.clamp(lower, upper),
+            reason: "lag unknown: holding".into(),
+        });
+    }
+    Ok(autoscale::decide(
+        &policy, partitions, current, history, now_ms,
+    ))
+}
+
+async fn write_status(
+    kt: &KafkaTable,
+    api: &Api<KafkaTable>,
+    ctx: &Context,
+    previous: &KafkaTableStatus,
+    new: KafkaTableStatus,
+) -> Result<(), OperatorError> {
+    for c in status::changed(&previous.conditions, &new.conditions) {
+        // The first status of a table only announces problems.
+        if previous.conditions.is_empty() && (c.type_ != "Degraded" || c.status != "True") {
+            continue;
+        }
+        let warning = (c.type_ == "Degraded" || c.type_ == "Stalled") && c.status == "True";
+        let kind = if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        let reason = format!(
+            "{}{}",
+            c.type_,
+            if c.status == "True" { "" } else { "Cleared" }
+        );
+        publish(
+            ctx,
+            kt,
+            kind,
+            &reason,
+            "Observe",
+            format!("{}: {}", c.reason, c.message),
+        )
+        .await;
+    }
+    if &new == previous {
+        return Ok(());
+    }
+    let patch = serde_json::json!({"status": new});
+    api.patch_status(
+        &kt.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map(|_| ())
+    .map_err(kube_err(
+        "write the status of",
+        format!("KafkaTable {}", kt.name_any()),
+    ))
+}
+
+async fn publish(
+    ctx: &Context,
+    kt: &KafkaTable,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let event = KubeEvent {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &kt.object_ref(&())).await {
+        tracing::warn!(error = %e, "cannot publish an event");
+    }
+}
+
+async fn cleanup(kt: &KafkaTable, ctx: &Context) -> Result<Action, OperatorError> {
+    let namespace = kt.namespace().unwrap_or_default();
+    let name = kt.name_any();
+    if let Ok(mut h) = ctx.history.lock() {
+        h.remove(&ObjectRef::from_obj(kt));
+    }
+    ctx.metrics.forget(&namespace, &name);
+    if kt
+        .annotations()
+        .get(DELETE_GROUP_ANNOTATION)
+        .map(String::as_str)
+        == Some("true")
+    {
+        let group = kt
+            .spec
+            .source
+            .consumer_group
+            .clone()
+            .unwrap_or_else(|| default_group_id(&namespace, &name));
+        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+        let endpoint = observe::endpoint(kt, &secrets).await?;
+        observe::delete_group(&endpoint, &group).await?;
+        tracing::info!(%group, "deleted the consumer group");
+    }
+    // The children go with the KafkaTable: they carry its controller owner reference.
+    Ok(Action::await_change())
+}

@@ -1,0 +1,495 @@
+//! Spec -> children: the ConfigMap with the rendered ingester config, the Deployment, the
+//! metrics Service and the PodDisruptionBudget. Pure functions; the reconciler applies them.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource,
+    SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kafkatable_crds::config::{DEFAULT_SECRETS_DIR, referenced_secrets};
+use kafkatable_crds::{IngesterConfig, KafkaTable};
+use kube::Resource;
+
+use crate::error::OperatorError;
+
+/// The port of the ingester's /metrics, /healthz, /readyz and /status.
+pub const METRICS_PORT: i32 = 9090;
+/// Where the rendered config is mounted in the ingester pods.
+pub const CONFIG_DIR: &str = "/etc/kafkatable/config";
+/// The key of the rendered config in the ConfigMap.
+pub const CONFIG_KEY: &str = "config.json";
+/// Pod annotation that changes whenever the rendered config does, so that spec changes roll
+/// the Deployment (and status changes do not).
+pub const CONFIG_HASH_ANNOTATION: &str = "kafkatable.io/config-hash";
+/// Label carrying the KafkaTable's name on every child.
+pub const TABLE_LABEL: &str = "kafkatable.io/table";
+
+/// Operator-wide defaults for the ingester pods.
+#[derive(Debug, Clone)]
+pub struct IngesterDefaults {
+    /// Image when the spec names none.
+    pub image: String,
+    /// The ingester binary in the image.
+    pub command: String,
+    /// Seconds a pod gets to commit what it holds after SIGTERM.
+    pub termination_grace_seconds: i64,
+}
+
+impl Default for IngesterDefaults {
+    fn default() -> Self {
+        Self {
+            image: "ghcr.io/kafkatable/kafkatable-ingester:0.1.0".into(),
+            command: "kafkatable-ingester".into(),
+            termination_grace_seconds: 60,
+        }
+    }
+}
+
+/// The children of one KafkaTable.
+#[derive(Debug, Clone)]
+pub struct Children {
+    pub config_map: ConfigMap,
+    pub deployment: Deployment,
+    pub service: Service,
+    pub pdb: PodDisruptionBudget,
+}
+
+/// The name shared by all children of `kt`.
+pub fn child_name(kt: &KafkaTable) -> String {
+    format!(
+        "{}-ingester",
+        kt.metadata.name.as_deref().unwrap_or("kafkatable")
+    )
+}
+
+/// The labels selecting `kt`'s ingester pods.
+pub fn selector_labels(kt: &KafkaTable) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "app.kubernetes.io/name".to_string(),
+            "kafkatable-ingester".to_string(),
+        ),
+        (
+            TABLE_LABEL.to_string(),
+            kt.metadata.name.clone().unwrap_or_default(),
+        ),
+    ])
+}
+
+/// The label selector string of the ingester pods (for the scale subresource).
+pub fn selector_string(kt: &KafkaTable) -> String {
+    selector_labels(kt)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn labels(kt: &KafkaTable) -> BTreeMap<String, String> {
+    let mut labels = selector_labels(kt);
+    labels.insert(
+        "app.kubernetes.io/managed-by".into(),
+        "kafkatable-operator".into(),
+    );
+    labels.insert("app.kubernetes.io/component".into(), "ingester".into());
+    labels
+}
+
+fn metadata(kt: &KafkaTable, owner: &OwnerReference) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(child_name(kt)),
+        namespace: kt.metadata.namespace.clone(),
+        labels: Some(labels(kt)),
+        owner_references: Some(vec![owner.clone()]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// The rendered ingester config as the ConfigMap holds it.
+pub fn config_json(kt: &KafkaTable) -> Result<String, OperatorError> {
+    let config = IngesterConfig::from_resource(kt, Path::new(DEFAULT_SECRETS_DIR))?;
+    serde_json::to_string_pretty(&config).map_err(|e| OperatorError::Render(e.to_string()))
+}
+
+/// FNV-1a: a hash that stays the same across builds, for the config annotation.
+fn stable_hash(text: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+/// Renders every child of `kt` with `replicas` ingester pods.
+pub fn children(
+    kt: &KafkaTable,
+    replicas: i32,
+    defaults: &IngesterDefaults,
+) -> Result<Children, OperatorError> {
+    let owner = kt
+        .controller_owner_ref(&())
+        .ok_or_else(|| OperatorError::Render("the KafkaTable has no uid yet".into()))?;
+    let config = config_json(kt)?;
+    let config_map = ConfigMap {
+        metadata: metadata(kt, &owner),
+        data: Some(BTreeMap::from([(CONFIG_KEY.to_string(), config.clone())])),
+        ..ConfigMap::default()
+    };
+    let deployment = deployment(kt, &owner, replicas, &stable_hash(&config), defaults);
+    let service = Service {
+        metadata: metadata(kt, &owner),
+        spec: Some(ServiceSpec {
+            selector: Some(selector_labels(kt)),
+            ports: Some(vec![ServicePort {
+                name: Some("metrics".into()),
+                port: METRICS_PORT,
+                target_port: Some(IntOrString::String("metrics".into())),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    };
+    let pdb = PodDisruptionBudget {
+        metadata: metadata(kt, &owner),
+        spec: Some(PodDisruptionBudgetSpec {
+            // One pod at a time: each eviction is a rebalance of the consumer group.
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(kt)),
+                ..LabelSelector::default()
+            }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    };
+    Ok(Children {
+        config_map,
+        deployment,
+        service,
+        pdb,
+    })
+}
+
+fn env(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..EnvVar::default()
+    }
+}
+
+fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+fn probe(path: &str, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("metrics".into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(2),
+        ..Probe::default()
+    }
+}
+
+fn default_resources() -> ResourceRequirements {
+    let q = |s: &str| Quantity(s.to_string());
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), q("250m")),
+            ("memory".to_string(), q("512Mi")),
+        ])),
+        // Buffers up to spec.commit.maxBytes (256Mi by default) plus Parquet and the client.
+        limits: Some(BTreeMap::from([("memory".to_string(), q("1Gi"))])),
+        ..ResourceRequirements::default()
+    }
+}
+
+fn deployment(
+    kt: &KafkaTable,
+    owner: &OwnerReference,
+    replicas: i32,
+    config_hash: &str,
+    defaults: &IngesterDefaults,
+) -> Deployment {
+    let pod = &kt.spec.ingester;
+    let mut pod_labels = pod.pod_labels.clone();
+    pod_labels.extend(labels(kt));
+    let mut annotations = pod.pod_annotations.clone();
+    annotations.insert(CONFIG_HASH_ANNOTATION.into(), config_hash.into());
+
+    let mut volumes = vec![
+        Volume {
+            name: "config".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: child_name(kt),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: "tmp".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        },
+    ];
+    let mut mounts = vec![
+        VolumeMount {
+            name: "config".into(),
+            mount_path: CONFIG_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        },
+        VolumeMount {
+            name: "tmp".into(),
+            mount_path: "/tmp".into(),
+            ..VolumeMount::default()
+        },
+    ];
+    let mut seen = std::collections::BTreeSet::new();
+    for (secret, _) in referenced_secrets(kt) {
+        if !seen.insert(secret.clone()) {
+            continue;
+        }
+        let name = format!("secret-{}", volumes.len());
+        volumes.push(Volume {
+            name: name.clone(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.clone()),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+        mounts.push(VolumeMount {
+            name,
+            mount_path: format!("{DEFAULT_SECRETS_DIR}/{secret}"),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
+
+    let mut env_vars = vec![
+        field_env("POD_NAME", "metadata.name"),
+        field_env("POD_IP", "status.podIP"),
+        env("KAFKATABLE_HTTP_ADDR", &format!("$(POD_IP):{METRICS_PORT}")),
+        env("KAFKATABLE_SECRETS_DIR", DEFAULT_SECRETS_DIR),
+    ];
+    env_vars.extend(pod.env.iter().cloned());
+
+    let container = Container {
+        name: "ingester".into(),
+        image: Some(pod.image.clone().unwrap_or_else(|| defaults.image.clone())),
+        command: Some(vec![defaults.command.clone()]),
+        args: Some(vec![
+            "run".into(),
+            "-f".into(),
+            format!("{CONFIG_DIR}/{CONFIG_KEY}"),
+        ]),
+        env: Some(env_vars),
+        ports: Some(vec![ContainerPort {
+            name: Some("metrics".into()),
+            container_port: METRICS_PORT,
+            ..ContainerPort::default()
+        }]),
+        readiness_probe: Some(probe("/readyz", 5, 3)),
+        liveness_probe: Some(Probe {
+            initial_delay_seconds: Some(10),
+            ..probe("/healthz", 10, 6)
+        }),
+        resources: Some(pod.resources.clone().unwrap_or_else(default_resources)),
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            read_only_root_filesystem: Some(true),
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(mounts),
+        ..Container::default()
+    };
+
+    Deployment {
+        metadata: metadata(kt, owner),
+        spec: Some(DeploymentSpec {
+            replicas: Some(replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(kt)),
+                ..LabelSelector::default()
+            },
+            // Never more members than the operator chose: a surge pod would only rebalance.
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_surge: Some(IntOrString::Int(0)),
+                    max_unavailable: Some(IntOrString::Int(1)),
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(annotations),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    volumes: Some(volumes),
+                    service_account_name: pod.service_account_name.clone(),
+                    // The ingester needs no Kubernetes API access.
+                    automount_service_account_token: Some(false),
+                    termination_grace_period_seconds: Some(defaults.termination_grace_seconds),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(65532),
+                        run_as_group: Some(65532),
+                        fs_group: Some(65532),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            ..SeccompProfile::default()
+                        }),
+                        ..PodSecurityContext::default()
+                    }),
+                    node_selector: (!pod.node_selector.is_empty())
+                        .then(|| pod.node_selector.clone()),
+                    tolerations: (!pod.tolerations.is_empty()).then(|| pod.tolerations.clone()),
+                    affinity: pod.affinity.clone(),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(yaml: &str) -> KafkaTable {
+        let mut kt: KafkaTable = serde_yaml_like(yaml);
+        kt.metadata.uid = Some("uid-1".into());
+        kt
+    }
+
+    fn serde_yaml_like(json: &str) -> KafkaTable {
+        serde_json::from_str(json).expect("test manifest")
+    }
+
+    const BASE: &str = r#"{
+        "apiVersion": "kafkatable.io/v1alpha1", "kind": "KafkaTable",
+        "metadata": {"name": "orders", "namespace": "shop", "generation": 1},
+        "spec": {
+            "source": {"brokers": "kafka:9092", "topic": "orders",
+                       "security": {"protocol": "SASL_PLAINTEXT", "sasl": {"mechanism": "SCRAM-SHA-512", "credentialsSecretRef": {"name": "kafka-user"}}}},
+            "table": {"format": "delta", "location": "s3://lake/orders",
+                      "storage": {"credentialsSecretRef": {"name": "s3"}}}
+        }
+    }"#;
+
+    #[test]
+    fn children_are_owned_labelled_and_hardened() {
+        let kt = table(BASE);
+        let c = children(&kt, 3, &IngesterDefaults::default()).expect("renders");
+        for meta in [
+            &c.config_map.metadata,
+            &c.deployment.metadata,
+            &c.service.metadata,
+            &c.pdb.metadata,
+        ] {
+            assert_eq!(meta.name.as_deref(), Some("orders-ingester"));
+            assert_eq!(meta.namespace.as_deref(), Some("shop"));
+            let owner = &meta.owner_references.as_ref().expect("owner")[0];
+            assert_eq!(
+                (owner.kind.as_str(), owner.controller),
+                ("KafkaTable", Some(true))
+            );
+        }
+        let spec = c.deployment.spec.as_ref().expect("spec");
+        assert_eq!(spec.replicas, Some(3));
+        let pod = spec.template.spec.as_ref().expect("pod");
+        let container = &pod.containers[0];
+        let sc = container
+            .security_context
+            .as_ref()
+            .expect("security context");
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        let mounts: Vec<&str> = container
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| m.mount_path.as_str())
+            .collect();
+        assert!(
+            mounts.contains(&"/etc/kafkatable/secrets/kafka-user"),
+            "{mounts:?}"
+        );
+        assert!(mounts.contains(&"/etc/kafkatable/secrets/s3"), "{mounts:?}");
+        assert!(mounts.contains(&"/tmp"), "a writable /tmp: {mounts:?}");
+        // The config in the ConfigMap is what the ingester loads.
+        let text = &c.config_map.data.as_ref().expect("data")[CONFIG_KEY];
+        let config: IngesterConfig = serde_json::from_str(text).expect("config");
+        assert_eq!(config.source.topic, "orders");
+        assert_eq!(
+            selector_string(&kt),
+            "app.kubernetes.io/name=kafkatable-ingester,kafkatable.io/table=orders"
+        );
+    }
+
+    #[test]
+    fn spec_changes_roll_the_pods_and_status_changes_do_not() {
+        let hash = |kt: &KafkaTable| {
+            let c = children(kt, 1, &IngesterDefaults::default()).expect("renders");
+            c.deployment
+                .spec
+                .expect("spec")
+                .template
+                .metadata
+                .expect("meta")
+                .annotations
+                .expect("annotations")[CONFIG_HASH_ANNOTATION]
+                .clone()
+        };
+        let kt = table(BASE);
+        let mut with_status = kt.clone();
+        with_status.status = Some(kafkatable_crds::KafkaTableStatus {
+            replicas: 7,
+            ..Default::default()
+        });
+        assert_eq!(hash(&kt), hash(&with_status));
+        let mut changed = kt.clone();
+        changed.spec.commit.interval = "5s".into();
+        assert_ne!(hash(&kt), hash(&changed));
+    }
+}

@@ -1,0 +1,562 @@
+//! Observations -> the KafkaTable status: replicas, lag, sync points, table version, freshness
+//! and the Ready, Progressing, Degraded and Stalled conditions. Pure functions.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kafkatable_crds::report::IngesterReport;
+use kafkatable_crds::status::{KafkaTableStatus, Lag, PartitionLag, SyncPoint, condition};
+
+/// Offsets of one partition of the source topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watermarks {
+    pub low: i64,
+    pub high: i64,
+}
+
+/// What the operator saw of the Deployment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rollout {
+    pub replicas: i32,
+    pub ready: i32,
+    pub updated: i32,
+    /// The Deployment controller has seen the newest Deployment spec.
+    pub observed: bool,
+}
+
+/// Everything one status update is computed from.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    pub generation: Option<i64>,
+    pub selector: String,
+    pub suspended: bool,
+    pub desired: i32,
+    pub commit_interval_ms: i64,
+    /// Why the spec cannot run, when it cannot.
+    pub invalid_spec: Option<String>,
+    pub rollout: Rollout,
+    /// Messages about pods that keep failing.
+    pub crashing: Vec<String>,
+    pub reports: Vec<IngesterReport>,
+    /// The topic's partitions, or why Kafka could not be asked.
+    pub topic: Result<BTreeMap<i32, Watermarks>, String>,
+    /// Committed group offsets, read when neither the reports nor the last status know a
+    /// partition's sync point.
+    pub group_offsets: BTreeMap<i32, i64>,
+    pub scale: Option<(Time, String)>,
+    pub now: Time,
+}
+
+impl Default for Observation {
+    fn default() -> Self {
+        Self {
+            generation: None,
+            selector: String::new(),
+            suspended: false,
+            desired: 0,
+            commit_interval_ms: 60_000,
+            invalid_spec: None,
+            rollout: Rollout::default(),
+            crashing: Vec::new(),
+            reports: Vec::new(),
+            topic: Ok(BTreeMap::new()),
+            group_offsets: BTreeMap::new(),
+            scale: None,
+            now: Time(jiff::Timestamp::UNIX_EPOCH),
+        }
+    }
+}
+
+/// Merges sync points: offsets in the table only grow, so the highest seen wins.
+pub fn sync_points(previous: &[SyncPoint], reports: &[IngesterReport]) -> BTreeMap<i32, i64> {
+    let mut points: BTreeMap<i32, i64> = previous.iter().map(|s| (s.partition, s.offset)).collect();
+    for report in reports {
+        for (&p, &offset) in &report.sync_points {
+            let e = points.entry(p).or_insert(offset);
+            *e = (*e).max(offset);
+        }
+    }
+    points
+}
+
+/// Lag per partition: high watermark minus the table's sync point (the group's offset when the
+/// table has none for it, else everything retained).
+pub fn lag(
+    topic: &BTreeMap<i32, Watermarks>,
+    points: &BTreeMap<i32, i64>,
+    group: &BTreeMap<i32, i64>,
+) -> Lag {
+    let per_partition: Vec<PartitionLag> = topic
+        .iter()
+        .map(|(&partition, w)| {
+            let from = points
+                .get(&partition)
+                .or_else(|| group.get(&partition))
+                .copied()
+                .unwrap_or(w.low);
+            PartitionLag {
+                partition,
+                lag: (w.high - from.max(w.low)).max(0),
+            }
+        })
+        .collect();
+    Lag {
+        total: per_partition.iter().map(|p| p.lag).sum(),
+        max_partition: per_partition.iter().map(|p| p.lag).max().unwrap_or(0),
+        per_partition,
+    }
+}
+
+fn millis_time(ms: i64) -> Option<Time> {
+    jiff::Timestamp::from_millisecond(ms).ok().map(Time)
+}
+
+/// The new status, given the previous one.
+pub fn compute(previous: &KafkaTableStatus, o: &Observation) -> KafkaTableStatus {
+    let points = sync_points(&previous.sync_points, &o.reports);
+    let topic = o.topic.as_ref().ok();
+    let lag = topic.map(|t| lag(t, &points, &o.group_offsets));
+    let newest = o.reports.iter().max_by_key(|r| r.table_version);
+    let last_commit_ms = o.reports.iter().filter_map(|r| r.last_commit_ms).max();
+    let newest_record_ms = o.reports.iter().filter_map(|r| r.newest_record_ms).max();
+    let now_ms = o.now.0.as_millisecond();
+
+    let mut status = KafkaTableStatus {
+        observed_generation: o.generation,
+        conditions: previous.conditions.clone(),
+        replicas: o.rollout.replicas,
+        ready_replicas: o.rollout.ready,
+        desired_replicas: o.desired,
+        selector: Some(o.selector.clone()),
+        partitions: topic.map(|t| t.len() as i32).or(previous.partitions),
+        lag: lag.clone().or_else(|| previous.lag.clone()),
+        sync_points: points
+            .iter()
+            .map(|(&partition, &offset)| SyncPoint { partition, offset })
+            .collect(),
+        table_version: newest
+            .and_then(|r| r.table_version)
+            .max(previous.table_version),
+        snapshot_id: newest.and_then(|r| r.snapshot_id).or(previous.snapshot_id),
+        last_commit_time: last_commit_ms
+            .and_then(millis_time)
+            .filter(|t| previous.last_commit_time.as_ref().is_none_or(|p| t.0 > p.0))
+            .or_else(|| previous.last_commit_time.clone()),
+        freshness_seconds: newest_record_ms
+            .map(|ms| (now_ms - ms).max(0) / 1000)
+            .or(previous.freshness_seconds),
+        rows_committed: previous.rows_committed,
+        last_scale_time: previous.last_scale_time.clone(),
+        last_scale_reason: previous.last_scale_reason.clone(),
+    };
+    if let Some((at, reason)) = &o.scale {
+        status.last_scale_time = Some(at.clone());
+        status.last_scale_reason = Some(reason.clone());
+    }
+
+    // Degraded: the first cause found, most fundamental first.
+    let broker = o
+        .topic
+        .as_ref()
+        .err()
+        .cloned()
+        .or_else(|| o.reports.iter().find_map(|r| r.broker_error.clone()));
+    let degraded = if let Some(reason) = &o.invalid_spec {
+        Some(("InvalidSpec", reason.clone()))
+    } else if let Some(e) = broker {
+        Some(("BrokerUnreachable", e))
+    } else if let Some(e) = o.reports.iter().find_map(|r| r.table_error.clone()) {
+        let failing = o
+            .reports
+            .iter()
+            .map(|r| r.commit_failures)
+            .max()
+            .unwrap_or(0);
+        if failing > 0 {
+            Some((
+                "CommitFailing",
+                format!("{failing} table commits failed in a row: {e}"),
+            ))
+        } else {
+            Some(("TableUnreachable", e))
+        }
+    } else if let Some(m) = o.crashing.first() {
+        Some(("PodsCrashLooping", m.clone()))
+    } else {
+        None
+    };
+    let generation = o.generation;
+    let now = &o.now;
+    match &degraded {
+        Some((reason, message)) => set(
+            &mut status.conditions,
+            condition::DEGRADED,
+            true,
+            reason,
+            message,
+            generation,
+            now,
+        ),
+        None => set(
+            &mut status.conditions,
+            condition::DEGRADED,
+            false,
+            "AsExpected",
+            "no errors observed",
+            generation,
+            now,
+        ),
+    }
+
+    // Progressing: a rollout, a scale or a catch-up is under way.
+    let rolling = !o.rollout.observed
+        || o.rollout.updated < o.desired
+        || o.rollout.replicas != o.desired
+        || o.rollout.ready < o.desired;
+    let catching_up = lag.as_ref().is_some_and(|l| l.total > 0) && !o.suspended;
+    if rolling {
+        let message = format!(
+            "{} of {} ingesters ready, {} up to date",
+            o.rollout.ready, o.desired, o.rollout.updated
+        );
+        set(
+            &mut status.conditions,
+            condition::PROGRESSING,
+            true,
+            "RollingOut",
+            &message,
+            generation,
+            now,
+        );
+    } else if catching_up {
+        let total = lag.as_ref().map_or(0, |l| l.total);
+        set(
+            &mut status.conditions,
+            condition::PROGRESSING,
+            true,
+            "CatchingUp",
+            &format!("{total} records behind the topic"),
+            generation,
+            now,
+        );
+    } else {
+        set(
+            &mut status.conditions,
+            condition::PROGRESSING,
+            false,
+            "UpToDate",
+            "all records committed",
+            generation,
+            now,
+        );
+    }
+
+    // Stalled: records wait and nothing was committed for three commit intervals.
+    let quiet_ms = 3 * o.commit_interval_ms.max(1000);
+    let since_commit_ms = status
+        .last_commit_time
+        .as_ref()
+        .map(|t| now_ms - t.0.as_millisecond());
+    let stalled =
+        catching_up && o.rollout.ready > 0 && since_commit_ms.is_some_and(|ms| ms > quiet_ms);
+    if stalled {
+        let message = format!(
+            "{} records wait and the last commit was {} s ago",
+            lag.as_ref().map_or(0, |l| l.total),
+            since_commit_ms.unwrap_or_default() / 1000
+        );
+        set(
+            &mut status.conditions,
+            condition::STALLED,
+            true,
+            "NoCommits",
+            &message,
+            generation,
+            now,
+        );
+    } else {
+        set(
+            &mut status.conditions,
+            condition::STALLED,
+            false,
+            "Committing",
+            "commits keep up",
+            generation,
+            now,
+        );
+    }
+
+    // Ready: everything wanted runs and nothing is wrong.
+    if o.suspended {
+        set(
+            &mut status.conditions,
+            condition::READY,
+            false,
+            "Suspended",
+            "spec.suspend is true: no ingesters run; the table and its sync points stay",
+            generation,
+            now,
+        );
+    } else if let Some((reason, message)) = &degraded {
+        set(
+            &mut status.conditions,
+            condition::READY,
+            false,
+            reason,
+            message,
+            generation,
+            now,
+        );
+    } else if o.desired == 0 {
+        set(
+            &mut status.conditions,
+            condition::READY,
+            true,
+            "ScaledToZero",
+            "no lag: no ingesters needed",
+            generation,
+            now,
+        );
+    } else if o.rollout.ready < o.desired {
+        let message = format!("{} of {} ingesters ready", o.rollout.ready, o.desired);
+        set(
+            &mut status.conditions,
+            condition::READY,
+            false,
+            "IngestersNotReady",
+            &message,
+            generation,
+            now,
+        );
+    } else {
+        let message = format!("{} ingesters ready", o.rollout.ready);
+        set(
+            &mut status.conditions,
+            condition::READY,
+            true,
+            "IngestersReady",
+            &message,
+            generation,
+            now,
+        );
+    }
+    status
+}
+
+/// Sets a condition, keeping its transition time when the status did not change.
+pub fn set(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    value: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    let status = if value { "True" } else { "False" };
+    let last_transition_time = conditions
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
+    conditions.retain(|c| c.type_ != type_);
+    conditions.push(Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message: message.into(),
+        observed_generation: generation,
+        last_transition_time,
+    });
+    conditions.sort_by_key(|c| order(&c.type_));
+}
+
+fn order(type_: &str) -> usize {
+    [
+        condition::READY,
+        condition::PROGRESSING,
+        condition::DEGRADED,
+        condition::STALLED,
+    ]
+    .iter()
+    .position(|t| *t == type_)
+    .unwrap_or(usize::MAX)
+}
+
+/// The conditions whose status or reason changed, as (type, status, reason, message).
+pub fn changed<'a>(before: &[Condition], after: &'a [Condition]) -> Vec<&'a Condition> {
+    after
+        .iter()
+        .filter(|c| {
+            !before
+                .iter()
+                .any(|b| b.type_ == c.type_ && b.status == c.status && b.reason == c.reason)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> Time {
+        Time(jiff::Timestamp::from_second(1_800_000_000).expect("time"))
+    }
+
+    fn topic(highs: &[i64]) -> BTreeMap<i32, Watermarks> {
+        highs
+            .iter()
+            .enumerate()
+            .map(|(p, &high)| (p as i32, Watermarks { low: 0, high }))
+            .collect()
+    }
+
+    fn healthy(desired: i32) -> Observation {
+        Observation {
+            generation: Some(2),
+            selector: "a=b".into(),
+            desired,
+            commit_interval_ms: 10_000,
+            rollout: Rollout {
+                replicas: desired,
+                ready: desired,
+                updated: desired,
+                observed: true,
+            },
+            topic: Ok(topic(&[100, 50])),
+            reports: vec![IngesterReport {
+                ready: true,
+                partitions: vec![0, 1],
+                sync_points: BTreeMap::from([(0, 100), (1, 50)]),
+                table_version: Some(7),
+                last_commit_ms: Some(now().0.as_millisecond() - 2000),
+                newest_record_ms: Some(now().0.as_millisecond() - 3000),
+                ..IngesterReport::default()
+            }],
+            now: now(),
+            ..Observation::default()
+        }
+    }
+
+    fn condition<'a>(s: &'a KafkaTableStatus, t: &str) -> &'a Condition {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == t)
+            .expect("condition")
+    }
+
+    #[test]
+    fn lag_is_high_watermark_minus_the_table_then_the_group() {
+        let points = BTreeMap::from([(0, 90)]);
+        let group = BTreeMap::from([(1, 40), (2, 10)]);
+        let l = lag(&topic(&[100, 50, 10, 5]), &points, &group);
+        let per: Vec<i64> = l.per_partition.iter().map(|p| p.lag).collect();
+        assert_eq!(per, vec![10, 10, 0, 5]);
+        assert_eq!((l.total, l.max_partition), (25, 10));
+    }
+
+    #[test]
+    fn sync_points_only_move_forward() {
+        let previous = vec![
+            SyncPoint {
+                partition: 0,
+                offset: 10,
+            },
+            SyncPoint {
+                partition: 1,
+                offset: 5,
+            },
+        ];
+        let reports = vec![IngesterReport {
+            sync_points: BTreeMap::from([(0, 8), (1, 9), (2, 1)]),
+            ..IngesterReport::default()
+        }];
+        assert_eq!(
+            sync_points(&previous, &reports),
+            BTreeMap::from([(0, 10), (1, 9), (2, 1)])
+        );
+    }
+
+    #[test]
+    fn healthy_table_is_ready_with_lag_zero_and_the_version() {
+        let s = compute(&KafkaTableStatus::default(), &healthy(2));
+        assert_eq!(condition(&s, "Ready").status, "True");
+        assert_eq!(condition(&s, "Degraded").status, "False");
+        assert_eq!(condition(&s, "Progressing").status, "False");
+        assert_eq!(s.lag.as_ref().map(|l| l.total), Some(0));
+        assert_eq!(s.table_version, Some(7));
+        assert_eq!(s.partitions, Some(2));
+        assert_eq!(s.freshness_seconds, Some(3));
+        assert_eq!(s.observed_generation, Some(2));
+    }
+
+    #[test]
+    fn an_unreachable_broker_degrades_with_the_cause_and_keeps_the_last_lag() {
+        let first = compute(&KafkaTableStatus::default(), &healthy(1));
+        let mut o = healthy(1);
+        o.topic = Err("kafka:9092: metadata: all brokers down".into());
+        let s = compute(&first, &o);
+        let d = condition(&s, "Degraded");
+        assert_eq!(
+            (d.status.as_str(), d.reason.as_str()),
+            ("True", "BrokerUnreachable")
+        );
+        assert!(d.message.contains("all brokers down"));
+        assert_eq!(condition(&s, "Ready").status, "False");
+        assert_eq!(s.lag, first.lag);
+        // Back: Ready again, and the Degraded transition time moved.
+        let back = compute(&s, &healthy(1));
+        assert_eq!(condition(&back, "Ready").status, "True");
+        assert_eq!(changed(&s.conditions, &back.conditions).len(), 2);
+    }
+
+    #[test]
+    fn table_errors_and_commit_failures_are_named() {
+        let mut o = healthy(1);
+        o.reports[0].table_error =
+            Some("table lake.orders: load the table: connection refused".into());
+        let s = compute(&KafkaTableStatus::default(), &o);
+        assert_eq!(condition(&s, "Degraded").reason, "TableUnreachable");
+        o.reports[0].commit_failures = 2;
+        let s = compute(&KafkaTableStatus::default(), &o);
+        assert_eq!(condition(&s, "Degraded").reason, "CommitFailing");
+    }
+
+    #[test]
+    fn suspended_says_so() {
+        let mut o = healthy(0);
+        o.suspended = true;
+        o.rollout = Rollout {
+            observed: true,
+            ..Rollout::default()
+        };
+        let s = compute(&KafkaTableStatus::default(), &o);
+        let r = condition(&s, "Ready");
+        assert_eq!(
+            (r.status.as_str(), r.reason.as_str()),
+            ("False", "Suspended")
+        );
+    }
+
+    #[test]
+    fn no_commit_for_three_intervals_with_lag_is_stalled() {
+        let mut o = healthy(1);
+        o.topic = Ok(topic(&[500, 50]));
+        o.reports[0].last_commit_ms = Some(now().0.as_millisecond() - 60_000);
+        let s = compute(&KafkaTableStatus::default(), &o);
+        assert_eq!(condition(&s, "Stalled").status, "True");
+        assert_eq!(condition(&s, "Progressing").reason, "CatchingUp");
+    }
+
+    #[test]
+    fn transition_time_stays_while_the_status_holds() {
+        let s1 = compute(&KafkaTableStatus::default(), &healthy(1));
+        let mut later = healthy(1);
+        later.now = Time(jiff::Timestamp::from_second(1_800_000_100).expect("time"));
+        let s2 = compute(&s1, &later);
+        assert_eq!(
+            condition(&s1, "Ready").last_transition_time,
+            condition(&s2, "Ready").last_transition_time
+        );
+        assert!(changed(&s1.conditions, &s2.conditions).is_empty());
+    }
+}
