@@ -20,9 +20,10 @@ tools: ## Fetch and build the infrastructure (Kubernetes, etcd, helm, MinIO, Kaf
 build: ## Build every crate, binary and test
 	cargo build --workspace --all-targets --locked
 
-crds: ## Regenerate crds/kafkatable.yaml from the Rust types
+crds: ## Regenerate crds/kafkatable.yaml (and the chart's copy) from the Rust types
 	cargo run -q --locked -p kafkatable-crds --bin crdgen > crds/kafkatable.yaml.tmp
 	mv crds/kafkatable.yaml.tmp crds/kafkatable.yaml
+	cp crds/kafkatable.yaml charts/kafkatable-operator/crds/kafkatable.yaml
 
 setup: tools build ## Everything the tests and the demo need, without starting it
 

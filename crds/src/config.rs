@@ -317,8 +317,44 @@ pub fn referenced_secrets(kt: &KafkaTable) -> Vec<(String, Vec<&'static str>)> {
 }
 
 impl IngesterConfig {
+    /// Makes every relative Secret file path absolute under `dir`. The operator renders paths
+    /// relative to the secrets directory, so that the ingester decides where its Secrets are
+    /// mounted (`--secrets-dir`).
+    pub fn resolve_secret_files(&mut self, dir: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        };
+        let fix_pair = |u: &mut UserPasswordFiles| {
+            fix(&mut u.username_file);
+            fix(&mut u.password_file);
+        };
+        if let Some(r) = self.source.schema_registry.as_mut()
+            && let Some(auth) = r.basic_auth.as_mut()
+        {
+            fix_pair(auth);
+        }
+        if let Some(sasl) = self.source.security.sasl.as_mut() {
+            fix_pair(&mut sasl.credentials);
+        }
+        if let Some(tls) = self.source.security.tls.as_mut() {
+            tls.ca_file.iter_mut().for_each(fix);
+            tls.cert_file.iter_mut().for_each(fix);
+            tls.key_file.iter_mut().for_each(fix);
+        }
+        if let Some(c) = self.table.catalog.as_mut() {
+            c.token_file.iter_mut().for_each(fix);
+            c.basic_auth.iter_mut().for_each(fix_pair);
+        }
+        let storage = &mut self.table.storage;
+        storage.access_key_id_file.iter_mut().for_each(fix);
+        storage.secret_access_key_file.iter_mut().for_each(fix);
+    }
+
     /// Derives the configuration of `kt`'s ingesters; Secrets are read from files under
-    /// `secrets_dir` (the pod's mount point, or a local directory for `run -f`).
+    /// `secrets_dir` (the pod's mount point, or a local directory for `run -f`; empty for
+    /// paths relative to wherever the ingester finds its Secrets).
     pub fn from_resource(kt: &KafkaTable, secrets_dir: &Path) -> Result<Self, ConfigError> {
         let namespace = kt
             .metadata

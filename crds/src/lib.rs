@@ -100,6 +100,14 @@ mod tests {
             committed == generated,
             "crds/kafkatable.yaml is stale: run `make crds` and commit the result"
         );
+        let chart = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../charts/kafkatable-operator/crds/kafkatable.yaml"
+        );
+        assert!(
+            std::fs::read_to_string(chart).unwrap_or_default() == generated,
+            "the chart's copy of the CRD is stale: run `make crds` and commit the result"
+        );
     }
 
     #[test]

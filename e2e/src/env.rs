@@ -12,6 +12,10 @@ pub struct TestEnv {
     pub kubeconfig: PathBuf,
     /// kubectl built for the test cluster's version.
     pub kubectl: PathBuf,
+    /// helm.
+    pub helm: PathBuf,
+    /// The classpath of the Kafka distribution (to start a broker of a test's own).
+    pub kafka_classpath: String,
     /// Kafka PLAINTEXT bootstrap address.
     pub kafka_bootstrap: String,
     /// Kafka SASL_PLAINTEXT (SCRAM) bootstrap address.
@@ -95,6 +99,8 @@ impl TestEnv {
         Ok(Self {
             kubeconfig: get("KUBECONFIG")?.into(),
             kubectl: get("KT_KUBECTL")?.into(),
+            helm: get("KT_HELM")?.into(),
+            kafka_classpath: get("KT_KAFKA_CLASSPATH")?,
             kafka_bootstrap: get("KT_KAFKA_BOOTSTRAP")?,
             kafka_sasl_bootstrap: get("KT_KAFKA_SASL_BOOTSTRAP")?,
             kafka_sasl_username: get("KT_KAFKA_SASL_USERNAME")?,

@@ -4,11 +4,15 @@
 //! - [`fixtures`]: a fresh namespace, topic or bucket per test, removed afterwards.
 //! - [`ingester`]: the ingester binary as a process of a test.
 //! - [`kubelet`]: the process kubelet that runs pods as local processes.
+//! - [`operator`]: the operator installed with its Helm chart into a test's namespace.
+//! - [`broker`]: a Kafka broker of a test's own, for tests that stop it.
 
+pub mod broker;
 pub mod env;
 pub mod fixtures;
 pub mod ingester;
 pub mod kubelet;
+pub mod operator;
 
 /// Selects rustls' ring provider for this process (the dependency graph enables two, so rustls
 /// will not pick one itself). Harmless when called again.

@@ -38,7 +38,10 @@ fn parse(text: &str, secrets_dir: &Path) -> Result<IngesterConfig, Parse> {
             .map_err(|e| Parse::Neither(format!("as a KafkaTable: {e}")))?;
         return IngesterConfig::from_resource(&kt, secrets_dir).map_err(Parse::Config);
     }
-    serde_yaml::from_value(value).map_err(|e| Parse::Neither(format!("as an ingester config: {e}")))
+    let mut config: IngesterConfig = serde_yaml::from_value(value)
+        .map_err(|e| Parse::Neither(format!("as an ingester config: {e}")))?;
+    config.resolve_secret_files(secrets_dir);
+    Ok(config)
 }
 
 /// Object store options for deltalake from the storage settings (credentials read from their
@@ -91,6 +94,21 @@ spec:
             panic!("rendered config parses")
         };
         assert_eq!(from_manifest, from_rendered);
+        // The operator renders Secret files relative to the secrets dir; they land under it.
+        let kt: KafkaTable = serde_yaml::from_str(&manifest.replace(
+            "location: \"file:///tmp/t\"}",
+            "location: \"s3://b/t\", storage: {credentialsSecretRef: {name: s3}}}",
+        ))
+        .expect("manifest");
+        let relative = IngesterConfig::from_resource(&kt, Path::new("")).expect("config");
+        let rendered = serde_json::to_string(&relative).expect("render");
+        let Ok(loaded) = parse(&rendered, Path::new("/s")) else {
+            panic!("rendered config parses")
+        };
+        assert_eq!(
+            loaded.table.storage.access_key_id_file,
+            Some("/s/s3/accessKeyId".into())
+        );
         assert!(matches!(
             parse("kind: Deployment\nspec: {}\n", Path::new("/s")),
             Err(Parse::Neither(_))

@@ -272,7 +272,12 @@ pub async fn pods(
                     || (!cs.ready && last.is_some_and(|t| t.exit_code != 0)))
             {
                 let exit = last.map(|t| t.exit_code).unwrap_or_default();
-                let message = last.and_then(|t| t.message.clone()).unwrap_or_default();
+                // The last line of the termination message is the ingester's error.
+                let message = last
+                    .and_then(|t| t.message.as_deref())
+                    .and_then(|m| m.lines().rev().find(|l| !l.trim().is_empty()))
+                    .unwrap_or_default()
+                    .to_string();
                 out.crashing.push(format!(
                     "pod {name} restarted {} times, last exit code {exit}{}{message} (see its log)",
                     cs.restart_count,

@@ -9,9 +9,10 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource,
-    SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector, PodSecurityContext,
+    PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource, ResourceRequirements, SeccompProfile,
+    SecretProjection, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    VolumeProjection,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -116,9 +117,10 @@ fn metadata(kt: &KafkaTable, owner: &OwnerReference) -> ObjectMeta {
     }
 }
 
-/// The rendered ingester config as the ConfigMap holds it.
+/// The rendered ingester config as the ConfigMap holds it. Secret files are relative to the
+/// ingester's secrets directory, where the pod mounts each Secret under its name.
 pub fn config_json(kt: &KafkaTable) -> Result<String, OperatorError> {
-    let config = IngesterConfig::from_resource(kt, Path::new(DEFAULT_SECRETS_DIR))?;
+    let config = IngesterConfig::from_resource(kt, Path::new(""))?;
     serde_json::to_string_pretty(&config).map_err(|e| OperatorError::Render(e.to_string()))
 }
 
@@ -273,23 +275,53 @@ fn deployment(
             ..VolumeMount::default()
         },
     ];
-    let mut seen = std::collections::BTreeSet::new();
-    for (secret, _) in referenced_secrets(kt) {
-        if !seen.insert(secret.clone()) {
-            continue;
-        }
-        let name = format!("secret-{}", volumes.len());
+    // Every referenced Secret in one projected volume, each key at <secret>/<key>, where the
+    // rendered config expects it. The catalog's Secret holds a token or a user and password,
+    // so its keys are optional; a missing required Secret keeps the pod from starting, as
+    // Kubernetes reports it.
+    let mut keys: BTreeMap<String, std::collections::BTreeSet<&str>> = BTreeMap::new();
+    for (secret, secret_keys) in referenced_secrets(kt) {
+        keys.entry(secret).or_default().extend(secret_keys);
+    }
+    let catalog_secret = kt
+        .spec
+        .table
+        .catalog
+        .as_ref()
+        .and_then(|c| c.credentials_secret_ref.as_ref())
+        .map(|r| r.name.clone());
+    if !keys.is_empty() {
+        let sources = keys
+            .iter()
+            .map(|(secret, secret_keys)| VolumeProjection {
+                secret: Some(SecretProjection {
+                    name: secret.clone(),
+                    items: Some(
+                        secret_keys
+                            .iter()
+                            .map(|k| KeyToPath {
+                                key: (*k).to_string(),
+                                path: format!("{secret}/{k}"),
+                                ..KeyToPath::default()
+                            })
+                            .collect(),
+                    ),
+                    optional: Some(catalog_secret.as_deref() == Some(secret.as_str())),
+                }),
+                ..VolumeProjection::default()
+            })
+            .collect();
         volumes.push(Volume {
-            name: name.clone(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(secret.clone()),
-                ..SecretVolumeSource::default()
+            name: "secrets".into(),
+            projected: Some(ProjectedVolumeSource {
+                sources: Some(sources),
+                ..ProjectedVolumeSource::default()
             }),
             ..Volume::default()
         });
         mounts.push(VolumeMount {
-            name,
-            mount_path: format!("{DEFAULT_SECRETS_DIR}/{secret}"),
+            name: "secrets".into(),
+            mount_path: DEFAULT_SECRETS_DIR.into(),
             read_only: Some(true),
             ..VolumeMount::default()
         });
@@ -318,6 +350,9 @@ fn deployment(
             container_port: METRICS_PORT,
             ..ContainerPort::default()
         }]),
+        // A failed ingester's last words (its error) become the termination message that
+        // `kubectl describe` and the operator's PodsCrashLooping condition show.
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
         readiness_probe: Some(probe("/readyz", 5, 3)),
         liveness_probe: Some(Probe {
             initial_delay_seconds: Some(10),
@@ -451,12 +486,26 @@ mod tests {
             .flatten()
             .map(|m| m.mount_path.as_str())
             .collect();
-        assert!(
-            mounts.contains(&"/etc/kafkatable/secrets/kafka-user"),
-            "{mounts:?}"
-        );
-        assert!(mounts.contains(&"/etc/kafkatable/secrets/s3"), "{mounts:?}");
+        assert!(mounts.contains(&"/etc/kafkatable/secrets"), "{mounts:?}");
         assert!(mounts.contains(&"/tmp"), "a writable /tmp: {mounts:?}");
+        let projected: Vec<String> = pod
+            .volumes
+            .iter()
+            .flatten()
+            .filter_map(|v| v.projected.as_ref())
+            .flat_map(|p| p.sources.iter().flatten())
+            .filter_map(|s| s.secret.as_ref())
+            .flat_map(|s| s.items.iter().flatten().map(|i| i.path.clone()))
+            .collect();
+        assert_eq!(
+            projected,
+            [
+                "kafka-user/password",
+                "kafka-user/username",
+                "s3/accessKeyId",
+                "s3/secretAccessKey"
+            ]
+        );
         // The config in the ConfigMap is what the ingester loads.
         let text = &c.config_map.data.as_ref().expect("data")[CONFIG_KEY];
         let config: IngesterConfig = serde_json::from_str(text).expect("config");

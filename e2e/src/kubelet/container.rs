@@ -57,6 +57,9 @@ pub struct Terminated {
     pub reason: String,
     pub started_at: Timestamp,
     pub finished_at: Timestamp,
+    /// The termination message (with `terminationMessagePolicy: FallbackToLogsOnError`, the
+    /// log's tail when the process failed).
+    pub message: Option<String>,
 }
 
 /// The state of a container, as reported in the pod's status.
@@ -159,6 +162,11 @@ pub async fn supervise(mut s: Supervised) -> i32 {
         };
         let mut t = terminated(code, started_at);
         t.reason = reason.into();
+        if code != 0
+            && s.container.termination_message_policy.as_deref() == Some("FallbackToLogsOnError")
+        {
+            t.message = log_tail(&s.log_path);
+        }
         tracing::info!(container = %s.container.name, exit_code = code, reason, "container exited");
         if !s.policy.restarts_after(code) {
             send(
@@ -191,12 +199,26 @@ pub async fn supervise(mut s: Supervised) -> i32 {
     }
 }
 
+/// The end of a log as Kubernetes takes it for a termination message: at most 80 lines and
+/// 2 KiB.
+fn log_tail(path: &PathBuf) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(80)..].join("\n");
+    let start = tail.len().saturating_sub(2048);
+    let start = (start..tail.len())
+        .find(|i| tail.is_char_boundary(*i))
+        .unwrap_or(tail.len());
+    Some(tail[start..].to_string()).filter(|t| !t.is_empty())
+}
+
 fn terminated(code: i32, started_at: Timestamp) -> Terminated {
     Terminated {
         exit_code: code,
         reason: if code == 0 { "Completed" } else { "Error" }.into(),
         started_at,
         finished_at: Timestamp::now(),
+        message: None,
     }
 }
 

@@ -7,7 +7,7 @@
 //! Readiness and liveness probes (HTTP GET, TCP, exec), restart policies with back-off,
 //! ConfigMap/Secret/emptyDir/downward API/projected service-account token volumes (mount paths
 //! in args and env are mapped to the pod's directory), `$(VAR)` expansion and graceful
-//! termination work as in Kubernetes. Not emulated: images, resource limits (no cgroups),
+//! termination and termination messages (`FallbackToLogsOnError`) work as in Kubernetes. Not emulated: images, resource limits (no cgroups),
 //! Service cluster IPs (no kube-proxy), `kubectl logs/exec` (logs are files in the pod dir).
 
 mod container;

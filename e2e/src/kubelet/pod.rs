@@ -417,10 +417,14 @@ fn container_status(name: &str, report: Option<&Report>, image: &str) -> Value {
         });
     };
     let terminated = |t: &container::Terminated| {
-        json!({"terminated": {
+        let mut state = json!({"terminated": {
             "exitCode": t.exit_code, "reason": t.reason,
             "startedAt": t.started_at.to_string(), "finishedAt": t.finished_at.to_string(),
-        }})
+        }});
+        if let Some(message) = &t.message {
+            state["terminated"]["message"] = json!(message);
+        }
+        state
     };
     let (state, started, container_id) = match &r.state {
         State::Waiting { reason, message } => (

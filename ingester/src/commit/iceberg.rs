@@ -123,6 +123,12 @@ impl IcebergCommitter {
         };
         let namespace = NamespaceIdent::from_vec(catalog.namespace.clone())
             .map_err(|e| err("name the namespace", e))?;
+        // Catalog clients connect lazily: ask once now, so an unreachable catalog is reported
+        // (and retried) before the ingester joins the consumer group.
+        catalog_impl
+            .namespace_exists(&namespace)
+            .await
+            .map_err(|e| err("reach the catalog", e))?;
         Ok(Self {
             catalog: catalog_impl,
             ident: TableIdent::new(namespace, catalog.table.clone()),

@@ -1,0 +1,562 @@
+//! The operator end to end, installed with its Helm chart into a namespace of each test's own:
+//! a KafkaTable becomes running ingesters and a table that deltalake reads; `kubectl get kt`
+//! tells the truth; a backlog scales the ingesters up and back down with Events, exactly once;
+//! a broker outage degrades the table and recovery clears it; an unreachable catalog shows in
+//! a condition; deleting the KafkaTable removes its children.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kafkatable_e2e::broker::PrivateBroker;
+use kafkatable_e2e::env::TestEnv;
+use kafkatable_e2e::fixtures::{
+    TestBucket, TestNamespace, TestTopic, eventually, kube_client, produce_json, python,
+};
+use kafkatable_e2e::operator::{OperatorRelease, condition, is_true};
+use kube::Api;
+use kube::api::{DeleteParams, ListParams};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use serde_json::{Value, json};
+
+const DEADLINE: Duration = Duration::from_secs(180);
+
+/// Rows, distinct (partition, offset) pairs and distinct ids of a Delta table, by deltalake.
+const DELTA_READER: &str = r#"
+import json, sys
+from deltalake import DeltaTable
+opts = {"AWS_ENDPOINT_URL": sys.argv[2], "AWS_ACCESS_KEY_ID": sys.argv[3], "AWS_SECRET_ACCESS_KEY": sys.argv[4],
+        "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true", "AWS_S3_ALLOW_UNSAFE_RENAME": "true"}
+try:
+    dt = DeltaTable(sys.argv[1], storage_options=opts)
+except Exception as e:
+    print(json.dumps({"rows": 0, "error": str(e)})); sys.exit(0)
+t = dt.to_pyarrow_table()
+pairs = set(zip(t["_kafka_partition"].to_pylist(), t["_kafka_offset"].to_pylist()))
+print(json.dumps({"version": dt.version(), "rows": t.num_rows, "distinct": len(pairs),
+                  "ids": len(set(t["id"].to_pylist()))}))
+"#;
+
+fn read_delta(env: &TestEnv, location: &str) -> Option<Value> {
+    let out = python(
+        env,
+        DELTA_READER,
+        &[
+            location,
+            &env.s3_endpoint,
+            &env.s3_access_key,
+            &env.s3_secret_key,
+        ],
+    )
+    .ok()?;
+    serde_json::from_str(out.trim()).ok()
+}
+
+/// A KafkaTable writing `topic` on `brokers` into a Delta table at `location` on MinIO.
+fn delta_table(
+    name: &str,
+    env: &TestEnv,
+    brokers: &str,
+    topic: &str,
+    location: &str,
+    scaling: Value,
+) -> Value {
+    json!({
+        "apiVersion": "kafkatable.io/v1alpha1",
+        "kind": "KafkaTable",
+        "metadata": {"name": name},
+        "spec": {
+            "source": {"brokers": brokers, "topic": topic,
+                       // A killed or removed member gives its partitions back quickly.
+                       "consumerConfig": {"session.timeout.ms": "10000"}},
+            "table": {"format": "delta", "location": location,
+                      "storage": {"endpoint": env.s3_endpoint, "region": "us-east-1", "pathStyle": true,
+                                  "credentialsSecretRef": {"name": "s3"}}},
+            "commit": {"interval": "2s"},
+            "scaling": scaling,
+        },
+    })
+}
+
+struct Setup {
+    env: TestEnv,
+    client: kube::Client,
+    // Dropped in reverse order: the operator (which deletes the tables) before the namespace.
+    ns: TestNamespace,
+    operator: OperatorRelease,
+    bucket: Option<TestBucket>,
+}
+
+impl Setup {
+    async fn new(prefix: &str) -> anyhow::Result<Self> {
+        let env = TestEnv::load()?;
+        let client = kube_client(&env).await?;
+        let ns = TestNamespace::create(&env, &client, prefix).await?;
+        let operator = OperatorRelease::install(&env, &client, &ns.name, &[]).await?;
+        operator
+            .secret(
+                "s3",
+                &[
+                    ("accessKeyId", &env.s3_access_key),
+                    ("secretAccessKey", &env.s3_secret_key),
+                ],
+            )
+            .await?;
+        let bucket = TestBucket::create(&env, prefix).await?;
+        Ok(Self {
+            env,
+            client,
+            ns,
+            operator,
+            bucket: Some(bucket),
+        })
+    }
+
+    fn location(&self, table: &str) -> String {
+        let bucket = self
+            .bucket
+            .as_ref()
+            .map(|b| b.name.clone())
+            .unwrap_or_default();
+        format!("s3://{bucket}/{table}")
+    }
+
+    async fn events(&self, reason: &str) -> Vec<String> {
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &self.ns.name);
+        api.list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some(reason))
+            .map(|e| e.note.unwrap_or_default())
+            .collect()
+    }
+
+    async fn remove(mut self) {
+        if let Some(bucket) = self.bucket.take() {
+            let _ = bucket.remove().await;
+        }
+    }
+}
+
+fn kubectl(env: &TestEnv, args: &[&str]) -> String {
+    let out = Command::new(&env.kubectl)
+        .arg("--kubeconfig")
+        .arg(&env.kubeconfig)
+        .args(args)
+        .output()
+        .expect("kubectl runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn helm_install_then_a_table_lands_reports_ready_and_cleans_up() -> anyhow::Result<()> {
+    let s = Setup::new("op-e2e").await?;
+    let topic = TestTopic::create(&s.env, "op-e2e", 3).await?;
+    produce_json(
+        &s.env,
+        &topic.name,
+        0..3000,
+        |i| json!({"id": i, "name": format!("n{i}")}),
+    )
+    .await?;
+    let location = s.location("orders");
+    let scaling = json!({"minReplicas": 1, "maxReplicas": 3, "lagPerReplica": 1_000_000});
+    s.operator
+        .create_table(delta_table(
+            "orders",
+            &s.env,
+            &s.env.kafka_bootstrap,
+            &topic.name,
+            &location,
+            scaling,
+        ))
+        .await?;
+
+    let status = s
+        .operator
+        .wait_status(
+            "orders",
+            "Ready with lag 0 and a table version",
+            DEADLINE,
+            |st| {
+                is_true(st, "Ready")
+                    && st.lag.as_ref().is_some_and(|l| l.total == 0)
+                    && st.table_version.is_some()
+                    && st.sync_points.iter().map(|p| p.offset).sum::<i64>() == 3000
+            },
+        )
+        .await;
+    assert_eq!(
+        (
+            status.replicas,
+            status.ready_replicas,
+            status.desired_replicas
+        ),
+        (1, 1, 1)
+    );
+    assert_eq!(status.partitions, Some(3));
+    assert!(!is_true(&status, "Degraded"), "{:?}", status.conditions);
+    assert!(status.last_commit_time.is_some());
+
+    // An independent reader sees every record once.
+    let env = &s.env;
+    let location_ref = &location;
+    let seen = eventually("3000 rows read by deltalake", DEADLINE, || async move {
+        let v = read_delta(env, location_ref)?;
+        (v["rows"].as_u64()? >= 3000).then_some(v)
+    })
+    .await;
+    assert_eq!(
+        (
+            seen["rows"].as_u64(),
+            seen["distinct"].as_u64(),
+            seen["ids"].as_u64()
+        ),
+        (Some(3000), Some(3000), Some(3000))
+    );
+
+    // kubectl get shows Ready, the replicas, lag 0 and the table version.
+    let row = kubectl(
+        &s.env,
+        &["get", "kt", "orders", "-n", &s.ns.name, "--no-headers"],
+    );
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(&cols[..4], &["orders", "True", "1", "0"], "{row}");
+    let version: i64 = cols[4].parse()?;
+    assert!(version >= status.table_version.unwrap_or(i64::MAX), "{row}");
+
+    // Status refreshes do not roll the ingesters: the Deployment's spec stays at its generation.
+    let deployments: Api<Deployment> = Api::namespaced(s.client.clone(), &s.ns.name);
+    let generation = deployments
+        .get("orders-ingester")
+        .await?
+        .metadata
+        .generation;
+    tokio::time::sleep(Duration::from_secs(6)).await; // three status intervals, on purpose
+    assert_eq!(
+        deployments
+            .get("orders-ingester")
+            .await?
+            .metadata
+            .generation,
+        generation
+    );
+    // ...and a spec change does.
+    s.operator
+        .tables()
+        .patch(
+            "orders",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"commit": {"interval": "3s"}}})),
+        )
+        .await?;
+    let deployments_ref = &deployments;
+    eventually(
+        "the Deployment rolls after a spec change",
+        DEADLINE,
+        || async move {
+            let g = deployments_ref
+                .get("orders-ingester")
+                .await
+                .ok()?
+                .metadata
+                .generation;
+            (g > generation).then_some(())
+        },
+    )
+    .await;
+
+    // Deleting the KafkaTable removes its children.
+    s.operator
+        .tables()
+        .delete("orders", &DeleteParams::default())
+        .await?;
+    let client = &s.client;
+    let ns = &s.ns.name;
+    eventually("the children are gone", DEADLINE, || async move {
+        let gone = Api::<Deployment>::namespaced(client.clone(), ns)
+            .get_opt("orders-ingester")
+            .await
+            .ok()?
+            .is_none()
+            && Api::<ConfigMap>::namespaced(client.clone(), ns)
+                .get_opt("orders-ingester")
+                .await
+                .ok()?
+                .is_none()
+            && Api::<Service>::namespaced(client.clone(), ns)
+                .get_opt("orders-ingester")
+                .await
+                .ok()?
+                .is_none()
+            && Api::<PodDisruptionBudget>::namespaced(client.clone(), ns)
+                .get_opt("orders-ingester")
+                .await
+                .ok()?
+                .is_none()
+            && Api::<kafkatable_crds::KafkaTable>::namespaced(client.clone(), ns)
+                .get_opt("orders")
+                .await
+                .ok()?
+                .is_none();
+        gone.then_some(())
+    })
+    .await;
+    s.remove().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_backlog_scales_up_and_back_down_exactly_once() -> anyhow::Result<()> {
+    let s = Setup::new("op-scale").await?;
+    const PARTITIONS: i32 = 4;
+    const RECORDS: usize = 40_000;
+    let topic = TestTopic::create(&s.env, "op-scale", PARTITIONS).await?;
+    produce_json(
+        &s.env,
+        &topic.name,
+        0..RECORDS,
+        |i| json!({"id": i, "pad": "x".repeat(64)}),
+    )
+    .await?;
+    let location = s.location("scaled");
+    let scaling = json!({"minReplicas": 1, "maxReplicas": 8, "lagPerReplica": 2000, "scaleDownStabilization": "20s"});
+    s.operator
+        .create_table(delta_table(
+            "scaled",
+            &s.env,
+            &s.env.kafka_bootstrap,
+            &topic.name,
+            &location,
+            scaling,
+        ))
+        .await?;
+
+    // Up: 40,000 records of lag call for 20 pods; the partition count caps them at 4.
+    let deployments: Api<Deployment> = Api::namespaced(s.client.clone(), &s.ns.name);
+    let deployments = &deployments;
+    let mut most = 0;
+    let mut reached = false;
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let mut drained = false;
+    while std::time::Instant::now() < deadline {
+        let replicas = deployments
+            .get_opt("scaled-ingester")
+            .await?
+            .and_then(|d| d.spec)
+            .and_then(|spec| spec.replicas)
+            .unwrap_or(0);
+        most = most.max(replicas);
+        assert!(
+            replicas <= PARTITIONS,
+            "never more pods than partitions: {replicas}"
+        );
+        reached |= replicas == PARTITIONS;
+        let status = s.operator.status("scaled").await;
+        if reached
+            && status
+                .as_ref()
+                .and_then(|st| st.lag.as_ref())
+                .is_some_and(|l| l.total == 0)
+        {
+            drained = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        reached && drained,
+        "scaled to {PARTITIONS} and drained (most {most}):\n{}",
+        s.operator.logs()
+    );
+
+    // Down: after the 20 s stabilization window, back to one pod.
+    let status = s
+        .operator
+        .wait_status("scaled", "back to one replica", DEADLINE, |st| {
+            st.desired_replicas == 1 && st.replicas == 1
+        })
+        .await;
+    assert!(
+        status
+            .last_scale_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("to 1")),
+        "{status:?}"
+    );
+    let scaled = s.events("Scaled").await;
+    assert!(scaled.iter().any(|n| n.contains("to 4")), "{scaled:?}");
+    assert!(
+        scaled.iter().any(|n| n.contains("from 4 to 1")),
+        "{scaled:?}"
+    );
+
+    // Every record exactly once through the rebalances, by an independent reader.
+    let env = &s.env;
+    let location_ref = &location;
+    let seen = eventually("every record in the table", DEADLINE, || async move {
+        let v = read_delta(env, location_ref)?;
+        (v["rows"].as_u64()? >= RECORDS as u64).then_some(v)
+    })
+    .await;
+    assert_eq!(
+        seen["rows"].as_u64(),
+        Some(RECORDS as u64),
+        "no duplicates: {seen}"
+    );
+    assert_eq!(seen["distinct"].as_u64(), Some(RECORDS as u64));
+    assert_eq!(seen["ids"].as_u64(), Some(RECORDS as u64));
+    s.remove().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_broker_outage_degrades_the_table_and_recovery_clears_it() -> anyhow::Result<()> {
+    let s = Setup::new("op-health").await?;
+    let mut broker = PrivateBroker::start(&s.env)?;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .create()?;
+    let topic = "health-events";
+    admin
+        .create_topics(
+            &[NewTopic::new(topic, 2, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await?;
+    drop(admin);
+    let produce = |range: std::ops::Range<usize>, bootstrap: String| async move {
+        let mut env = TestEnv::load()?;
+        env.kafka_bootstrap = bootstrap;
+        produce_json(&env, topic, range, |i| json!({"id": i})).await?;
+        anyhow::Ok(())
+    };
+    produce(0..500, broker.bootstrap.clone()).await?;
+    let location = s.location("health");
+    let scaling = json!({"minReplicas": 1, "maxReplicas": 1});
+    s.operator
+        .create_table(delta_table(
+            "health",
+            &s.env,
+            &broker.bootstrap,
+            topic,
+            &location,
+            scaling,
+        ))
+        .await?;
+    s.operator
+        .wait_status(
+            "health",
+            "Ready with everything committed",
+            DEADLINE,
+            |st| {
+                is_true(st, "Ready")
+                    && st.lag.as_ref().is_some_and(|l| l.total == 0)
+                    && st.sync_points.iter().map(|p| p.offset).sum::<i64>() == 500
+            },
+        )
+        .await;
+
+    broker.kill();
+    let status = s
+        .operator
+        .wait_status(
+            "health",
+            "Degraded: the broker is unreachable",
+            DEADLINE,
+            |st| is_true(st, "Degraded"),
+        )
+        .await;
+    let (_, reason, message) = condition(&status, "Degraded").unwrap_or_default();
+    assert_eq!(reason, "BrokerUnreachable", "{message}");
+    assert!(
+        message.contains(&broker.bootstrap) || message.contains("broker"),
+        "{message}"
+    );
+    assert!(!is_true(&status, "Ready"));
+    let warnings = s.events("Degraded").await;
+    assert!(!warnings.is_empty(), "a Warning event for the degradation");
+
+    broker.resume()?;
+    s.operator
+        .wait_status(
+            "health",
+            "Ready again after the broker returns",
+            DEADLINE,
+            |st| is_true(st, "Ready") && !is_true(st, "Degraded"),
+        )
+        .await;
+    produce(500..600, broker.bootstrap.clone()).await?;
+    let env = &s.env;
+    let location_ref = &location;
+    let seen = eventually("600 rows after the outage", DEADLINE, || async move {
+        let v = read_delta(env, location_ref)?;
+        (v["rows"].as_u64()? >= 600).then_some(v)
+    })
+    .await;
+    assert_eq!(
+        (seen["rows"].as_u64(), seen["distinct"].as_u64()),
+        (Some(600), Some(600))
+    );
+    s.remove().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_unreachable_catalog_shows_in_a_condition() -> anyhow::Result<()> {
+    let s = Setup::new("op-catalog").await?;
+    let topic = TestTopic::create(&s.env, "op-catalog", 1).await?;
+    // Nothing listens on port 9 of the loopback.
+    let manifest = json!({
+        "apiVersion": "kafkatable.io/v1alpha1",
+        "kind": "KafkaTable",
+        "metadata": {"name": "lost"},
+        "spec": {
+            "source": {"brokers": s.env.kafka_bootstrap, "topic": topic.name},
+            "table": {"format": "iceberg",
+                      "catalog": {"type": "rest", "uri": "http://127.0.0.1:9", "namespace": "lake", "table": "lost"}},
+            "scaling": {"minReplicas": 1, "maxReplicas": 1},
+        },
+    });
+    s.operator.create_table(manifest).await?;
+    let status = s
+        .operator
+        .wait_status(
+            "lost",
+            "Degraded: the catalog is unreachable",
+            DEADLINE,
+            |st| {
+                condition(st, "Degraded")
+                    .is_some_and(|(st, reason, _)| st == "True" && reason == "TableUnreachable")
+            },
+        )
+        .await;
+    let (_, _, message) = condition(&status, "Degraded").unwrap_or_default();
+    assert!(
+        message.contains("lake.lost") && message.contains("catalog"),
+        "{message}"
+    );
+    assert!(!is_true(&status, "Ready"));
+    // The pod keeps running (and retrying) instead of crash-looping with the reason in its log.
+    let pods = s.operator.ingester_pods("lost").await;
+    let restarts: BTreeSet<i32> = pods
+        .iter()
+        .flat_map(|p| {
+            p.status
+                .iter()
+                .flat_map(|st| st.container_statuses.iter().flatten())
+        })
+        .map(|c| c.restart_count)
+        .collect();
+    assert_eq!(restarts, BTreeSet::from([0]), "no restarts");
+    s.remove().await;
+    Ok(())
+}
