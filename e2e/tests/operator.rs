@@ -392,12 +392,10 @@ async fn a_backlog_scales_up_and_back_down_exactly_once() -> anyhow::Result<()> 
             .is_some_and(|r| r.contains("to 1")),
         "{status:?}"
     );
-    let scaled = s.events("Scaled").await;
-    assert!(scaled.iter().any(|n| n.contains("to 4")), "{scaled:?}");
-    assert!(
-        scaled.iter().any(|n| n.contains("from 4 to 1")),
-        "{scaled:?}"
-    );
+    let up = s.events("ScaledUp").await;
+    assert!(up.iter().any(|n| n.contains("to 4")), "{up:?}");
+    let down = s.events("ScaledDown").await;
+    assert!(down.iter().any(|n| n.contains("from 4 to 1")), "{down:?}");
 
     // Every record exactly once through the rebalances, by an independent reader.
     let env = &s.env;

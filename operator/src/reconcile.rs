@@ -314,7 +314,8 @@ async fn apply(kt: &KafkaTable, ctx: &Context) -> Result<Action, OperatorError> 
         .map(|t| status::lag(t, &known, &group_offsets).total);
     let decision = desired_replicas(kt, ctx, partitions, current, lag_total)?;
     let mut scale = None;
-    if decision.replicas != current && deployment.is_some() {
+    // A new Deployment counts as a scale from zero.
+    if decision.replicas != current {
         let message = format!(
             "scaled from {current} to {}: {}",
             decision.replicas, decision.reason
@@ -324,7 +325,12 @@ async fn apply(kt: &KafkaTable, ctx: &Context) -> Result<Action, OperatorError> 
             ctx,
             kt,
             EventType::Normal,
-            "Scaled",
+            // Distinct reasons: the event recorder folds events of one reason into a series.
+            if decision.replicas > current {
+                "ScaledUp"
+            } else {
+                "ScaledDown"
+            },
             "Scale",
             message.clone(),
         )
