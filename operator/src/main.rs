@@ -1,14 +1,13 @@
 //! `kafkatable-operator`: reads its settings, waits for leadership, runs the controller.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
 use k8s_openapi::api::coordination::v1::Lease;
 use kafkatable_operator::leader::Elector;
 use kafkatable_operator::metrics::{self, Metrics};
-use kafkatable_operator::reconcile::{self, Context, Settings};
+use kafkatable_operator::reconcile::{self, Settings};
 use kafkatable_operator::render::IngesterDefaults;
 use kube::Api;
 
@@ -39,6 +38,9 @@ struct Args {
     /// Seconds an ingester gets to commit what it holds when stopped.
     #[arg(long, default_value_t = 60)]
     ingester_grace_seconds: i64,
+    /// KafkaTables reconciled at once.
+    #[arg(long, env = "KAFKATABLE_CONCURRENCY", default_value_t = 8)]
+    concurrency: u16,
     /// Seconds between status refreshes of a table.
     #[arg(long, env = "KAFKATABLE_STATUS_INTERVAL", default_value_t = 10)]
     status_interval_seconds: u64,
@@ -109,9 +111,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         },
         status_interval: Duration::from_secs(args.status_interval_seconds.max(1)),
         namespace: args.namespace,
+        concurrency: args.concurrency.max(1),
     };
-    let ctx = Arc::new(Context::new(client, metrics, settings, &args.identity));
-    let controller = reconcile::run(ctx);
+    let controller = reconcile::run(client, metrics, settings, &args.identity);
     match &elector {
         Some(elector) => {
             tokio::select! {

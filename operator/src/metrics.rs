@@ -36,7 +36,8 @@ impl Metrics {
         )?;
         let reconcile_seconds = HistogramVec::new(
             HistogramOpts::new("reconcile_duration_seconds", "Reconcile durations").buckets(vec![
-                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
             ]),
             &["result"],
         )?;

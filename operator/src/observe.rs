@@ -15,7 +15,6 @@ use kafkatable_crds::KafkaTable;
 use kafkatable_crds::report::IngesterReport;
 use kafkatable_crds::spec::{SaslMechanism, SecurityProtocol};
 use kube::Api;
-use kube::api::ListParams;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
@@ -33,7 +32,13 @@ const REPORT_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Default)]
 pub struct KafkaClients {
     clients: Mutex<HashMap<String, Arc<BaseConsumer>>>,
+    /// Partition ids per (cluster, topic), read from the metadata at most every
+    /// [`METADATA_MAX_AGE`].
+    partitions: Mutex<HashMap<String, (std::time::Instant, Vec<i32>)>>,
 }
+
+/// How long a topic's partition list is reused before the metadata is read again.
+const METADATA_MAX_AGE: Duration = Duration::from_secs(30);
 
 /// How to reach a table's brokers.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -145,13 +150,24 @@ impl KafkaClients {
         Ok(client)
     }
 
-    /// The topic's partitions with their low and high watermarks.
+    /// The topic's partitions with their low and high watermarks: two ListOffsets requests
+    /// for all partitions (earliest and latest), and the metadata when the cached partition
+    /// list is older than [`METADATA_MAX_AGE`].
     pub async fn watermarks(
         &self,
         endpoint: &Endpoint,
         topic: &str,
     ) -> Result<BTreeMap<i32, Watermarks>, OperatorError> {
         let client = self.client(endpoint)?;
+        let key = format!("{}|{topic}", endpoint.key());
+        let cached = self
+            .partitions
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&key).cloned())
+            .filter(|(at, _)| at.elapsed() < METADATA_MAX_AGE)
+            .map(|(_, p)| p);
+        let fresh = cached.is_none();
         let brokers = endpoint.brokers.clone();
         let topic = topic.to_string();
         let err = move |action: &'static str, e: String| OperatorError::Kafka {
@@ -159,32 +175,64 @@ impl KafkaClients {
             action,
             reason: e,
         };
-        tokio::task::spawn_blocking(move || {
-            let metadata = client
-                .fetch_metadata(Some(&topic), KAFKA_TIMEOUT)
-                .map_err(|e| err("read the topic metadata", e.to_string()))?;
-            let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else {
-                return Err(err("read the topic metadata", format!("no topic {topic}")));
+        let (partitions, marks) = tokio::task::spawn_blocking(move || {
+            let partitions = match cached {
+                Some(p) => p,
+                None => {
+                    let metadata = client
+                        .fetch_metadata(Some(&topic), KAFKA_TIMEOUT)
+                        .map_err(|e| err("read the topic metadata", e.to_string()))?;
+                    let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else {
+                        return Err(err("read the topic metadata", format!("no topic {topic}")));
+                    };
+                    if let Some(e) = t.error() {
+                        return Err(err(
+                            "read the topic metadata",
+                            format!("topic {topic}: {e:?}"),
+                        ));
+                    }
+                    t.partitions().iter().map(|p| p.id()).collect::<Vec<_>>()
+                }
             };
-            if let Some(e) = t.error() {
-                return Err(err(
-                    "read the topic metadata",
-                    format!("topic {topic}: {e:?}"),
-                ));
-            }
-            let mut marks = BTreeMap::new();
-            for p in t.partitions() {
-                let (low, high) = client
-                    .fetch_watermarks(&topic, p.id(), KAFKA_TIMEOUT)
-                    .map_err(|e| {
-                        err("read the watermarks", format!("partition {}: {e}", p.id()))
-                    })?;
-                marks.insert(p.id(), Watermarks { low, high });
-            }
-            Ok(marks)
+            // ListOffsets takes -2 for the earliest and -1 for the latest offset.
+            let offsets = |timestamp: i64| {
+                let mut list = TopicPartitionList::new();
+                for &p in &partitions {
+                    list.add_partition_offset(&topic, p, Offset::Offset(timestamp))
+                        .map_err(|e| err("read the watermarks", e.to_string()))?;
+                }
+                let found = client
+                    .offsets_for_times(list, KAFKA_TIMEOUT)
+                    .map_err(|e| err("read the watermarks", e.to_string()))?;
+                Ok::<BTreeMap<i32, i64>, OperatorError>(
+                    found
+                        .elements()
+                        .iter()
+                        .filter_map(|e| match e.offset() {
+                            Offset::Offset(o) => Some((e.partition(), o)),
+                            _ => None,
+                        })
+                        .collect(),
+                )
+            };
+            let low = offsets(-2)?;
+            let high = offsets(-1)?;
+            let marks: BTreeMap<i32, Watermarks> = partitions
+                .iter()
+                .map(|p| {
+                    let high = high.get(p).copied().unwrap_or(0);
+                    let low = low.get(p).copied().unwrap_or(high);
+                    (*p, Watermarks { low, high })
+                })
+                .collect();
+            Ok((partitions, marks))
         })
         .await
-        .map_err(|e| OperatorError::Render(format!("kafka task: {e}")))?
+        .map_err(|e| OperatorError::Render(format!("kafka task: {e}")))??;
+        if fresh && let Ok(mut cache) = self.partitions.lock() {
+            cache.insert(key, (std::time::Instant::now(), partitions));
+        }
+        Ok(marks)
     }
 
     /// The group's committed offsets for the topic's partitions (a short-lived client: group
@@ -238,23 +286,12 @@ pub struct Pods {
     pub crashing: Vec<String>,
 }
 
-/// Reads the pods matching `selector` and asks each running one for its `/status`.
-pub async fn pods(
-    api: &Api<Pod>,
-    selector: &str,
-    http: &HttpClient<HttpConnector, Empty<Bytes>>,
-) -> Result<Pods, OperatorError> {
-    let list = api
-        .list(&ListParams::default().labels(selector))
-        .await
-        .map_err(|source| OperatorError::Kube {
-            action: "list",
-            object: format!("pods {selector}"),
-            source,
-        })?;
+/// Looks at a table's ingester pods (from the operator's watch cache) and asks each running
+/// one for its `/status`.
+pub async fn pods(pods: &[Arc<Pod>], http: &HttpClient<HttpConnector, Empty<Bytes>>) -> Pods {
     let mut out = Pods::default();
     let mut asks = Vec::new();
-    for pod in &list.items {
+    for pod in pods {
         if pod.metadata.deletion_timestamp.is_some() {
             continue;
         }
@@ -294,7 +331,7 @@ pub async fn pods(
         .into_iter()
         .flatten()
         .collect();
-    Ok(out)
+    out
 }
 
 async fn report(

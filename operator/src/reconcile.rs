@@ -23,7 +23,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event, finalizer};
-use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::utils::Predicate;
 use kube::runtime::{Controller, WatchStreamExt, predicates, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -52,6 +52,8 @@ pub struct Settings {
     pub status_interval: Duration,
     /// Watch one namespace only (None: all namespaces).
     pub namespace: Option<String>,
+    /// Reconciles running at once.
+    pub concurrency: u16,
 }
 
 /// What every reconcile shares.
@@ -70,10 +72,31 @@ pub struct Context {
     pub http: HttpClient<HttpConnector, Empty<Bytes>>,
     /// Lag history per table, for the autoscaler's stabilization window.
     pub history: Mutex<HashMap<ObjectRef<KafkaTable>, History>>,
+    /// The operator's Deployments, from its watch.
+    pub deployments: Store<Deployment>,
+    /// The ingester pods, from a watch.
+    pub pods: Store<Pod>,
+    /// Hash and time of the last server-side apply of each child: an unchanged child is
+    /// applied again only after [`RESYNC`].
+    applied: Mutex<HashMap<String, (u64, Instant)>>,
 }
 
+/// How often an unchanged child is applied anyway, to undo edits made behind our back.
+const RESYNC: Duration = Duration::from_secs(300);
+/// Label of every ingester pod.
+const INGESTER_PODS: &str = "app.kubernetes.io/name=kafkatable-ingester";
+/// Label of every child the operator writes.
+const MANAGED: &str = "app.kubernetes.io/managed-by=kafkatable-operator";
+
 impl Context {
-    pub fn new(client: Client, metrics: Metrics, settings: Settings, identity: &str) -> Self {
+    fn new(
+        client: Client,
+        metrics: Metrics,
+        settings: Settings,
+        identity: &str,
+        deployments: Store<Deployment>,
+        pods: Store<Pod>,
+    ) -> Self {
         let recorder = Recorder::new(
             client.clone(),
             Reporter {
@@ -89,15 +112,18 @@ impl Context {
             kafka: KafkaClients::default(),
             http: observe::http_client(),
             history: Mutex::new(HashMap::new()),
+            deployments,
+            pods,
+            applied: Mutex::new(HashMap::new()),
         }
     }
 }
 
 /// Runs the controller until the process is asked to stop.
-pub async fn run(ctx: Arc<Context>) {
-    let client = ctx.client.clone();
-    let tables: Api<KafkaTable> = scoped(&client, ctx.settings.namespace.as_deref());
-    let deployments: Api<Deployment> = scoped(&client, ctx.settings.namespace.as_deref());
+pub async fn run(client: Client, metrics: Metrics, settings: Settings, identity: &str) {
+    let namespace = settings.namespace.clone();
+    let concurrency = settings.concurrency;
+    let tables: Api<KafkaTable> = scoped(&client, namespace.as_deref());
     let (reader, writer) = reflector::store();
     // Reconcile on spec and finalizer changes, not on our own status writes; the status is
     // refreshed by the requeue interval and by changes of the Deployment.
@@ -110,20 +136,58 @@ pub async fn run(ctx: Arc<Context>) {
                 .combine(predicates::finalizers as fn(&KafkaTable) -> Option<u64>),
             Default::default(),
         );
-    Controller::for_stream(tables_stream, reader)
-        .owns(
-            deployments,
-            watcher::Config::default().labels("app.kubernetes.io/managed-by=kafkatable-operator"),
-        )
+    // Deployments and ingester pods come from watch caches, not from a read per reconcile.
+    let (deployments, deployments_writer) = reflector::store();
+    let deployments_stream = watcher(
+        scoped::<Deployment>(&client, namespace.as_deref()),
+        watcher::Config::default().labels(MANAGED),
+    )
+    .default_backoff()
+    .reflect(deployments_writer)
+    .touched_objects();
+    let (pods, pods_writer) = reflector::store();
+    let pods_stream = watcher(
+        scoped::<Pod>(&client, namespace.as_deref()),
+        watcher::Config::default().labels(INGESTER_PODS),
+    )
+    .default_backoff()
+    .reflect(pods_writer)
+    .touched_objects()
+    .for_each(|_| futures::future::ready(()));
+    let pods_task = tokio::spawn(pods_stream);
+    let ctx = Arc::new(Context::new(
+        client,
+        metrics,
+        settings,
+        identity,
+        deployments.clone(),
+        pods.clone(),
+    ));
+    let controller = Controller::for_stream(tables_stream, reader)
+        .owns_stream(deployments_stream)
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             match result {
-                Ok((object, _)) => tracing::debug!(table = %object, "reconciled"),
+                Ok((object, _)) => tracing::trace!(table = %object, "reconciled"),
                 Err(e) => tracing::debug!(error = %e, "reconcile failed"),
             }
-        })
-        .await;
+        });
+    // Reconciling before the caches are filled would take existing children for missing.
+    tokio::pin!(controller);
+    let ready = async {
+        let _ = pods.wait_until_ready().await;
+        let _ = deployments.wait_until_ready().await;
+    };
+    tokio::select! {
+        () = &mut controller => {}
+        () = ready => {
+            tracing::info!("caches filled; reconciling");
+            controller.await;
+        }
+    }
+    pods_task.abort();
 }
 
 fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -195,8 +259,14 @@ fn kube_err(action: &'static str, object: String) -> impl FnOnce(kube::Error) ->
     }
 }
 
-/// Server-side applies one child under the operator's field manager.
-async fn apply_child<K>(api: &Api<K>, child: &K) -> Result<(), OperatorError>
+/// Server-side applies one child under the operator's field manager, unless the same object
+/// was applied less than [`RESYNC`] ago and the live object (when watched) still matches.
+async fn apply_child<K>(
+    ctx: &Context,
+    api: &Api<K>,
+    child: &K,
+    live_matches: bool,
+) -> Result<(), OperatorError>
 where
     K: Resource<DynamicType = ()>
         + Serialize
@@ -210,14 +280,46 @@ where
     // SSA wants apiVersion and kind in the body.
     value["apiVersion"] = K::api_version(&()).into();
     value["kind"] = K::kind(&()).into();
+    let key = format!(
+        "{}/{}/{name}",
+        child.meta().namespace.as_deref().unwrap_or_default(),
+        K::kind(&())
+    );
+    let hash = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        value.to_string().hash(&mut h);
+        h.finish()
+    };
+    let fresh = ctx
+        .applied
+        .lock()
+        .ok()
+        .and_then(|a| a.get(&key).copied())
+        .is_some_and(|(h, at)| h == hash && at.elapsed() < RESYNC);
+    if fresh && live_matches {
+        return Ok(());
+    }
     api.patch(
         &name,
         &PatchParams::apply(MANAGER).force(),
         &Patch::Apply(value),
     )
     .await
-    .map(|_| ())
-    .map_err(kube_err("apply", format!("{} {name}", K::kind(&()))))
+    .map_err(kube_err("apply", format!("{} {name}", K::kind(&()))))?;
+    if let Ok(mut a) = ctx.applied.lock() {
+        a.insert(key, (hash, Instant::now()));
+    }
+    Ok(())
+}
+
+/// Forgets what was applied for a table's children (they go with it).
+fn forget_applied(ctx: &Context, namespace: &str, name: &str) {
+    let prefix = format!("{namespace}/");
+    let suffix = format!("/{}", render::child_name_of(name));
+    if let Ok(mut a) = ctx.applied.lock() {
+        a.retain(|k, _| !(k.starts_with(&prefix) && k.ends_with(&suffix)));
+    }
 }
 
 async fn apply(kt: &KafkaTable, ctx: &Context) -> Result<Action, OperatorError> {
@@ -251,6 +353,7 @@ async fn apply(kt: &KafkaTable, ctx: &Context) -> Result<Action, OperatorError> 
     }
 
     // Observe: the topic, the pods and their reports, the Deployment.
+    let clock = Instant::now();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     let topic_name = &kt.spec.source.topic;
     let endpoint = observe::endpoint(kt, &secrets).await;
@@ -262,15 +365,22 @@ async fn apply(kt: &KafkaTable, ctx: &Context) -> Result<Action, OperatorError> 
             .map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-    let seen = observe::pods(&pods, &selector, &ctx.http).await?;
+    let kafka_ms = clock.elapsed().as_millis();
+    let table_pods: Vec<Arc<Pod>> = ctx.pods.state_filter(|p| {
+        p.metadata.namespace.as_deref() == Some(namespace.as_str())
+            && p.labels().get(render::TABLE_LABEL) == Some(&name)
+    });
+    let seen = observe::pods(&table_pods, &ctx.http).await;
+    let pods_ms = clock.elapsed().as_millis();
     let known = status::sync_points(&previous.sync_points, &seen.reports);
     let mut group_offsets = BTreeMap::new();
-    if let (Ok(ep), Ok(marks)) = (&endpoint, &topic) {
+    // The group's offsets stand in for partitions whose sync point nobody reported yet (a
+    // short-lived client, so only for partitions that hold records, and not while suspended).
+    if let (Ok(ep), Ok(marks), false) = (&endpoint, &topic, kt.spec.suspend) {
         let unknown: Vec<i32> = marks
-            .keys()
-            .filter(|p| !known.contains_key(p))
-            .copied()
+            .iter()
+            .filter(|(p, w)| w.high > w.low && !known.contains_key(p))
+            .map(|(p, _)| *p)
             .collect();
         if !unknown.is_empty() {
             let group = kt
@@ -289,13 +399,9 @@ async fn apply(kt: &KafkaTable, ctx: &Context) -> Result<Action, OperatorError> 
             }
         }
     }
-    let deployment = deployments
-        .get_opt(&render::child_name(kt))
-        .await
-        .map_err(kube_err(
-            "read",
-            format!("Deployment {}", render::child_name(kt)),
-        ))?;
+    let deployment = ctx
+        .deployments
+        .get(&ObjectRef::new(&render::child_name(kt)).within(&namespace));
     let current = deployment
         .as_ref()
         .and_then(|d| d.spec.as_ref())
@@ -339,25 +445,30 @@ async fn apply(kt: &KafkaTable, ctx: &Context) -> Result<Action, OperatorError> 
     }
 
     // Apply the children.
+    let observed_ms = clock.elapsed().as_millis();
     let children = render::children(kt, decision.replicas, &ctx.settings.ingester)?;
-    apply_child(
-        &Api::<ConfigMap>::namespaced(client.clone(), &namespace),
-        &children.config_map,
-    )
-    .await?;
-    apply_child(&deployments, &children.deployment).await?;
-    apply_child(
-        &Api::<Service>::namespaced(client.clone(), &namespace),
-        &children.service,
-    )
-    .await?;
-    apply_child(
-        &Api::<PodDisruptionBudget>::namespaced(client.clone(), &namespace),
-        &children.pdb,
-    )
-    .await?;
+    // The Deployment as watched must still carry our replicas and config hash.
+    let template_hash = |d: &Deployment| {
+        d.spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.annotations.as_ref())
+            .and_then(|a| a.get(render::CONFIG_HASH_ANNOTATION).cloned())
+    };
+    let deployment_matches = deployment.as_deref().is_some_and(|d| {
+        d.spec.as_ref().and_then(|s| s.replicas) == Some(decision.replicas)
+            && template_hash(d) == template_hash(&children.deployment)
+    });
+    let config_maps = Api::<ConfigMap>::namespaced(client.clone(), &namespace);
+    let services = Api::<Service>::namespaced(client.clone(), &namespace);
+    let pdbs = Api::<PodDisruptionBudget>::namespaced(client.clone(), &namespace);
+    apply_child(ctx, &config_maps, &children.config_map, true).await?;
+    apply_child(ctx, &deployments, &children.deployment, deployment_matches).await?;
+    apply_child(ctx, &services, &children.service, true).await?;
+    apply_child(ctx, &pdbs, &children.pdb, true).await?;
 
     // Report.
+    let applied_ms = clock.elapsed().as_millis();
     let rollout = deployment
         .as_ref()
         .map(|d| {
@@ -398,7 +509,25 @@ async fn apply(kt: &KafkaTable, ctx: &Context) -> Result<Action, OperatorError> 
             .set(lag.total);
     }
     write_status(kt, &tables, ctx, &previous, new).await?;
-    Ok(Action::requeue(ctx.settings.status_interval))
+    tracing::debug!(
+        kafka_ms,
+        pods_ms,
+        observed_ms,
+        applied_ms,
+        total_ms = clock.elapsed().as_millis(),
+        "reconciled"
+    );
+    Ok(Action::requeue(jittered(ctx.settings.status_interval)))
+}
+
+/// The interval give or take 10%, so tables created together do not reconcile in lockstep.
+fn jittered(interval: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    let factor = 0.9 + 0.2 * f64::from(nanos % 1000) / 1000.0;
+    interval.mul_f64(factor)
 }
 
 fn duration_ms(text: &str, default: i64) -> i64 {
@@ -540,6 +669,7 @@ async fn cleanup(kt: &KafkaTable, ctx: &Context) -> Result<Action, OperatorError
         h.remove(&ObjectRef::from_obj(kt));
     }
     ctx.metrics.forget(&namespace, &name);
+    forget_applied(ctx, &namespace, &name);
     if kt
         .annotations()
         .get(DELETE_GROUP_ANNOTATION)

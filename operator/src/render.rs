@@ -68,10 +68,12 @@ pub struct Children {
 
 /// The name shared by all children of `kt`.
 pub fn child_name(kt: &KafkaTable) -> String {
-    format!(
-        "{}-ingester",
-        kt.metadata.name.as_deref().unwrap_or("kafkatable")
-    )
+    child_name_of(kt.metadata.name.as_deref().unwrap_or("kafkatable"))
+}
+
+/// The name shared by all children of the KafkaTable named `table`.
+pub fn child_name_of(table: &str) -> String {
+    format!("{table}-ingester")
 }
 
 /// The labels selecting `kt`'s ingester pods.
