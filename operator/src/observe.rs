@@ -194,11 +194,12 @@ impl KafkaClients {
                     t.partitions().iter().map(|p| p.id()).collect::<Vec<_>>()
                 }
             };
-            // ListOffsets takes -2 for the earliest and -1 for the latest offset.
-            let offsets = |timestamp: i64| {
+            // As timestamps of ListOffsets, Beginning (-2) asks for the earliest and End (-1)
+            // for the latest offset.
+            let offsets = |timestamp: Offset| {
                 let mut list = TopicPartitionList::new();
                 for &p in &partitions {
-                    list.add_partition_offset(&topic, p, Offset::Offset(timestamp))
+                    list.add_partition_offset(&topic, p, timestamp)
                         .map_err(|e| err("read the watermarks", e.to_string()))?;
                 }
                 let found = client
@@ -215,8 +216,8 @@ impl KafkaClients {
                         .collect(),
                 )
             };
-            let low = offsets(-2)?;
-            let high = offsets(-1)?;
+            let low = offsets(Offset::Beginning)?;
+            let high = offsets(Offset::End)?;
             let marks: BTreeMap<i32, Watermarks> = partitions
                 .iter()
                 .map(|p| {

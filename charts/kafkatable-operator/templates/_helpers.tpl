@@ -43,10 +43,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "create", "patch"]
-# Pods: readiness, restarts and the ingesters' /status addresses.
+# Pods (watched): restarts and the ingesters' /status addresses.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list"]
+  verbs: ["list", "watch"]
 # Secrets named by a KafkaTable's SASL or TLS settings, to read the topic's offsets.
 - apiGroups: [""]
   resources: ["secrets"]
