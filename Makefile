@@ -58,5 +58,5 @@ infra-down: ## Stop the infrastructure started by infra-up
 infra-status: ## Show which components run
 	$(TOOLS)/infra.sh status
 
-demo: setup ## Start the infrastructure and show what runs where
+demo: setup ## The product end to end: operator via Helm, a KafkaTable, ingesters, a table read back
 	$(TOOLS)/demo.sh

@@ -1,4 +1,4 @@
-"""The `make demo` driver: produce events, then show what the ingester wrote (run by demo.sh)."""
+"""The `make demo` driver: produce events, then show what the ingesters wrote (run by demo.sh)."""
 import json
 import sys
 import time

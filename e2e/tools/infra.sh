@@ -104,7 +104,7 @@ pki() {
     -keyout "$d/ca.key" -out "$d/ca.crt" 2>/dev/null
   openssl req -newkey rsa:2048 -nodes -subj /CN=kube-apiserver \
     -keyout "$d/apiserver.key" -out "$d/apiserver.csr" 2>/dev/null
-  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,IP:10.0.0.1\n' > "$d/ext"
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,IP:10.96.0.1\n' > "$d/ext"
   openssl x509 -req -in "$d/apiserver.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial \
     -days 3650 -extfile "$d/ext" -out "$d/apiserver.crt" 2>/dev/null
   openssl genrsa -out "$d/sa.key" 2048 2>/dev/null
@@ -141,7 +141,7 @@ up_k8s() {
       --cert-dir "$RUN/apiserver/certs" --tls-cert-file "$RUN/pki/apiserver.crt" \
       --tls-private-key-file "$RUN/pki/apiserver.key" --client-ca-file "$RUN/pki/ca.crt" \
       --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$port" \
-      --service-cluster-ip-range 10.0.0.0/24 --allow-privileged=true \
+      --service-cluster-ip-range 10.96.0.0/16 --allow-privileged=true \
       --authorization-mode RBAC --token-auth-file "$RUN/pki/tokens.csv" \
       --service-account-issuer https://kubernetes.default.svc.cluster.local \
       --service-account-key-file "$RUN/pki/sa.pub" \
@@ -173,7 +173,7 @@ EOF
       --kubeconfig "$RUN/kubeconfig" --authentication-kubeconfig "$RUN/kubeconfig" \
       --authorization-kubeconfig "$RUN/kubeconfig" --leader-elect=false --controllers '*' \
       --service-account-private-key-file "$RUN/pki/sa.key" --root-ca-file "$RUN/pki/ca.crt" \
-      --service-cluster-ip-range 10.0.0.0/24 --bind-address 127.0.0.1 --secure-port "$port" \
+      --service-cluster-ip-range 10.96.0.0/16 --bind-address 127.0.0.1 --secure-port "$port" \
       --use-service-account-credentials=true --v 1
     wait_for controller-manager 60 curl -sfk "https://127.0.0.1:$port/healthz"
   fi

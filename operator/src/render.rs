@@ -154,7 +154,9 @@ pub fn children(
     let deployment = deployment(kt, &owner, replicas, &stable_hash(&config), defaults);
     let service = Service {
         metadata: metadata(kt, &owner),
+        // Headless: scrapers and the operator address the pods; no cluster IP is spent on it.
         spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
             selector: Some(selector_labels(kt)),
             ports: Some(vec![ServicePort {
                 name: Some("metrics".into()),
