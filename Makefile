@@ -44,10 +44,11 @@ chaos: setup ## The exactly-once chaos test with 300 kills (CI runs 30)
 	$(TOOLS)/infra.sh up k8s kafka minio
 	KAFKATABLE_CHAOS_KILLS=$${KAFKATABLE_CHAOS_KILLS:-300} cargo test -p kafkatable-e2e --test chaos --locked -- --nocapture
 
-bench: setup ## Benchmarks on a release build: rates per CPU-second, ratios, RSS, latency
-	cargo build --release --locked -p kafkatable-ingester
-	$(TOOLS)/infra.sh up kafka minio iceberg
+bench: setup ## Benchmarks on release builds: ingester rates, ratios, RSS, latency; operator reconcile time with 1,000 tables
+	cargo build --release --locked -p kafkatable-ingester -p kafkatable-operator
+	$(TOOLS)/infra.sh up k8s kafka minio iceberg
 	KAFKATABLE_INGESTER_BIN=$(CARGO_TARGET_DIR)/release/kafkatable-ingester cargo run -q --locked -p kafkatable-e2e --bin kafkatable-bench
+	KAFKATABLE_OPERATOR_BIN=$(CARGO_TARGET_DIR)/release/kafkatable-operator cargo run -q --locked -p kafkatable-e2e --bin kafkatable-operator-bench
 
 infra-up: ## Start the infrastructure (idempotent); addresses land in $(KAFKATABLE_RUN)/env
 	$(TOOLS)/infra.sh up
