@@ -180,10 +180,8 @@ pub fn compute(previous: &KafkaTableStatus, o: &Observation) -> KafkaTableStatus
         } else {
             Some(("TableUnreachable", e))
         }
-    } else if let Some(m) = o.crashing.first() {
-        Some(("PodsCrashLooping", m.clone()))
     } else {
-        None
+        o.crashing.first().map(|m| ("PodsCrashLooping", m.clone()))
     };
     let generation = o.generation;
     let now = &o.now;
