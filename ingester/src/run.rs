@@ -88,7 +88,9 @@ impl PartitionState {
 pub struct Ingester {
     config: IngesterConfig,
     kind: PayloadKind,
-    consumer: StreamConsumer<Context>,
+    /// Shared with the run loop, which holds a received message (borrowing the consumer)
+    /// while it updates the rest of `self`: no copy of each message.
+    consumer: Arc<StreamConsumer<Context>>,
     events: UnboundedReceiver<Assignment>,
     committer: Committer,
     partitions: BTreeMap<i32, PartitionState>,
@@ -148,7 +150,7 @@ impl Ingester {
         Ok(Self {
             config,
             kind,
-            consumer,
+            consumer: Arc::new(consumer),
             events,
             committer,
             partitions: BTreeMap::new(),
@@ -196,6 +198,7 @@ impl Ingester {
         let interval = Duration::from_millis(self.config.commit.interval_ms.max(1));
         let mut tick = tokio::time::interval(interval.min(Duration::from_millis(250)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let consumer = self.consumer.clone();
         loop {
             tokio::select! {
                 _ = &mut shutdown => {
@@ -209,10 +212,9 @@ impl Ingester {
                         self.on_assignment(event).await?;
                     }
                 }
-                message = self.consumer.recv() => {
+                message = consumer.recv() => {
                     match message {
                         Ok(m) => {
-                            let m = m.detach();
                             // Apply rebalances that arrived with this poll before the record.
                             while let Ok(event) = self.events.try_recv() {
                                 self.on_assignment(event).await?;
@@ -362,7 +364,7 @@ impl Ingester {
         }
     }
 
-    fn on_message(&mut self, m: &rdkafka::message::OwnedMessage) -> Result<(), IngesterError> {
+    fn on_message(&mut self, m: &impl Message) -> Result<(), IngesterError> {
         let p = m.partition();
         let offset = m.offset();
         let Some(phase) = self.partitions.get(&p).map(|s| s.phase) else {

@@ -129,6 +129,7 @@ pub async fn run(client: Client, metrics: Metrics, settings: Settings, identity:
     // refreshed by the requeue interval and by changes of the Deployment.
     let tables_stream = watcher(tables, watcher::Config::default().any_semantic())
         .default_backoff()
+        .modify(slim)
         .reflect(writer)
         .applied_objects()
         .predicate_filter(
@@ -143,6 +144,7 @@ pub async fn run(client: Client, metrics: Metrics, settings: Settings, identity:
         watcher::Config::default().labels(MANAGED),
     )
     .default_backoff()
+    .modify(slim)
     .reflect(deployments_writer)
     .touched_objects();
     let (pods, pods_writer) = reflector::store();
@@ -151,6 +153,7 @@ pub async fn run(client: Client, metrics: Metrics, settings: Settings, identity:
         watcher::Config::default().labels(INGESTER_PODS),
     )
     .default_backoff()
+    .modify(slim)
     .reflect(pods_writer)
     .touched_objects()
     .for_each(|_| futures::future::ready(()));
@@ -188,6 +191,16 @@ pub async fn run(client: Client, metrics: Metrics, settings: Settings, identity:
         }
     }
     pods_task.abort();
+}
+
+/// Drops what the caches never read (managed fields, kubectl's last-applied copy): most of an
+/// object's size, and the operator holds one of each child per table.
+fn slim<K: Resource>(object: &mut K) {
+    let meta = object.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
 }
 
 fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
