@@ -558,3 +558,150 @@ async fn an_unreachable_catalog_shows_in_a_condition() -> anyhow::Result<()> {
     s.remove().await;
     Ok(())
 }
+
+/// Two operator replicas: one holds the Lease and reconciles; deleting its pod hands the Lease
+/// to the other, which carries on. With the built-in autoscaler off, `kubectl scale` drives
+/// the ingesters; `suspend` scales them to zero and says so; the opt-in annotation deletes the
+/// consumer group with the table.
+#[tokio::test]
+async fn two_operators_kubectl_scale_suspend_and_group_deletion() -> anyhow::Result<()> {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::Pod;
+    use kafkatable_e2e::fixtures::group_offsets;
+
+    let env = TestEnv::load()?;
+    let client = kube_client(&env).await?;
+    let ns = TestNamespace::create(&env, &client, "op-lease").await?;
+    let operator = OperatorRelease::install(&env, &client, &ns.name, &["replicaCount=2"]).await?;
+    operator
+        .secret(
+            "s3",
+            &[
+                ("accessKeyId", &env.s3_access_key),
+                ("secretAccessKey", &env.s3_secret_key),
+            ],
+        )
+        .await?;
+    let bucket = TestBucket::create(&env, "op-lease").await?;
+    let topic = TestTopic::create(&env, "op-lease", 2).await?;
+    produce_json(&env, &topic.name, 0..200, |i| json!({"id": i})).await?;
+
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns.name);
+    let holder = |lease: Option<Lease>| {
+        lease
+            .and_then(|l| l.spec)
+            .and_then(|s| s.holder_identity)
+            .unwrap_or_default()
+    };
+    let leases_ref = &leases;
+    let first = eventually("a leader", DEADLINE, || async move {
+        Some(holder(
+            leases_ref.get_opt("kt-kafkatable-operator").await.ok()?,
+        ))
+        .filter(|h| !h.is_empty())
+    })
+    .await;
+
+    let location = format!("s3://{}/manual", bucket.name);
+    let mut manifest = delta_table(
+        "manual",
+        &env,
+        &env.kafka_bootstrap,
+        &topic.name,
+        &location,
+        json!({"autoscale": false}),
+    );
+    manifest["spec"]["replicas"] = json!(1);
+    manifest["metadata"]["annotations"] = json!({"kafkatable.io/delete-consumer-group": "true"});
+    operator.create_table(manifest).await?;
+    operator
+        .wait_status("manual", "Ready with one ingester", DEADLINE, |st| {
+            is_true(st, "Ready")
+                && st.ready_replicas == 1
+                && st.lag.as_ref().is_some_and(|l| l.total == 0)
+        })
+        .await;
+
+    // The leader goes away; the other replica takes the Lease and keeps reconciling.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    pods.delete(&first, &DeleteParams::default()).await?;
+    let first_ref = &first;
+    let second = eventually("another leader", DEADLINE, || async move {
+        let h = holder(leases_ref.get_opt("kt-kafkatable-operator").await.ok()?);
+        (!h.is_empty() && h != *first_ref).then_some(h)
+    })
+    .await;
+    assert_ne!(first, second);
+
+    // kubectl scale through the scale subresource.
+    let out = Command::new(&env.kubectl)
+        .arg("--kubeconfig")
+        .arg(&env.kubeconfig)
+        .args(["scale", "kt/manual", "--replicas=2", "-n", &ns.name])
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    operator
+        .wait_status(
+            "manual",
+            "two ingesters after kubectl scale",
+            DEADLINE,
+            |st| st.desired_replicas == 2 && st.ready_replicas == 2 && is_true(st, "Ready"),
+        )
+        .await;
+
+    // Suspend: zero ingesters, and the status says why.
+    operator
+        .tables()
+        .patch(
+            "manual",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"suspend": true}})),
+        )
+        .await?;
+    let status = operator
+        .wait_status("manual", "suspended", DEADLINE, |st| {
+            st.desired_replicas == 0 && st.replicas == 0
+        })
+        .await;
+    let (ready, reason, _) = condition(&status, "Ready").unwrap_or_default();
+    assert_eq!((ready.as_str(), reason.as_str()), ("False", "Suspended"));
+    assert_eq!(
+        status.sync_points.iter().map(|p| p.offset).sum::<i64>(),
+        200,
+        "sync points stay"
+    );
+
+    // Deleting the table deletes its consumer group (opt-in annotation).
+    let group = format!("kafkatable.{}.manual", ns.name);
+    assert!(
+        !group_offsets(&env, &group, &topic.name, 2)?.is_empty(),
+        "the group has offsets"
+    );
+    operator
+        .tables()
+        .delete("manual", &DeleteParams::default())
+        .await?;
+    let tables = operator.tables();
+    let tables_ref = &tables;
+    eventually("the table is gone", DEADLINE, || async move {
+        tables_ref
+            .get_opt("manual")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(
+        group_offsets(&env, &group, &topic.name, 2)?.is_empty(),
+        "the group is deleted"
+    );
+    drop(operator);
+    drop(ns);
+    let _ = bucket.remove().await;
+    Ok(())
+}

@@ -20,6 +20,9 @@ pub enum OperatorError {
         action: &'static str,
         reason: String,
     },
+    /// Deletion waits for something (the ingesters to stop before their group is deleted).
+    #[error("deletion waits: {0}")]
+    CleanupPending(String),
     #[error("finalizer: {0}")]
     Finalizer(String),
     #[error(

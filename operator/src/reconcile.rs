@@ -253,6 +253,7 @@ fn error_policy(kt: Arc<KafkaTable>, error: &OperatorError, ctx: Arc<Context>) -
         OperatorError::InvalidSpec(_) => "invalid_spec",
         OperatorError::Kube { .. } => "kubernetes",
         OperatorError::Kafka { .. } => "kafka",
+        OperatorError::CleanupPending(_) => "cleanup_pending",
         _ => "other",
     };
     ctx.metrics.errors.with_label_values(&[kind]).inc();
@@ -695,6 +696,28 @@ async fn cleanup(kt: &KafkaTable, ctx: &Context) -> Result<Action, OperatorError
             .consumer_group
             .clone()
             .unwrap_or_else(|| default_group_id(&namespace, &name));
+        // Kafka refuses to delete a group with members: stop the ingesters first.
+        let running = ctx
+            .pods
+            .state_filter(|p| {
+                p.metadata.namespace.as_deref() == Some(namespace.as_str())
+                    && p.labels().get(render::TABLE_LABEL) == Some(&name)
+            })
+            .len();
+        if running > 0 {
+            let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
+            let child = render::child_name(kt);
+            let stop = serde_json::json!({"spec": {"replicas": 0}});
+            if let Err(e) = deployments
+                .patch(&child, &PatchParams::default(), &Patch::Merge(&stop))
+                .await
+            {
+                tracing::debug!(error = %e, "cannot scale the ingesters to zero");
+            }
+            return Err(OperatorError::CleanupPending(format!(
+                "{running} ingester pods still run; the consumer group {group} is deleted once they are gone"
+            )));
+        }
         let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
         let endpoint = observe::endpoint(kt, &secrets).await?;
         observe::delete_group(&endpoint, &group).await?;
