@@ -705,3 +705,147 @@ async fn two_operators_kubectl_scale_suspend_and_group_deletion() -> anyhow::Res
     let _ = bucket.remove().await;
     Ok(())
 }
+
+/// The chart's RBAC in both modes, checked by the API server's own authorizer: the cluster-wide
+/// role (applied under a unique name, bound to a ServiceAccount of the test's namespace) allows
+/// what the operator does and nothing more; the namespaced mode renders no cluster-wide object.
+#[tokio::test]
+async fn chart_rbac_is_least_privilege_in_both_modes() -> anyhow::Result<()> {
+    let env = TestEnv::load()?;
+    let client = kube_client(&env).await?;
+    let ns = TestNamespace::create(&env, &client, "op-rbac").await?;
+    let release = ns.name.clone(); // unique, so the ClusterRole does not collide
+    let helm = |extra: &[&str]| -> anyhow::Result<String> {
+        let out = Command::new(&env.helm)
+            .args(["template", &release])
+            .arg(kafkatable_e2e::operator::chart_dir())
+            .args(["--namespace", &ns.name, "--kube-version", "1.34.1"])
+            .args(extra)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8(out.stdout)?)
+    };
+    let kinds = |yaml: &str| -> Vec<String> {
+        yaml.lines()
+            .filter_map(|l| l.strip_prefix("kind: "))
+            .map(str::to_string)
+            .collect()
+    };
+    let namespaced = helm(&["--set", &format!("watchNamespace={}", ns.name)])?;
+    let k = kinds(&namespaced);
+    assert!(
+        !k.iter().any(|k| k.starts_with("Cluster")),
+        "namespaced mode: {k:?}"
+    );
+    let cluster = helm(&[])?;
+    let k = kinds(&cluster);
+    assert!(
+        k.contains(&"ClusterRole".to_string()) && k.contains(&"ClusterRoleBinding".to_string()),
+        "{k:?}"
+    );
+
+    // Apply only the ServiceAccount and RBAC objects of the cluster-wide mode.
+    let rbac: String = cluster
+        .split("\n---")
+        .filter(|doc| {
+            [
+                "kind: ServiceAccount",
+                "kind: ClusterRole",
+                "kind: ClusterRoleBinding",
+                "kind: Role",
+                "kind: RoleBinding",
+            ]
+            .iter()
+            .any(|k| doc.lines().any(|l| l == *k))
+        })
+        .collect::<Vec<_>>()
+        .join("\n---\n");
+    let file = std::env::temp_dir().join(format!("{release}-rbac.yaml"));
+    std::fs::write(&file, &rbac)?;
+    let applied = Command::new(&env.kubectl)
+        .arg("--kubeconfig")
+        .arg(&env.kubeconfig)
+        .args(["apply", "-f"])
+        .arg(&file)
+        .output()?;
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    let who = format!(
+        "system:serviceaccount:{}:{release}-kafkatable-operator",
+        ns.name
+    );
+    let can = |verb: &str, resource: &str, scope: &[&str]| -> bool {
+        let out = Command::new(&env.kubectl)
+            .arg("--kubeconfig")
+            .arg(&env.kubeconfig)
+            .args(["auth", "can-i", verb, resource, "--as", &who])
+            .args(scope)
+            .output()
+            .expect("kubectl runs");
+        String::from_utf8_lossy(&out.stdout).trim() == "yes"
+    };
+    let everywhere: &[&str] = &["--all-namespaces"];
+    let other_ns: &[&str] = &["-n", "kube-system"];
+    let result = std::panic::catch_unwind(|| {
+        for (verb, resource) in [
+            ("watch", "kafkatables.kafkatable.io"),
+            ("patch", "kafkatables.kafkatable.io/status"),
+            ("update", "kafkatables.kafkatable.io/finalizers"),
+            ("create", "deployments.apps"),
+            ("patch", "deployments.apps"),
+            ("watch", "pods"),
+            ("create", "poddisruptionbudgets.policy"),
+            ("patch", "configmaps"),
+            ("create", "events.events.k8s.io"),
+        ] {
+            assert!(
+                can(verb, resource, everywhere),
+                "the operator may {verb} {resource}"
+            );
+        }
+        assert!(
+            can("get", "secrets", other_ns),
+            "reads the Secrets a KafkaTable names"
+        );
+        for (verb, resource) in [
+            ("list", "secrets"),
+            ("delete", "deployments.apps"),
+            ("delete", "kafkatables.kafkatable.io"),
+            ("create", "pods"),
+            ("delete", "pods"),
+            ("create", "clusterroles.rbac.authorization.k8s.io"),
+            ("update", "nodes"),
+            ("create", "customresourcedefinitions.apiextensions.k8s.io"),
+        ] {
+            assert!(
+                !can(verb, resource, everywhere),
+                "the operator may not {verb} {resource}"
+            );
+        }
+        // The leader Lease: only in the release namespace.
+        assert!(can(
+            "update",
+            "leases.coordination.k8s.io",
+            &["-n", &ns.name]
+        ));
+        assert!(!can("update", "leases.coordination.k8s.io", other_ns));
+    });
+    let _ = Command::new(&env.kubectl)
+        .arg("--kubeconfig")
+        .arg(&env.kubeconfig)
+        .args(["delete", "--ignore-not-found", "-f"])
+        .arg(&file)
+        .output();
+    let _ = std::fs::remove_file(&file);
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+    Ok(())
+}

@@ -79,6 +79,10 @@ pub struct Context {
     /// Hash and time of the last server-side apply of each child: an unchanged child is
     /// applied again only after [`RESYNC`].
     applied: Mutex<HashMap<String, (u64, Instant)>>,
+    /// The status this replica last wrote per table. The cached KafkaTable can lag behind our
+    /// own write, and a status computed from the stale copy would undo it (the last scale
+    /// reason, for one); only the operator writes the status, so its own copy is the newest.
+    statuses: Mutex<HashMap<ObjectRef<KafkaTable>, KafkaTableStatus>>,
 }
 
 /// How often an unchanged child is applied anyway, to undo edits made behind our back.
@@ -115,6 +119,7 @@ impl Context {
             deployments,
             pods,
             applied: Mutex::new(HashMap::new()),
+            statuses: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -342,7 +347,14 @@ async fn apply(kt: &KafkaTable, ctx: &Context) -> Result<Action, OperatorError> 
     let client = &ctx.client;
     let tables: Api<KafkaTable> = Api::namespaced(client.clone(), &namespace);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
-    let previous = kt.status.clone().unwrap_or_default();
+    let key = ObjectRef::from_obj(kt);
+    let previous = ctx
+        .statuses
+        .lock()
+        .ok()
+        .and_then(|s| s.get(&key).cloned())
+        .or_else(|| kt.status.clone())
+        .unwrap_or_default();
     let now = Time(jiff::Timestamp::now());
     let selector = render::selector_string(kt);
     let commit_interval_ms = duration_ms(&kt.spec.commit.interval, 60_000);
@@ -643,17 +655,21 @@ async fn write_status(
         return Ok(());
     }
     let patch = serde_json::json!({"status": new});
+    let key = ObjectRef::from_obj(kt);
     api.patch_status(
         &kt.name_any(),
         &PatchParams::default(),
         &Patch::Merge(&patch),
     )
     .await
-    .map(|_| ())
     .map_err(kube_err(
         "write the status of",
         format!("KafkaTable {}", kt.name_any()),
-    ))
+    ))?;
+    if let Ok(mut statuses) = ctx.statuses.lock() {
+        statuses.insert(key, new);
+    }
+    Ok(())
 }
 
 async fn publish(
@@ -681,6 +697,9 @@ async fn cleanup(kt: &KafkaTable, ctx: &Context) -> Result<Action, OperatorError
     let name = kt.name_any();
     if let Ok(mut h) = ctx.history.lock() {
         h.remove(&ObjectRef::from_obj(kt));
+    }
+    if let Ok(mut statuses) = ctx.statuses.lock() {
+        statuses.remove(&ObjectRef::from_obj(kt));
     }
     ctx.metrics.forget(&namespace, &name);
     forget_applied(ctx, &namespace, &name);
