@@ -95,10 +95,16 @@ struct Setup {
 
 impl Setup {
     async fn new(prefix: &str) -> anyhow::Result<Self> {
+        Self::with(prefix, &[]).await
+    }
+
+    /// A namespace with the operator (chart values `sets` on top of the test defaults), an S3
+    /// Secret and a bucket.
+    async fn with(prefix: &str, sets: &[&str]) -> anyhow::Result<Self> {
         let env = TestEnv::load()?;
         let client = kube_client(&env).await?;
         let ns = TestNamespace::create(&env, &client, prefix).await?;
-        let operator = OperatorRelease::install(&env, &client, &ns.name, &[]).await?;
+        let operator = OperatorRelease::install(&env, &client, &ns.name, sets).await?;
         operator
             .secret(
                 "s3",
@@ -569,24 +575,12 @@ async fn two_operators_kubectl_scale_suspend_and_group_deletion() -> anyhow::Res
     use k8s_openapi::api::core::v1::Pod;
     use kafkatable_e2e::fixtures::group_offsets;
 
-    let env = TestEnv::load()?;
-    let client = kube_client(&env).await?;
-    let ns = TestNamespace::create(&env, &client, "op-lease").await?;
-    let operator = OperatorRelease::install(&env, &client, &ns.name, &["replicaCount=2"]).await?;
-    operator
-        .secret(
-            "s3",
-            &[
-                ("accessKeyId", &env.s3_access_key),
-                ("secretAccessKey", &env.s3_secret_key),
-            ],
-        )
-        .await?;
-    let bucket = TestBucket::create(&env, "op-lease").await?;
-    let topic = TestTopic::create(&env, "op-lease", 2).await?;
-    produce_json(&env, &topic.name, 0..200, |i| json!({"id": i})).await?;
+    let s = Setup::with("op-lease", &["replicaCount=2"]).await?;
+    let (env, client, operator) = (&s.env, &s.client, &s.operator);
+    let topic = TestTopic::create(env, "op-lease", 2).await?;
+    produce_json(env, &topic.name, 0..200, |i| json!({"id": i})).await?;
 
-    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns.name);
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &s.ns.name);
     let holder = |lease: Option<Lease>| {
         lease
             .and_then(|l| l.spec)
@@ -602,10 +596,10 @@ async fn two_operators_kubectl_scale_suspend_and_group_deletion() -> anyhow::Res
     })
     .await;
 
-    let location = format!("s3://{}/manual", bucket.name);
+    let location = s.location("manual");
     let mut manifest = delta_table(
         "manual",
-        &env,
+        env,
         &env.kafka_bootstrap,
         &topic.name,
         &location,
@@ -623,7 +617,7 @@ async fn two_operators_kubectl_scale_suspend_and_group_deletion() -> anyhow::Res
         .await;
 
     // The leader goes away; the other replica takes the Lease and keeps reconciling.
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &s.ns.name);
     pods.delete(&first, &DeleteParams::default()).await?;
     let first_ref = &first;
     let second = eventually("another leader", DEADLINE, || async move {
@@ -637,7 +631,7 @@ async fn two_operators_kubectl_scale_suspend_and_group_deletion() -> anyhow::Res
     let out = Command::new(&env.kubectl)
         .arg("--kubeconfig")
         .arg(&env.kubeconfig)
-        .args(["scale", "kt/manual", "--replicas=2", "-n", &ns.name])
+        .args(["scale", "kt/manual", "--replicas=2", "-n", &s.ns.name])
         .output()?;
     assert!(
         out.status.success(),
@@ -676,9 +670,9 @@ async fn two_operators_kubectl_scale_suspend_and_group_deletion() -> anyhow::Res
     );
 
     // Deleting the table deletes its consumer group (opt-in annotation).
-    let group = format!("kafkatable.{}.manual", ns.name);
+    let group = format!("kafkatable.{}.manual", s.ns.name);
     assert!(
-        !group_offsets(&env, &group, &topic.name, 2)?.is_empty(),
+        !group_offsets(env, &group, &topic.name, 2)?.is_empty(),
         "the group has offsets"
     );
     operator
@@ -697,12 +691,10 @@ async fn two_operators_kubectl_scale_suspend_and_group_deletion() -> anyhow::Res
     })
     .await;
     assert!(
-        group_offsets(&env, &group, &topic.name, 2)?.is_empty(),
+        group_offsets(env, &group, &topic.name, 2)?.is_empty(),
         "the group is deleted"
     );
-    drop(operator);
-    drop(ns);
-    let _ = bucket.remove().await;
+    s.remove().await;
     Ok(())
 }
 
