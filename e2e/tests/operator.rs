@@ -152,6 +152,18 @@ impl Setup {
     }
 }
 
+/// Whether object `name` of kind `K` is absent from `ns` (None: the API did not answer).
+async fn gone<K>(client: &kube::Client, ns: &str, name: &str) -> Option<bool>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    Some(api.get_opt(name).await.ok()?.is_none())
+}
+
 fn kubectl(env: &TestEnv, args: &[&str]) -> String {
     let out = Command::new(&env.kubectl)
         .arg("--kubeconfig")
@@ -288,31 +300,11 @@ async fn helm_install_then_a_table_lands_reports_ready_and_cleans_up() -> anyhow
     let client = &s.client;
     let ns = &s.ns.name;
     eventually("the children are gone", DEADLINE, || async move {
-        let gone = Api::<Deployment>::namespaced(client.clone(), ns)
-            .get_opt("orders-ingester")
-            .await
-            .ok()?
-            .is_none()
-            && Api::<ConfigMap>::namespaced(client.clone(), ns)
-                .get_opt("orders-ingester")
-                .await
-                .ok()?
-                .is_none()
-            && Api::<Service>::namespaced(client.clone(), ns)
-                .get_opt("orders-ingester")
-                .await
-                .ok()?
-                .is_none()
-            && Api::<PodDisruptionBudget>::namespaced(client.clone(), ns)
-                .get_opt("orders-ingester")
-                .await
-                .ok()?
-                .is_none()
-            && Api::<kafkatable_crds::KafkaTable>::namespaced(client.clone(), ns)
-                .get_opt("orders")
-                .await
-                .ok()?
-                .is_none();
+        let gone = gone::<Deployment>(client, ns, "orders-ingester").await?
+            && gone::<ConfigMap>(client, ns, "orders-ingester").await?
+            && gone::<Service>(client, ns, "orders-ingester").await?
+            && gone::<PodDisruptionBudget>(client, ns, "orders-ingester").await?
+            && gone::<kafkatable_crds::KafkaTable>(client, ns, "orders").await?;
         gone.then_some(())
     })
     .await;

@@ -218,6 +218,14 @@ where
     }
 }
 
+/// The ingester pods of table `name` in `namespace`, from the watch cache.
+fn table_pods(ctx: &Context, namespace: &str, name: &str) -> Vec<Arc<Pod>> {
+    ctx.pods.state_filter(|p| {
+        p.metadata.namespace.as_deref() == Some(namespace)
+            && p.labels().get(render::TABLE_LABEL).map(String::as_str) == Some(name)
+    })
+}
+
 /// Checks at start-up that the KafkaTable CRD is served.
 pub async fn check_crd(client: &Client, namespace: Option<&str>) -> Result<(), OperatorError> {
     let api: Api<KafkaTable> = scoped(client, namespace);
@@ -360,23 +368,26 @@ async fn apply(kt: &KafkaTable, ctx: &Context) -> Result<Action, OperatorError> 
     let commit_interval_ms = duration_ms(&kt.spec.commit.interval, 60_000);
 
     // A spec the ingester cannot run is reported, not applied.
-    if let Err(e) = render::config_json(kt) {
-        let o = Observation {
-            generation: kt.metadata.generation,
-            selector,
-            commit_interval_ms,
-            invalid_spec: Some(e.to_string()),
-            topic: Err("not asked: the spec is invalid".into()),
-            rollout: Rollout {
-                observed: true,
-                ..Rollout::default()
-            },
-            now,
-            ..Observation::default()
-        };
-        write_status(kt, &tables, ctx, &previous, status::compute(&previous, &o)).await?;
-        return Err(e);
-    }
+    let config = match render::config_json(kt) {
+        Ok(config) => config,
+        Err(e) => {
+            let o = Observation {
+                generation: kt.metadata.generation,
+                selector,
+                commit_interval_ms,
+                invalid_spec: Some(e.to_string()),
+                topic: Err("not asked: the spec is invalid".into()),
+                rollout: Rollout {
+                    observed: true,
+                    ..Rollout::default()
+                },
+                now,
+                ..Observation::default()
+            };
+            write_status(kt, &tables, ctx, &previous, status::compute(&previous, &o)).await?;
+            return Err(e);
+        }
+    };
 
     // Observe: the topic, the pods and their reports, the Deployment.
     let clock = Instant::now();
@@ -392,11 +403,7 @@ async fn apply(kt: &KafkaTable, ctx: &Context) -> Result<Action, OperatorError> 
         Err(e) => Err(e.to_string()),
     };
     let kafka_ms = clock.elapsed().as_millis();
-    let table_pods: Vec<Arc<Pod>> = ctx.pods.state_filter(|p| {
-        p.metadata.namespace.as_deref() == Some(namespace.as_str())
-            && p.labels().get(render::TABLE_LABEL) == Some(&name)
-    });
-    let seen = observe::pods(&table_pods, &ctx.http).await;
+    let seen = observe::pods(&table_pods(ctx, &namespace, &name), &ctx.http).await;
     let pods_ms = clock.elapsed().as_millis();
     let known = status::sync_points(&previous.sync_points, &seen.reports);
     let mut group_offsets = BTreeMap::new();
@@ -472,7 +479,7 @@ async fn apply(kt: &KafkaTable, ctx: &Context) -> Result<Action, OperatorError> 
 
     // Apply the children.
     let observed_ms = clock.elapsed().as_millis();
-    let children = render::children(kt, decision.replicas, &ctx.settings.ingester)?;
+    let children = render::children(kt, config, decision.replicas, &ctx.settings.ingester)?;
     // The Deployment as watched must still carry our replicas and config hash.
     let template_hash = |d: &Deployment| {
         d.spec
@@ -716,13 +723,7 @@ async fn cleanup(kt: &KafkaTable, ctx: &Context) -> Result<Action, OperatorError
             .clone()
             .unwrap_or_else(|| default_group_id(&namespace, &name));
         // Kafka refuses to delete a group with members: stop the ingesters first.
-        let running = ctx
-            .pods
-            .state_filter(|p| {
-                p.metadata.namespace.as_deref() == Some(namespace.as_str())
-                    && p.labels().get(render::TABLE_LABEL) == Some(&name)
-            })
-            .len();
+        let running = table_pods(ctx, &namespace, &name).len();
         if running > 0 {
             let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
             let child = render::child_name(kt);

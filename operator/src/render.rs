@@ -136,16 +136,17 @@ fn stable_hash(text: &str) -> String {
     format!("{hash:016x}")
 }
 
-/// Renders every child of `kt` with `replicas` ingester pods.
+/// Renders every child of `kt` with `replicas` ingester pods; `config` is its
+/// [`config_json`].
 pub fn children(
     kt: &KafkaTable,
+    config: String,
     replicas: i32,
     defaults: &IngesterDefaults,
 ) -> Result<Children, OperatorError> {
     let owner = kt
         .controller_owner_ref(&())
         .ok_or_else(|| OperatorError::Render("the KafkaTable has no uid yet".into()))?;
-    let config = config_json(kt)?;
     let config_map = ConfigMap {
         metadata: metadata(kt, &owner),
         data: Some(BTreeMap::from([(CONFIG_KEY.to_string(), config.clone())])),
@@ -458,7 +459,8 @@ mod tests {
     #[test]
     fn children_are_owned_labelled_and_hardened() {
         let kt = table(BASE);
-        let c = children(&kt, 3, &IngesterDefaults::default()).expect("renders");
+        let config = config_json(&kt).expect("config");
+        let c = children(&kt, config, 3, &IngesterDefaults::default()).expect("renders");
         for meta in [
             &c.config_map.metadata,
             &c.deployment.metadata,
@@ -523,7 +525,8 @@ mod tests {
     #[test]
     fn spec_changes_roll_the_pods_and_status_changes_do_not() {
         let hash = |kt: &KafkaTable| {
-            let c = children(kt, 1, &IngesterDefaults::default()).expect("renders");
+            let config = config_json(kt).expect("config");
+            let c = children(kt, config, 1, &IngesterDefaults::default()).expect("renders");
             c.deployment
                 .spec
                 .expect("spec")
