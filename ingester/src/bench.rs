@@ -10,10 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
 use kafkatable_crds::IngesterConfig;
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -113,25 +112,29 @@ pub fn drain(config: &IngesterConfig, mode: Mode, records: u64) -> Result<Report
     let (mut seen, mut payload_bytes, mut arrow_bytes) = (0u64, 0u64, 0u64);
     let cpu_start = process_cpu_seconds();
     let wall_start = Instant::now();
-    let mut flush = |p: i32,
-                     buf: &mut Pending,
-                     chunks: &mut Vec<RecordBatch>,
-                     arrow_bytes: &mut u64|
-     -> Result<(), IngesterError> {
-        let s = match &schema {
-            Some(s) => Arc::clone(s),
-            None => {
-                let inferred = Arc::new(decode::infer_json_schema(buf)?);
-                schema = Some(inferred.clone());
-                inferred
-            }
+    // Decodes a partition's chunk (inferring the schema from the first); true when it inferred.
+    let flush = |p: i32,
+                 buf: &mut Pending,
+                 schema: &mut Option<SchemaRef>,
+                 chunks: &mut Vec<RecordBatch>,
+                 arrow_bytes: &mut u64|
+     -> Result<bool, IngesterError> {
+        if buf.is_empty() {
+            buf.use_schema(kind, schema.as_ref());
+            return Ok(false);
+        }
+        let (s, inferred) = match schema {
+            Some(s) => (Arc::clone(s), false),
+            None => (Arc::new(decode::infer_json_schema(buf)?), true),
         };
         let batch = decode::decode(kind, buf, &s, &source.topic, p, metadata_columns)?;
+        buf.use_schema(kind, Some(&s));
+        *schema = Some(s);
         *arrow_bytes += batch.get_array_memory_size() as u64;
         if mode == Mode::Encode {
             chunks.push(batch);
         }
-        Ok(())
+        Ok(inferred)
     };
     while seen < records {
         let Some(message) = consumer.poll(Duration::from_secs(10)) else {
@@ -149,22 +152,36 @@ pub fn drain(config: &IngesterConfig, mode: Mode, records: u64) -> Result<Report
         if mode == Mode::Raw {
             continue;
         }
-        let buf = pending.entry(m.partition()).or_default();
+        let buf = pending.entry(m.partition()).or_insert_with(|| {
+            let mut fresh = Pending::default();
+            fresh.use_schema(kind, schema.as_ref());
+            fresh
+        });
         buf.push(
             kind,
             m.payload(),
             m.key(),
             m.offset(),
             m.timestamp().to_millis(),
-        );
-        if buf.len() >= 8192 {
-            flush(m.partition(), buf, &mut chunks, &mut arrow_bytes)?;
+        )
+        .map_err(|refused| refused.into_error(&source.topic, m.partition()))?;
+        if buf.len() >= decode::CHUNK_RECORDS
+            && flush(
+                m.partition(),
+                buf,
+                &mut schema,
+                &mut chunks,
+                &mut arrow_bytes,
+            )?
+        {
+            // With the schema known, the other partitions decode as records arrive too.
+            for (p, buf) in &mut pending {
+                flush(*p, buf, &mut schema, &mut chunks, &mut arrow_bytes)?;
+            }
         }
     }
     for (p, buf) in &mut pending {
-        if !buf.is_empty() {
-            flush(*p, buf, &mut chunks, &mut arrow_bytes)?;
-        }
+        flush(*p, buf, &mut schema, &mut chunks, &mut arrow_bytes)?;
     }
     let (mut cpu, mut wall) = (
         process_cpu_seconds() - cpu_start,
@@ -172,9 +189,8 @@ pub fn drain(config: &IngesterConfig, mode: Mode, records: u64) -> Result<Report
     );
     if mode == Mode::Encode {
         drop(consumer);
-        let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::default()))
-            .build();
+        // The same Parquet settings as the committers.
+        let props = crate::commit::writer_properties().build();
         let cpu_encode = process_cpu_seconds();
         let wall_encode = Instant::now();
         let mut out = Vec::new();

@@ -29,8 +29,6 @@ use crate::http::Health;
 use crate::metrics::Metrics;
 use crate::source::{Assignment, CALL_TIMEOUT, Context};
 
-/// Records decoded into Arrow at a time, per partition.
-const CHUNK_RECORDS: usize = 8192;
 /// Consecutive failed commits before the ingester gives up (and its pod restarts).
 const MAX_COMMIT_FAILURES: u32 = 5;
 /// Attempts to read the sync points of assigned partitions (1 s, 2 s, 4 s, ... apart).
@@ -64,7 +62,14 @@ struct PartitionState {
 }
 
 impl PartitionState {
-    fn new(sync_point: Option<i64>, target: Option<i64>) -> Self {
+    fn new(
+        sync_point: Option<i64>,
+        target: Option<i64>,
+        kind: PayloadKind,
+        schema: Option<&SchemaRef>,
+    ) -> Self {
+        let mut pending = Pending::default();
+        pending.use_schema(kind, schema);
         Self {
             expected: sync_point,
             next: sync_point,
@@ -74,7 +79,7 @@ impl PartitionState {
                 target,
                 sought: false,
             },
-            pending: Pending::default(),
+            pending,
             chunks: Vec::new(),
         }
     }
@@ -196,7 +201,11 @@ impl Ingester {
     ) -> Result<(), IngesterError> {
         tokio::pin!(shutdown);
         let interval = Duration::from_millis(self.config.commit.interval_ms.max(1));
-        let mut tick = tokio::time::interval(interval.min(Duration::from_millis(250)));
+        // The interval is checked on this tick, not per record (reading the clock per record
+        // is a measurable share of the consume path); a commit is at most a tick late.
+        let mut tick = tokio::time::interval(
+            (interval / 10).clamp(Duration::from_millis(10), Duration::from_millis(250)),
+        );
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let consumer = self.consumer.clone();
         loop {
@@ -227,9 +236,16 @@ impl Ingester {
                         }
                     }
                 }
-                _ = tick.tick() => {}
+                _ = tick.tick() => {
+                    if self.buffered_records > 0 && self.last_commit.elapsed() >= interval {
+                        self.observe_buffer();
+                        self.commit().await?;
+                        self.observe_buffer();
+                    }
+                    continue;
+                }
             }
-            if self.commit_due(interval) {
+            if self.commit_due() {
                 self.observe_buffer();
                 self.commit().await?;
                 self.observe_buffer();
@@ -245,11 +261,11 @@ impl Ingester {
         }
     }
 
-    fn commit_due(&self, interval: Duration) -> bool {
+    /// Whether the buffer is full (the commit interval is checked on the tick).
+    fn commit_due(&self) -> bool {
         self.buffered_records > 0
             && (self.buffered_records >= self.config.commit.max_records
-                || self.buffered_bytes >= self.config.commit.max_bytes
-                || self.last_commit.elapsed() >= interval)
+                || self.buffered_bytes >= self.config.commit.max_bytes)
     }
 
     async fn on_assignment(&mut self, event: Assignment) -> Result<(), IngesterError> {
@@ -272,8 +288,13 @@ impl Ingester {
                         (None, _) => None,
                     };
                     tracing::info!(partition = p, sync_point, target, "partition assigned");
-                    self.partitions
-                        .insert(p, PartitionState::new(sync_point, target));
+                    let state = PartitionState::new(
+                        sync_point,
+                        target,
+                        self.kind,
+                        self.value_schema.as_ref(),
+                    );
+                    self.partitions.insert(p, state);
                 }
             }
             Assignment::Revoked(partitions) => {
@@ -406,9 +427,15 @@ impl Ingester {
         let Some(state) = self.partitions.get_mut(&p) else {
             return Ok(());
         };
-        state
+        if let Err(refused) = state
             .pending
-            .push(kind, m.payload(), m.key(), offset, timestamp);
+            .push(kind, m.payload(), m.key(), offset, timestamp)
+        {
+            self.on_refused(p, m, refused)?;
+        }
+        let Some(state) = self.partitions.get_mut(&p) else {
+            return Ok(());
+        };
         state.next = Some(offset + 1);
         state.first.get_or_insert(offset);
         if timestamp.is_some() {
@@ -418,29 +445,67 @@ impl Ingester {
         self.metrics.bytes_consumed.inc_by(payload_len as u64);
         self.buffered_records += 1;
         self.buffered_bytes += payload_len as u64;
-        if state.pending.len() >= CHUNK_RECORDS {
+        if state.pending.len() >= decode::CHUNK_RECORDS {
             self.decode_partition(p)?;
         }
         Ok(())
     }
 
-    /// Decodes a partition's pending records into an Arrow chunk.
+    /// A record the partition's decoder refused. Records with new fields widen the schema
+    /// (with `schemaEvolution: addColumns`); anything else stops the ingester.
+    fn on_refused(
+        &mut self,
+        p: i32,
+        m: &impl Message,
+        refused: decode::Refused,
+    ) -> Result<(), IngesterError> {
+        let error = refused.into_error(&self.config.source.topic, p);
+        if !decode::is_unknown_field(&error)
+            || self.config.table.schema_evolution != SchemaEvolution::AddColumns
+        {
+            return Err(self.decode_failed(error));
+        }
+        // Close the chunk so far, which moves the partition to the newest schema, and try again;
+        // when that lacks the fields too, the record waits for the chunk path, which widens it.
+        self.decode_partition(p)?;
+        let kind = self.kind;
+        let timestamp = m.timestamp().to_millis();
+        let Some(state) = self.partitions.get_mut(&p) else {
+            return Ok(());
+        };
+        let push =
+            |pending: &mut Pending| pending.push(kind, m.payload(), m.key(), m.offset(), timestamp);
+        if push(&mut state.pending).is_err() {
+            state.pending.use_schema(kind, None);
+            if let Err(refused) = push(&mut state.pending) {
+                let error = refused.into_error(&self.config.source.topic, p);
+                return Err(self.decode_failed(error));
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes a partition's pending records into an Arrow chunk; from then on its records
+    /// are decoded against the newest schema.
     fn decode_partition(&mut self, p: i32) -> Result<(), IngesterError> {
         let Some(state) = self.partitions.get_mut(&p) else {
             return Ok(());
         };
         if state.pending.is_empty() {
+            state
+                .pending
+                .use_schema(self.kind, self.value_schema.as_ref());
             return Ok(());
         }
         // The payload bytes this chunk's Arrow columns replace in the buffer.
         let payload_bytes = state.pending.payload_bytes() as u64;
-        let schema = match &self.value_schema {
-            Some(s) => s.clone(),
+        let (schema, inferred) = match &self.value_schema {
+            Some(s) => (s.clone(), false),
             None => {
                 let inferred = Arc::new(decode::infer_json_schema(&state.pending)?);
                 tracing::info!(schema = %inferred, "inferred the table schema from the first records");
                 self.value_schema = Some(inferred.clone());
-                inferred
+                (inferred, true)
             }
         };
         let topic = self.config.source.topic.clone();
@@ -491,7 +556,22 @@ impl Ingester {
         self.buffered_bytes = self.buffered_bytes.saturating_sub(payload_bytes)
             + batch.get_array_memory_size() as u64;
         if let Some(state) = self.partitions.get_mut(&p) {
+            state
+                .pending
+                .use_schema(self.kind, self.value_schema.as_ref());
             state.chunks.push(batch);
+        }
+        if inferred {
+            // With the schema known, the other partitions decode as records arrive too.
+            let others: Vec<i32> = self
+                .partitions
+                .keys()
+                .copied()
+                .filter(|q| *q != p)
+                .collect();
+            for q in others {
+                self.decode_partition(q)?;
+            }
         }
         Ok(())
     }
@@ -637,7 +717,8 @@ impl Ingester {
             let first = self.partitions.get(&r.partition).and_then(|s| s.first);
             let target = sync_point.or(first);
             if let Some(state) = self.partitions.get_mut(&r.partition) {
-                *state = PartitionState::new(sync_point, target);
+                *state =
+                    PartitionState::new(sync_point, target, self.kind, self.value_schema.as_ref());
             }
             if let Some(offset) = target {
                 let done = self.seek(r.partition, offset);

@@ -92,7 +92,26 @@ fn write_manifest(
     Ok(path)
 }
 
+/// The CPU time of one drain is short (tenths of a second at 10 ms clock ticks), so each is run
+/// three times; the run with the median rate is reported, with all three rates.
 fn drain(
+    bin: &Path,
+    manifest: &Path,
+    secrets: &Path,
+    mode: &str,
+    records: usize,
+) -> anyhow::Result<Value> {
+    let mut runs = (0..3)
+        .map(|_| drain_once(bin, manifest, secrets, mode, records))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    runs.sort_by(|a, b| rate(a).total_cmp(&rate(b)));
+    let rates: Vec<f64> = runs.iter().map(rate).collect();
+    let mut median = runs.swap_remove(1);
+    median["runs_records_per_cpu_second"] = json!(rates);
+    Ok(median)
+}
+
+fn drain_once(
     bin: &Path,
     manifest: &Path,
     secrets: &Path,

@@ -19,7 +19,6 @@ use deltalake::kernel::{Action, MetadataExt, StructType, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableError};
-use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
 use super::{CommitOutcome, PartitionRange, SyncPoints, align};
@@ -73,8 +72,7 @@ impl DeltaCommitter {
         // dictionary uncompressed: both small against the target keep that estimate close to
         // the file size.
         let page_limit = (target_file_size / 16).clamp(8 << 10, 1 << 20);
-        let writer_properties = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        let writer_properties = super::writer_properties()
             .set_data_page_size_limit(page_limit)
             .set_dictionary_page_size_limit(page_limit)
             .build();

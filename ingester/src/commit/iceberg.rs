@@ -41,8 +41,6 @@ use iceberg::{
 };
 use kafkatable_crds::config::{CatalogConfig, Partition, StorageConfig, Transform};
 use kafkatable_crds::spec::CatalogType;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
 
 use super::{CommitOutcome, PartitionRange, SyncPoints, align, moved};
 use crate::error::IngesterError;
@@ -301,9 +299,7 @@ impl IcebergCommitter {
     ) -> Result<Vec<iceberg::spec::DataFile>, IngesterError> {
         let name = self.name();
         let err = |action: &'static str, e: iceberg::Error| table_err(&name, action, e.to_string());
-        let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::default()))
-            .build();
+        let props = super::writer_properties().build();
         let schema = table.metadata().current_schema().clone();
         let parquet = ParquetWriterBuilder::new_with_match_mode(
             props,

@@ -12,8 +12,22 @@ use std::collections::BTreeMap;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{WriterProperties, WriterPropertiesBuilder};
+use parquet::schema::types::ColumnPath;
 
+use crate::decode::{OFFSET_COLUMN, TIMESTAMP_COLUMN};
 use crate::error::IngesterError;
+
+/// Parquet settings both formats share: zstd, and no dictionary for the metadata columns whose
+/// values are (nearly) all distinct. A dictionary there is work thrown away when the writer
+/// falls back to plain encoding, and thrown away again in every file.
+pub fn writer_properties() -> WriterPropertiesBuilder {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_column_dictionary_enabled(ColumnPath::from(OFFSET_COLUMN), false)
+        .set_column_dictionary_enabled(ColumnPath::from(TIMESTAMP_COLUMN), false)
+}
 
 /// Next offset to read per partition, as recorded in the table.
 pub type SyncPoints = BTreeMap<i32, i64>;

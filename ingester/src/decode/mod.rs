@@ -1,10 +1,14 @@
 //! Record payloads to Arrow.
 //!
-//! Payloads are appended to one growing NDJSON buffer (no allocation per record) and decoded a
-//! chunk at a time with arrow-json in strict mode, so a field the table does not have is never
-//! dropped silently. When a chunk fails, its records are decoded one by one to name the record
-//! (partition and offset) and the reason. `string` and `bytes` payloads become a single `value`
-//! column. Metadata columns (`_kafka_*`) are added per chunk.
+//! JSON records of a table whose columns are all scalars are parsed as they arrive, straight
+//! into Arrow builders ([`flat`]). Otherwise (nested columns, or no schema yet because it is
+//! inferred from the first records) payloads are appended to one growing NDJSON buffer (no
+//! allocation per record) and decoded a chunk at a time with arrow-json. Both run in strict
+//! mode, so a field the table does not have is never dropped silently, and a record that fails
+//! is named by partition and offset with the reason. `string` and `bytes` payloads become a
+//! single `value` column. Metadata columns (`_kafka_*`) are added per chunk.
+
+mod flat;
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -17,6 +21,9 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::json::ReaderBuilder;
 
 use crate::error::DecodeError;
+
+/// Records decoded into Arrow at a time, per partition: one chunk.
+pub const CHUNK_RECORDS: usize = 8192;
 
 /// Names of the metadata columns.
 pub const TOPIC_COLUMN: &str = "_kafka_topic";
@@ -61,9 +68,14 @@ pub fn raw_value_schema(kind: PayloadKind) -> Schema {
     Schema::new(vec![Field::new("value", data_type, true)])
 }
 
-/// Records of one partition waiting to be decoded: their payloads as NDJSON and their metadata.
-#[derive(Debug, Default)]
+/// Records of one partition waiting to become a chunk: their values (decoded already, or as
+/// NDJSON) and their metadata.
+#[derive(Default)]
 pub struct Pending {
+    /// Set when the value schema is known and flat: records are decoded as they arrive.
+    flat: Option<flat::FlatDecoder>,
+    /// Payload bytes pushed since the last chunk.
+    pushed_bytes: usize,
     /// JSON payloads, one per line (JSON), or raw payloads back to back (text, bytes).
     data: Vec<u8>,
     /// End of each record's payload in `data`.
@@ -84,12 +96,31 @@ impl Pending {
         self.offsets.is_empty()
     }
 
-    /// Bytes of payload held.
+    /// Bytes of payload pushed since the last chunk.
     pub fn payload_bytes(&self) -> usize {
-        self.data.len()
+        self.pushed_bytes
     }
 
-    /// Adds one record. `value` is None for a tombstone.
+    /// The schema records are decoded against as they arrive, if any.
+    pub fn schema(&self) -> Option<&SchemaRef> {
+        self.flat.as_ref().map(flat::FlatDecoder::schema)
+    }
+
+    /// Decodes JSON records against `schema` as they arrive from now on, when its columns are
+    /// all scalars (otherwise, or with None, they wait for [`decode`]). Call it when empty.
+    pub fn use_schema(&mut self, kind: PayloadKind, schema: Option<&SchemaRef>) {
+        debug_assert!(self.is_empty());
+        if self.schema() == schema {
+            return;
+        }
+        self.flat = match (kind, schema) {
+            (PayloadKind::Json, Some(s)) => flat::FlatDecoder::new(s),
+            _ => None,
+        };
+    }
+
+    /// Adds one record. `value` is None for a tombstone. A record that cannot be decoded is
+    /// refused whole, with the reason.
     pub fn push(
         &mut self,
         kind: PayloadKind,
@@ -97,18 +128,21 @@ impl Pending {
         key: Option<&[u8]>,
         offset: i64,
         timestamp_ms: Option<i64>,
-    ) {
-        match (kind, value) {
-            (PayloadKind::Json, Some(v)) => {
-                self.data.extend_from_slice(strip_wire_prefix(v));
-                self.data.push(b'\n');
+    ) -> Result<(), Refused> {
+        let payload = value.map(|v| {
+            if kind == PayloadKind::Json {
+                strip_wire_prefix(v)
+            } else {
+                v
             }
-            // A tombstone is a row whose value columns are all null.
-            (PayloadKind::Json, None) => self.data.extend_from_slice(b"{}\n"),
-            (_, Some(v)) => self.data.extend_from_slice(v),
-            (_, None) => {}
+        });
+        if let Some(flat) = &mut self.flat {
+            flat.push(payload)
+                .map_err(|reason| Refused { offset, reason })?;
+        } else {
+            self.append_raw(kind, payload);
         }
-        self.ends.push(self.data.len());
+        self.pushed_bytes += value.map_or(0, <[u8]>::len);
         self.nulls.push(value.is_none());
         self.offsets.push(offset);
         self.timestamps_us
@@ -117,6 +151,21 @@ impl Pending {
             Some(k) => self.keys.append_value(k),
             None => self.keys.append_null(),
         }
+        Ok(())
+    }
+
+    fn append_raw(&mut self, kind: PayloadKind, value: Option<&[u8]>) {
+        match (kind, value) {
+            (PayloadKind::Json, Some(v)) => {
+                self.data.extend_from_slice(v);
+                self.data.push(b'\n');
+            }
+            // A tombstone is a row whose value columns are all null.
+            (PayloadKind::Json, None) => self.data.extend_from_slice(b"{}\n"),
+            (_, Some(v)) => self.data.extend_from_slice(v),
+            (_, None) => {}
+        }
+        self.ends.push(self.data.len());
     }
 
     fn record(&self, i: usize) -> &[u8] {
@@ -125,6 +174,7 @@ impl Pending {
     }
 
     fn clear(&mut self) {
+        self.pushed_bytes = 0;
         self.data.clear();
         self.ends.clear();
         self.nulls.clear();
@@ -141,6 +191,24 @@ fn strip_wire_prefix(value: &[u8]) -> &[u8] {
         &value[5..]
     } else {
         value
+    }
+}
+
+/// A record that could not be decoded.
+#[derive(Debug)]
+pub struct Refused {
+    pub offset: i64,
+    pub reason: String,
+}
+
+impl Refused {
+    pub fn into_error(self, topic: &str, partition: i32) -> DecodeError {
+        DecodeError::Record {
+            topic: topic.to_string(),
+            partition,
+            offset: self.offset,
+            reason: self.reason,
+        }
     }
 }
 
@@ -166,8 +234,9 @@ pub fn infer_json_schema(pending: &Pending) -> Result<Schema, DecodeError> {
 }
 
 /// Decodes the pending records of `topic`/`partition` into one RecordBatch with the value
-/// columns of `value_schema` followed (when `metadata` is set) by the metadata columns, and
-/// empties `pending`.
+/// columns of `value_schema` (or of the schema the records were decoded against as they
+/// arrived, see [`Pending::use_schema`]) followed (when `metadata` is set) by the metadata
+/// columns, and empties `pending`.
 pub fn decode(
     kind: PayloadKind,
     pending: &mut Pending,
@@ -177,8 +246,17 @@ pub fn decode(
     metadata: bool,
 ) -> Result<RecordBatch, DecodeError> {
     let rows = pending.len();
+    let value_schema = pending
+        .schema()
+        .cloned()
+        .unwrap_or_else(|| value_schema.clone());
     let mut columns: Vec<ArrayRef> = match kind {
-        PayloadKind::Json => decode_json(pending, value_schema, topic, partition)?
+        PayloadKind::Json if pending.flat.is_some() => pending
+            .flat
+            .as_mut()
+            .map(flat::FlatDecoder::finish)
+            .unwrap_or_default(),
+        PayloadKind::Json => decode_json(pending, &value_schema, topic, partition)?
             .columns()
             .to_vec(),
         PayloadKind::Text => {
@@ -343,7 +421,8 @@ mod tests {
                 Some(b"k"),
                 100 + i as i64,
                 Some(1_700_000_000_000 + i as i64),
-            );
+            )
+            .expect("raw records are taken as they come");
         }
         p
     }
@@ -421,6 +500,46 @@ mod tests {
     }
 
     #[test]
+    fn records_decoded_as_they_arrive_match_the_chunk_path() {
+        let values = [
+            Some(r#"{"id":1,"name":"a","score":1.5}"#),
+            None,
+            Some(r#"{"name":"c\u00e9","id":3}"#),
+        ];
+        let mut chunked = pending(PayloadKind::Json, &values);
+        let schema = Arc::new(infer_json_schema(&chunked).expect("infer"));
+        let expected =
+            decode(PayloadKind::Json, &mut chunked, &schema, "t", 2, true).expect("chunk path");
+
+        let mut arriving = Pending::default();
+        arriving.use_schema(PayloadKind::Json, Some(&schema));
+        assert_eq!(arriving.schema(), Some(&schema), "a flat schema decodes on arrival");
+        for (i, v) in values.iter().enumerate() {
+            arriving
+                .push(
+                    PayloadKind::Json,
+                    v.map(str::as_bytes),
+                    Some(b"k"),
+                    100 + i as i64,
+                    Some(1_700_000_000_000 + i as i64),
+                )
+                .expect("push");
+        }
+        assert_eq!(arriving.payload_bytes(), 56, "payload bytes are still counted");
+        let got = decode(PayloadKind::Json, &mut arriving, &schema, "t", 2, true).expect("decode");
+        assert_eq!(got, expected);
+        assert!(arriving.is_empty() && arriving.payload_bytes() == 0);
+
+        // A bad record is refused whole and named by its offset; the rest carry on.
+        let refused = arriving
+            .push(PayloadKind::Json, Some(b"{\"id\":"), None, 7, None)
+            .expect_err("a broken record is refused");
+        let e = refused.into_error("events", 4);
+        assert!(e.to_string().contains("partition 4 offset 7"), "{e}");
+        assert!(arriving.is_empty(), "nothing of the refused record stays");
+    }
+
+    #[test]
     fn unknown_fields_are_an_error_not_a_silent_drop() {
         let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)]));
         let mut p = pending(PayloadKind::Json, &[Some(r#"{"id":1,"extra":true}"#)]);
@@ -434,7 +553,8 @@ mod tests {
         let mut framed = vec![0u8, 0, 0, 0, 7];
         framed.extend_from_slice(br#"{"id":5}"#);
         let mut p = Pending::default();
-        p.push(PayloadKind::Json, Some(&framed), None, 0, None);
+        p.push(PayloadKind::Json, Some(&framed), None, 0, None)
+            .expect("push");
         let schema = Arc::new(infer_json_schema(&p).expect("infer"));
         let batch = decode(PayloadKind::Json, &mut p, &schema, "t", 0, false).expect("decode");
         assert_eq!(batch.column(0).as_primitive::<Int64Type>().value(0), 5);
@@ -449,7 +569,8 @@ mod tests {
         assert_eq!((values.value(0), values.is_null(1)), ("héllo", true));
 
         let mut p = Pending::default();
-        p.push(PayloadKind::Text, Some(&[0xff, 0xfe]), None, 9, None);
+        p.push(PayloadKind::Text, Some(&[0xff, 0xfe]), None, 9, None)
+            .expect("push");
         let err = decode(PayloadKind::Text, &mut p, &schema, "t", 1, false).expect_err("not utf-8");
         assert!(err.to_string().contains("partition 1 offset 9"), "{err}");
 
