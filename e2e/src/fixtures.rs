@@ -6,7 +6,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
-use kube::api::{Api, ObjectMeta, PostParams};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kafkatable_crds::KafkaTable;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -406,4 +408,45 @@ pub fn group_offsets(
             _ => None,
         })
         .collect())
+}
+
+/// Installs the KafkaTable CRD (server-side apply, idempotent) and waits until it serves.
+pub async fn install_crd(client: &kube::Client) -> Result<(), FixtureError> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = kafkatable_crds::crd();
+    let name = crd.metadata.name.clone().unwrap_or_default();
+    crds.patch(
+        &name,
+        &PatchParams::apply("kafkatable-e2e").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .map_err(|source| FixtureError::Kube {
+        action: "apply the CRD",
+        source,
+    })?;
+    let crds = &crds;
+    let name = &name;
+    eventually(
+        "the CRD to be established",
+        Duration::from_secs(30),
+        || async move {
+            let crd = crds.get(name).await.ok()?;
+            let conditions = crd.status?.conditions?;
+            conditions
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+                .then_some(())
+        },
+    )
+    .await;
+    let any: Api<KafkaTable> = Api::all(client.clone());
+    let any = &any;
+    eventually(
+        "KafkaTables to be served",
+        Duration::from_secs(30),
+        || async move { any.list(&Default::default()).await.ok().map(|_| ()) },
+    )
+    .await;
+    Ok(())
 }

@@ -6,51 +6,13 @@
 use std::process::Command;
 use std::time::Duration;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kafkatable_crds::KafkaTable;
 use kafkatable_e2e::env::TestEnv;
-use kafkatable_e2e::fixtures::{TestNamespace, eventually, kube_client};
+use kafkatable_e2e::fixtures::{TestNamespace, eventually, install_crd, kube_client};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 const MANAGER: &str = "kafkatable-e2e";
-
-/// Installs the CRD (server-side apply, idempotent) and waits until it serves.
-async fn install_crd(client: &kube::Client) -> anyhow::Result<()> {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = kafkatable_crds::crd();
-    let name = crd.metadata.name.clone().unwrap_or_default();
-    crds.patch(
-        &name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&crd),
-    )
-    .await?;
-    let crds = &crds;
-    let name = &name;
-    eventually(
-        "the CRD to be established",
-        Duration::from_secs(30),
-        || async move {
-            let crd = crds.get(name).await.ok()?;
-            let conditions = crd.status?.conditions?;
-            conditions
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True")
-                .then_some(())
-        },
-    )
-    .await;
-    let any: Api<KafkaTable> = Api::all(client.clone());
-    let any = &any;
-    eventually(
-        "KafkaTables to be served",
-        Duration::from_secs(30),
-        || async move { any.list(&Default::default()).await.ok().map(|_| ()) },
-    )
-    .await;
-    Ok(())
-}
 
 /// kubectl's output with runs of white space folded, since `explain` wraps at 80 columns.
 fn kubectl_text(env: &TestEnv, args: &[&str]) -> String {

@@ -140,6 +140,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let env = TestEnv::load()?;
     let client = kube_client(&env).await?;
+    kafkatable_e2e::fixtures::install_crd(&client).await?;
     let ns = TestNamespace::create(&env, &client, "bench-op").await?;
     let topic = TestTopic::create(&env, "bench-op", 3).await?;
 

@@ -351,17 +351,13 @@ impl FlatDecoder {
                 }
                 Some(Value::Int(v))
             }
-            Column::Float32(_) | Column::Float64(_) => {
-                let text = p.number()?;
-                let v = lexical_core::parse::<f64>(text).ok()?;
-                if matches!(self.columns[index], Column::Float32(_))
-                    && v.is_finite()
-                    && (v as f32).is_infinite()
-                {
-                    return None;
-                }
-                Some(Value::Float(v))
+            // Parsed at the column's width, as arrow-json does (no double rounding); an f32
+            // widens to f64 and back exactly.
+            Column::Float32(_) => {
+                let v = lexical_core::parse::<f32>(p.number()?).ok()?;
+                Some(Value::Float(f64::from(v)))
             }
+            Column::Float64(_) => Some(Value::Float(lexical_core::parse::<f64>(p.number()?).ok()?)),
             Column::Utf8(_) => {
                 if !p.eat(b'"') {
                     return None;
@@ -660,7 +656,9 @@ mod tests {
                 .expect_err(&String::from_utf8_lossy(bad));
             assert!(!reason.is_empty());
         }
-        let reason = flat.push(Some(br#"{"id":2,"extra":true}"#)).unwrap_err();
+        let reason = flat
+            .push(Some(br#"{"id":2,"extra":true}"#))
+            .expect_err("an unknown field is refused");
         assert!(reason.contains("missing from schema"), "{reason}");
         flat.push(Some(br#"{"id":3}"#)).expect("good after bad");
         let batch = RecordBatch::try_new(schema, flat.finish()).expect("batch");

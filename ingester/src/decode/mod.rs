@@ -117,6 +117,11 @@ impl Pending {
             (PayloadKind::Json, Some(s)) => flat::FlatDecoder::new(s),
             _ => None,
         };
+        if self.flat.is_some() {
+            // The NDJSON buffer of the chunk path is not needed any more: give its memory back.
+            self.data = Vec::new();
+            self.ends = Vec::new();
+        }
     }
 
     /// Adds one record. `value` is None for a tombstone. A record that cannot be decoded is
@@ -513,7 +518,11 @@ mod tests {
 
         let mut arriving = Pending::default();
         arriving.use_schema(PayloadKind::Json, Some(&schema));
-        assert_eq!(arriving.schema(), Some(&schema), "a flat schema decodes on arrival");
+        assert_eq!(
+            arriving.schema(),
+            Some(&schema),
+            "a flat schema decodes on arrival"
+        );
         for (i, v) in values.iter().enumerate() {
             arriving
                 .push(
@@ -525,7 +534,11 @@ mod tests {
                 )
                 .expect("push");
         }
-        assert_eq!(arriving.payload_bytes(), 56, "payload bytes are still counted");
+        assert_eq!(
+            arriving.payload_bytes(),
+            56,
+            "payload bytes are still counted"
+        );
         let got = decode(PayloadKind::Json, &mut arriving, &schema, "t", 2, true).expect("decode");
         assert_eq!(got, expected);
         assert!(arriving.is_empty() && arriving.payload_bytes() == 0);
