@@ -1,7 +1,7 @@
 //! Measurements for `make bench`: drain a topic with the ingester's own consumer settings and
 //! decoder, and report records per CPU-second of this process (from /proc).
 //!
-//! - raw: consume every record and touch its payload;
+//! - raw: consume every record and count its payload bytes (without reading them);
 //! - decode: consume and decode into Arrow chunks, then discard them;
 //! - encode: decode everything first, then time only the Parquet (zstd) encoding.
 
