@@ -5,7 +5,7 @@
 //! - decode: consume and decode into Arrow chunks, then discard them;
 //! - encode: decode everything first, then time only the Parquet (zstd) encoding.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -106,7 +106,8 @@ pub fn drain(config: &IngesterConfig, mode: Mode, records: u64) -> Result<Report
 
     let kind = PayloadKind::Json;
     let metadata_columns = config.table.metadata_columns;
-    let mut pending: HashMap<i32, Pending> = HashMap::new();
+    // Keyed like the ingester's partitions (a BTreeMap, no hashing per record).
+    let mut pending: BTreeMap<i32, Pending> = BTreeMap::new();
     let mut schema = None;
     let mut chunks: Vec<RecordBatch> = Vec::new();
     let (mut seen, mut payload_bytes, mut arrow_bytes) = (0u64, 0u64, 0u64);

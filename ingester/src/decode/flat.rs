@@ -289,15 +289,24 @@ impl FlatDecoder {
             if !p.eat(b'"') {
                 return false;
             }
-            let Some((start, end, escaped)) = p.string() else {
-                return false;
-            };
-            if escaped {
-                // Field names with escapes are rare: arrow-json decodes those records.
-                return false;
-            }
-            let Some(index) = self.field(&payload[start..end], hint) else {
-                return false;
+            let index = match self.expected_field(&p, hint) {
+                Some(len) => {
+                    p.i += len + 1;
+                    hint
+                }
+                None => {
+                    let Some((start, end, escaped)) = p.string() else {
+                        return false;
+                    };
+                    if escaped {
+                        // Field names with escapes are rare: arrow-json decodes those records.
+                        return false;
+                    }
+                    let Some(index) = self.field(&payload[start..end], hint) else {
+                        return false;
+                    };
+                    index
+                }
             };
             hint = index + 1;
             p.ws();
@@ -323,6 +332,14 @@ impl FlatDecoder {
             }
             return false;
         }
+    }
+
+    /// The length of field `hint`'s name when the cursor is on it and its closing quote: records
+    /// usually list their fields in the same order, and this skips scanning the name.
+    fn expected_field(&self, p: &Parser, hint: usize) -> Option<usize> {
+        let name = self.names.get(hint)?;
+        let end = p.i + name.len();
+        (p.b.get(end) == Some(&b'"') && same(&p.b[p.i..end], name)).then_some(name.len())
     }
 
     fn field(&self, name: &[u8], hint: usize) -> Option<usize> {
@@ -495,11 +512,18 @@ impl Parser<'_> {
             (b'-', rest) => (true, rest),
             _ => (false, text),
         };
+        if !digits.iter().all(u8::is_ascii_digit) {
+            return None; // a fraction or an exponent
+        }
+        if digits.len() <= 18 {
+            // Below 10^18: no overflow is possible.
+            let v = digits
+                .iter()
+                .fold(0i64, |v, &d| v * 10 + i64::from(d - b'0'));
+            return Some(if negative { -v } else { v });
+        }
         let mut v: i64 = 0;
         for &d in digits {
-            if !d.is_ascii_digit() {
-                return None; // a fraction or an exponent
-            }
             let d = i64::from(d - b'0');
             v = v
                 .checked_mul(10)?

@@ -80,7 +80,7 @@ pub struct Pending {
     data: Vec<u8>,
     /// End of each record's payload in `data`.
     ends: Vec<usize>,
-    /// Whether each record's value was null (a tombstone).
+    /// Whether each record's value was null (a tombstone), for the chunk path.
     nulls: Vec<bool>,
     offsets: Vec<i64>,
     timestamps_us: Vec<Option<i64>>,
@@ -146,9 +146,9 @@ impl Pending {
                 .map_err(|reason| Refused { offset, reason })?;
         } else {
             self.append_raw(kind, payload);
+            self.nulls.push(value.is_none());
         }
         self.pushed_bytes += value.map_or(0, <[u8]>::len);
-        self.nulls.push(value.is_none());
         self.offsets.push(offset);
         self.timestamps_us
             .push(timestamp_ms.map(|ms| ms.saturating_mul(1000)));
