@@ -36,9 +36,11 @@ pub struct DeltaCommitter {
 }
 
 /// The writer's size is checked after each slice of rows; a slice holds about this fraction
-/// of the target size (within [`SLICE_ROWS`]), so a file overshoots the target by little.
+/// of the target size (within [`SLICE_ROWS`]), so a file overshoots the target by little. Few
+/// and large writes matter: once a file has a finished row group, deltalake's writer copies the
+/// file's bytes so far on every write.
 const SLICES_PER_FILE: usize = 8;
-const SLICE_ROWS: std::ops::RangeInclusive<usize> = 256..=16_384;
+const SLICE_ROWS: std::ops::RangeInclusive<usize> = 256..=1_048_576;
 
 /// The `txn` app id of a partition.
 pub fn app_id(topic: &str, partition: i32) -> String {
