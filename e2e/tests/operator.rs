@@ -58,6 +58,19 @@ fn read_delta(env: &TestEnv, location: &str) -> Option<Value> {
     serde_json::from_str(out.trim()).ok()
 }
 
+/// What deltalake reads at `location` once it sees at least `rows` rows.
+async fn read_delta_until(env: &TestEnv, location: &str, rows: u64) -> Value {
+    eventually(
+        &format!("{rows} rows read by deltalake at {location}"),
+        DEADLINE,
+        || async move {
+            let v = read_delta(env, location)?;
+            (v["rows"].as_u64()? >= rows).then_some(v)
+        },
+    )
+    .await
+}
+
 /// A KafkaTable writing `topic` on `brokers` into a Delta table at `location` on MinIO.
 fn delta_table(
     name: &str,
@@ -225,13 +238,7 @@ async fn helm_install_then_a_table_lands_reports_ready_and_cleans_up() -> anyhow
     assert!(status.last_commit_time.is_some());
 
     // An independent reader sees every record once.
-    let env = &s.env;
-    let location_ref = &location;
-    let seen = eventually("3000 rows read by deltalake", DEADLINE, || async move {
-        let v = read_delta(env, location_ref)?;
-        (v["rows"].as_u64()? >= 3000).then_some(v)
-    })
-    .await;
+    let seen = read_delta_until(&s.env, &location, 3000).await;
     assert_eq!(
         (
             seen["rows"].as_u64(),
@@ -396,13 +403,7 @@ async fn a_backlog_scales_up_and_back_down_exactly_once() -> anyhow::Result<()> 
     assert!(down.iter().any(|n| n.contains("from 4 to 1")), "{down:?}");
 
     // Every record exactly once through the rebalances, by an independent reader.
-    let env = &s.env;
-    let location_ref = &location;
-    let seen = eventually("every record in the table", DEADLINE, || async move {
-        let v = read_delta(env, location_ref)?;
-        (v["rows"].as_u64()? >= RECORDS as u64).then_some(v)
-    })
-    .await;
+    let seen = read_delta_until(&s.env, &location, RECORDS as u64).await;
     assert_eq!(
         seen["rows"].as_u64(),
         Some(RECORDS as u64),
@@ -491,13 +492,7 @@ async fn a_broker_outage_degrades_the_table_and_recovery_clears_it() -> anyhow::
         )
         .await;
     produce(500..600, broker.bootstrap.clone()).await?;
-    let env = &s.env;
-    let location_ref = &location;
-    let seen = eventually("600 rows after the outage", DEADLINE, || async move {
-        let v = read_delta(env, location_ref)?;
-        (v["rows"].as_u64()? >= 600).then_some(v)
-    })
-    .await;
+    let seen = read_delta_until(&s.env, &location, 600).await;
     assert_eq!(
         (seen["rows"].as_u64(), seen["distinct"].as_u64()),
         (Some(600), Some(600))

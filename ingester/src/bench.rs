@@ -129,7 +129,6 @@ pub fn drain(config: &IngesterConfig, mode: Mode, records: u64) -> Result<Report
             None => (Arc::new(decode::infer_json_schema(buf)?), true),
         };
         let batch = decode::decode(kind, buf, &s, &source.topic, p, metadata_columns)?;
-        buf.use_schema(kind, Some(&s));
         *schema = Some(s);
         *arrow_bytes += batch.get_array_memory_size() as u64;
         if mode == Mode::Encode {

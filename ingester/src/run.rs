@@ -209,7 +209,7 @@ impl Ingester {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let consumer = self.consumer.clone();
         loop {
-            tokio::select! {
+            let ticked = tokio::select! {
                 _ = &mut shutdown => {
                     tracing::info!("shutting down: committing what is buffered");
                     self.consumer.unsubscribe();
@@ -220,6 +220,7 @@ impl Ingester {
                     if let Some(event) = event {
                         self.on_assignment(event).await?;
                     }
+                    false
                 }
                 message = consumer.recv() => {
                     match message {
@@ -235,17 +236,11 @@ impl Ingester {
                             tracing::warn!(error = %e, "consume error");
                         }
                     }
+                    false
                 }
-                _ = tick.tick() => {
-                    if self.buffered_records > 0 && self.last_commit.elapsed() >= interval {
-                        self.observe_buffer();
-                        self.commit().await?;
-                        self.observe_buffer();
-                    }
-                    continue;
-                }
-            }
-            if self.commit_due() {
+                _ = tick.tick() => true,
+            };
+            if self.commit_due(ticked.then_some(interval)) {
                 self.observe_buffer();
                 self.commit().await?;
                 self.observe_buffer();
@@ -261,11 +256,12 @@ impl Ingester {
         }
     }
 
-    /// Whether the buffer is full (the commit interval is checked on the tick).
-    fn commit_due(&self) -> bool {
+    /// Whether the buffer is full, or (with `interval`, on the tick) the interval has passed.
+    fn commit_due(&self, interval: Option<Duration>) -> bool {
         self.buffered_records > 0
             && (self.buffered_records >= self.config.commit.max_records
-                || self.buffered_bytes >= self.config.commit.max_bytes)
+                || self.buffered_bytes >= self.config.commit.max_bytes
+                || interval.is_some_and(|i| self.last_commit.elapsed() >= i))
     }
 
     async fn on_assignment(&mut self, event: Assignment) -> Result<(), IngesterError> {
@@ -486,7 +482,7 @@ impl Ingester {
     }
 
     /// Decodes a partition's pending records into an Arrow chunk; from then on its records
-    /// are decoded against the newest schema.
+    /// are decoded against the newest schema (see [`decode::decode`]).
     fn decode_partition(&mut self, p: i32) -> Result<(), IngesterError> {
         let Some(state) = self.partitions.get_mut(&p) else {
             return Ok(());
@@ -556,9 +552,6 @@ impl Ingester {
         self.buffered_bytes = self.buffered_bytes.saturating_sub(payload_bytes)
             + batch.get_array_memory_size() as u64;
         if let Some(state) = self.partitions.get_mut(&p) {
-            state
-                .pending
-                .use_schema(self.kind, self.value_schema.as_ref());
             state.chunks.push(batch);
         }
         if inferred {

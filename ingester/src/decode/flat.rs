@@ -302,7 +302,7 @@ impl FlatDecoder {
                         // Field names with escapes are rare: arrow-json decodes those records.
                         return false;
                     }
-                    let Some(index) = self.field(&payload[start..end], hint) else {
+                    let Some(index) = self.field(&payload[start..end]) else {
                         return false;
                     };
                     index
@@ -342,11 +342,7 @@ impl FlatDecoder {
         (p.b.get(end) == Some(&b'"') && same(&p.b[p.i..end], name)).then_some(name.len())
     }
 
-    fn field(&self, name: &[u8], hint: usize) -> Option<usize> {
-        // Records usually list their fields in the same order.
-        if self.names.get(hint).is_some_and(|n| same(n, name)) {
-            return Some(hint);
-        }
+    fn field(&self, name: &[u8]) -> Option<usize> {
         self.names.iter().position(|n| same(n, name))
     }
 

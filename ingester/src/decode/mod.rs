@@ -241,7 +241,7 @@ pub fn infer_json_schema(pending: &Pending) -> Result<Schema, DecodeError> {
 /// Decodes the pending records of `topic`/`partition` into one RecordBatch with the value
 /// columns of `value_schema` (or of the schema the records were decoded against as they
 /// arrived, see [`Pending::use_schema`]) followed (when `metadata` is set) by the metadata
-/// columns, and empties `pending`.
+/// columns, and empties `pending`, whose next records then decode against `value_schema`.
 pub fn decode(
     kind: PayloadKind,
     pending: &mut Pending,
@@ -251,6 +251,7 @@ pub fn decode(
     metadata: bool,
 ) -> Result<RecordBatch, DecodeError> {
     let rows = pending.len();
+    let newest = value_schema.clone();
     let value_schema = pending
         .schema()
         .cloned()
@@ -316,6 +317,7 @@ pub fn decode(
         columns.push(Arc::new(pending.keys.finish()));
     }
     pending.clear();
+    pending.use_schema(kind, Some(&newest));
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
         .map_err(|e| DecodeError::Infer(e.to_string()))
 }
