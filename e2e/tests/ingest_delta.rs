@@ -396,7 +396,13 @@ adds = pa.table(dt.get_add_actions(flatten=True)).to_pydict()  # deltalake 1.x r
 parts = sorted({(str(d), c) for d, c in zip(adds["partition.ts_day"], adds["partition.country"])})
 df = pl.read_delta(sys.argv[1], version=dt.version())  # the same snapshot as the add actions
 per_day = df.group_by("ts_day").len().sort("ts_day")
+# Statistics of each file: a filter that deltalake answers with file skipping keeps its rows.
+lake = pl.scan_delta(sys.argv[1], version=dt.version())
 print(json.dumps({
+    "stats": {"records": sum(adds["num_records"]), "id_min": min(adds["min.id"]), "id_max": max(adds["max.id"]),
+              "id_nulls": sum(adds["null_count.id"]), "ts_min": min(adds["min.ts"])},
+    "id_5": lake.filter(pl.col("id") == 5).collect().height,
+    "id_beyond": lake.filter(pl.col("id") > 599).collect().height,
     "rows": df.height,
     "partition_columns": dt.metadata().partition_columns,
     "partitions": parts,
@@ -417,6 +423,14 @@ print(json.dumps({
     .await;
     assert_eq!(seen["rows"], 600);
     assert_eq!(seen["partition_columns"], json!(["ts_day", "country"]));
+    // Our writer's file statistics, as deltalake reads them.
+    assert_eq!(seen["stats"]["records"], 600);
+    assert_eq!(seen["stats"]["id_min"], 0);
+    assert_eq!(seen["stats"]["id_max"], 599);
+    assert_eq!(seen["stats"]["id_nulls"], 0);
+    assert_eq!(seen["stats"]["ts_min"], start_ms);
+    assert_eq!(seen["id_5"], 1);
+    assert_eq!(seen["id_beyond"], 0);
     let days = ["2026-11-19", "2026-11-20", "2026-11-21"];
     let expected: Vec<Value> = days
         .iter()

@@ -4,9 +4,9 @@
 //! Delta's conflict checker refuses a commit when a concurrent winning commit carries a `txn`
 //! with the same app id, which closes the race between our re-check and our commit.
 //!
-//! Files roll at the target file size: the writer is flushed (its files uploaded) whenever its
-//! buffered Parquet reaches the target, so one commit may add several files per table
-//! partition and memory holds at most one target-sized file per table partition.
+//! Files roll at the target file size (see [`super::delta_files`]): a file is uploaded once its
+//! Parquet reaches the target, so one commit may add several files per table partition and
+//! memory holds at most one target-sized file per table partition.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,10 +17,11 @@ use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::{CommitBuilder, TransactionError};
 use deltalake::kernel::{Action, MetadataExt, StructType, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
-use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake::writer::RecordBatchWriter;
 use deltalake::{DeltaTable, DeltaTableError};
 use parquet::file::properties::WriterProperties;
 
+use super::delta_files::DataFiles;
 use super::{CommitOutcome, PartitionRange, SyncPoints, align};
 use crate::error::IngesterError;
 
@@ -34,13 +35,6 @@ pub struct DeltaCommitter {
     /// Roll to a new file once the buffered Parquet of a writer reaches this many bytes.
     target_file_size: usize,
 }
-
-/// The writer's size is checked after each slice of rows; a slice holds about this fraction
-/// of the target size (within [`SLICE_ROWS`]), so a file overshoots the target by little. Few
-/// and large writes matter: once a file has a finished row group, deltalake's writer copies the
-/// file's bytes so far on every write.
-const SLICES_PER_FILE: usize = 8;
-const SLICE_ROWS: std::ops::RangeInclusive<usize> = 256..=1_048_576;
 
 /// The `txn` app id of a partition.
 pub fn app_id(topic: &str, partition: i32) -> String {
@@ -156,41 +150,43 @@ impl DeltaCommitter {
             self.create(&first.schema()).await?;
         }
         self.add_new_columns(&batches).await?;
-        let mut writer = RecordBatchWriter::for_table(&self.table)
-            .map_err(|e| table_err(&self.location, "prepare the writer", e.to_string()))?
-            .with_writer_properties(self.writer_properties.clone());
-        let table_schema: Arc<Schema> = writer.arrow_schema();
-        let mut adds = Vec::new();
+        let table_schema: Arc<Schema> = RecordBatchWriter::for_table(&self.table)
+            .map_err(|e| table_err(&self.location, "read the table schema", e.to_string()))?
+            .arrow_schema();
+        let mut files = DataFiles::new(
+            table_schema.clone(),
+            self.partition_columns(),
+            self.writer_properties.clone(),
+            self.target_file_size,
+            self.table.object_store(),
+        );
+        let mut written = Ok(());
         for batch in batches {
             let batch = align(batch, &table_schema)
                 .map_err(|reason| table_err(&self.location, "match the table schema", reason))?;
-            let row_bytes = batch.get_array_memory_size() / batch.num_rows().max(1);
-            let slice = (self.target_file_size / SLICES_PER_FILE / row_bytes.max(1))
-                .clamp(*SLICE_ROWS.start(), *SLICE_ROWS.end());
-            let mut start = 0;
-            while start < batch.num_rows() {
-                let rows = slice.min(batch.num_rows() - start);
-                writer
-                    .write(batch.slice(start, rows))
-                    .await
-                    .map_err(|e| table_err(&self.location, "write files", e.to_string()))?;
-                start += rows;
-                if writer.buffer_len() >= self.target_file_size {
-                    adds.extend(self.flush(&mut writer).await?);
-                }
+            written = files.write(&batch).await;
+            if written.is_err() {
+                break;
             }
         }
-        adds.extend(self.flush(&mut writer).await?);
-        self.commit_actions(adds, ranges).await
+        let adds = match written {
+            Ok(()) => files.finish().await,
+            Err(e) => {
+                files.abandon().await;
+                Err(e)
+            }
+        }
+        .map_err(|reason| table_err(&self.location, "write files", reason))?;
+        self.commit_actions(adds.into_iter().map(Action::Add).collect(), ranges)
+            .await
     }
 
-    /// Uploads the writer's files; they become part of the table with the next commit.
-    async fn flush(&self, writer: &mut RecordBatchWriter) -> Result<Vec<Action>, IngesterError> {
-        let adds = writer
-            .flush()
-            .await
-            .map_err(|e| table_err(&self.location, "upload files", e.to_string()))?;
-        Ok(adds.into_iter().map(Action::Add).collect())
+    /// The table's partition columns (as the table has them, not as the spec asks).
+    fn partition_columns(&self) -> Vec<String> {
+        self.table
+            .snapshot()
+            .map(|s| s.metadata().partition_columns().to_vec())
+            .unwrap_or_else(|_| self.partition_columns.clone())
     }
 
     /// Adds the fields the batches carry and the table lacks as nullable columns, in a

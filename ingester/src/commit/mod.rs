@@ -6,6 +6,7 @@
 //! format's own conflict detection covers the remaining race.
 
 pub mod delta;
+mod delta_files;
 pub mod iceberg;
 
 use std::collections::BTreeMap;
