@@ -651,7 +651,8 @@ pub struct Commit {
     #[schemars(range(min = 1, max = 100_000_000))]
     pub max_records: i64,
 
-    /// Commit once this many bytes of records are buffered, as a quantity ("256Mi").
+    /// Commit once the next commit holds this many bytes in memory (records not yet decoded,
+    /// Arrow chunks, Parquet not yet uploaded), as a quantity ("256Mi").
     #[serde(default = "default_max_bytes")]
     #[schemars(regex(pattern = QUANTITY_PATTERN))]
     pub max_bytes: String,

@@ -389,10 +389,10 @@ async fn concurrent_committers_never_both_win() -> anyhow::Result<()> {
             next,
         }];
         let n = round as i64;
-        let (ra, rb) = tokio::join!(
-            a.commit(vec![batch(n)?], &range),
-            b.commit(vec![batch(n)?], &range)
-        );
+        let (sa, sb) = tokio::join!(a.stage(vec![batch(n)?]), b.stage(vec![batch(n)?]));
+        sa?;
+        sb?;
+        let (ra, rb) = tokio::join!(a.commit(&range), b.commit(&range));
         let outcomes = [ra?, rb?];
         let wins = outcomes
             .iter()

@@ -58,7 +58,11 @@ struct PartitionState {
     newest_ms: Option<i64>,
     phase: Phase,
     pending: Pending,
+    /// Decoded chunks not yet handed to the table writer.
     chunks: Vec<RecordBatch>,
+    /// Rows and Arrow bytes handed to the table writer since the last commit.
+    staged_rows: u64,
+    staged_bytes: u64,
 }
 
 impl PartitionState {
@@ -81,11 +85,13 @@ impl PartitionState {
             },
             pending,
             chunks: Vec::new(),
+            staged_rows: 0,
+            staged_bytes: 0,
         }
     }
 
     fn has_records(&self) -> bool {
-        !self.pending.is_empty() || !self.chunks.is_empty()
+        !self.pending.is_empty() || !self.chunks.is_empty() || self.staged_rows > 0
     }
 }
 
@@ -104,6 +110,8 @@ pub struct Ingester {
     health: Arc<Health>,
     buffered_records: u64,
     buffered_bytes: u64,
+    /// Some partition has decoded chunks for the table writer.
+    unstaged: bool,
     last_commit: Instant,
     commit_failures: u32,
     /// Fault injection for tests: the probability of aborting between a table commit and the
@@ -164,6 +172,7 @@ impl Ingester {
             health,
             buffered_records: 0,
             buffered_bytes: 0,
+            unstaged: false,
             last_commit: Instant::now(),
             commit_failures: 0,
             crash_after_table_commit: 0.0,
@@ -240,6 +249,9 @@ impl Ingester {
                 }
                 _ = tick.tick() => true,
             };
+            if self.unstaged {
+                self.stage_chunks().await?;
+            }
             if self.commit_due(ticked.then_some(interval)) {
                 self.observe_buffer();
                 self.commit().await?;
@@ -294,6 +306,17 @@ impl Ingester {
                 }
             }
             Assignment::Revoked(partitions) => {
+                // The table writer holds the revoked partitions' rows among the others': commit
+                // them all now rather than re-read the others. (The new owner starts from the
+                // table's sync points; whichever of us commits second sees them moved.)
+                let buffered = partitions.iter().any(|p| {
+                    self.partitions
+                        .get(p)
+                        .is_some_and(PartitionState::has_records)
+                });
+                if buffered {
+                    self.commit().await?;
+                }
                 self.health.update(|r| {
                     for p in &partitions {
                         r.sync_points.remove(p);
@@ -553,6 +576,7 @@ impl Ingester {
             + batch.get_array_memory_size() as u64;
         if let Some(state) = self.partitions.get_mut(&p) {
             state.chunks.push(batch);
+            self.unstaged = true;
         }
         if inferred {
             // With the schema known, the other partitions decode as records arrive too.
@@ -576,39 +600,70 @@ impl Ingester {
     }
 
     /// Writes and commits everything buffered, then mirrors the offsets to the consumer group.
+    /// Hands the decoded chunks of every partition to the table writer, which encodes them now
+    /// (instead of holding Arrow until the commit). A writer that fails drops what it staged:
+    /// the partitions go back to the table's sync points.
+    async fn stage_chunks(&mut self) -> Result<(), IngesterError> {
+        self.unstaged = false;
+        let mut batches = Vec::new();
+        for state in self.partitions.values_mut() {
+            for chunk in state.chunks.drain(..) {
+                state.staged_rows += chunk.num_rows() as u64;
+                state.staged_bytes += chunk.get_array_memory_size() as u64;
+                batches.push(chunk);
+            }
+        }
+        if batches.is_empty() {
+            return Ok(());
+        }
+        let staged = self.committer.stage(batches).await;
+        self.recount();
+        if let Err(e) = staged {
+            let ranges = self.ranges();
+            self.commit_failed(e, &ranges).await?;
+            self.recount();
+        }
+        Ok(())
+    }
+
+    /// The offsets each partition with buffered records would commit.
+    fn ranges(&self) -> Vec<PartitionRange> {
+        self.partitions
+            .iter()
+            .filter(|(_, state)| state.has_records())
+            .filter_map(|(&partition, state)| {
+                Some(PartitionRange {
+                    partition,
+                    expected: state.expected,
+                    next: state.next?,
+                })
+            })
+            .collect()
+    }
+
+    /// Writes and commits everything buffered, then mirrors the offsets to the consumer group.
     async fn commit(&mut self) -> Result<(), IngesterError> {
         let partitions: Vec<i32> = self.partitions.keys().copied().collect();
         for &p in &partitions {
             self.decode_partition(p)?;
         }
-        let mut ranges = Vec::new();
-        let mut newest_ms = None;
-        let mut batches = Vec::new();
-        for (&p, state) in &mut self.partitions {
-            if !state.has_records() {
-                continue;
-            }
-            if let Some(next) = state.next {
-                ranges.push(PartitionRange {
-                    partition: p,
-                    expected: state.expected,
-                    next,
-                });
-                newest_ms = newest_ms.max(state.newest_ms);
-                batches.append(&mut state.chunks);
-            }
-        }
+        self.stage_chunks().await?;
+        let ranges = self.ranges();
         if ranges.is_empty() {
             self.last_commit = Instant::now();
             return Ok(());
         }
-        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-        let bytes: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
+        let newest_ms = ranges
+            .iter()
+            .filter_map(|r| self.partitions.get(&r.partition)?.newest_ms)
+            .max();
+        let rows: u64 = self.partitions.values().map(|s| s.staged_rows).sum();
+        let bytes: u64 = self.partitions.values().map(|s| s.staged_bytes).sum();
         let started = Instant::now();
         let span = tracing::info_span!("commit", partitions = ranges.len(), rows);
         let outcome = {
             let _enter = span.enter();
-            self.committer.commit(batches, &ranges).await
+            self.committer.commit(&ranges).await
         };
         self.metrics
             .commit_seconds
@@ -633,7 +688,7 @@ impl Ingester {
                     }
                 });
                 self.metrics.commits.inc();
-                self.metrics.rows_committed.inc_by(rows as u64);
+                self.metrics.rows_committed.inc_by(rows);
                 self.metrics.batch_rows.observe(rows as f64);
                 self.metrics.batch_bytes.observe(bytes as f64);
                 let mut offsets = TopicPartitionList::new();
@@ -641,6 +696,8 @@ impl Ingester {
                     if let Some(state) = self.partitions.get_mut(&r.partition) {
                         state.expected = Some(r.next);
                         state.first = None;
+                        state.staged_rows = 0;
+                        state.staged_bytes = 0;
                     }
                     self.metrics
                         .committed_offset
@@ -674,21 +731,28 @@ impl Ingester {
                 );
                 self.rewind(&ranges).await?;
             }
-            Err(e) => {
-                self.metrics.commit_failures.inc();
-                self.health.table(Some(e.to_string()));
-                self.commit_failures += 1;
-                let failures = self.commit_failures;
-                self.health.update(|r| r.commit_failures = failures);
-                tracing::warn!(error = %e, attempt = self.commit_failures, "table commit failed; the records will be read again");
-                if self.commit_failures >= MAX_COMMIT_FAILURES {
-                    return Err(e);
-                }
-                self.rewind(&ranges).await?;
-            }
+            Err(e) => self.commit_failed(e, &ranges).await?,
         }
         self.recount();
         Ok(())
+    }
+
+    /// A failed commit (or staging): count it, report it, and read the ranges again.
+    async fn commit_failed(
+        &mut self,
+        e: IngesterError,
+        ranges: &[PartitionRange],
+    ) -> Result<(), IngesterError> {
+        self.metrics.commit_failures.inc();
+        self.health.table(Some(e.to_string()));
+        self.commit_failures += 1;
+        let failures = self.commit_failures;
+        self.health.update(|r| r.commit_failures = failures);
+        tracing::warn!(error = %e, attempt = self.commit_failures, "table commit failed; the records will be read again");
+        if self.commit_failures >= MAX_COMMIT_FAILURES {
+            return Err(e);
+        }
+        self.rewind(ranges).await
     }
 
     /// Drops what is buffered for the ranges' partitions and seeks them to the table's sync
@@ -731,7 +795,9 @@ impl Ingester {
             .partitions
             .values()
             .map(|s| {
-                s.pending.len() as u64 + s.chunks.iter().map(|c| c.num_rows() as u64).sum::<u64>()
+                s.pending.len() as u64
+                    + s.chunks.iter().map(|c| c.num_rows() as u64).sum::<u64>()
+                    + s.staged_rows
             })
             .sum();
         self.buffered_bytes = self
@@ -744,7 +810,8 @@ impl Ingester {
                         .map(|c| c.get_array_memory_size() as u64)
                         .sum::<u64>()
             })
-            .sum();
+            .sum::<u64>()
+            + self.committer.staged_bytes() as u64;
     }
 }
 

@@ -15,13 +15,13 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::{CommitBuilder, TransactionError};
-use deltalake::kernel::{Action, MetadataExt, StructType, Transaction};
+use deltalake::kernel::{Action, Add, MetadataExt, StructType, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::RecordBatchWriter;
 use deltalake::{DeltaTable, DeltaTableError};
 use parquet::file::properties::WriterProperties;
 
-use super::delta_files::DataFiles;
+use super::delta_files::{DataFiles, delete_files};
 use super::{CommitOutcome, PartitionRange, SyncPoints, align};
 use crate::error::IngesterError;
 
@@ -34,6 +34,9 @@ pub struct DeltaCommitter {
     writer_properties: WriterProperties,
     /// Roll to a new file once the buffered Parquet of a writer reaches this many bytes.
     target_file_size: usize,
+    /// The files of the next commit: open ones, and those finished before a schema change.
+    staged: Option<DataFiles>,
+    finished: Vec<Add>,
 }
 
 /// The `txn` app id of a partition.
@@ -79,6 +82,8 @@ impl DeltaCommitter {
             partition_columns,
             writer_properties,
             target_file_size,
+            staged: None,
+            finished: Vec::new(),
         })
     }
 
@@ -136,49 +141,90 @@ impl DeltaCommitter {
         Ok(())
     }
 
-    /// Writes `batches` and commits them with the ranges' offsets; the caller has checked the
-    /// sync points (see [`super::Committer::commit`]).
-    pub async fn write_and_commit(
-        &mut self,
-        batches: Vec<RecordBatch>,
-        ranges: &[PartitionRange],
-    ) -> Result<CommitOutcome, IngesterError> {
+    /// Encodes `batches` into the open files (creating the table first when missing). Batches
+    /// with fields the table lacks first widen the table; the files opened before keep the
+    /// old columns (readers see nulls there).
+    pub async fn stage(&mut self, batches: Vec<RecordBatch>) -> Result<(), IngesterError> {
         let Some(first) = batches.first() else {
-            return self.commit_actions(Vec::new(), ranges).await;
+            return Ok(());
         };
         if !self.exists() {
             self.create(&first.schema()).await?;
         }
-        self.add_new_columns(&batches).await?;
-        let table_schema: Arc<Schema> = RecordBatchWriter::for_table(&self.table)
-            .map_err(|e| table_err(&self.location, "read the table schema", e.to_string()))?
-            .arrow_schema();
-        let mut files = DataFiles::new(
-            table_schema.clone(),
-            self.partition_columns(),
-            self.writer_properties.clone(),
-            self.target_file_size,
-            self.table.object_store(),
-        );
-        let mut written = Ok(());
+        if self.add_new_columns(&batches).await?
+            && let Some(files) = self.staged.take()
+        {
+            let adds = files
+                .finish()
+                .await
+                .map_err(|reason| table_err(&self.location, "write files", reason))?;
+            self.finished.extend(adds);
+        }
+        if self.staged.is_none() {
+            let table_schema: Arc<Schema> = RecordBatchWriter::for_table(&self.table)
+                .map_err(|e| table_err(&self.location, "read the table schema", e.to_string()))?
+                .arrow_schema();
+            self.staged = Some(DataFiles::new(
+                table_schema,
+                self.partition_columns(),
+                self.writer_properties.clone(),
+                self.target_file_size,
+                self.table.object_store(),
+            ));
+        }
+        let Some(files) = self.staged.as_mut() else {
+            return Ok(());
+        };
         for batch in batches {
-            let batch = align(batch, &table_schema)
+            let batch = align(batch, files.table_schema())
                 .map_err(|reason| table_err(&self.location, "match the table schema", reason))?;
-            written = files.write(&batch).await;
-            if written.is_err() {
-                break;
+            files
+                .write(&batch)
+                .await
+                .map_err(|reason| table_err(&self.location, "write files", reason))?;
+        }
+        Ok(())
+    }
+
+    pub fn staged_bytes(&self) -> usize {
+        self.staged.as_ref().map_or(0, DataFiles::buffered_bytes)
+    }
+
+    pub async fn discard(&mut self) {
+        let finished = std::mem::take(&mut self.finished);
+        if let Some(files) = self.staged.take() {
+            files.abandon(finished).await;
+        } else if !finished.is_empty() {
+            delete_files(self.table.object_store().as_ref(), finished).await;
+        }
+    }
+
+    /// Uploads the open files and commits all staged files with the ranges' offsets; the
+    /// caller has checked the sync points (see [`super::Committer::commit`]).
+    pub async fn commit(
+        &mut self,
+        ranges: &[PartitionRange],
+    ) -> Result<CommitOutcome, IngesterError> {
+        let mut adds = std::mem::take(&mut self.finished);
+        if let Some(files) = self.staged.take() {
+            match files.finish().await {
+                Ok(more) => adds.extend(more),
+                Err(reason) => {
+                    delete_files(self.table.object_store().as_ref(), adds).await;
+                    return Err(table_err(&self.location, "write files", reason));
+                }
             }
         }
-        let adds = match written {
-            Ok(()) => files.finish().await,
-            Err(e) => {
-                files.abandon().await;
-                Err(e)
-            }
+        let written = adds.clone();
+        let outcome = self
+            .commit_actions(adds.into_iter().map(Action::Add).collect(), ranges)
+            .await;
+        // Only a refused commit surely left the files out of the table; after any other error
+        // the commit may have landed, and its files stay.
+        if matches!(outcome, Ok(CommitOutcome::Conflict { .. })) {
+            delete_files(self.table.object_store().as_ref(), written).await;
         }
-        .map_err(|reason| table_err(&self.location, "write files", reason))?;
-        self.commit_actions(adds.into_iter().map(Action::Add).collect(), ranges)
-            .await
+        outcome
     }
 
     /// The table's partition columns (as the table has them, not as the spec asks).
@@ -193,7 +239,7 @@ impl DeltaCommitter {
     /// metadata-only commit of its own: new nullable columns are harmless even if the data
     /// commit after it loses a race. (The ingester only produces such batches with
     /// `schemaEvolution: addColumns`.)
-    async fn add_new_columns(&mut self, batches: &[RecordBatch]) -> Result<(), IngesterError> {
+    async fn add_new_columns(&mut self, batches: &[RecordBatch]) -> Result<bool, IngesterError> {
         let current = RecordBatchWriter::for_table(&self.table)
             .map_err(|e| table_err(&self.location, "read the table schema", e.to_string()))?
             .arrow_schema();
@@ -212,7 +258,7 @@ impl DeltaCommitter {
             }
         }
         if added.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let merged: StructType = (&Schema::new(fields))
             .try_into_kernel()
@@ -248,7 +294,8 @@ impl DeltaCommitter {
                 tracing::info!(table = %self.location, error = %e, "schema change lost a race")
             }
         }
-        self.refresh().await
+        self.refresh().await?;
+        Ok(true)
     }
 
     async fn commit_actions(

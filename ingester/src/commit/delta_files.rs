@@ -135,17 +135,11 @@ impl DataFiles {
         Ok(self.added)
     }
 
-    /// Deletes the files uploaded so far (best effort: a file left behind is not part of the
-    /// table, and `VACUUM` removes it).
-    pub async fn abandon(self) {
-        for add in self.added {
-            let Ok(path) = Path::parse(&add.path) else {
-                continue;
-            };
-            if let Err(e) = self.store.delete(&path).await {
-                tracing::debug!(path = %add.path, error = %e, "cannot delete an abandoned file");
-            }
-        }
+    /// Deletes the files uploaded so far and `more` (best effort: a file left behind is not
+    /// part of the table, and `VACUUM` removes it).
+    pub async fn abandon(self, mut more: Vec<Add>) {
+        more.extend(self.added);
+        delete_files(self.store.as_ref(), more).await;
     }
 
     fn open_file(
@@ -285,6 +279,19 @@ impl DataFiles {
                 Ok((values, file_columns(&rows)?))
             })
             .collect()
+    }
+}
+
+/// Deletes the files of `adds`, which were never committed (best effort: a file left behind is
+/// not part of the table, and `VACUUM` removes it).
+pub async fn delete_files(store: &dyn ObjectStore, adds: Vec<Add>) {
+    for add in adds {
+        let Ok(path) = Path::parse(&add.path) else {
+            continue;
+        };
+        if let Err(e) = store.delete(&path).await {
+            tracing::debug!(path = %add.path, error = %e, "cannot delete an uncommitted file");
+        }
     }
 }
 

@@ -59,6 +59,8 @@ pub struct IcebergCommitter {
     partition_by: Vec<Partition>,
     /// The table as of the last read; commits are fenced against it.
     table: Option<Table>,
+    /// The data files of the next commit.
+    staged: Option<StagedFiles>,
 }
 
 /// The snapshot summary key of a partition's next offset.
@@ -134,6 +136,7 @@ impl IcebergCommitter {
             target_file_size: usize::try_from(target_file_size).unwrap_or(usize::MAX),
             partition_by,
             table: None,
+            staged: None,
         })
     }
 
@@ -210,29 +213,78 @@ impl IcebergCommitter {
         Ok(())
     }
 
-    /// Writes `batches` and appends them with the ranges' offsets, fenced on the table as the
-    /// caller's sync point check read it (see [`super::Committer::commit`]).
-    pub async fn write_and_commit(
+    /// Encodes `batches` into data files of the table (created first when missing): written to
+    /// storage by iceberg-rust as they fill, appended by the next [`Self::commit`].
+    pub async fn stage(&mut self, batches: Vec<RecordBatch>) -> Result<(), IngesterError> {
+        let Some(first) = batches.first() else {
+            return Ok(());
+        };
+        if self.table.is_none() && self.load().await?.is_none() {
+            self.create(first).await?;
+        }
+        if self.staged.is_none() {
+            let Some(table) = self.table.clone() else {
+                return Err(table_err(
+                    &self.name(),
+                    "write",
+                    "the table vanished".into(),
+                ));
+            };
+            self.staged = Some(self.open_writer(&table).await?);
+        }
+        let name = self.name();
+        let Some(staged) = self.staged.as_mut() else {
+            return Ok(());
+        };
+        for batch in batches {
+            let batch = align(batch, &staged.arrow_schema).map_err(|reason| {
+                let reason = if reason.contains("the table lacks") {
+                    format!("{reason} (adding columns to iceberg tables is not implemented yet)")
+                } else {
+                    reason
+                };
+                table_err(&name, "match the table schema", reason)
+            })?;
+            staged
+                .write(batch)
+                .await
+                .map_err(|e| table_err(&name, "write a data file", e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Encoded bytes held in memory are not counted: iceberg-rust streams each file to storage.
+    pub fn staged_bytes(&self) -> usize {
+        0
+    }
+
+    /// Drops the staged files. (Files iceberg-rust already wrote stay as orphans, which
+    /// Iceberg's orphan-file removal cleans up; they are not part of the table.)
+    pub async fn discard(&mut self) {
+        self.staged = None;
+    }
+
+    /// Closes the staged files and appends them with the ranges' offsets, fenced on the table
+    /// as the caller's sync point check read it (see [`super::Committer::commit`]).
+    pub async fn commit(
         &mut self,
-        batches: Vec<RecordBatch>,
         ranges: &[PartitionRange],
     ) -> Result<CommitOutcome, IngesterError> {
         let name = self.name();
-        if self.table.is_none() {
-            let Some(first) = batches.first() else {
-                return Err(table_err(
-                    &name,
-                    "commit",
-                    "no table and no records to create it from".into(),
-                ));
-            };
-            self.create(first).await?;
-        }
         let Some(table) = self.table.clone() else {
-            return Err(table_err(&name, "commit", "the table vanished".into()));
+            return Err(table_err(
+                &name,
+                "commit",
+                "no table and no records to create it from".into(),
+            ));
         };
-
-        let data_files = self.write(&table, batches).await?;
+        let data_files = match self.staged.take() {
+            Some(staged) => staged
+                .close()
+                .await
+                .map_err(|e| table_err(&name, "close the data files", e.to_string()))?,
+            None => Vec::new(),
+        };
         // Iceberg's optimistic concurrency is table-wide: an append to other partitions also
         // refuses ours. Then re-read the table and re-check only our partitions; if nobody
         // moved them, commit the same files again, pinned to the new snapshot.
@@ -292,11 +344,8 @@ impl IcebergCommitter {
         })
     }
 
-    async fn write(
-        &self,
-        table: &Table,
-        batches: Vec<RecordBatch>,
-    ) -> Result<Vec<iceberg::spec::DataFile>, IngesterError> {
+    /// A writer of data files for `table`'s current schema and partition spec.
+    async fn open_writer(&self, table: &Table) -> Result<StagedFiles, IngesterError> {
         let name = self.name();
         let err = |action: &'static str, e: iceberg::Error| table_err(&name, action, e.to_string());
         let props = super::writer_properties().build();
@@ -325,54 +374,72 @@ impl IcebergCommitter {
             iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema())
                 .map_err(|e| err("map the table schema", e))?,
         );
-        let aligned = batches.into_iter().map(|batch| {
-            align(batch, &arrow_schema).map_err(|reason| {
-                let reason = if reason.contains("the table lacks") {
-                    format!("{reason} (adding columns to iceberg tables is not implemented yet)")
-                } else {
-                    reason
-                };
-                table_err(&name, "match the table schema", reason)
-            })
-        });
         let spec = table.metadata().default_partition_spec();
-        if spec.is_unpartitioned() {
-            let mut writer = files
-                .build(None)
-                .await
-                .map_err(|e| err("open a data file", e))?;
-            for batch in aligned {
-                writer
-                    .write(batch?)
+        let writer = if spec.is_unpartitioned() {
+            FileWriter::Plain(
+                files
+                    .build(None)
                     .await
-                    .map_err(|e| err("write a data file", e))?;
+                    .map_err(|e| err("open a data file", e))?,
+            )
+        } else {
+            let splitter = RecordBatchPartitionSplitter::try_new_with_computed_values(
+                table.metadata().current_schema().clone(),
+                spec.clone(),
+            )
+            .map_err(|e| err("plan the partitioning", e))?;
+            FileWriter::Partitioned(Box::new(FanoutWriter::new(files)), splitter)
+        };
+        Ok(StagedFiles {
+            arrow_schema,
+            writer,
+        })
+    }
+}
+
+type FilesBuilder =
+    DataFileWriterBuilder<ParquetWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator>;
+
+/// The open data files of the next commit.
+struct StagedFiles {
+    /// The table's columns, which batches are aligned to.
+    arrow_schema: arrow::datatypes::SchemaRef,
+    writer: FileWriter,
+}
+
+enum FileWriter {
+    Plain(
+        iceberg::writer::base_writer::data_file_writer::DataFileWriter<
+            ParquetWriterBuilder,
+            DefaultLocationGenerator,
+            DefaultFileNameGenerator,
+        >,
+    ),
+    /// Rows split by partition, one rolling file per partition.
+    Partitioned(
+        Box<FanoutWriter<FilesBuilder>>,
+        RecordBatchPartitionSplitter,
+    ),
+}
+
+impl StagedFiles {
+    async fn write(&mut self, batch: RecordBatch) -> iceberg::Result<()> {
+        match &mut self.writer {
+            FileWriter::Plain(w) => w.write(batch).await,
+            FileWriter::Partitioned(w, splitter) => {
+                for (key, rows) in splitter.split(&batch)? {
+                    w.write(key, rows).await?;
+                }
+                Ok(())
             }
-            return writer
-                .close()
-                .await
-                .map_err(|e| err("close the data files", e));
         }
-        let splitter = RecordBatchPartitionSplitter::try_new_with_computed_values(
-            table.metadata().current_schema().clone(),
-            spec.clone(),
-        )
-        .map_err(|e| err("plan the partitioning", e))?;
-        let mut writer = FanoutWriter::new(files);
-        for batch in aligned {
-            let parts = splitter
-                .split(&batch?)
-                .map_err(|e| err("compute partition values", e))?;
-            for (key, rows) in parts {
-                writer
-                    .write(key, rows)
-                    .await
-                    .map_err(|e| err("write a data file", e))?;
-            }
+    }
+
+    async fn close(self) -> iceberg::Result<Vec<iceberg::spec::DataFile>> {
+        match self.writer {
+            FileWriter::Plain(mut w) => w.close().await,
+            FileWriter::Partitioned(w, _) => w.close().await,
         }
-        writer
-            .close()
-            .await
-            .map_err(|e| err("close the data files", e))
     }
 }
 

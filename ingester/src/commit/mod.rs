@@ -72,26 +72,66 @@ impl Committer {
         }
     }
 
-    /// Writes `batches` and commits them with the ranges' next offsets, or reports a conflict:
-    /// first the sync points are read fresh from the table, and any partition that moved since
-    /// its batch started refuses the commit; then the format's own fence covers the race.
+    /// Hands decoded chunks to the table's writer: they are encoded into Parquet now (files
+    /// are uploaded once they reach the target size) and become part of the table with the
+    /// next [`Self::commit`]. On error the staged files are discarded.
+    pub async fn stage(&mut self, batches: Vec<RecordBatch>) -> Result<(), IngesterError> {
+        let staged = match self {
+            Self::Delta(c) => c.stage(batches).await,
+            Self::Iceberg(c) => c.stage(batches).await,
+        };
+        if staged.is_err() {
+            self.discard().await;
+        }
+        staged
+    }
+
+    /// Bytes the staged files hold in memory (encoded Parquet not uploaded yet).
+    pub fn staged_bytes(&self) -> usize {
+        match self {
+            Self::Delta(c) => c.staged_bytes(),
+            Self::Iceberg(c) => c.staged_bytes(),
+        }
+    }
+
+    /// Drops what is staged; files already uploaded are deleted (best effort: they are not part
+    /// of the table either way).
+    pub async fn discard(&mut self) {
+        match self {
+            Self::Delta(c) => c.discard().await,
+            Self::Iceberg(c) => c.discard().await,
+        }
+    }
+
+    /// Commits what is staged with the ranges' next offsets, or reports a conflict: first the
+    /// sync points are read fresh from the table, and any partition that moved since its batch
+    /// started refuses the commit; then the format's own fence covers the race. Unless it
+    /// commits, what was staged is discarded.
     pub async fn commit(
         &mut self,
-        batches: Vec<RecordBatch>,
         ranges: &[PartitionRange],
     ) -> Result<CommitOutcome, IngesterError> {
         let partitions: Vec<i32> = ranges.iter().map(|r| r.partition).collect();
-        let current = self.sync_points(&partitions).await?;
-        let conflicting = moved(ranges, &current);
-        if !conflicting.is_empty() {
-            return Ok(CommitOutcome::Conflict {
-                partitions: conflicting,
-            });
+        let outcome = match self.sync_points(&partitions).await {
+            Ok(current) => {
+                let conflicting = moved(ranges, &current);
+                if conflicting.is_empty() {
+                    match self {
+                        Self::Delta(c) => c.commit(ranges).await,
+                        Self::Iceberg(c) => c.commit(ranges).await,
+                    }
+                } else {
+                    Ok(CommitOutcome::Conflict {
+                        partitions: conflicting,
+                    })
+                }
+            }
+            Err(e) => Err(e),
+        };
+        if !matches!(outcome, Ok(CommitOutcome::Committed { .. })) {
+            self.discard().await;
         }
-        match self {
-            Self::Delta(c) => c.write_and_commit(batches, ranges).await,
-            Self::Iceberg(c) => c.write_and_commit(batches, ranges).await,
-        }
+        outcome
     }
 }
 
