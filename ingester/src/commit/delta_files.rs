@@ -7,8 +7,9 @@
 //! the target size, its bytes handed to the object store without a copy. Each file becomes an
 //! `add` action with Delta statistics computed from the Arrow data: the row count, null counts,
 //! and minimum and maximum of the first [`INDEXED_COLUMNS`] columns where they are exact
-//! (integers, floats without NaN, dates, strings: the minimum cut to
-//! [`STRING_PREFIX`] characters, the maximum only when no longer than that).
+//! (integers, floats without NaN, dates, strings: the minimum cut to [`STRING_PREFIX`] bytes,
+//! the maximum only when no longer than that). Strings are compared by that prefix only (one
+//! byte more for the maximum), so long values cost no more than short ones.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,7 +31,8 @@ use serde_json::{Map, Value, json};
 
 /// Statistics cover this many leading columns (Delta's default `dataSkippingNumIndexedCols`).
 pub const INDEXED_COLUMNS: usize = 32;
-/// String minimums are cut to this many characters; longer maximums are left out.
+/// String minimums are cut to this many bytes (at a character boundary); longer maximums are
+/// left out.
 pub const STRING_PREFIX: usize = 32;
 
 /// The files of one commit: open ones per table partition, and the uploaded ones as `add`
@@ -338,7 +340,9 @@ enum Bounds {
     Int(i64, i64),
     Float(f64, f64),
     Date(i32, i32),
-    Text(String, String),
+    /// The smallest and the largest prefix of [`STRING_PREFIX`] + 1 bytes: prefixes keep the
+    /// order, so these are the prefixes of the smallest and the largest value.
+    Text(Vec<u8>, Vec<u8>),
 }
 
 impl Bounds {
@@ -361,8 +365,17 @@ impl Bounds {
                 Some(Scalar::Date(*hi).to_json()),
             ),
             Self::Text(lo, hi) => {
-                let lo: String = lo.chars().take(STRING_PREFIX).collect();
-                let hi = (hi.chars().count() <= STRING_PREFIX).then(|| json!(hi));
+                let lo = &lo[..lo.len().min(STRING_PREFIX)];
+                // Cut at a character boundary: a shorter prefix is still a lower bound.
+                let lo = match std::str::from_utf8(lo) {
+                    Ok(s) => s,
+                    Err(e) => std::str::from_utf8(&lo[..e.valid_up_to()]).unwrap_or_default(),
+                };
+                // A maximum within the prefix is the whole value; a longer one cut would be
+                // lower than the value, so it is left out.
+                let hi = (hi.len() <= STRING_PREFIX)
+                    .then(|| std::str::from_utf8(hi).ok().map(|h| json!(h)))
+                    .flatten();
                 (Some(json!(lo)), hi)
             }
         }
@@ -422,7 +435,7 @@ impl ColumnStats {
 }
 
 fn batch_bounds(array: &dyn Array) -> Option<Bounds> {
-    use arrow::compute::{max, max_string, min, min_string};
+    use arrow::compute::{max, min};
     fn ints<T>(array: &dyn Array) -> Option<Bounds>
     where
         T: arrow::datatypes::ArrowPrimitiveType,
@@ -451,11 +464,17 @@ fn batch_bounds(array: &dyn Array) -> Option<Bounds> {
             Some(Bounds::Date(min(a)?, max(a)?))
         }
         DataType::Utf8 => {
-            let a = array.as_string::<i32>();
-            Some(Bounds::Text(
-                min_string(a)?.to_string(),
-                max_string(a)?.to_string(),
-            ))
+            let prefixes = array
+                .as_string::<i32>()
+                .iter()
+                .flatten()
+                .map(|v| &v.as_bytes()[..v.len().min(STRING_PREFIX + 1)]);
+            let (mut lo, mut hi): (Option<&[u8]>, Option<&[u8]>) = (None, None);
+            for p in prefixes {
+                lo = Some(lo.map_or(p, |l| l.min(p)));
+                hi = Some(hi.map_or(p, |h| h.max(p)));
+            }
+            Some(Bounds::Text(lo?.to_vec(), hi?.to_vec()))
         }
         _ => None,
     }
@@ -562,6 +581,21 @@ mod tests {
         );
         assert_eq!(stats["minValues"]["c0"], "m".repeat(STRING_PREFIX));
         assert_eq!(stats["maxValues"]["c0"], "z");
+        // A multi-byte character across the cut is left out of the minimum entirely.
+        let accented = format!("{}é{}", "a".repeat(STRING_PREFIX - 1), "b".repeat(10));
+        let stats = stats_of(
+            vec![Arc::new(StringArray::from(vec![accented.as_str(), "zz"]))],
+            1,
+        );
+        assert_eq!(stats["minValues"]["c0"], "a".repeat(STRING_PREFIX - 1));
+        // Values equal in their first 33 bytes: the maximum is known to be long.
+        let (x, y) = ("q".repeat(40), format!("{}r", "q".repeat(39)));
+        let stats = stats_of(
+            vec![Arc::new(StringArray::from(vec![x.as_str(), y.as_str()]))],
+            1,
+        );
+        assert!(stats["maxValues"].get("c0").is_none());
+        assert_eq!(stats["minValues"]["c0"], "q".repeat(STRING_PREFIX));
     }
 
     #[test]
