@@ -35,7 +35,7 @@ pub struct DeltaCommitter {
     /// Roll to a new file once the buffered Parquet of a writer reaches this many bytes.
     target_file_size: usize,
     /// The files of the next commit: open ones, and those finished before a schema change.
-    staged: Option<DataFiles>,
+    staged: Option<Box<DataFiles>>,
     finished: Vec<Add>,
 }
 
@@ -164,13 +164,13 @@ impl DeltaCommitter {
             let table_schema: Arc<Schema> = RecordBatchWriter::for_table(&self.table)
                 .map_err(|e| table_err(&self.location, "read the table schema", e.to_string()))?
                 .arrow_schema();
-            self.staged = Some(DataFiles::new(
+            self.staged = Some(Box::new(DataFiles::new(
                 table_schema,
                 self.partition_columns(),
                 self.writer_properties.clone(),
                 self.target_file_size,
                 self.table.object_store(),
-            ));
+            )));
         }
         let Some(files) = self.staged.as_mut() else {
             return Ok(());
@@ -187,13 +187,13 @@ impl DeltaCommitter {
     }
 
     pub fn staged_bytes(&self) -> usize {
-        self.staged.as_ref().map_or(0, DataFiles::buffered_bytes)
+        self.staged.as_ref().map_or(0, |f| f.buffered_bytes())
     }
 
     pub async fn discard(&mut self) {
         let finished = std::mem::take(&mut self.finished);
         if let Some(files) = self.staged.take() {
-            files.abandon(finished).await;
+            (*files).abandon(finished).await;
         } else if !finished.is_empty() {
             delete_files(self.table.object_store().as_ref(), finished).await;
         }
@@ -207,7 +207,7 @@ impl DeltaCommitter {
     ) -> Result<CommitOutcome, IngesterError> {
         let mut adds = std::mem::take(&mut self.finished);
         if let Some(files) = self.staged.take() {
-            match files.finish().await {
+            match (*files).finish().await {
                 Ok(more) => adds.extend(more),
                 Err(reason) => {
                     delete_files(self.table.object_store().as_ref(), adds).await;

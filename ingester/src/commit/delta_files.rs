@@ -117,12 +117,12 @@ impl DataFiles {
             for (stats, column) in file.stats.iter_mut().zip(rows.columns()) {
                 stats.update(column.as_ref());
             }
-            if file.writer.bytes_written() + file.writer.in_progress_size() >= self.target_file_size
+            let size = file.writer.bytes_written() + file.writer.in_progress_size();
+            if size >= self.target_file_size
+                && let Some(file) = self.open.remove(&prefix)
             {
-                if let Some(file) = self.open.remove(&prefix) {
-                    let add = self.upload(file).await?;
-                    self.added.push(add);
-                }
+                let add = self.upload(file).await?;
+                self.added.push(add);
             }
         }
         Ok(())

@@ -376,19 +376,19 @@ impl IcebergCommitter {
         );
         let spec = table.metadata().default_partition_spec();
         let writer = if spec.is_unpartitioned() {
-            FileWriter::Plain(
+            FileWriter::Plain(Box::new(
                 files
                     .build(None)
                     .await
                     .map_err(|e| err("open a data file", e))?,
-            )
+            ))
         } else {
             let splitter = RecordBatchPartitionSplitter::try_new_with_computed_values(
                 table.metadata().current_schema().clone(),
                 spec.clone(),
             )
             .map_err(|e| err("plan the partitioning", e))?;
-            FileWriter::Partitioned(Box::new(FanoutWriter::new(files)), splitter)
+            FileWriter::Partitioned(Box::new((FanoutWriter::new(files), splitter)))
         };
         Ok(StagedFiles {
             arrow_schema,
@@ -409,24 +409,24 @@ struct StagedFiles {
 
 enum FileWriter {
     Plain(
-        iceberg::writer::base_writer::data_file_writer::DataFileWriter<
-            ParquetWriterBuilder,
-            DefaultLocationGenerator,
-            DefaultFileNameGenerator,
+        Box<
+            iceberg::writer::base_writer::data_file_writer::DataFileWriter<
+                ParquetWriterBuilder,
+                DefaultLocationGenerator,
+                DefaultFileNameGenerator,
+            >,
         >,
     ),
     /// Rows split by partition, one rolling file per partition.
-    Partitioned(
-        Box<FanoutWriter<FilesBuilder>>,
-        RecordBatchPartitionSplitter,
-    ),
+    Partitioned(Box<(FanoutWriter<FilesBuilder>, RecordBatchPartitionSplitter)>),
 }
 
 impl StagedFiles {
     async fn write(&mut self, batch: RecordBatch) -> iceberg::Result<()> {
         match &mut self.writer {
             FileWriter::Plain(w) => w.write(batch).await,
-            FileWriter::Partitioned(w, splitter) => {
+            FileWriter::Partitioned(parts) => {
+                let (w, splitter) = parts.as_mut();
                 for (key, rows) in splitter.split(&batch)? {
                     w.write(key, rows).await?;
                 }
@@ -438,7 +438,7 @@ impl StagedFiles {
     async fn close(self) -> iceberg::Result<Vec<iceberg::spec::DataFile>> {
         match self.writer {
             FileWriter::Plain(mut w) => w.close().await,
-            FileWriter::Partitioned(w, _) => w.close().await,
+            FileWriter::Partitioned(parts) => parts.0.close().await,
         }
     }
 }
