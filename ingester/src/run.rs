@@ -599,7 +599,6 @@ impl Ingester {
         IngesterError::Decode(e)
     }
 
-    /// Writes and commits everything buffered, then mirrors the offsets to the consumer group.
     /// Hands the decoded chunks of every partition to the table writer, which encodes them now
     /// (instead of holding Arrow until the commit). A writer that fails drops what it staged:
     /// the partitions go back to the table's sync points.

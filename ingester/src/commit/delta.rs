@@ -151,14 +151,26 @@ impl DeltaCommitter {
         if !self.exists() {
             self.create(&first.schema()).await?;
         }
-        if self.add_new_columns(&batches).await?
-            && let Some(files) = self.staged.take()
-        {
-            let adds = files
-                .finish()
-                .await
-                .map_err(|reason| table_err(&self.location, "write files", reason))?;
-            self.finished.extend(adds);
+        // The table's schema is read (and widened) when files are opened, and again only when
+        // a batch brings fields the open files lack; then those files are finished first.
+        let outgrown = self.staged.as_ref().is_none_or(|files| {
+            let schema = files.table_schema();
+            batches.iter().any(|b| {
+                b.schema()
+                    .fields()
+                    .iter()
+                    .any(|f| schema.field_with_name(f.name()).is_err())
+            })
+        });
+        if outgrown {
+            self.add_new_columns(&batches).await?;
+            if let Some(files) = self.staged.take() {
+                let adds = files
+                    .finish()
+                    .await
+                    .map_err(|reason| table_err(&self.location, "write files", reason))?;
+                self.finished.extend(adds);
+            }
         }
         if self.staged.is_none() {
             let table_schema: Arc<Schema> = RecordBatchWriter::for_table(&self.table)
@@ -191,12 +203,11 @@ impl DeltaCommitter {
     }
 
     pub async fn discard(&mut self) {
-        let finished = std::mem::take(&mut self.finished);
+        let mut uploaded = std::mem::take(&mut self.finished);
         if let Some(files) = self.staged.take() {
-            (*files).abandon(finished).await;
-        } else if !finished.is_empty() {
-            delete_files(self.table.object_store().as_ref(), finished).await;
+            uploaded.extend((*files).into_uploaded());
         }
+        delete_files(self.table.object_store().as_ref(), uploaded).await;
     }
 
     /// Uploads the open files and commits all staged files with the ranges' offsets; the
@@ -239,7 +250,7 @@ impl DeltaCommitter {
     /// metadata-only commit of its own: new nullable columns are harmless even if the data
     /// commit after it loses a race. (The ingester only produces such batches with
     /// `schemaEvolution: addColumns`.)
-    async fn add_new_columns(&mut self, batches: &[RecordBatch]) -> Result<bool, IngesterError> {
+    async fn add_new_columns(&mut self, batches: &[RecordBatch]) -> Result<(), IngesterError> {
         let current = RecordBatchWriter::for_table(&self.table)
             .map_err(|e| table_err(&self.location, "read the table schema", e.to_string()))?
             .arrow_schema();
@@ -258,7 +269,7 @@ impl DeltaCommitter {
             }
         }
         if added.is_empty() {
-            return Ok(false);
+            return Ok(());
         }
         let merged: StructType = (&Schema::new(fields))
             .try_into_kernel()
@@ -294,8 +305,7 @@ impl DeltaCommitter {
                 tracing::info!(table = %self.location, error = %e, "schema change lost a race")
             }
         }
-        self.refresh().await?;
-        Ok(true)
+        self.refresh().await
     }
 
     async fn commit_actions(

@@ -104,7 +104,7 @@ impl DataFiles {
     /// partitions; a file that reaches the target size is uploaded.
     pub async fn write(&mut self, batch: &RecordBatch) -> Result<(), String> {
         for (values, rows) in self.split(batch)? {
-            let prefix = hive_prefix(&self.partition_columns, &values);
+            let prefix = hive_prefix(&values);
             if !self.open.contains_key(&prefix) {
                 let file = self.open_file(prefix.clone(), values)?;
                 self.open.insert(prefix.clone(), file);
@@ -137,11 +137,9 @@ impl DataFiles {
         Ok(self.added)
     }
 
-    /// Deletes the files uploaded so far and `more` (best effort: a file left behind is not
-    /// part of the table, and `VACUUM` removes it).
-    pub async fn abandon(self, mut more: Vec<Add>) {
-        more.extend(self.added);
-        delete_files(self.store.as_ref(), more).await;
+    /// The `add` actions of the files uploaded so far; the open files are dropped.
+    pub fn into_uploaded(self) -> Vec<Add> {
+        self.added
     }
 
     fn open_file(
@@ -309,11 +307,10 @@ fn partition_value(array: &dyn Array, row: usize) -> Result<Option<String>, Stri
 }
 
 /// The hive-style directory of a table partition, values escaped as Delta expects.
-fn hive_prefix(columns: &[String], values: &[(String, Option<String>)]) -> String {
-    columns
+fn hive_prefix(values: &[(String, Option<String>)]) -> String {
+    values
         .iter()
-        .zip(values)
-        .map(|(column, (_, value))| {
+        .map(|(column, value)| {
             let value = match value {
                 Some(v) => Scalar::String(v.clone()).serialize_encoded(),
                 None => NULL_PARTITION_VALUE_DATA_PATH.to_string(),
@@ -607,20 +604,19 @@ mod tests {
 
     #[test]
     fn hive_prefixes_escape_values_and_name_nulls() {
-        let columns = vec!["day".to_string(), "region".to_string()];
         let values = vec![
             ("day".to_string(), Some("2026-11-21".to_string())),
             ("region".to_string(), None),
         ];
         assert_eq!(
-            hive_prefix(&columns, &values),
+            hive_prefix(&values),
             "day=2026-11-21/region=__HIVE_DEFAULT_PARTITION__"
         );
         let values = vec![
             ("day".to_string(), Some("a b/c".to_string())),
             ("region".to_string(), Some("x".to_string())),
         ];
-        let prefix = hive_prefix(&columns, &values);
+        let prefix = hive_prefix(&values);
         assert!(!prefix.contains("b/c"), "{prefix}");
     }
 }
