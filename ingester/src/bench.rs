@@ -165,7 +165,7 @@ pub fn drain(config: &IngesterConfig, mode: Mode, records: u64) -> Result<Report
             m.timestamp().to_millis(),
         )
         .map_err(|refused| refused.into_error(&source.topic, m.partition()))?;
-        if buf.len() >= decode::CHUNK_RECORDS
+        if buf.is_full()
             && flush(
                 m.partition(),
                 buf,

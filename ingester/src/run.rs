@@ -464,7 +464,7 @@ impl Ingester {
         self.metrics.bytes_consumed.inc_by(payload_len as u64);
         self.buffered_records += 1;
         self.buffered_bytes += payload_len as u64;
-        if state.pending.len() >= decode::CHUNK_RECORDS {
+        if state.pending.is_full() {
             self.decode_partition(p)?;
         }
         Ok(())

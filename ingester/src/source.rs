@@ -125,12 +125,17 @@ pub fn client_config(
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set("isolation.level", "read_committed")
         .set("statistics.interval.ms", "5000")
-        // Prefetch less than librdkafka's 64 MB: the records buffered for a commit hold memory
-        // already. And when that prefetch queue is full, fetch again soon: librdkafka's default
-        // waits a second, which idles an ingester that is busy decoding (measured: 6.5 s instead
-        // of 0.9 s to read 1.2M records). `consumerConfig` may set both.
-        .set("queued.max.messages.kbytes", "16384")
-        .set("fetch.queue.backoff.ms", "10")
+        // Memory: librdkafka decompresses a whole fetch response when it arrives, however full
+        // its prefetch queue is, so each response adds its size times the compression ratio.
+        // With its 1 MB per partition, six partitions of lz4 JSON (28:1, the bench's 1 KB
+        // records) peaked at 250 MB resident; 64 kB per partition and a 4 MB queue: 85 MB (a
+        // batch larger than 64 kB still comes whole). Records per CPU-second did not drop (they
+        // rose: records are still in the cache when decoded), nor did the wall time, as long as
+        // a full queue is retried soon: librdkafka waits a second by default (6.5 s instead of
+        // 0.9 s to read 1.2M records). `consumerConfig` may set all three.
+        .set("queued.max.messages.kbytes", "4096")
+        .set("max.partition.fetch.bytes", "65536")
+        .set("fetch.queue.backoff.ms", "2")
         .set(
             "auto.offset.reset",
             match source.start {

@@ -92,11 +92,12 @@ impl DataFiles {
         &self.table_schema
     }
 
-    /// Bytes held in memory: the open files' finished parts and their row groups in progress.
+    /// Bytes held in memory: the open files' buffers (as allocated) and their row groups in
+    /// progress, including values not yet encoded.
     pub fn buffered_bytes(&self) -> usize {
         self.open
             .values()
-            .map(|f| f.writer.bytes_written() + f.writer.in_progress_size())
+            .map(|f| f.writer.inner().capacity() + f.writer.memory_size())
             .sum()
     }
 

@@ -22,8 +22,12 @@ use arrow::json::ReaderBuilder;
 
 use crate::error::DecodeError;
 
-/// Records decoded into Arrow at a time, per partition: one chunk.
+/// At most this many records are decoded into Arrow at a time, per partition: one chunk.
 pub const CHUNK_RECORDS: usize = 8192;
+/// A chunk closes earlier once its payloads reach this many bytes. Every assigned partition
+/// holds a chunk in the making, so this bounds that memory for wide records (8,192 records of
+/// 1 KB each would be 8 MB per partition) without making narrow records' chunks smaller.
+pub const CHUNK_BYTES: usize = 1 << 20;
 
 /// Names of the metadata columns.
 pub const TOPIC_COLUMN: &str = "_kafka_topic";
@@ -99,6 +103,11 @@ impl Pending {
     /// Bytes of payload pushed since the last chunk.
     pub fn payload_bytes(&self) -> usize {
         self.pushed_bytes
+    }
+
+    /// Whether the records pushed so far make a whole chunk ([`CHUNK_RECORDS`], [`CHUNK_BYTES`]).
+    pub fn is_full(&self) -> bool {
+        self.len() >= CHUNK_RECORDS || self.pushed_bytes >= CHUNK_BYTES
     }
 
     /// The schema records are decoded against as they arrive, if any.
@@ -432,6 +441,34 @@ mod tests {
             .expect("raw records are taken as they come");
         }
         p
+    }
+
+    #[test]
+    fn a_chunk_closes_at_its_record_count_or_its_payload_bytes() {
+        let push = |p: &mut Pending, value: &[u8], offset: i64| {
+            p.push(PayloadKind::Bytes, Some(value), None, offset, None)
+                .expect("bytes are taken as they come");
+        };
+        let mut narrow = Pending::default();
+        for offset in 0..CHUNK_RECORDS as i64 - 1 {
+            push(&mut narrow, b"0123456789", offset);
+        }
+        assert!(!narrow.is_full(), "one record short of a chunk");
+        push(&mut narrow, b"0123456789", CHUNK_RECORDS as i64);
+        assert!(narrow.is_full(), "a chunk of records");
+
+        let wide_value = vec![b'x'; 10_000];
+        let mut wide = Pending::default();
+        let whole = CHUNK_BYTES.div_ceil(wide_value.len());
+        for offset in 0..whole as i64 - 1 {
+            push(&mut wide, &wide_value, offset);
+        }
+        assert!(!wide.is_full(), "just under {CHUNK_BYTES} bytes");
+        push(&mut wide, &wide_value, whole as i64);
+        assert!(
+            wide.is_full() && wide.len() < CHUNK_RECORDS,
+            "wide records close a chunk early"
+        );
     }
 
     #[test]
