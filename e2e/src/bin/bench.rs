@@ -249,6 +249,19 @@ async fn ingest(
     }))
 }
 
+/// A list of seconds as "0.68 0.70 0.96".
+fn seconds(v: &Value) -> String {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_f64)
+                .map(|s| format!("{s:.2}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}
+
 fn rate(v: &Value) -> f64 {
     v["records_per_cpu_second"].as_f64().unwrap_or(0.0)
 }
@@ -362,8 +375,9 @@ async fn main() -> anyhow::Result<()> {
             delta10["rss_file_mb"].as_f64().unwrap_or(0.0)
         );
         println!(
-            "produce-to-visible latency: 1 s commits {:?} s, 10 s commits {:?} s",
-            delta1["latency_seconds"], delta10["latency_seconds"]
+            "produce-to-visible latency: 1 s commits {} s, 10 s commits {} s",
+            seconds(&delta1["latency_seconds"]),
+            seconds(&delta10["latency_seconds"])
         );
         report.push(json!({"record_bytes": size, "records": n, "raw": raw, "decode": decode, "encode": encode,
             "delta_10s": delta10, "delta_1s": delta1, "iceberg_10s": iceberg10, "ratios": ratios, "rss_bound_mb": rss_bound}));

@@ -92,12 +92,12 @@ impl DataFiles {
         &self.table_schema
     }
 
-    /// Bytes held in memory: the open files' buffers (as allocated) and their row groups in
-    /// progress, including values not yet encoded.
+    /// Bytes held in memory: the open files so far and their row groups in progress,
+    /// including values not yet encoded.
     pub fn buffered_bytes(&self) -> usize {
         self.open
             .values()
-            .map(|f| f.writer.inner().capacity() + f.writer.memory_size())
+            .map(|f| f.writer.bytes_written() + f.writer.memory_size())
             .sum()
     }
 
@@ -148,8 +148,10 @@ impl DataFiles {
         prefix: String,
         values: Vec<(String, Option<String>)>,
     ) -> Result<OpenFile, String> {
+        // Room for the whole file up front: growing the buffer by doubling copied it (and held
+        // old and new) each time. Pages not written yet are only address space, not memory.
         let writer = ArrowWriter::try_new(
-            Vec::new(),
+            Vec::with_capacity(self.target_file_size),
             self.file_schema.clone(),
             Some(self.properties.clone()),
         )

@@ -27,7 +27,7 @@ pub const CHUNK_RECORDS: usize = 8192;
 /// A chunk closes earlier once its payloads reach this many bytes. Every assigned partition
 /// holds a chunk in the making, so this bounds that memory for wide records (8,192 records of
 /// 1 KB each would be 8 MB per partition) without making narrow records' chunks smaller.
-pub const CHUNK_BYTES: usize = 1 << 20;
+pub const CHUNK_BYTES: usize = 1 << 19;
 
 /// Names of the metadata columns.
 pub const TOPIC_COLUMN: &str = "_kafka_topic";
