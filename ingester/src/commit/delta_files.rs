@@ -35,6 +35,9 @@ pub const INDEXED_COLUMNS: usize = 32;
 /// left out.
 pub const STRING_PREFIX: usize = 32;
 
+/// The most address space reserved up front for one data file's bytes.
+const MAX_RESERVED_FILE_BYTES: usize = 1 << 30;
+
 /// The files of one commit: open ones per table partition, and the uploaded ones as `add`
 /// actions.
 pub struct DataFiles {
@@ -150,8 +153,11 @@ impl DataFiles {
     ) -> Result<OpenFile, String> {
         // Room for the whole file up front: growing the buffer by doubling copied it (and held
         // old and new) each time. Pages not written yet are only address space, not memory.
+        // Where even that is refused (strict overcommit, a huge target), the buffer grows.
+        let mut buffer = Vec::new();
+        let _ = buffer.try_reserve(self.target_file_size.min(MAX_RESERVED_FILE_BYTES));
         let writer = ArrowWriter::try_new(
-            Vec::with_capacity(self.target_file_size),
+            buffer,
             self.file_schema.clone(),
             Some(self.properties.clone()),
         )
