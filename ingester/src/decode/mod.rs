@@ -25,8 +25,9 @@ use crate::error::DecodeError;
 /// At most this many records are decoded into Arrow at a time, per partition: one chunk.
 pub const CHUNK_RECORDS: usize = 8192;
 /// A chunk closes earlier once its payloads reach this many bytes. Every assigned partition
-/// holds a chunk in the making, so this bounds that memory for wide records (8,192 records of
-/// 1 KB each would be 8 MB per partition) without making narrow records' chunks smaller.
+/// holds a chunk in the making, so this bounds that memory (8,192 records of 1 KB each would be
+/// 8 MB per partition); records of up to 64 bytes still close chunks by count. Decode rates
+/// measured the same with chunks of 512 kB as of 1 MB.
 pub const CHUNK_BYTES: usize = 1 << 19;
 
 /// Names of the metadata columns.
