@@ -4,7 +4,8 @@
 //!
 //! Rows are split by the table's partition values into one open file per table partition
 //! (under the hive-style directory `col=value/...`); a file is uploaded as soon as it reaches
-//! the target size, its bytes handed to the object store without a copy. Each file becomes an
+//! the target size, its bytes handed to the object store without a copy. A file's bytes are
+//! kept in blocks of [`BLOCK_BYTES`] ([`FileBuffer`]). Each file becomes an
 //! `add` action with Delta statistics computed from the Arrow data: the row count, null counts,
 //! and minimum and maximum of the first [`INDEXED_COLUMNS`] columns where they are exact
 //! (integers, floats without NaN, dates, strings: the minimum cut to [`STRING_PREFIX`] bytes,
@@ -12,6 +13,7 @@
 //! byte more for the maximum), so long values cost no more than short ones.
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
@@ -20,11 +22,12 @@ use arrow::datatypes::{
     DataType, Date32Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type,
     Schema, SchemaRef,
 };
+use bytes::Bytes;
 use delta_kernel::expressions::Scalar;
 use deltalake::kernel::Add;
 use deltalake::kernel::scalars::ScalarExt;
 use deltalake::{NULL_PARTITION_VALUE_DATA_PATH, ObjectStore, Path};
-use object_store::ObjectStoreExt;
+use object_store::{ObjectStoreExt, PutPayload};
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 use serde_json::{Map, Value, json};
@@ -35,8 +38,8 @@ pub const INDEXED_COLUMNS: usize = 32;
 /// left out.
 pub const STRING_PREFIX: usize = 32;
 
-/// The most address space reserved up front for one data file's bytes.
-const MAX_RESERVED_FILE_BYTES: usize = 1 << 30;
+/// The size of the blocks a data file's bytes are kept in.
+const BLOCK_BYTES: usize = 1 << 20;
 
 /// The files of one commit: open ones per table partition, and the uploaded ones as `add`
 /// actions.
@@ -57,7 +60,7 @@ struct OpenFile {
     /// `col=value/...`, values escaped as Delta writes them.
     prefix: String,
     partition_values: HashMap<String, Option<String>>,
-    writer: ArrowWriter<Vec<u8>>,
+    writer: ArrowWriter<FileBuffer>,
     rows: i64,
     stats: Vec<ColumnStats>,
 }
@@ -151,13 +154,8 @@ impl DataFiles {
         prefix: String,
         values: Vec<(String, Option<String>)>,
     ) -> Result<OpenFile, String> {
-        // Room for the whole file up front: growing the buffer by doubling copied it (and held
-        // old and new) each time. Pages not written yet are only address space, not memory.
-        // Where even that is refused (strict overcommit, a huge target), the buffer grows.
-        let mut buffer = Vec::new();
-        let _ = buffer.try_reserve(self.target_file_size.min(MAX_RESERVED_FILE_BYTES));
         let writer = ArrowWriter::try_new(
-            buffer,
+            FileBuffer::default(),
             self.file_schema.clone(),
             Some(self.properties.clone()),
         )
@@ -186,8 +184,11 @@ impl DataFiles {
             rows,
             stats,
         } = file;
-        let bytes = writer.into_inner().map_err(|e| e.to_string())?;
-        let size = bytes.len() as i64;
+        let payload = writer
+            .into_inner()
+            .map_err(|e| e.to_string())?
+            .into_payload();
+        let size = payload.content_length() as i64;
         let name = format!("part-{}.zstd.parquet", unique_name());
         let path = if prefix.is_empty() {
             Path::from(name)
@@ -195,7 +196,7 @@ impl DataFiles {
             Path::parse(format!("{prefix}/{name}")).map_err(|e| e.to_string())?
         };
         self.store
-            .put(&path, bytes.into())
+            .put(&path, payload)
             .await
             .map_err(|e| format!("upload {path}: {e}"))?;
         let modification_time = std::time::SystemTime::now()
@@ -288,6 +289,49 @@ impl DataFiles {
                 Ok((values, file_columns(&rows)?))
             })
             .collect()
+    }
+}
+
+/// A data file's bytes in memory, in blocks of [`BLOCK_BYTES`]. The file grows without copying
+/// what it holds (a `Vec` that doubles copies the file each time, and holds the old and the new
+/// copy), its blocks are ordinary heap allocations that reuse the memory of the row groups
+/// already written into it, and they go to the object store as they are.
+#[derive(Default)]
+struct FileBuffer {
+    full: Vec<Bytes>,
+    current: Vec<u8>,
+}
+
+impl FileBuffer {
+    fn into_payload(mut self) -> PutPayload {
+        if !self.current.is_empty() {
+            self.full.push(Bytes::from(self.current));
+        }
+        self.full.into_iter().collect()
+    }
+}
+
+impl Write for FileBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut rest = buf;
+        while !rest.is_empty() {
+            if self.current.capacity() == 0 {
+                self.current = Vec::with_capacity(BLOCK_BYTES);
+            }
+            let room = BLOCK_BYTES - self.current.len();
+            let (now, later) = rest.split_at(room.min(rest.len()));
+            self.current.extend_from_slice(now);
+            rest = later;
+            if self.current.len() == BLOCK_BYTES {
+                self.full
+                    .push(Bytes::from(std::mem::take(&mut self.current)));
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -609,6 +653,31 @@ mod tests {
         let stats = stats_of(vec![Arc::new(Int32Array::from(vec![None, None]))], 1);
         assert_eq!(stats["nullCount"]["c0"], 2);
         assert!(stats["minValues"].get("c0").is_none());
+    }
+
+    #[test]
+    fn file_buffers_keep_every_byte_in_order_across_blocks() {
+        let data: Vec<u8> = (0..3 * BLOCK_BYTES + 123)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let mut file = FileBuffer::default();
+        // Writes smaller than a block, one across a block boundary, one larger than a block.
+        for piece in [
+            &data[..10],
+            &data[10..BLOCK_BYTES + 5],
+            &data[BLOCK_BYTES + 5..],
+        ] {
+            file.write_all(piece).expect("write to memory");
+        }
+        assert_eq!(file.full.len(), 3, "three full blocks");
+        let payload = file.into_payload();
+        assert_eq!(payload.content_length(), data.len());
+        let joined: Vec<u8> = payload.iter().flat_map(|b| b.iter().copied()).collect();
+        assert!(
+            joined == data,
+            "the blocks hold the bytes written, in order"
+        );
+        assert_eq!(FileBuffer::default().into_payload().content_length(), 0);
     }
 
     #[test]
