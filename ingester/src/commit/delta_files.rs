@@ -254,8 +254,8 @@ impl DataFiles {
         // Usually a batch falls into one table partition (event time moves slowly): then no
         // rows are moved.
         let runs = arrow::compute::partition(&keys).map_err(|e| e.to_string())?;
-        let (sorted, keys) = if runs.len() == 1 {
-            (batch.clone(), keys)
+        let (sorted, keys, runs) = if runs.len() == 1 {
+            (batch.clone(), keys, runs)
         } else {
             let columns: Vec<SortColumn> = keys
                 .iter()
@@ -270,10 +270,10 @@ impl DataFiles {
                 .partition_columns
                 .iter()
                 .filter_map(|c| sorted.column_by_name(c).cloned())
-                .collect();
-            (sorted, keys)
+                .collect::<Vec<_>>();
+            let runs = arrow::compute::partition(&keys).map_err(|e| e.to_string())?;
+            (sorted, keys, runs)
         };
-        let runs = arrow::compute::partition(&keys).map_err(|e| e.to_string())?;
         runs.ranges()
             .into_iter()
             .map(|range| {
