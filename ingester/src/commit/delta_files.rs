@@ -189,7 +189,7 @@ impl DataFiles {
             .map_err(|e| e.to_string())?
             .into_payload();
         let size = payload.content_length() as i64;
-        let name = format!("part-{}.zstd.parquet", unique_name());
+        let name = format!("part-{}.zstd.parquet", super::unique_name());
         let path = if prefix.is_empty() {
             Path::from(name)
         } else {
@@ -372,16 +372,6 @@ fn hive_prefix(values: &[(String, Option<String>)]) -> String {
         })
         .collect::<Vec<_>>()
         .join("/")
-}
-
-fn unique_name() -> String {
-    static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    let n = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("{nanos:x}-{:x}-{n}", std::process::id())
 }
 
 /// The lowest and highest value of a column so far.

@@ -359,7 +359,7 @@ impl IcebergCommitter {
             .map_err(|e| err("plan file locations", e))?;
         let names = DefaultFileNameGenerator::new(
             "kafkatable".into(),
-            Some(uuid_like()),
+            Some(super::unique_name()),
             DataFileFormat::Parquet,
         );
         let rolling = RollingFileWriterBuilder::new(
@@ -497,14 +497,6 @@ pub fn table_sync_points(table: &Table, topic: &str) -> SyncPoints {
             .and_then(|id| metadata.snapshot_by_id(id).cloned());
     }
     SyncPoints::new()
-}
-
-fn uuid_like() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!("{nanos:x}-{}", std::process::id())
 }
 
 fn table_err(name: &str, action: &'static str, reason: String) -> IngesterError {

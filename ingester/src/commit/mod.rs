@@ -30,6 +30,18 @@ pub fn writer_properties() -> WriterPropertiesBuilder {
         .set_column_dictionary_enabled(ColumnPath::from(TIMESTAMP_COLUMN), false)
 }
 
+/// A data file name unique in practice: the time in nanoseconds, the process id and a
+/// sequence number within the process.
+fn unique_name() -> String {
+    static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let n = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{nanos:x}-{:x}-{n}", std::process::id())
+}
+
 /// Next offset to read per partition, as recorded in the table.
 pub type SyncPoints = BTreeMap<i32, i64>;
 
