@@ -294,7 +294,7 @@ impl DataFiles {
 
 /// A data file's bytes in memory, in blocks of [`BLOCK_BYTES`]. The file grows without copying
 /// what it holds (a `Vec` that doubles copies the file each time, and holds the old and the new
-/// copy), its blocks are ordinary heap allocations that reuse the memory of the row groups
+/// copy), its blocks are ordinary heap allocations that can reuse the memory of the row groups
 /// already written into it, and they go to the object store as they are.
 #[derive(Default)]
 struct FileBuffer {
