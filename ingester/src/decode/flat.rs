@@ -117,6 +117,9 @@ pub struct FlatDecoder {
     columns: Vec<Column>,
     rows: usize,
     values: Vec<Value>,
+    /// For each field, the field that followed it in the last record (the last slot: the first
+    /// field). Starts as the schema's order.
+    next: Vec<usize>,
     /// Unescaped strings of the record being parsed.
     scratch: Vec<u8>,
     /// arrow-json for the records the fast parser leaves alone (built when first needed).
@@ -140,6 +143,7 @@ impl FlatDecoder {
                 .collect(),
             nullable: schema.fields().iter().map(|f| f.is_nullable()).collect(),
             values: vec![Value::Missing; columns.len()],
+            next: (1..=columns.len()).chain([0]).collect(),
             columns,
             rows: 0,
             scratch: Vec::new(),
@@ -284,11 +288,13 @@ impl FlatDecoder {
             p.ws();
             return p.done();
         }
-        let mut hint = 0;
+        // `previous` is the field before the cursor (`names.len()` at the start of the record).
+        let mut previous = self.names.len();
         loop {
             if !p.eat(b'"') {
                 return false;
             }
+            let hint = self.next[previous];
             let index = match self.expected_field(&p, hint) {
                 Some(len) => {
                     p.i += len + 1;
@@ -308,7 +314,8 @@ impl FlatDecoder {
                     index
                 }
             };
-            hint = index + 1;
+            self.next[previous] = index;
+            previous = index;
             p.ws();
             if !p.eat(b':') {
                 return false;
@@ -335,7 +342,8 @@ impl FlatDecoder {
     }
 
     /// The length of field `hint`'s name when the cursor is on it and its closing quote: records
-    /// usually list their fields in the same order, and this skips scanning the name.
+    /// of a topic usually list their fields in the same order, so the field that followed the
+    /// previous one last time is tried first, and this skips scanning and looking up the name.
     fn expected_field(&self, p: &Parser, hint: usize) -> Option<usize> {
         let name = self.names.get(hint)?;
         let end = p.i + name.len();
@@ -644,6 +652,23 @@ mod tests {
         assert_eq!(batch.num_rows(), 5);
         let names = batch.column(2).as_string::<i32>();
         assert_eq!(names.value(2), "tab\there \"q\" \\ / é 😀");
+    }
+
+    #[test]
+    fn fields_land_in_their_columns_whatever_order_records_list_them_in() {
+        // The parser guesses each field from the order of the record before: a wrong guess
+        // must only cost a lookup.
+        let batch = both(&[
+            r#"{"ok":true,"name":"b","id":2,"amount":2.5}"#,
+            r#"{"ok":false,"name":"c","id":3,"amount":3.5}"#,
+            r#"{"id":4,"ok":true,"amount":4.5,"name":"d","small":4}"#,
+            r#"{"small":5,"id":5}"#,
+            r#"{"ok":true,"name":"f","id":6,"amount":6.5}"#,
+            r#"{"id":7,"ok":true,"id":8}"#,
+        ]);
+        let ids = batch.column(0).as_primitive::<Int64Type>();
+        assert_eq!(ids.values(), &[2, 3, 4, 5, 6, 8]);
+        assert_eq!(batch.column(2).as_string::<i32>().value(4), "f");
     }
 
     #[test]
