@@ -444,22 +444,9 @@ impl Parser<'_> {
     /// cursor after the closing quote.
     fn string(&mut self) -> Option<(usize, usize, bool)> {
         let start = self.i;
-        // Most strings (and all field names) are short: look at their first bytes one by one
-        // before paying for a vectorised search.
-        for (k, &c) in self.b[start..].iter().take(24).enumerate() {
-            match c {
-                b'"' => {
-                    self.i = start + k + 1;
-                    return Some((start, start + k, false));
-                }
-                b'\\' => break,
-                _ => {}
-            }
-        }
         let mut escaped = false;
         loop {
-            let k = memchr::memchr2(b'"', b'\\', &self.b[self.i..])?;
-            let at = self.i + k;
+            let at = self.i + quote_or_backslash(&self.b[self.i..])?;
             if self.b[at] == b'"' {
                 self.i = at + 1;
                 return Some((start, at, escaped));
@@ -535,6 +522,27 @@ impl Parser<'_> {
         }
         Some(v)
     }
+}
+
+/// The position of the first `"` or `\\` in `b`. Most strings are short, so the first 32
+/// bytes are looked at eight at a time in a word, before paying for a vectorised search.
+fn quote_or_backslash(b: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH_BITS: u64 = u64::from_ne_bytes([0x80; 8]);
+    // The high bit of each byte that is zero in `w`; a byte above a zero byte may be flagged
+    // too, so only the lowest flag is exact, and it is the only one used.
+    let zero_bytes = |w: u64| w.wrapping_sub(ONES) & !w & HIGH_BITS;
+    let mut at = 0;
+    for word in b.chunks_exact(8).take(4) {
+        let w = u64::from_le_bytes(word.try_into().expect("eight bytes"));
+        let hits =
+            zero_bytes(w ^ (ONES * u64::from(b'"'))) | zero_bytes(w ^ (ONES * u64::from(b'\\')));
+        if hits != 0 {
+            return Some(at + hits.trailing_zeros() as usize / 8);
+        }
+        at += 8;
+    }
+    memchr::memchr2(b'"', b'\\', &b[at..]).map(|k| at + k)
 }
 
 /// Byte equality without a library call: field names are short.
@@ -669,6 +677,32 @@ mod tests {
         let ids = batch.column(0).as_primitive::<Int64Type>();
         assert_eq!(ids.values(), &[2, 3, 4, 5, 6, 8]);
         assert_eq!(batch.column(2).as_string::<i32>().value(4), "f");
+    }
+
+    #[test]
+    fn quote_or_backslash_finds_the_first_of_either() {
+        // Fillers next to the searched bytes in value, or equal to them but for the high bit.
+        for filler in [b'a', 0, 1, b'!', b'#', b'[', b']', 0x7f, 0xa2, 0xdc, 0xff] {
+            for len in 0..80 {
+                let mut text = vec![filler; len];
+                assert_eq!(quote_or_backslash(&text), None, "{filler} x {len}");
+                for first in 0..len {
+                    for (c, other) in [(b'"', b'\\'), (b'\\', b'"')] {
+                        text.fill(filler);
+                        text[first] = c;
+                        // A later match in the same word must not hide the first.
+                        for later in first + 1..len.min(first + 9) {
+                            text[later] = other;
+                        }
+                        assert_eq!(
+                            quote_or_backslash(&text),
+                            Some(first),
+                            "{filler} {len} {first}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]
