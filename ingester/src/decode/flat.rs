@@ -691,9 +691,8 @@ mod tests {
                         text.fill(filler);
                         text[first] = c;
                         // A later match in the same word must not hide the first.
-                        for later in first + 1..len.min(first + 9) {
-                            text[later] = other;
-                        }
+                        let later = first + 1..len.min(first + 9);
+                        text[later].fill(other);
                         assert_eq!(
                             quote_or_backslash(&text),
                             Some(first),
