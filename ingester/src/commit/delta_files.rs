@@ -4,13 +4,13 @@
 //!
 //! Rows are split by the table's partition values into one open file per table partition
 //! (under the hive-style directory `col=value/...`); a file is uploaded as soon as it reaches
-//! the target size, its bytes handed to the object store without a copy. A file's bytes are
-//! kept in blocks of [`BLOCK_BYTES`] ([`FileBuffer`]). Each file becomes an
-//! `add` action with Delta statistics computed from the Arrow data: the row count, null counts,
-//! and minimum and maximum of the first [`INDEXED_COLUMNS`] columns where they are exact
-//! (integers, floats without NaN, dates, strings: the minimum cut to [`STRING_PREFIX`] bytes,
-//! the maximum only when no longer than that). Strings are compared by that prefix only (one
-//! byte more for the maximum), so long values cost no more than short ones.
+//! the target size, its bytes (kept in blocks of [`BLOCK_BYTES`], see [`FileBuffer`]) handed to
+//! the object store without a copy. Each file becomes an `add` action with Delta statistics
+//! computed from the Arrow data: the row count, null counts, and minimum and maximum of the
+//! first [`INDEXED_COLUMNS`] columns where they are exact (integers, floats without NaN, dates,
+//! strings: the minimum cut to [`STRING_PREFIX`] bytes, the maximum only when no longer than
+//! that). Strings are compared by that prefix only (one byte more for the maximum), so long
+//! values cost no more than short ones.
 
 use std::collections::HashMap;
 use std::io::Write;

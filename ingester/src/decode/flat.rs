@@ -524,7 +524,7 @@ impl Parser<'_> {
     }
 }
 
-/// The position of the first `"` or `\\` in `b`. Most strings are short, so the first 32
+/// The position of the first `"` or `\` in `b`. Most strings are short, so the first 32
 /// bytes are looked at eight at a time in a word, before paying for a vectorised search.
 fn quote_or_backslash(b: &[u8]) -> Option<usize> {
     const ONES: u64 = u64::from_ne_bytes([1; 8]);
