@@ -652,8 +652,7 @@ pub struct Commit {
     pub max_records: i64,
 
     /// Commit once the next commit holds this many bytes in memory (records not yet decoded,
-    /// Arrow chunks, Delta Parquet not yet uploaded; Iceberg's open files are not counted yet),
-    /// as a quantity ("256Mi").
+    /// Arrow chunks, the open Parquet files), as a quantity ("256Mi").
     #[serde(default = "default_max_bytes")]
     #[schemars(regex(pattern = QUANTITY_PATTERN))]
     pub max_bytes: String,

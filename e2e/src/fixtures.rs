@@ -357,6 +357,21 @@ pub fn pod_log(env: &TestEnv, namespace: &str, pod: &str, container: &str) -> Op
         .find_map(|e| std::fs::read_to_string(e.path().join(format!("{container}.log"))).ok())
 }
 
+/// 96 pseudo-random hex digits derived from `id` (splitmix64): text that zstd compresses only
+/// about 2:1, to make files of a known size from few records.
+pub fn noise(id: usize) -> String {
+    (0..6u64)
+        .map(|k| {
+            let mut z = (id as u64 * 6 + k)
+                .wrapping_add(1)
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            format!("{:016x}", z ^ (z >> 31))
+        })
+        .collect()
+}
+
 /// Produces one JSON record per id (key `k<id>`, value `payload(id)`) and waits for every
 /// delivery.
 pub async fn produce_json(

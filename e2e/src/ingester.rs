@@ -159,6 +159,28 @@ impl IngesterProcess {
             .collect()
     }
 
+    /// Waits until the ingester has consumed `records` and made at least `commits` table
+    /// commits, and returns how many it has made and the most bytes it has buffered for one.
+    pub async fn commits_once_consumed(
+        &self,
+        records: usize,
+        commits: f64,
+        deadline: Duration,
+    ) -> (f64, f64) {
+        crate::fixtures::eventually("every record consumed", deadline, || async move {
+            let consumed = self.metric("kafkatable_records_consumed_total").await?;
+            (consumed >= records as f64).then_some(())
+        })
+        .await;
+        let what = format!("{commits} commits");
+        crate::fixtures::eventually(&what, deadline, || async move {
+            let made = self.metric("kafkatable_commits_total").await?;
+            let peak = self.metric("kafkatable_buffered_bytes_peak").await?;
+            (made >= commits).then_some((made, peak))
+        })
+        .await
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use kafkatable_e2e::env::TestEnv;
 use kafkatable_e2e::fixtures::{
-    TestBucket, TestTopic, eventually, group_offsets, kafka_config, produce_json, python, unique,
+    TestBucket, TestTopic, eventually, group_offsets, kafka_config, noise, produce_json, python,
+    unique,
 };
 use kafkatable_e2e::ingester::{IngesterProcess, WorkDir};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -531,18 +532,13 @@ async fn delta_files_roll_at_the_target_size() -> anyhow::Result<()> {
     let manifest_path = dir.join("table.yaml");
     std::fs::write(&manifest_path, serde_yaml::to_string(&manifest)?)?;
     const RECORDS: usize = 100_000;
-    // Hex digests of the id: about 200 bytes a record that compress poorly.
-    produce_json(&env, &topic.name, 0..RECORDS, |i| {
-        let noise: String = (0..6)
-            .map(|k| {
-                format!(
-                    "{:016x}",
-                    (i as u64 + k).wrapping_mul(0x9e37_79b9_7f4a_7c15)
-                )
-            })
-            .collect();
-        json!({"id": i, "noise": noise})
-    })
+    // About 200 bytes a record that compress poorly.
+    produce_json(
+        &env,
+        &topic.name,
+        0..RECORDS,
+        |i| json!({"id": i, "noise": noise(i)}),
+    )
     .await?;
     let ingester = IngesterProcess::start(&manifest_path, &dir, &dir, "ingester-roll")?;
     let ingester_ref = &ingester;
@@ -588,5 +584,114 @@ print(json.dumps({"version": dt.version(), "rows": t.num_rows, "distinct": len(p
         near * 2 >= sizes.len(),
         "most files near the target size: {sizes:?}"
     );
+    Ok(())
+}
+
+/// With an interval too long to matter, the ingester commits each time the next commit holds
+/// `commit.maxBytes` in memory (here the Parquet writer's open file and working memory, and the
+/// records not yet in it): commits keep coming while it runs, and the buffer never holds much
+/// more than that.
+#[tokio::test]
+async fn delta_commits_when_the_batch_reaches_max_bytes() -> anyhow::Result<()> {
+    let env = TestEnv::load()?;
+    let topic = TestTopic::create(&env, "ingest-maxbytes", 1).await?;
+    let dir = WorkDir::new("kt-ingest-maxbytes")?;
+    let location = format!("file://{}/table", dir.display());
+    let manifest = json!({
+        "apiVersion": "kafkatable.io/v1alpha1",
+        "kind": "KafkaTable",
+        "metadata": {"name": "maxbytes", "namespace": "e2e"},
+        "spec": {
+            "source": {"brokers": env.kafka_bootstrap, "topic": topic.name},
+            "table": {"format": "delta", "location": location},
+            "commit": {"interval": "1h", "maxBytes": "2Mi"},
+        },
+    });
+    let manifest_path = dir.join("table.yaml");
+    std::fs::write(&manifest_path, serde_yaml::to_string(&manifest)?)?;
+    const RECORDS: usize = 100_000;
+    const MAX_BYTES: f64 = (2 << 20) as f64;
+    produce_json(
+        &env,
+        &topic.name,
+        0..RECORDS,
+        |i| json!({"id": i, "noise": noise(i)}),
+    )
+    .await?;
+    let ingester = IngesterProcess::start(&manifest_path, &dir, &dir, "ingester-maxbytes")?;
+    let (commits, peak) = ingester.commits_once_consumed(RECORDS, 4.0, DEADLINE).await;
+    assert!(
+        (MAX_BYTES..MAX_BYTES * 1.25).contains(&peak),
+        "at most one chunk past maxBytes: {peak}"
+    );
+    assert_eq!(ingester.stop(Duration::from_secs(60)), Some(0));
+
+    let script = r#"
+import json, sys
+from deltalake import DeltaTable
+import pyarrow as pa
+dt = DeltaTable(sys.argv[1])
+adds = pa.table(dt.get_add_actions(flatten=True)).to_pydict()
+t = dt.to_pyarrow_table()
+pairs = set(zip(t["_kafka_partition"].to_pylist(), t["_kafka_offset"].to_pylist()))
+print(json.dumps({"version": dt.version(), "rows": t.num_rows, "distinct": len(pairs),
+    "sizes": sorted(adds["size_bytes"])}))
+"#;
+    let view: Value = serde_json::from_str(python(&env, script, &[&location])?.trim())?;
+    assert_eq!(view["rows"], RECORDS);
+    assert_eq!(view["distinct"], RECORDS);
+    let sizes: Vec<u64> = serde_json::from_value(view["sizes"].clone())?;
+    // Version 0 creates the table; then one commit, and one file, per batch, the last one at
+    // the stop.
+    assert_eq!(view["version"].as_u64(), Some(sizes.len() as u64), "{view}");
+    assert!(
+        sizes.len() as f64 > commits,
+        "{commits} commits before the stop, files {sizes:?}"
+    );
+    // The encoded file is smaller than what the writer held to make it.
+    assert!(
+        sizes.iter().all(|s| (*s as f64) < MAX_BYTES),
+        "files under maxBytes: {sizes:?}"
+    );
+    Ok(())
+}
+
+/// With an interval too long to matter, the ingester commits each time it holds
+/// `commit.maxRecords` records: every commit but the one at the stop has exactly that many.
+#[tokio::test]
+async fn delta_commits_every_max_records() -> anyhow::Result<()> {
+    let env = TestEnv::load()?;
+    let topic = TestTopic::create(&env, "ingest-maxrecords", 1).await?;
+    let dir = WorkDir::new("kt-ingest-maxrecords")?;
+    let location = format!("file://{}/table", dir.display());
+    let manifest = json!({
+        "apiVersion": "kafkatable.io/v1alpha1",
+        "kind": "KafkaTable",
+        "metadata": {"name": "maxrecords", "namespace": "e2e"},
+        "spec": {
+            "source": {"brokers": env.kafka_bootstrap, "topic": topic.name},
+            "table": {"format": "delta", "location": location},
+            "commit": {"interval": "1h", "maxRecords": 1000},
+        },
+    });
+    let manifest_path = dir.join("table.yaml");
+    std::fs::write(&manifest_path, serde_yaml::to_string(&manifest)?)?;
+    produce_json(&env, &topic.name, 0..5500, |i| json!({"id": i})).await?;
+    let ingester = IngesterProcess::start(&manifest_path, &dir, &dir, "ingester-maxrecords")?;
+    let (commits, _) = ingester.commits_once_consumed(5500, 5.0, DEADLINE).await;
+    assert_eq!(commits, 5.0, "five full batches before the stop");
+    assert_eq!(ingester.stop(Duration::from_secs(60)), Some(0));
+
+    let script = r#"
+import json, sys
+from deltalake import DeltaTable
+import pyarrow as pa
+dt = DeltaTable(sys.argv[1])
+adds = pa.table(dt.get_add_actions(flatten=True)).to_pydict()
+print(json.dumps({"version": dt.version(), "rows": sorted(adds["num_records"])}))
+"#;
+    let view: Value = serde_json::from_str(python(&env, script, &[&location])?.trim())?;
+    assert_eq!(view["version"], 6, "{view}");
+    assert_eq!(view["rows"], json!([500, 1000, 1000, 1000, 1000, 1000]));
     Ok(())
 }

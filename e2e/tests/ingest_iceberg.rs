@@ -14,7 +14,7 @@ use kafkatable_crds::config::{CatalogConfig, StorageConfig};
 use kafkatable_crds::spec::CatalogType;
 use kafkatable_e2e::env::TestEnv;
 use kafkatable_e2e::fixtures::{
-    TestTopic, eventually, group_offsets, produce_json, python, unique,
+    TestTopic, eventually, group_offsets, noise, produce_json, python, unique,
 };
 use kafkatable_e2e::ingester::{IngesterProcess, WorkDir};
 use kafkatable_ingester::commit::iceberg::IcebergCommitter;
@@ -434,5 +434,104 @@ print(c.load_table(ident).scan().to_arrow().num_rows)
         ],
     )?;
     assert_eq!(rows.trim(), (10 * rounds).to_string());
+    Ok(())
+}
+
+/// With an interval too long to matter, the ingester commits each time the next commit holds
+/// `commit.maxBytes`, counting what iceberg-rust reports for its open files (one per table
+/// partition here): commits keep coming while it runs, and the buffer never holds much more
+/// than that.
+#[tokio::test]
+async fn iceberg_commits_when_the_batch_reaches_max_bytes() -> anyhow::Result<()> {
+    let env = TestEnv::load()?;
+    let topic = TestTopic::create(&env, "iceberg-maxbytes", 1).await?;
+    let dir = WorkDir::new("kt-iceberg-maxbytes")?;
+    dir.s3_secret(&env)?;
+    let namespace = unique("maxbytes").replace('-', "_");
+    let manifest = json!({
+        "apiVersion": "kafkatable.io/v1alpha1",
+        "kind": "KafkaTable",
+        "metadata": {"name": "maxbytes", "namespace": "e2e"},
+        "spec": {
+            "source": {"brokers": env.kafka_bootstrap, "topic": topic.name},
+            "table": {
+                "format": "iceberg",
+                "catalog": {"type": "rest", "uri": env.iceberg_rest_uri, "namespace": namespace, "table": "events"},
+                "storage": {"endpoint": env.s3_endpoint, "region": "us-east-1", "pathStyle": true, "credentialsSecretRef": {"name": "s3"}},
+                "partitionBy": [{"field": "half", "transform": "identity"}],
+            },
+            "commit": {"interval": "1h", "maxBytes": "2Mi"},
+        },
+    });
+    let manifest_path = dir.join("table.yaml");
+    std::fs::write(&manifest_path, serde_yaml::to_string(&manifest)?)?;
+    // About 20 MB of payloads, in two table partitions.
+    const RECORDS: usize = 100_000;
+    const MAX_BYTES: f64 = (2 << 20) as f64;
+    produce_json(
+        &env,
+        &topic.name,
+        0..RECORDS,
+        |i| json!({"id": i, "half": i % 2, "noise": noise(i)}),
+    )
+    .await?;
+    let ingester = IngesterProcess::start(
+        &manifest_path,
+        &dir.join("secrets"),
+        &dir,
+        "iceberg-maxbytes",
+    )?;
+    let (commits, peak) = ingester.commits_once_consumed(RECORDS, 4.0, DEADLINE).await;
+    assert!(
+        (MAX_BYTES..MAX_BYTES * 1.25).contains(&peak),
+        "at most one chunk past maxBytes: {peak}"
+    );
+    assert_eq!(ingester.stop(Duration::from_secs(60)), Some(0));
+
+    let script = r#"
+import json, sys
+from pyiceberg.catalog import load_catalog
+uri, endpoint, key, secret, ident = sys.argv[1:6]
+catalog = load_catalog("kafkatable", type="rest", uri=uri, **{"s3.endpoint": endpoint,
+    "s3.access-key-id": key, "s3.secret-access-key": secret, "s3.region": "us-east-1",
+    "s3.path-style-access": "true"})
+table = catalog.load_table(ident)
+t = table.scan().to_arrow()
+pairs = set(zip(t["_kafka_partition"].to_pylist(), t["_kafka_offset"].to_pylist()))
+snapshots = [int(s.summary["added-files-size"]) for s in table.snapshots()]
+files = [int(s.summary["added-data-files"]) for s in table.snapshots()]
+print(json.dumps({"rows": t.num_rows, "distinct": len(pairs), "sizes": snapshots, "files": files}))
+"#;
+    let ident = format!("{namespace}.events");
+    let out = python(
+        &env,
+        script,
+        &[
+            &env.iceberg_rest_uri,
+            &env.s3_endpoint,
+            &env.s3_access_key,
+            &env.s3_secret_key,
+            &ident,
+        ],
+    )?;
+    let view: Value = serde_json::from_str(out.trim())?;
+    assert_eq!(view["rows"], RECORDS);
+    assert_eq!(view["distinct"], RECORDS);
+    let sizes: Vec<u64> = serde_json::from_value(view["sizes"].clone())?;
+    assert!(
+        sizes.len() as f64 > commits,
+        "{commits} commits before the stop, snapshots {sizes:?}"
+    );
+    assert_eq!(
+        view["files"],
+        json!(vec![2; sizes.len()]),
+        "a file per table partition in every snapshot"
+    );
+    // A file is smaller than what iceberg-rust reported for it while writing (its dictionaries
+    // and pages before compression).
+    assert!(
+        sizes.iter().all(|s| (*s as f64) < MAX_BYTES),
+        "snapshots under maxBytes: {sizes:?}"
+    );
     Ok(())
 }

@@ -18,15 +18,16 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arrow::array::RecordBatch;
 use async_trait::async_trait;
 use iceberg::arrow::RecordBatchPartitionSplitter;
 use iceberg::arrow::arrow_schema_to_schema_auto_assign_ids;
-use iceberg::spec::{DataFileFormat, UnboundPartitionSpec};
+use iceberg::spec::{DataFile, DataFileFormat, PartitionKey, UnboundPartitionSpec};
 use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
-use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
+use iceberg::writer::base_writer::data_file_writer::{DataFileWriter, DataFileWriterBuilder};
 use iceberg::writer::file_writer::ParquetWriterBuilder;
 use iceberg::writer::file_writer::location_generator::{
     DefaultFileNameGenerator, DefaultLocationGenerator,
@@ -34,7 +35,7 @@ use iceberg::writer::file_writer::location_generator::{
 use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
 use iceberg::writer::partitioning::PartitioningWriter;
 use iceberg::writer::partitioning::fanout_writer::FanoutWriter;
-use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
+use iceberg::writer::{CurrentFileStatus, IcebergWriter, IcebergWriterBuilder};
 use iceberg::{
     Catalog, CatalogBuilder, ErrorKind, Namespace, NamespaceIdent, TableCommit, TableCreation,
     TableIdent,
@@ -253,9 +254,14 @@ impl IcebergCommitter {
         Ok(())
     }
 
-    /// Encoded bytes held in memory are not counted: iceberg-rust streams each file to storage.
+    /// The size iceberg-rust reports for the open data files: their finished row groups and
+    /// the one in progress, with its dictionaries and current pages not yet compressed. Finished
+    /// row groups may be partly in storage already (a file goes to S3 in parts of at least
+    /// 5 MiB), and the encoders' other working memory is not in it.
     pub fn staged_bytes(&self) -> usize {
-        0
+        self.staged
+            .as_ref()
+            .map_or(0, |s| s.open_bytes.load(Ordering::Relaxed))
     }
 
     /// Drops the staged files. (Files iceberg-rust already wrote stay as orphans, which
@@ -369,7 +375,12 @@ impl IcebergCommitter {
             locations,
             names,
         );
-        let files = DataFileWriterBuilder::new(rolling);
+        let open_bytes = Arc::new(AtomicUsize::new(0));
+        let files = Counted {
+            inner: DataFileWriterBuilder::new(rolling),
+            open_bytes: open_bytes.clone(),
+            counted: 0,
+        };
         let arrow_schema = Arc::new(
             iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema())
                 .map_err(|e| err("map the table schema", e))?,
@@ -393,32 +404,87 @@ impl IcebergCommitter {
         Ok(StagedFiles {
             arrow_schema,
             writer,
+            open_bytes,
         })
     }
 }
 
 type FilesBuilder =
     DataFileWriterBuilder<ParquetWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator>;
+type FilesWriter =
+    DataFileWriter<ParquetWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator>;
 
 /// The open data files of the next commit.
 struct StagedFiles {
     /// The table's columns, which batches are aligned to.
     arrow_schema: arrow::datatypes::SchemaRef,
     writer: FileWriter,
+    /// The Parquet bytes of the open files, kept up to date by their [`Counted`] writers.
+    open_bytes: Arc<AtomicUsize>,
 }
 
 enum FileWriter {
-    Plain(
-        Box<
-            iceberg::writer::base_writer::data_file_writer::DataFileWriter<
-                ParquetWriterBuilder,
-                DefaultLocationGenerator,
-                DefaultFileNameGenerator,
-            >,
-        >,
-    ),
+    Plain(Box<Counted<FilesWriter>>),
     /// Rows split by partition, one rolling file per partition.
-    Partitioned(Box<(FanoutWriter<FilesBuilder>, RecordBatchPartitionSplitter)>),
+    Partitioned(
+        Box<(
+            FanoutWriter<Counted<FilesBuilder>>,
+            RecordBatchPartitionSplitter,
+        )>,
+    ),
+}
+
+/// A data file writer (or its builder) that adds the size of its open file, flushed and in
+/// progress, to a total shared by all the writers of one commit. iceberg-rust's fanout writer
+/// keeps its writers to itself, so the count has to come from inside them.
+struct Counted<W> {
+    inner: W,
+    open_bytes: Arc<AtomicUsize>,
+    /// What this writer last added to `open_bytes`.
+    counted: usize,
+}
+
+impl<W> Counted<W> {
+    fn recount(&mut self, now: usize) {
+        if now >= self.counted {
+            self.open_bytes
+                .fetch_add(now - self.counted, Ordering::Relaxed);
+        } else {
+            self.open_bytes
+                .fetch_sub(self.counted - now, Ordering::Relaxed);
+        }
+        self.counted = now;
+    }
+}
+
+#[async_trait]
+impl IcebergWriterBuilder for Counted<FilesBuilder> {
+    type R = Counted<FilesWriter>;
+
+    async fn build(&self, partition_key: Option<PartitionKey>) -> iceberg::Result<Self::R> {
+        Ok(Counted {
+            inner: self.inner.build(partition_key).await?,
+            open_bytes: self.open_bytes.clone(),
+            counted: 0,
+        })
+    }
+}
+
+#[async_trait]
+impl IcebergWriter for Counted<FilesWriter> {
+    async fn write(&mut self, batch: RecordBatch) -> iceberg::Result<()> {
+        self.inner.write(batch).await?;
+        // After a write the writer has a file open (asking before the first one panics). A
+        // rolled file is closed: the size starts again from the new file's.
+        let now = self.inner.current_written_size();
+        self.recount(now);
+        Ok(())
+    }
+
+    async fn close(&mut self) -> iceberg::Result<Vec<DataFile>> {
+        self.recount(0);
+        self.inner.close().await
+    }
 }
 
 impl StagedFiles {
