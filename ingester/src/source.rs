@@ -132,8 +132,12 @@ pub fn client_config(
         // batch larger than 64 kB still comes whole). Records per CPU-second did not drop (they
         // rose: records are still in the cache when decoded), nor did the wall time, as long as
         // a full queue is retried soon: librdkafka waits a second by default (6.5 s instead of
-        // 0.9 s to read 1.2M records). `consumerConfig` may set all three.
-        .set("queued.max.messages.kbytes", "4096")
+        // 0.9 s to read 1.2M records). A queued record keeps its whole decompressed batch
+        // alive, so the queue holds more than it counts: 1.2M records of 160 B peaked at 74-77 MB
+        // with a 4 MB queue, 69 MB with 2 MB, 63-65 MB with 1 MB and 512 kB, at the same CPU per
+        // record and wall time (local broker). 1 MB lasts about 5 ms at 200 MB/s: a broker
+        // further away than that can starve a fast ingester. `consumerConfig` may set all three.
+        .set("queued.max.messages.kbytes", "1024")
         .set("max.partition.fetch.bytes", "65536")
         .set("fetch.queue.backoff.ms", "2")
         .set(
