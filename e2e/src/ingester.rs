@@ -159,6 +159,15 @@ impl IngesterProcess {
             .collect()
     }
 
+    /// Waits until the ingester has consumed `records`.
+    pub async fn wait_consumed(&self, records: usize, deadline: Duration) {
+        crate::fixtures::eventually("every record consumed", deadline, || async move {
+            let consumed = self.metric("kafkatable_records_consumed_total").await?;
+            (consumed >= records as f64).then_some(())
+        })
+        .await;
+    }
+
     /// Waits until the ingester has consumed `records` and made at least `commits` table
     /// commits, and returns how many it has made and the most bytes it has buffered for one.
     pub async fn commits_once_consumed(
@@ -167,11 +176,7 @@ impl IngesterProcess {
         commits: f64,
         deadline: Duration,
     ) -> (f64, f64) {
-        crate::fixtures::eventually("every record consumed", deadline, || async move {
-            let consumed = self.metric("kafkatable_records_consumed_total").await?;
-            (consumed >= records as f64).then_some(())
-        })
-        .await;
+        self.wait_consumed(records, deadline).await;
         let what = format!("{commits} commits");
         crate::fixtures::eventually(&what, deadline, || async move {
             let made = self.metric("kafkatable_commits_total").await?;

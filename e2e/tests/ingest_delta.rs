@@ -510,48 +510,18 @@ print(json.dumps({"rows": t.num_rows, "columns": t.column_names,
     Ok(())
 }
 
-/// One commit larger than the target file size becomes several files, none much larger than
-/// the target, and the rows stay exactly once.
-#[tokio::test]
-async fn delta_files_roll_at_the_target_size() -> anyhow::Result<()> {
-    let env = TestEnv::load()?;
-    let topic = TestTopic::create(&env, "ingest-roll", 2).await?;
-    let dir = WorkDir::new("kt-ingest-roll")?;
-    let location = format!("file://{}/table", dir.display());
-    let manifest = json!({
-        "apiVersion": "kafkatable.io/v1alpha1",
-        "kind": "KafkaTable",
-        "metadata": {"name": "roll", "namespace": "e2e"},
-        "spec": {
-            "source": {"brokers": env.kafka_bootstrap, "topic": topic.name},
-            "table": {"format": "delta", "location": location},
-            // Nothing commits before the ingester stops: everything lands in one commit.
-            "commit": {"interval": "1h", "targetFileSize": "512Ki"},
-        },
-    });
-    let manifest_path = dir.join("table.yaml");
-    std::fs::write(&manifest_path, serde_yaml::to_string(&manifest)?)?;
-    const RECORDS: usize = 100_000;
-    // About 200 bytes a record that compress poorly.
-    produce_json(
-        &env,
-        &topic.name,
-        0..RECORDS,
-        |i| json!({"id": i, "noise": noise(i)}),
-    )
-    .await?;
-    let ingester = IngesterProcess::start(&manifest_path, &dir, &dir, "ingester-roll")?;
-    let ingester_ref = &ingester;
-    eventually("the ingester holds every record", DEADLINE, || async move {
-        let consumed = ingester_ref
-            .metric("kafkatable_records_consumed_total")
-            .await?;
-        (consumed >= RECORDS as f64).then_some(())
-    })
-    .await;
-    assert_eq!(ingester.stop(Duration::from_secs(60)), Some(0));
+/// A Delta table on a local path, fed by a topic of its own, with `commit` settings.
+struct LocalTable {
+    topic: TestTopic,
+    dir: WorkDir,
+    manifest: PathBuf,
+    location: String,
+    name: String,
+}
 
-    let script = r#"
+/// Reads a local table's files with deltalake: version, rows, distinct (partition, offset)
+/// pairs, and the files' sizes and row counts, each sorted.
+const FILES_READER: &str = r#"
 import json, sys
 from deltalake import DeltaTable
 import pyarrow as pa
@@ -560,9 +530,83 @@ adds = pa.table(dt.get_add_actions(flatten=True)).to_pydict()
 t = dt.to_pyarrow_table()
 pairs = set(zip(t["_kafka_partition"].to_pylist(), t["_kafka_offset"].to_pylist()))
 print(json.dumps({"version": dt.version(), "rows": t.num_rows, "distinct": len(pairs),
-    "sizes": sorted(adds["size_bytes"])}))
+    "sizes": sorted(adds["size_bytes"]), "file_rows": sorted(adds["num_records"])}))
 "#;
-    let view: Value = serde_json::from_str(python(&env, script, &[&location])?.trim())?;
+
+impl LocalTable {
+    async fn new(
+        env: &TestEnv,
+        name: &str,
+        partitions: i32,
+        commit: Value,
+    ) -> anyhow::Result<Self> {
+        let topic = TestTopic::create(env, &format!("ingest-{name}"), partitions).await?;
+        let dir = WorkDir::new(&format!("kt-ingest-{name}"))?;
+        let location = format!("file://{}/table", dir.display());
+        let manifest = json!({
+            "apiVersion": "kafkatable.io/v1alpha1",
+            "kind": "KafkaTable",
+            "metadata": {"name": name, "namespace": "e2e"},
+            "spec": {
+                "source": {"brokers": env.kafka_bootstrap, "topic": topic.name},
+                "table": {"format": "delta", "location": location},
+                "commit": commit,
+            },
+        });
+        let manifest_path = dir.join("table.yaml");
+        std::fs::write(&manifest_path, serde_yaml::to_string(&manifest)?)?;
+        Ok(Self {
+            topic,
+            dir,
+            manifest: manifest_path,
+            location,
+            name: name.to_string(),
+        })
+    }
+
+    fn start(&self) -> anyhow::Result<IngesterProcess> {
+        Ok(IngesterProcess::start(
+            &self.manifest,
+            &self.dir,
+            &self.dir,
+            &format!("ingester-{}", self.name),
+        )?)
+    }
+
+    fn read(&self, env: &TestEnv) -> anyhow::Result<Value> {
+        Ok(serde_json::from_str(
+            python(env, FILES_READER, &[&self.location])?.trim(),
+        )?)
+    }
+}
+
+/// One commit larger than the target file size becomes several files, none much larger than
+/// the target, and the rows stay exactly once.
+#[tokio::test]
+async fn delta_files_roll_at_the_target_size() -> anyhow::Result<()> {
+    let env = TestEnv::load()?;
+    // Nothing commits before the ingester stops: everything lands in one commit.
+    let table = LocalTable::new(
+        &env,
+        "roll",
+        2,
+        json!({"interval": "1h", "targetFileSize": "512Ki"}),
+    )
+    .await?;
+    const RECORDS: usize = 100_000;
+    // About 200 bytes a record that compress poorly.
+    produce_json(
+        &env,
+        &table.topic.name,
+        0..RECORDS,
+        |i| json!({"id": i, "noise": noise(i)}),
+    )
+    .await?;
+    let ingester = table.start()?;
+    ingester.wait_consumed(RECORDS, DEADLINE).await;
+    assert_eq!(ingester.stop(Duration::from_secs(60)), Some(0));
+
+    let view = table.read(&env)?;
     assert_eq!(view["rows"], RECORDS);
     assert_eq!(view["distinct"], RECORDS);
     // Version 0 creates the table, version 1 is the one commit.
@@ -594,31 +638,23 @@ print(json.dumps({"version": dt.version(), "rows": t.num_rows, "distinct": len(p
 #[tokio::test]
 async fn delta_commits_when_the_batch_reaches_max_bytes() -> anyhow::Result<()> {
     let env = TestEnv::load()?;
-    let topic = TestTopic::create(&env, "ingest-maxbytes", 1).await?;
-    let dir = WorkDir::new("kt-ingest-maxbytes")?;
-    let location = format!("file://{}/table", dir.display());
-    let manifest = json!({
-        "apiVersion": "kafkatable.io/v1alpha1",
-        "kind": "KafkaTable",
-        "metadata": {"name": "maxbytes", "namespace": "e2e"},
-        "spec": {
-            "source": {"brokers": env.kafka_bootstrap, "topic": topic.name},
-            "table": {"format": "delta", "location": location},
-            "commit": {"interval": "1h", "maxBytes": "2Mi"},
-        },
-    });
-    let manifest_path = dir.join("table.yaml");
-    std::fs::write(&manifest_path, serde_yaml::to_string(&manifest)?)?;
+    let table = LocalTable::new(
+        &env,
+        "maxbytes",
+        1,
+        json!({"interval": "1h", "maxBytes": "2Mi"}),
+    )
+    .await?;
     const RECORDS: usize = 100_000;
     const MAX_BYTES: f64 = (2 << 20) as f64;
     produce_json(
         &env,
-        &topic.name,
+        &table.topic.name,
         0..RECORDS,
         |i| json!({"id": i, "noise": noise(i)}),
     )
     .await?;
-    let ingester = IngesterProcess::start(&manifest_path, &dir, &dir, "ingester-maxbytes")?;
+    let ingester = table.start()?;
     let (commits, peak) = ingester.commits_once_consumed(RECORDS, 4.0, DEADLINE).await;
     assert!(
         (MAX_BYTES..MAX_BYTES * 1.25).contains(&peak),
@@ -626,18 +662,7 @@ async fn delta_commits_when_the_batch_reaches_max_bytes() -> anyhow::Result<()> 
     );
     assert_eq!(ingester.stop(Duration::from_secs(60)), Some(0));
 
-    let script = r#"
-import json, sys
-from deltalake import DeltaTable
-import pyarrow as pa
-dt = DeltaTable(sys.argv[1])
-adds = pa.table(dt.get_add_actions(flatten=True)).to_pydict()
-t = dt.to_pyarrow_table()
-pairs = set(zip(t["_kafka_partition"].to_pylist(), t["_kafka_offset"].to_pylist()))
-print(json.dumps({"version": dt.version(), "rows": t.num_rows, "distinct": len(pairs),
-    "sizes": sorted(adds["size_bytes"])}))
-"#;
-    let view: Value = serde_json::from_str(python(&env, script, &[&location])?.trim())?;
+    let view = table.read(&env)?;
     assert_eq!(view["rows"], RECORDS);
     assert_eq!(view["distinct"], RECORDS);
     let sizes: Vec<u64> = serde_json::from_value(view["sizes"].clone())?;
@@ -661,37 +686,24 @@ print(json.dumps({"version": dt.version(), "rows": t.num_rows, "distinct": len(p
 #[tokio::test]
 async fn delta_commits_every_max_records() -> anyhow::Result<()> {
     let env = TestEnv::load()?;
-    let topic = TestTopic::create(&env, "ingest-maxrecords", 1).await?;
-    let dir = WorkDir::new("kt-ingest-maxrecords")?;
-    let location = format!("file://{}/table", dir.display());
-    let manifest = json!({
-        "apiVersion": "kafkatable.io/v1alpha1",
-        "kind": "KafkaTable",
-        "metadata": {"name": "maxrecords", "namespace": "e2e"},
-        "spec": {
-            "source": {"brokers": env.kafka_bootstrap, "topic": topic.name},
-            "table": {"format": "delta", "location": location},
-            "commit": {"interval": "1h", "maxRecords": 1000},
-        },
-    });
-    let manifest_path = dir.join("table.yaml");
-    std::fs::write(&manifest_path, serde_yaml::to_string(&manifest)?)?;
-    produce_json(&env, &topic.name, 0..5500, |i| json!({"id": i})).await?;
-    let ingester = IngesterProcess::start(&manifest_path, &dir, &dir, "ingester-maxrecords")?;
+    let table = LocalTable::new(
+        &env,
+        "maxrecords",
+        1,
+        json!({"interval": "1h", "maxRecords": 1000}),
+    )
+    .await?;
+    produce_json(&env, &table.topic.name, 0..5500, |i| json!({"id": i})).await?;
+    let ingester = table.start()?;
     let (commits, _) = ingester.commits_once_consumed(5500, 5.0, DEADLINE).await;
     assert_eq!(commits, 5.0, "five full batches before the stop");
     assert_eq!(ingester.stop(Duration::from_secs(60)), Some(0));
 
-    let script = r#"
-import json, sys
-from deltalake import DeltaTable
-import pyarrow as pa
-dt = DeltaTable(sys.argv[1])
-adds = pa.table(dt.get_add_actions(flatten=True)).to_pydict()
-print(json.dumps({"version": dt.version(), "rows": sorted(adds["num_records"])}))
-"#;
-    let view: Value = serde_json::from_str(python(&env, script, &[&location])?.trim())?;
+    let view = table.read(&env)?;
     assert_eq!(view["version"], 6, "{view}");
-    assert_eq!(view["rows"], json!([500, 1000, 1000, 1000, 1000, 1000]));
+    assert_eq!(
+        view["file_rows"],
+        json!([500, 1000, 1000, 1000, 1000, 1000])
+    );
     Ok(())
 }

@@ -51,6 +51,29 @@ print(json.dumps({
 }))
 "#;
 
+/// Opens `ident` from the REST catalog with pyiceberg as `table`, for the script that follows.
+const REST_TABLE: &str = r#"
+import json, sys
+from pyiceberg.catalog import load_catalog
+uri, endpoint, key, secret, ident = sys.argv[1:6]
+catalog = load_catalog("kafkatable", type="rest", uri=uri, **{"s3.endpoint": endpoint,
+    "s3.access-key-id": key, "s3.secret-access-key": secret, "s3.region": "us-east-1",
+    "s3.path-style-access": "true"})
+table = catalog.load_table(ident)
+"#;
+
+/// Runs `script` after [`REST_TABLE`] has loaded table `ident`, and returns what it printed.
+fn read_rest_table(env: &TestEnv, ident: &str, script: &str) -> anyhow::Result<String> {
+    let args = [
+        env.iceberg_rest_uri.as_str(),
+        &env.s3_endpoint,
+        &env.s3_access_key,
+        &env.s3_secret_key,
+        ident,
+    ];
+    Ok(python(env, &format!("{REST_TABLE}{script}"), &args)?)
+}
+
 struct Setup {
     env: TestEnv,
     topic: TestTopic,
@@ -287,14 +310,7 @@ async fn iceberg_table_partitioned_by_day_field_and_bucket() -> anyhow::Result<(
     setup.expect_rows(600, &ingester).await?;
 
     let script = r#"
-import json, sys
 from collections import Counter
-from pyiceberg.catalog import load_catalog
-uri, endpoint, key, secret, ident = sys.argv[1:6]
-catalog = load_catalog("kafkatable", type="rest", uri=uri, **{"s3.endpoint": endpoint,
-    "s3.access-key-id": key, "s3.secret-access-key": secret, "s3.region": "us-east-1",
-    "s3.path-style-access": "true"})
-table = catalog.load_table(ident)
 schema = table.schema()
 spec = [[f.name, str(f.transform), schema.find_field(f.source_id).name] for f in table.spec().fields]
 files = table.inspect.files().to_pylist()
@@ -307,14 +323,7 @@ de = table.scan(row_filter="country == 'de'").to_arrow()
 print(json.dumps({"spec": spec, "file_parts": file_parts, "buckets": bucket_values,
     "per_day": per_day, "de_rows": de.num_rows, "de_countries": sorted(set(de["country"].to_pylist()))}))
 "#;
-    let args = [
-        env.iceberg_rest_uri.as_str(),
-        &env.s3_endpoint,
-        &env.s3_access_key,
-        &env.s3_secret_key,
-        &setup.ident,
-    ];
-    let view: Value = serde_json::from_str(python(&env, script, &args)?.trim())?;
+    let view: Value = serde_json::from_str(read_rest_table(&env, &setup.ident, script)?.trim())?;
     assert_eq!(
         view["spec"],
         json!([
@@ -413,26 +422,8 @@ async fn concurrent_committers_never_both_win() -> anyhow::Result<()> {
     assert_eq!(points.get(&0).copied(), Some(10 * rounds as i64));
 
     // pyiceberg agrees: one batch of 10 rows per round, not two.
-    let script = r#"
-import sys
-from pyiceberg.catalog import load_catalog
-uri, endpoint, key, secret, ident = sys.argv[1:6]
-c = load_catalog("r", type="rest", uri=uri, **{"s3.endpoint": endpoint, "s3.access-key-id": key,
-    "s3.secret-access-key": secret, "s3.region": "us-east-1", "s3.path-style-access": "true"})
-print(c.load_table(ident).scan().to_arrow().num_rows)
-"#;
     let ident = format!("{}.events", catalog.namespace[0]);
-    let rows = python(
-        &env,
-        script,
-        &[
-            &env.iceberg_rest_uri,
-            &env.s3_endpoint,
-            &env.s3_access_key,
-            &env.s3_secret_key,
-            &ident,
-        ],
-    )?;
+    let rows = read_rest_table(&env, &ident, "print(table.scan().to_arrow().num_rows)")?;
     assert_eq!(rows.trim(), (10 * rounds).to_string());
     Ok(())
 }
@@ -489,13 +480,6 @@ async fn iceberg_commits_when_the_batch_reaches_max_bytes() -> anyhow::Result<()
     assert_eq!(ingester.stop(Duration::from_secs(60)), Some(0));
 
     let script = r#"
-import json, sys
-from pyiceberg.catalog import load_catalog
-uri, endpoint, key, secret, ident = sys.argv[1:6]
-catalog = load_catalog("kafkatable", type="rest", uri=uri, **{"s3.endpoint": endpoint,
-    "s3.access-key-id": key, "s3.secret-access-key": secret, "s3.region": "us-east-1",
-    "s3.path-style-access": "true"})
-table = catalog.load_table(ident)
 t = table.scan().to_arrow()
 pairs = set(zip(t["_kafka_partition"].to_pylist(), t["_kafka_offset"].to_pylist()))
 snapshots = [int(s.summary["added-files-size"]) for s in table.snapshots()]
@@ -503,18 +487,7 @@ files = [int(s.summary["added-data-files"]) for s in table.snapshots()]
 print(json.dumps({"rows": t.num_rows, "distinct": len(pairs), "sizes": snapshots, "files": files}))
 "#;
     let ident = format!("{namespace}.events");
-    let out = python(
-        &env,
-        script,
-        &[
-            &env.iceberg_rest_uri,
-            &env.s3_endpoint,
-            &env.s3_access_key,
-            &env.s3_secret_key,
-            &ident,
-        ],
-    )?;
-    let view: Value = serde_json::from_str(out.trim())?;
+    let view: Value = serde_json::from_str(read_rest_table(&env, &ident, script)?.trim())?;
     assert_eq!(view["rows"], RECORDS);
     assert_eq!(view["distinct"], RECORDS);
     let sizes: Vec<u64> = serde_json::from_value(view["sizes"].clone())?;
