@@ -707,3 +707,66 @@ async fn delta_commits_every_max_records() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// `kafkatable-ingester bench-drain` (what `make bench` measures) reads every record in each
+/// mode and counts the same payload bytes; only decode and encode build Arrow; copy refuses a
+/// payload that is not UTF-8, naming its partition and offset.
+#[tokio::test]
+async fn bench_drain_reads_every_record_in_each_mode() -> anyhow::Result<()> {
+    let env = TestEnv::load()?;
+    let table = LocalTable::new(&env, "drain", 2, json!({"interval": "1s"})).await?;
+    const RECORDS: usize = 2000;
+    let payload = |i: usize| json!({"id": i, "name": format!("café-{i}")});
+    produce_json(&env, &table.topic.name, 0..RECORDS, payload).await?;
+    let bytes: usize = (0..RECORDS).map(|i| payload(i).to_string().len()).sum();
+    let drain = |mode: &str, records: usize| {
+        std::process::Command::new(kafkatable_e2e::ingester::binary())
+            .args(["bench-drain", "--mode", mode, "--records"])
+            .arg(records.to_string())
+            .arg("-f")
+            .arg(&table.manifest)
+            .arg("--secrets-dir")
+            .arg(table.dir.join("secrets"))
+            .output()
+    };
+    for mode in ["raw", "copy", "decode", "encode"] {
+        let out = drain(mode, RECORDS)?;
+        assert!(
+            out.status.success(),
+            "{mode}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: Value = serde_json::from_slice(&out.stdout)?;
+        assert_eq!(report["mode"], mode);
+        assert_eq!(report["records"], RECORDS, "{mode}: {report}");
+        assert_eq!(report["payload_bytes"], bytes, "{mode}: {report}");
+        let builds_arrow = matches!(mode, "decode" | "encode");
+        assert_eq!(
+            report["arrow_bytes"].as_u64() > Some(0),
+            builds_arrow,
+            "{mode}: {report}"
+        );
+    }
+
+    let producer: FutureProducer = kafka_config(&env, false).create()?;
+    let delivered = producer
+        .send(
+            FutureRecord::<(), _>::to(&table.topic.name)
+                .partition(1)
+                .payload(&b"{\"id\": \"\xff\"}"[..]),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(e, _)| e)?;
+    let out = drain("copy", RECORDS + 1)?;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "partition {} offset {}: not UTF-8",
+            delivered.partition, delivered.offset
+        )),
+        "{stderr}"
+    );
+    Ok(())
+}

@@ -2,6 +2,9 @@
 //! decoder, and report records per CPU-second of this process (from /proc).
 //!
 //! - raw: consume every record and count its payload bytes (without reading them);
+//! - copy: consume, copy each payload once and check that it is UTF-8: the least work any JSON
+//!   decoder into Arrow adds to the raw drain (string values must be copied out of librdkafka's
+//!   buffers and validated), so `copy / raw` bounds `decode / raw` from above;
 //! - decode: consume and decode into Arrow chunks, then discard them;
 //! - encode: decode everything first, then time only the Parquet (zstd) encoding.
 
@@ -26,6 +29,8 @@ use crate::source::client_config;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
     Raw,
+    /// Copy each payload once and check that it is UTF-8.
+    Copy,
     Decode,
     Encode,
 }
@@ -110,6 +115,7 @@ pub fn drain(config: &IngesterConfig, mode: Mode, records: u64) -> Result<Report
     let mut pending: BTreeMap<i32, Pending> = BTreeMap::new();
     let mut schema = None;
     let mut chunks: Vec<RecordBatch> = Vec::new();
+    let mut copied: Vec<u8> = Vec::new();
     let (mut seen, mut payload_bytes, mut arrow_bytes) = (0u64, 0u64, 0u64);
     let cpu_start = process_cpu_seconds();
     let wall_start = Instant::now();
@@ -150,6 +156,22 @@ pub fn drain(config: &IngesterConfig, mode: Mode, records: u64) -> Result<Report
         let payload = m.payload().unwrap_or_default();
         payload_bytes += payload.len() as u64;
         if mode == Mode::Raw {
+            continue;
+        }
+        if mode == Mode::Copy {
+            let from = copied.len();
+            copied.extend_from_slice(payload);
+            let fresh = &copied[from..];
+            if !(fresh.is_ascii() || std::str::from_utf8(fresh).is_ok()) {
+                return Err(IngesterError::Unsupported(format!(
+                    "partition {} offset {}: not UTF-8",
+                    m.partition(),
+                    m.offset()
+                )));
+            }
+            if copied.len() >= decode::CHUNK_BYTES {
+                copied.clear();
+            }
             continue;
         }
         let buf = pending.entry(m.partition()).or_insert_with(|| {

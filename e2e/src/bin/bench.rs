@@ -1,9 +1,10 @@
 //! `kafkatable-bench` (`make bench`): one run on one broker and one data set per record size
 //! (160 B and 1 KB JSON, 6 partitions). It measures, as records per CPU-second of the measured
-//! process (from /proc): the raw drain, decode-and-discard, Parquet encoding, and end-to-end
-//! ingestion into Delta Lake (1 s and 10 s commit intervals) and Iceberg (REST catalog); plus
-//! peak RSS against the bytes buffered for a commit, and produce-to-visible latency. It prints
-//! the ratios the targets are stated in and writes them as JSON.
+//! process (from /proc): the raw drain, copy-and-check (the ceiling for decoding), decode-and-
+//! discard, Parquet encoding, and end-to-end ingestion into Delta Lake (1 s and 10 s commit
+//! intervals) and Iceberg (REST catalog), each the median of three runs; plus peak RSS against
+//! the bytes buffered for a commit, and produce-to-visible latency. It prints the ratios the
+//! targets are stated in and writes them as JSON.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -249,6 +250,53 @@ async fn ingest(
     }))
 }
 
+/// An end-to-end run is one process on a shared VM, whose rate moves by more than the margins of
+/// the targets from run to run: each configuration runs once per manifest (three, each with its
+/// own table and consumer group), and the run with the median rate is reported with all the
+/// rates. Peak RSS is the one of the run closest to (or furthest over) its bound, and latency is
+/// sampled in the first run only.
+async fn ingest_median(
+    env: &TestEnv,
+    dir: &Path,
+    manifests: &[PathBuf],
+    topic: &str,
+    records: usize,
+    size: usize,
+    latency_samples: usize,
+) -> anyhow::Result<Value> {
+    let mut runs = Vec::new();
+    for (i, manifest) in manifests.iter().enumerate() {
+        let samples = if i == 0 { latency_samples } else { 0 };
+        runs.push(ingest(env, dir, manifest, topic, records, size, samples).await?);
+    }
+    let latency = runs[0]["latency_seconds"].clone();
+    let over_bound = |v: &Value| v["peak_rss_mb"].as_f64().unwrap_or(0.0) - rss_bound(v);
+    let worst_rss = runs
+        .iter()
+        .max_by(|a, b| over_bound(a).total_cmp(&over_bound(b)))
+        .cloned()
+        .unwrap_or_default();
+    let peaks: Vec<f64> = runs
+        .iter()
+        .map(|v| v["peak_rss_mb"].as_f64().unwrap_or(0.0))
+        .collect();
+    runs.sort_by(|a, b| rate(a).total_cmp(&rate(b)));
+    let rates: Vec<f64> = runs.iter().map(rate).collect();
+    let mut median = runs.swap_remove(runs.len() / 2);
+    median["runs_records_per_cpu_second"] = json!(rates);
+    median["peak_rss_mb_runs"] = json!(peaks);
+    median["latency_seconds"] = latency;
+    for key in ["peak_rss_mb", "rss_file_mb", "peak_buffered_mb"] {
+        median[key] = worst_rss[key].clone();
+    }
+    Ok(median)
+}
+
+/// The memory target: peak RSS at most 1.5x the bytes buffered for a commit + 64 MB.
+fn rss_bound(v: &Value) -> f64 {
+    1.5 * v["peak_buffered_mb"].as_f64().unwrap_or(0.0) + 64.0
+}
+
 /// A list of seconds as "0.68 0.70 0.96".
 fn seconds(v: &Value) -> String {
     v.as_array()
@@ -306,36 +354,33 @@ async fn main() -> anyhow::Result<()> {
         };
         let probe = delta("10s", "probe")?;
         let raw = drain(&bin, &probe, &dir.join("secrets"), "raw", n)?;
+        let copy = drain(&bin, &probe, &dir.join("secrets"), "copy", n)?;
         let decode = drain(&bin, &probe, &dir.join("secrets"), "decode", n)?;
         let encode = drain(&bin, &probe, &dir.join("secrets"), "encode", n)?;
-        let delta10 = ingest(&env, &dir, &delta("10s", "10s")?, &topic.name, n, size, 3).await?;
-        let delta1 = ingest(&env, &dir, &delta("1s", "1s")?, &topic.name, n, size, 8).await?;
+        let runs = |tag: &str, interval: &str| {
+            (0..3)
+                .map(|i| delta(interval, &format!("{tag}-{i}")))
+                .collect::<anyhow::Result<Vec<_>>>()
+        };
+        let delta10 =
+            ingest_median(&env, &dir, &runs("10s", "10s")?, &topic.name, n, size, 3).await?;
+        let delta1 = ingest_median(&env, &dir, &runs("1s", "1s")?, &topic.name, n, size, 8).await?;
         let namespace = unique(&format!("bench{size}")).replace('-', "_");
-        let iceberg_table = json!({"format": "iceberg", "storage": storage,
-            "catalog": {"type": "rest", "uri": env.iceberg_rest_uri, "namespace": namespace, "table": "events"}});
-        let iceberg10 = ingest(
-            &env,
-            &dir,
-            &write_manifest(
-                &dir,
-                &format!("iceberg{size}"),
-                &env,
-                &topic.name,
-                iceberg_table,
-                "10s",
-            )?,
-            &topic.name,
-            n,
-            size,
-            0,
-        )
-        .await?;
+        let iceberg_runs = (0..3)
+            .map(|i| {
+                let table = json!({"format": "iceberg", "storage": storage,
+                    "catalog": {"type": "rest", "uri": env.iceberg_rest_uri, "namespace": namespace, "table": format!("events{i}")}});
+                write_manifest(&dir, &format!("iceberg{size}-{i}"), &env, &topic.name, table, "10s")
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let iceberg10 = ingest_median(&env, &dir, &iceberg_runs, &topic.name, n, size, 0).await?;
 
         // The end-to-end limit from the parts measured in this run: the CPU cost per record of
         // consuming and decoding plus that of encoding.
         let limit = 1.0 / (1.0 / rate(&decode) + 1.0 / rate(&encode));
         let rows = [
             ("raw drain", &raw),
+            ("copy and check UTF-8", &copy),
             ("decode and discard", &decode),
             ("parquet encode only", &encode),
             ("delta, 10 s commits", &delta10),
@@ -343,32 +388,42 @@ async fn main() -> anyhow::Result<()> {
             ("iceberg REST, 10 s", &iceberg10),
         ];
         println!(
-            "{:<22} {:>16} {:>12}",
+            "{:<22} {:>16} {:>8}   all runs, records/CPU-s",
             "measurement", "records/CPU-s", "CPU s"
         );
         for (label, v) in rows {
+            let all: Vec<String> = v["runs_records_per_cpu_second"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_f64)
+                        .map(|r| format!("{r:.0}"))
+                        .collect()
+                })
+                .unwrap_or_default();
             println!(
-                "{label:<22} {:>16.0} {:>12.2}",
+                "{label:<22} {:>16.0} {:>8.2}   {}",
                 rate(v),
-                v["cpu_seconds"].as_f64().unwrap_or(0.0)
+                v["cpu_seconds"].as_f64().unwrap_or(0.0),
+                all.join(" ")
             );
         }
         let ratios = json!({
             "decode_over_raw": rate(&decode) / rate(&raw),
+            "copy_over_raw": rate(&copy) / rate(&raw),
             "limit_records_per_cpu_second": limit,
             "delta_over_limit": rate(&delta10) / limit,
             "iceberg_over_limit": rate(&iceberg10) / limit,
             "delta_1s_over_10s": rate(&delta1) / rate(&delta10),
         });
         println!(
-            "ratios: decode/raw {:.2} (target >= 0.90), delta/limit {:.2} and iceberg/limit {:.2} (>= 0.75), 1 s/10 s {:.2} (>= 0.90)",
+            "ratios: decode/raw {:.2} (target >= 0.90; copying each payload once and checking it is UTF-8 alone gives {:.2}), delta/limit {:.2} and iceberg/limit {:.2} (>= 0.75), 1 s/10 s {:.2} (>= 0.90)",
             ratios["decode_over_raw"].as_f64().unwrap_or(0.0),
+            ratios["copy_over_raw"].as_f64().unwrap_or(0.0),
             ratios["delta_over_limit"].as_f64().unwrap_or(0.0),
             ratios["iceberg_over_limit"].as_f64().unwrap_or(0.0),
             ratios["delta_1s_over_10s"].as_f64().unwrap_or(0.0)
         );
-        // The memory target: peak RSS at most 1.5x the bytes buffered for a commit + 64 MB.
-        let rss_bound = |v: &Value| 1.5 * v["peak_buffered_mb"].as_f64().unwrap_or(0.0) + 64.0;
         for (label, v) in [("delta, 10 s", &delta10), ("iceberg, 10 s", &iceberg10)] {
             println!(
                 "peak RSS ({label}): {:.0} MB for {:.0} MB buffered (bound 1.5x + 64 MB = {:.0} MB); {:.0} MB of it mapped from files",
@@ -383,7 +438,7 @@ async fn main() -> anyhow::Result<()> {
             seconds(&delta1["latency_seconds"]),
             seconds(&delta10["latency_seconds"])
         );
-        report.push(json!({"record_bytes": size, "records": n, "raw": raw, "decode": decode, "encode": encode,
+        report.push(json!({"record_bytes": size, "records": n, "raw": raw, "copy": copy, "decode": decode, "encode": encode,
             "delta_10s": delta10, "delta_1s": delta1, "iceberg_10s": iceberg10, "ratios": ratios,
             "rss_bound_mb": {"delta_10s": rss_bound(&delta10), "iceberg_10s": rss_bound(&iceberg10)}}));
     }
