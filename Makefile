@@ -40,8 +40,8 @@ integration-test: ## Integration tests against the running infrastructure (make 
 test: setup lint ## The whole suite: lint, unit tests, then integration tests on freshly started infrastructure
 	$(TOOLS)/test.sh
 
-chaos: setup ## The exactly-once chaos test with 300 kills (CI runs 30)
-	$(TOOLS)/infra.sh up k8s kafka minio
+chaos: setup ## The exactly-once chaos tests with 300 kills and 30 broker/store/catalog crashes (CI runs 30 and 3)
+	$(TOOLS)/infra.sh up k8s kafka minio iceberg
 	KAFKATABLE_CHAOS_KILLS=$${KAFKATABLE_CHAOS_KILLS:-300} cargo test -p kafkatable-e2e --test chaos --locked -- --nocapture
 
 bench: setup ## Benchmarks on release builds: ingester rates, ratios, RSS, latency; operator reconcile time with 1,000 tables

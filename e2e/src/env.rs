@@ -28,6 +28,8 @@ pub struct TestEnv {
     pub s3_access_key: String,
     pub s3_secret_key: String,
     pub s3_region: String,
+    /// The MinIO binary (for tests that run a server of their own).
+    pub minio_bin: PathBuf,
     /// Iceberg REST catalog URI and its warehouse.
     pub iceberg_rest_uri: String,
     pub iceberg_warehouse: String,
@@ -109,6 +111,7 @@ impl TestEnv {
             s3_access_key: get("KT_S3_ACCESS_KEY")?,
             s3_secret_key: get("KT_S3_SECRET_KEY")?,
             s3_region: get("KT_S3_REGION")?,
+            minio_bin: get("KT_MINIO_BIN")?.into(),
             iceberg_rest_uri: get("KT_ICEBERG_REST_URI")?,
             iceberg_warehouse: get("KT_ICEBERG_WAREHOUSE")?,
             registry_url: get("KT_REGISTRY_URL")?,

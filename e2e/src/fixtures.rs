@@ -400,6 +400,30 @@ pub async fn produce_json(
     Ok(())
 }
 
+/// Produces `payloads` in order to partition 0 of `topic` (key `k<n>` for the n-th, counting
+/// from `first_key`), one at a time, so each lands at the next offset.
+pub async fn produce_raw(
+    env: &TestEnv,
+    topic: &str,
+    first_key: usize,
+    payloads: &[&[u8]],
+) -> Result<(), rdkafka::error::KafkaError> {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = kafka_config(env, false).create()?;
+    for (n, payload) in payloads.iter().enumerate() {
+        let key = format!("k{}", first_key + n);
+        let record = FutureRecord::to(topic)
+            .partition(0)
+            .key(&key)
+            .payload(*payload);
+        producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| e)?;
+    }
+    Ok(())
+}
+
 /// The offsets a consumer group has committed, by partition (as strings, to compare with JSON).
 pub fn group_offsets(
     env: &TestEnv,

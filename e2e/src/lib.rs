@@ -6,6 +6,8 @@
 //! - [`kubelet`]: the process kubelet that runs pods as local processes.
 //! - [`operator`]: the operator installed with its Helm chart into a test's namespace.
 //! - [`broker`]: a Kafka broker of a test's own, for tests that stop it.
+//! - [`store`]: a MinIO server of a test's own, for tests that kill it.
+//! - [`proxy`]: an HTTP proxy that loses chosen responses (fault injection in front of MinIO).
 
 pub mod broker;
 pub mod env;
@@ -13,6 +15,8 @@ pub mod fixtures;
 pub mod ingester;
 pub mod kubelet;
 pub mod operator;
+pub mod proxy;
+pub mod store;
 
 /// Selects rustls' ring provider for this process (the dependency graph enables two, so rustls
 /// will not pick one itself). Harmless when called again.

@@ -1,21 +1,26 @@
-//! Exactly once under chaos, for each table format: ingesters in one consumer group on a
-//! 12-partition topic while records are produced; they are killed with SIGKILL at random
-//! moments, abort on purpose between the table commit and the Kafka commit, and are restarted,
-//! added and removed. At the end every produced record is in the table exactly once, as the
-//! deltalake and pyiceberg Python packages read it.
+//! Exactly once under chaos, for Delta on a local path, Delta on S3 (MinIO) and Iceberg (REST
+//! catalog, MinIO): ingesters in one consumer group on a 12-partition topic while records are
+//! produced; they are killed with SIGKILL at random moments, abort on purpose between the table
+//! commit and the Kafka commit, and are restarted, added and removed; and the infrastructure
+//! crashes under them: the broker, the object store and the catalog are killed with SIGKILL and
+//! started again in place (`infra.sh kill` / `resume`), while nobody restarts an ingester for
+//! it. At the end every produced record is in the table exactly once, as the deltalake and
+//! pyiceberg Python packages read it.
 //!
-//! KAFKATABLE_CHAOS_KILLS sets the number of kills (30 by default; `make chaos` runs more).
+//! KAFKATABLE_CHAOS_KILLS sets the number of ingester kills (30 by default; `make chaos` runs
+//! 300); one infrastructure crash comes with every tenth kill (at least three a run).
 
 use std::time::{Duration, Instant};
 
 use kafkatable_e2e::env::TestEnv;
-use kafkatable_e2e::fixtures::{TestTopic, eventually, kafka_config, python, unique};
+use kafkatable_e2e::fixtures::{TestBucket, TestTopic, eventually, kafka_config, python, unique};
 use kafkatable_e2e::ingester::{IngesterProcess, WorkDir};
 use rand::Rng;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
 
 const PARTITIONS: i32 = 12;
+const INFRA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/infra.sh");
 
 /// Reads id, partition and offset of every row; prints counts.
 const READER: &str = r#"
@@ -24,7 +29,11 @@ kind = sys.argv[1]
 try:
     if kind == "delta":
         from deltalake import DeltaTable
-        t = DeltaTable(sys.argv[2]).to_pyarrow_table(columns=["id", "_kafka_partition", "_kafka_offset"])
+        opts = {}
+        if len(sys.argv) > 3:
+            opts = {"AWS_ENDPOINT_URL": sys.argv[3], "AWS_ACCESS_KEY_ID": sys.argv[4],
+                    "AWS_SECRET_ACCESS_KEY": sys.argv[5], "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true"}
+        t = DeltaTable(sys.argv[2], storage_options=opts).to_pyarrow_table(columns=["id", "_kafka_partition", "_kafka_offset"])
     else:
         from pyiceberg.catalog import load_catalog
         uri, endpoint, key, secret, ident = sys.argv[2:7]
@@ -41,14 +50,34 @@ print(json.dumps({"rows": t.num_rows, "distinct_pairs": len(pairs), "distinct_id
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
+    /// Delta on a local path.
     Delta,
+    /// Delta on S3 (MinIO).
+    DeltaS3,
     Iceberg,
+}
+
+impl Kind {
+    /// The components this kind's ingesters depend on, crashed in turn.
+    fn components(self) -> &'static [&'static str] {
+        match self {
+            Kind::Delta => &["kafka"],
+            Kind::DeltaS3 => &["kafka", "minio"],
+            Kind::Iceberg => &["kafka", "minio", "iceberg"],
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delta_every_record_exactly_once_through_kills_rebalances_and_scaling() -> anyhow::Result<()>
 {
     chaos(Kind::Delta).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_on_s3_every_record_exactly_once_through_kills_and_infrastructure_crashes()
+-> anyhow::Result<()> {
+    chaos(Kind::DeltaS3).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,10 +96,22 @@ async fn chaos(kind: Kind) -> anyhow::Result<()> {
     let topic = TestTopic::create(&env, "chaos", PARTITIONS).await?;
     let dir = WorkDir::new("kt-chaos")?;
     let secrets = dir.s3_secret(&env)?;
-    let location = format!("file://{}/table", dir.display());
+    let bucket = match kind {
+        Kind::DeltaS3 => Some(TestBucket::create(&env, "chaos").await?),
+        _ => None,
+    };
+    let location = match &bucket {
+        Some(b) => format!("s3://{}/table", b.name),
+        None => format!("file://{}/table", dir.display()),
+    };
     let namespace = unique("chaos").replace('-', "_");
     let table = match kind {
         Kind::Delta => json!({"format": "delta", "location": location}),
+        Kind::DeltaS3 => json!({
+            "format": "delta",
+            "location": location,
+            "storage": {"endpoint": env.s3_endpoint, "region": "us-east-1", "pathStyle": true, "credentialsSecretRef": {"name": "s3"}},
+        }),
         Kind::Iceberg => json!({
             "format": "iceberg",
             "catalog": {"type": "rest", "uri": env.iceberg_rest_uri, "namespace": namespace, "table": "events"},
@@ -94,8 +135,12 @@ async fn chaos(kind: Kind) -> anyhow::Result<()> {
     let manifest_path = dir.join("table.yaml");
     std::fs::write(&manifest_path, serde_yaml::to_string(&manifest)?)?;
 
-    // Produce in the background, spread over the run.
-    let producer: FutureProducer = kafka_config(&env, false).set("linger.ms", "5").create()?;
+    // Produce in the background, spread over the run. Idempotence: a send retried across a
+    // broker crash must not write the record twice.
+    let producer: FutureProducer = kafka_config(&env, false)
+        .set("linger.ms", "5")
+        .set("enable.idempotence", "true")
+        .create()?;
     let topic_name = topic.name.clone();
     let production = tokio::spawn(async move {
         let batch = 500;
@@ -167,13 +212,36 @@ async fn chaos(kind: Kind) -> anyhow::Result<()> {
 
     let mut rng = rand::rng();
     let (mut kills, mut crashes, mut added, mut removed) = (0usize, 1usize, 0usize, 0usize);
+    // Infrastructure crashes: one with every tenth kill, at least three, components in turn.
+    let faults_wanted = (kills_wanted / 10).max(3);
+    let mut faults: Vec<&str> = Vec::new();
+    let mut fault: Option<tokio::task::JoinHandle<anyhow::Result<()>>> = None;
     let began = Instant::now();
-    while kills + crashes < kills_wanted || !production.is_finished() {
+    while kills + crashes < kills_wanted
+        || !production.is_finished()
+        || faults.len() < faults_wanted
+        || fault.as_ref().is_some_and(|f| !f.is_finished())
+    {
         assert!(
-            began.elapsed() < Duration::from_secs(600),
-            "chaos did not finish in 10 minutes"
+            began.elapsed() < Duration::from_secs(900),
+            "chaos did not finish in 15 minutes"
         );
         tokio::time::sleep(Duration::from_millis(rng.random_range(300..1500))).await;
+        if let Some(done) = fault.take_if(|f| f.is_finished()) {
+            done.await??;
+        }
+        let due = (faults.len() + 1) * kills_wanted / (faults_wanted + 1);
+        if fault.is_none() && faults.len() < faults_wanted && kills + crashes >= due {
+            let components = kind.components();
+            let component = components[faults.len() % components.len()];
+            faults.push(component);
+            let down_for = Duration::from_millis(rng.random_range(1000..6000));
+            fault = Some(tokio::spawn(crash_and_resume(
+                env.clone(),
+                component,
+                down_for,
+            )));
+        }
         // Injected crashes count too; their members are restarted.
         let before = running.len();
         running.retain_mut(|p| p.exited().is_none());
@@ -200,18 +268,28 @@ async fn chaos(kind: Kind) -> anyhow::Result<()> {
         }
     }
     production.await??;
+    if let Some(f) = fault.take() {
+        f.await??;
+    }
     // Let the survivors finish without faults.
     for p in running.drain(..) {
         p.kill();
     }
     let finishers: Vec<IngesterProcess> = (0..2).map(|_| start(false)).collect::<Result<_, _>>()?;
     eprintln!(
-        "chaos: {kills} SIGKILLs, {crashes} aborts after a table commit, {added} added, {removed} removed, {records} records"
+        "chaos ({kind:?}): {kills} SIGKILLs, {crashes} aborts after a table commit, {added} added, {removed} removed, crashed and resumed: {faults:?}, {records} records"
     );
 
     let ident = format!("{namespace}.events");
     let reader_args: Vec<&str> = match kind {
         Kind::Delta => vec!["delta", &location],
+        Kind::DeltaS3 => vec![
+            "delta",
+            &location,
+            &env.s3_endpoint,
+            &env.s3_access_key,
+            &env.s3_secret_key,
+        ],
         Kind::Iceberg => vec![
             "iceberg",
             &env.iceberg_rest_uri,
@@ -263,5 +341,38 @@ async fn chaos(kind: Kind) -> anyhow::Result<()> {
     for p in finishers {
         p.stop(Duration::from_secs(20));
     }
+    if let Some(bucket) = bucket {
+        bucket.remove().await?;
+    }
+    Ok(())
+}
+
+/// Crashes a component of the shared infrastructure (SIGKILL), leaves it down for `down_for`,
+/// and starts it again in place (same ports, same data).
+async fn crash_and_resume(
+    env: TestEnv,
+    component: &'static str,
+    down_for: Duration,
+) -> anyhow::Result<()> {
+    let infra = |action: &'static str| {
+        let run = env.run_dir.clone();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            let out = std::process::Command::new("bash")
+                .args([INFRA, action, component])
+                .env("KAFKATABLE_RUN", run)
+                .output()?;
+            anyhow::ensure!(
+                out.status.success(),
+                "infra.sh {action} {component}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Ok(())
+        })
+    };
+    infra("kill").await??;
+    eprintln!("chaos: {component} killed; down for {down_for:?}");
+    tokio::time::sleep(down_for).await;
+    infra("resume").await??;
+    eprintln!("chaos: {component} resumed");
     Ok(())
 }

@@ -508,3 +508,54 @@ print(json.dumps({"rows": t.num_rows, "distinct": len(pairs), "sizes": snapshots
     );
     Ok(())
 }
+
+/// Another engine rewrites the table (a compaction, here pyiceberg overwriting it with its own
+/// rows) and expires every older snapshot: no snapshot left carries our sync points in its
+/// summary. They used to be found only there, so the next ingester started over from
+/// `startOffset` and wrote every record again. The table properties, set in the same commits,
+/// keep them.
+#[tokio::test]
+async fn sync_points_survive_a_rewrite_and_snapshot_expiry_by_another_engine() -> anyhow::Result<()>
+{
+    let env = TestEnv::load()?;
+    let namespace = unique("expiry").replace('-', "_");
+    let catalog = json!({"type": "rest", "uri": env.iceberg_rest_uri, "namespace": namespace, "table": "events"});
+    let storage = json!({"endpoint": env.s3_endpoint, "region": "us-east-1", "pathStyle": true, "credentialsSecretRef": {"name": "s3"}});
+    let setup = Setup::new(
+        catalog,
+        ("rest".into(), env.iceberg_rest_uri.clone(), String::new()),
+        Some(storage),
+        None,
+        "iceberg-expiry",
+    )
+    .await?;
+    setup.produce(0..1000).await?;
+    let first = setup.start("iceberg-expiry-a")?;
+    setup.expect_rows(1000, &first).await?;
+    assert_eq!(first.stop(Duration::from_secs(30)), Some(0));
+
+    let rewrite = r#"
+table.overwrite(table.scan().to_arrow())
+table = catalog.load_table(ident)
+current = table.current_snapshot().snapshot_id
+older = [s.snapshot_id for s in table.snapshots() if s.snapshot_id != current]
+table.maintenance.expire_snapshots().by_ids(older).commit()
+table = catalog.load_table(ident)
+summaries = [s.summary.additional_properties for s in table.snapshots()]
+print(json.dumps({"snapshots": len(summaries),
+                  "with_sync_points": sum(any(k.startswith("kafkatable.") for k in s) for s in summaries),
+                  "rows": table.scan().to_arrow().num_rows}))
+"#;
+    let after: Value = serde_json::from_str(read_rest_table(&env, &setup.ident, rewrite)?.trim())?;
+    assert_eq!(after["rows"], 1000, "the rewrite keeps the rows: {after}");
+    assert_eq!(
+        after["with_sync_points"], 0,
+        "no snapshot left carries our summary: {after}"
+    );
+
+    setup.produce(1000..2000).await?;
+    let second = setup.start("iceberg-expiry-b")?;
+    setup.expect_rows(2000, &second).await?;
+    second.stop(Duration::from_secs(30));
+    Ok(())
+}

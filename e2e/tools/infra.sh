@@ -7,11 +7,14 @@
 #   registry  Apicurio Registry (Confluent-compatible API under /apis/ccompat/v7)
 #
 # Usage: infra.sh up|down|status [component...]     (default: all components)
+#        infra.sh kill|resume component...          (kafka, minio, iceberg)
 #
 # Each component runs in $KAFKATABLE_RUN/<component> with its log and pid file; `up` is
 # idempotent (a healthy component is left running) and `down` stops only the processes this
-# script started. Addresses and credentials go to $KAFKATABLE_RUN/env, which the Rust
-# fixtures, the Makefile and the demo read.
+# script started. `kill` crashes a component (SIGKILL, no clean shutdown) and `resume` starts
+# it again in place: the same ports and the same data, as a restarted server would come back.
+# Addresses and credentials go to $KAFKATABLE_RUN/env, which the Rust fixtures, the Makefile
+# and the demo read.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=versions.env
@@ -28,6 +31,8 @@ SASL_USER=kafkatable
 SASL_PASSWORD=kafkatable-secret
 WAREHOUSE_BUCKET=iceberg-warehouse
 ALL=(k8s kafka minio iceberg registry)
+# Set by `resume`: start on the recorded ports and data instead of fresh ones.
+RESUME=0
 
 log() { printf '[infra] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -49,7 +54,8 @@ alive() {
 spawn() {
   local name=$1; shift
   mkdir -p "$RUN/$name"
-  setsid "$@" >>"$RUN/$name/log" 2>&1 < /dev/null &
+  # (fd 9 is the script's lock: a server must not inherit it and hold it for its lifetime.)
+  setsid "$@" >>"$RUN/$name/log" 2>&1 < /dev/null 9>&- &
   local pid=$!
   echo "$pid" > "$RUN/$name/pid"
   # Until setsid has exec'd, /proc/PID/cmdline is this script's and `alive` would not know the
@@ -74,6 +80,22 @@ stop() {
   fi
   rm -f "$pidf"
 }
+
+# crash NAME: SIGKILL the process group, as a crash would end it; its directory stays.
+crash() {
+  local name=$1 pidf=$RUN/$1/pid pid
+  [[ -f $pidf ]] || return 0
+  pid=$(cat "$pidf")
+  if kill -0 "$pid" 2>/dev/null; then
+    log "killing $name (pid $pid, SIGKILL)"
+    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  fi
+  rm -f "$pidf"
+}
+
+# logged_since FILE LINES PATTERN: PATTERN appears in FILE after its first LINES lines.
+logged_since() { tail -n +"$(($2 + 1))" "$1" 2>/dev/null | grep -q "$3"; }
 
 # wait_for NAME SECONDS CMD...: polls CMD until it succeeds; shows NAME's log on timeout.
 wait_for() {
@@ -202,8 +224,13 @@ kafka_cp() { echo "$CACHE/kafka-$KAFKA_VERSION/libs/*"; }
 
 up_kafka() {
   [[ -f $CACHE/kafka-$KAFKA_VERSION/.complete ]] || die "Kafka jars missing: run e2e/tools/java-tools.sh kafka"
-  if ! alive kafka; then
-    local d=$RUN/kafka p1 p2 p3
+  local d=$RUN/kafka
+  if ! alive kafka && ((RESUME)); then
+    [[ -f $d/server.properties && -d $d/data ]] || die "kafka: nothing to resume in $d (run infra.sh up)"
+    log "restarting Kafka in place (same ports and data)"
+    start_kafka
+  elif ! alive kafka; then
+    local p1 p2 p3
     p1=$(free_port); p2=$(free_port); p3=$(free_port)
     rm -rf "$d"; mkdir -p "$d"
     cat > "$d/server.properties" <<EOF
@@ -246,15 +273,21 @@ EOF
       || { cat "$d/format.log" >&2; die "kafka storage format failed"; }
     echo "$p1" > "$d/port"; echo "$p2" > "$d/sasl_port"
     log "starting Kafka $KAFKA_VERSION on 127.0.0.1:$p1 (SASL/SCRAM on $p2)"
-    spawn kafka java -Dkafkatable.run="$RUN" -Xms256m -Xmx512m -XX:+UseG1GC -Dlog4j.configuration="file:$d/log4j.properties" \
-      -Dkafka.logs.dir="$d" -cp "$(kafka_cp)" kafka.Kafka "$d/server.properties"
-    wait_for kafka 120 grep -q 'Kafka Server started' "$d/log"
+    start_kafka
   fi
   setenv KT_KAFKA_BOOTSTRAP "127.0.0.1:$(cat "$RUN/kafka/port")"
   setenv KT_KAFKA_SASL_BOOTSTRAP "127.0.0.1:$(cat "$RUN/kafka/sasl_port")"
   setenv KT_KAFKA_SASL_USERNAME "$SASL_USER"
   setenv KT_KAFKA_SASL_PASSWORD "$SASL_PASSWORD"
   setenv KT_KAFKA_CLASSPATH "$(kafka_cp)"
+}
+# start_kafka: runs the broker of $RUN/kafka and waits for it (this start, not an earlier one).
+start_kafka() {
+  local d=$RUN/kafka from
+  from=$(wc -l < "$d/log" 2>/dev/null || echo 0)
+  spawn kafka java -Dkafkatable.run="$RUN" -Xms256m -Xmx512m -XX:+UseG1GC -Dlog4j.configuration="file:$d/log4j.properties" \
+    -Dkafka.logs.dir="$d" -cp "$(kafka_cp)" kafka.Kafka "$d/server.properties"
+  wait_for kafka 120 logged_since "$d/log" "$from" 'Kafka Server started'
 }
 down_kafka() { stop kafka; }
 status_kafka() { report kafka; }
@@ -266,9 +299,17 @@ up_minio() {
   local bin=$CACHE/minio-$MINIO_VERSION/minio
   [[ -x $bin ]] || die "MinIO missing: run e2e/tools/go-tools.sh minio"
   if ! alive minio; then
-    local port cport; port=$(free_port); cport=$(free_port)
-    rm -rf "$RUN/minio"; mkdir -p "$RUN/minio/data"; echo "$port" > "$RUN/minio/port"
-    log "starting MinIO on 127.0.0.1:$port"
+    local port cport
+    if ((RESUME)); then
+      [[ -f $RUN/minio/port && -f $RUN/minio/console_port ]] || die "minio: nothing to resume (run infra.sh up)"
+      port=$(cat "$RUN/minio/port"); cport=$(cat "$RUN/minio/console_port")
+      log "restarting MinIO in place on 127.0.0.1:$port (same data)"
+    else
+      port=$(free_port); cport=$(free_port)
+      rm -rf "$RUN/minio"; mkdir -p "$RUN/minio/data"
+      echo "$port" > "$RUN/minio/port"; echo "$cport" > "$RUN/minio/console_port"
+      log "starting MinIO on 127.0.0.1:$port"
+    fi
     MINIO_ROOT_USER=$S3_ACCESS_KEY MINIO_ROOT_PASSWORD=$S3_SECRET_KEY MINIO_BROWSER=off \
       MINIO_UPDATE=off spawn minio "$bin" server "$RUN/minio/data" --address "127.0.0.1:$port" \
       --console-address "127.0.0.1:$cport" --quiet
@@ -278,6 +319,7 @@ up_minio() {
   setenv KT_S3_ACCESS_KEY "$S3_ACCESS_KEY"
   setenv KT_S3_SECRET_KEY "$S3_SECRET_KEY"
   setenv KT_S3_REGION us-east-1
+  setenv KT_MINIO_BIN "$bin"
 }
 down_minio() { stop minio; }
 status_minio() { report minio; }
@@ -288,12 +330,22 @@ up_iceberg() {
   [[ -f $jar ]] || die "Iceberg REST catalog missing: run e2e/tools/java-tools.sh iceberg"
   alive minio || up_minio
   if ! alive iceberg; then
-    local port endpoint; port=$(free_port); endpoint="http://127.0.0.1:$(cat "$RUN/minio/port")"
-    rm -rf "$RUN/iceberg"; mkdir -p "$RUN/iceberg"; echo "$port" > "$RUN/iceberg/port"
-    "$CACHE/venv/bin/python" "$here/s3_bucket.py" "$endpoint" "$S3_ACCESS_KEY" "$S3_SECRET_KEY" "$WAREHOUSE_BUCKET"
-    log "starting the Iceberg REST catalog on 127.0.0.1:$port (warehouse s3://$WAREHOUSE_BUCKET)"
+    local port endpoint; endpoint="http://127.0.0.1:$(cat "$RUN/minio/port")"
+    if ((RESUME)); then
+      [[ -f $RUN/iceberg/port && -f $RUN/iceberg/catalog.db ]] || die "iceberg: nothing to resume (run infra.sh up)"
+      port=$(cat "$RUN/iceberg/port")
+      log "restarting the Iceberg REST catalog in place on 127.0.0.1:$port (same catalog database)"
+    else
+      port=$(free_port)
+      rm -rf "$RUN/iceberg"; mkdir -p "$RUN/iceberg"; echo "$port" > "$RUN/iceberg/port"
+      "$CACHE/venv/bin/python" "$here/s3_bucket.py" "$endpoint" "$S3_ACCESS_KEY" "$S3_SECRET_KEY" "$WAREHOUSE_BUCKET"
+      log "starting the Iceberg REST catalog on 127.0.0.1:$port (warehouse s3://$WAREHOUSE_BUCKET)"
+    fi
+    # WAL and a busy timeout: after a crash, SQLite's default rollback journal left the catalog
+    # answering SQLITE_BUSY to every commit; a write-ahead log recovers and readers never block.
     CATALOG_REST_PORT=$port CATALOG_WAREHOUSE="s3://$WAREHOUSE_BUCKET/" \
-      CATALOG_URI="jdbc:sqlite:file:$RUN/iceberg/catalog.db" CATALOG_JDBC_USER=user CATALOG_JDBC_PASSWORD=password \
+      CATALOG_URI="jdbc:sqlite:file:$RUN/iceberg/catalog.db?journal_mode=WAL&busy_timeout=10000" \
+      CATALOG_JDBC_USER=user CATALOG_JDBC_PASSWORD=password \
       CATALOG_IO__IMPL=org.apache.iceberg.aws.s3.S3FileIO CATALOG_S3_ENDPOINT="$endpoint" \
       CATALOG_S3_PATH__STYLE__ACCESS=true CATALOG_S3_ACCESS__KEY__ID=$S3_ACCESS_KEY \
       CATALOG_S3_SECRET__ACCESS__KEY=$S3_SECRET_KEY CATALOG_CLIENT_REGION=us-east-1 \
@@ -345,6 +397,9 @@ report() {
 cmd=${1:-}; shift || true
 comps=("$@"); [[ ${#comps[@]} -eq 0 ]] && comps=("${ALL[@]}")
 mkdir -p "$RUN"
+# One infra.sh at a time (tests that crash and resume components may run side by side).
+exec 9>"$RUN/.lock"
+flock 9
 case $cmd in
   up)
     setenv KAFKATABLE_RUN "$RUN"
@@ -355,5 +410,16 @@ case $cmd in
     for ((i = ${#comps[@]} - 1; i >= 0; i--)); do "down_${comps[i]}"; done ;;
   status)
     for c in "${comps[@]}"; do "status_$c"; done ;;
-  *) echo "usage: $0 up|down|status [${ALL[*]}]" >&2; exit 2 ;;
+  kill|resume)
+    for c in "$@"; do
+      [[ $c == kafka || $c == minio || $c == iceberg ]] || die "$cmd: one of kafka, minio, iceberg (got ${c:-nothing})"
+    done
+    (($# > 0)) || die "$cmd: name the components"
+    if [[ $cmd == kill ]]; then
+      for c in "$@"; do crash "$c"; done
+    else
+      RESUME=1
+      for c in "$@"; do "up_$c"; done
+    fi ;;
+  *) echo "usage: $0 up|down|status [${ALL[*]}] | kill|resume kafka|minio|iceberg..." >&2; exit 2 ;;
 esac

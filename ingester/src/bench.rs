@@ -132,7 +132,10 @@ pub fn drain(config: &IngesterConfig, mode: Mode, records: u64) -> Result<Report
         }
         let (s, inferred) = match schema {
             Some(s) => (Arc::clone(s), false),
-            None => (Arc::new(decode::infer_json_schema(buf)?), true),
+            None => (
+                Arc::new(decode::infer_json_schema(buf, &source.topic, p)?),
+                true,
+            ),
         };
         let batch = decode::decode(kind, buf, &s, &source.topic, p, metadata_columns)?;
         *schema = Some(s);

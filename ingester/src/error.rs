@@ -19,6 +19,10 @@ pub enum DecodeError {
         expected: usize,
         got: usize,
     },
+    /// A value that would change on its way into the table, in a batch without the metadata
+    /// columns that would name its record.
+    #[error("column {column}: {reason}")]
+    Column { column: String, reason: String },
     #[error("cannot infer a schema from the records: {0}")]
     Infer(String),
 }
@@ -53,6 +57,13 @@ pub enum IngesterError {
         action: &'static str,
         reason: String,
     },
+    /// The table or catalog cannot be read (a store or catalog outage, usually).
+    #[error("table {table}: {action}: {reason}")]
+    TableUnreachable {
+        table: String,
+        action: &'static str,
+        reason: String,
+    },
     #[error("unsupported: {0}")]
     Unsupported(String),
     #[error("cannot serve HTTP on {addr}: {source}")]
@@ -60,4 +71,31 @@ pub enum IngesterError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+}
+
+impl IngesterError {
+    /// Whether trying again later may succeed (an outage), as opposed to what no retry mends
+    /// (a bad record, a refused setting or table feature).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::Table { .. } | Self::TableUnreachable { .. } | Self::Kafka { .. }
+        )
+    }
+
+    /// A table error as an unreachable table (for errors of reading it).
+    pub fn unreachable(self) -> Self {
+        match self {
+            Self::Table {
+                table,
+                action,
+                reason,
+            } => Self::TableUnreachable {
+                table,
+                action,
+                reason,
+            },
+            other => other,
+        }
+    }
 }

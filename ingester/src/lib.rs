@@ -3,7 +3,8 @@
 //! the same table commit, so the table holds every record exactly once.
 //!
 //! - [`source`]: the Kafka consumer and its rebalance events.
-//! - [`decode`]: payloads to Arrow; [`partition`]: partition columns.
+//! - [`decode`]: payloads to Arrow; [`schema`]: the value schema against the table's;
+//!   [`partition`]: partition columns.
 //! - [`commit`]: one committer per table format; files and offsets in one commit.
 //! - [`run`]: the loop that ties them together.
 //! - [`metrics`], [`http`]: `/metrics`, `/healthz`, `/readyz`.
@@ -18,4 +19,5 @@ pub mod load;
 pub mod metrics;
 pub mod partition;
 pub mod run;
+pub mod schema;
 pub mod source;

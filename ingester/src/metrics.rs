@@ -24,6 +24,7 @@ pub struct Metrics {
     /// Table commits, and commit attempts that failed or lost to another writer.
     pub commits: IntCounter,
     pub commit_failures: IntCounter,
+    pub table_retries: IntCounter,
     pub commit_conflicts: IntCounter,
     /// Rows committed.
     pub rows_committed: IntCounter,
@@ -102,6 +103,10 @@ impl Metrics {
             )?,
             commits: counter("commits_total", "Table commits")?,
             commit_failures: counter("commit_failures_total", "Table commits that failed")?,
+            table_retries: counter(
+                "table_retries_total",
+                "Pauses of consumption after a failed table operation (a commit, or reading the sync points), each followed by a retry",
+            )?,
             commit_conflicts: counter(
                 "commit_conflicts_total",
                 "Table commits refused because another writer committed the same partitions",

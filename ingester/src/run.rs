@@ -27,16 +27,23 @@ use crate::decode::{self, PayloadKind, Pending};
 use crate::error::{DecodeError, IngesterError};
 use crate::http::Health;
 use crate::metrics::Metrics;
+use crate::schema;
 use crate::source::{Assignment, CALL_TIMEOUT, Context};
 
-/// Consecutive failed commits before the ingester gives up (and its pod restarts).
-const MAX_COMMIT_FAILURES: u32 = 5;
-/// Attempts to read the sync points of assigned partitions (1 s, 2 s, 4 s, ... apart).
-const SYNC_POINT_ATTEMPTS: u32 = 6;
+/// The first wait after a failed table operation; it doubles with each failure in a row.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// The longest wait between attempts while the table cannot be written.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Where a partition is on its way to the table's sync point.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
+    /// Assigned while the table could not be read: the partition is paused, its sync point is
+    /// asked again after a back-off, and records that still arrive are dropped (`first`
+    /// remembers the first, where reading resumes when the table has no sync point).
+    Waiting {
+        first: Option<i64>,
+    },
     /// Records before `target` are already in the table and are skipped; a first record past
     /// it triggers one seek (`sought`).
     Seeking {
@@ -113,7 +120,13 @@ pub struct Ingester {
     /// Some partition has decoded chunks for the table writer.
     unstaged: bool,
     last_commit: Instant,
+    /// Failed table operations in a row (the back-off grows with them).
+    failures: u32,
+    /// Failed commits in a row that reached the table (reported; an unreachable table is
+    /// reported as such instead).
     commit_failures: u32,
+    /// While the table cannot be written or read, consumption is paused until then.
+    retry_at: Option<Instant>,
     /// Fault injection for tests: the probability of aborting between a table commit and the
     /// Kafka commit (`KAFKATABLE_FAULT_CRASH_AFTER_TABLE_COMMIT`).
     crash_after_table_commit: f64,
@@ -155,7 +168,15 @@ impl Ingester {
             ));
         }
         let value_schema = match kind {
-            PayloadKind::Json if config.table.columns.is_empty() => None,
+            // An existing table's columns, not a schema inferred again from the first new
+            // records (see `crate::schema`).
+            PayloadKind::Json if config.table.columns.is_empty() => {
+                committer.table_schema().map(|table| {
+                    let values = schema::value_columns(&table, &config.table.partition_by);
+                    tracing::info!(schema = %values, "decoding against the table's columns");
+                    Arc::new(values)
+                })
+            }
             PayloadKind::Json => Some(Arc::new(columns_schema(&config)?)),
             raw => Some(Arc::new(decode::raw_value_schema(raw))),
         };
@@ -174,7 +195,9 @@ impl Ingester {
             buffered_bytes: 0,
             unstaged: false,
             last_commit: Instant::now(),
+            failures: 0,
             commit_failures: 0,
+            retry_at: None,
             crash_after_table_commit: 0.0,
         })
     }
@@ -249,6 +272,9 @@ impl Ingester {
                 }
                 _ = tick.tick() => true,
             };
+            if ticked && self.retry_at.is_some_and(|at| Instant::now() >= at) {
+                self.retry().await?;
+            }
             if self.unstaged {
                 self.stage_chunks().await?;
             }
@@ -279,31 +305,39 @@ impl Ingester {
     async fn on_assignment(&mut self, event: Assignment) -> Result<(), IngesterError> {
         match event {
             Assignment::Assigned(partitions) => {
-                let points = self.assigned_sync_points(&partitions).await?;
-                self.health.update(|r| {
-                    for p in &partitions {
-                        match points.get(p) {
-                            Some(offset) => r.sync_points.insert(*p, *offset),
-                            None => r.sync_points.remove(p),
-                        };
+                // A table that does not answer leaves the partitions waiting (paused) rather
+                // than blocking the loop, which must keep polling to stay in the group.
+                let points = match self.table_sync_points(&partitions).await {
+                    Ok(points) => Some(points),
+                    Err(e) if !e.is_retryable() => return Err(e),
+                    Err(e) => {
+                        tracing::warn!(error = %e, ?partitions, "cannot read the sync points of assigned partitions; they wait");
+                        None
                     }
-                });
-                for p in partitions {
-                    let sync_point = points.get(&p).copied();
-                    let target = match (sync_point, self.config.source.start) {
-                        (Some(n), _) => Some(n),
-                        (None, StartPosition::TimestampMillis(ms)) => self.offset_for_time(p, ms),
-                        (None, _) => None,
+                };
+                for &p in &partitions {
+                    let state = match &points {
+                        Some(points) => self.assigned_state(p, points.get(&p).copied()),
+                        None => {
+                            let mut state = PartitionState::new(
+                                None,
+                                None,
+                                self.kind,
+                                self.value_schema.as_ref(),
+                            );
+                            state.phase = Phase::Waiting { first: None };
+                            state
+                        }
                     };
-                    tracing::info!(partition = p, sync_point, target, "partition assigned");
-                    let state = PartitionState::new(
-                        sync_point,
-                        target,
-                        self.kind,
-                        self.value_schema.as_ref(),
-                    );
                     self.partitions.insert(p, state);
                 }
+                if points.is_none() {
+                    self.back_off();
+                }
+                if self.retry_at.is_some() {
+                    self.pause(&partitions);
+                }
+                self.report_sync_points();
             }
             Assignment::Revoked(partitions) => {
                 // The table writer holds the revoked partitions' rows among the others': commit
@@ -317,11 +351,6 @@ impl Ingester {
                 if buffered {
                     self.commit().await?;
                 }
-                self.health.update(|r| {
-                    for p in &partitions {
-                        r.sync_points.remove(p);
-                    }
-                });
                 for p in partitions {
                     if let Some(state) = self.partitions.remove(&p) {
                         tracing::info!(
@@ -332,37 +361,128 @@ impl Ingester {
                     }
                 }
                 self.recount();
+                self.report_sync_points();
             }
         }
         self.metrics
             .assigned_partitions
             .set(self.partitions.len() as i64);
-        self.health
-            .assigned
-            .store(!self.partitions.is_empty(), Ordering::Relaxed);
-        let held: Vec<i32> = self.partitions.keys().copied().collect();
-        self.health.update(|r| r.partitions = held);
         Ok(())
     }
 
-    /// The sync points of newly assigned partitions. Nothing can be read before they are
-    /// known, so a table that does not answer is asked again for a while before giving up.
-    async fn assigned_sync_points(
-        &mut self,
-        partitions: &[i32],
-    ) -> Result<SyncPoints, IngesterError> {
-        let mut wait = Duration::from_secs(1);
-        for _ in 1..SYNC_POINT_ATTEMPTS {
-            match self.table_sync_points(partitions).await {
-                Ok(points) => return Ok(points),
+    /// The state of a partition assigned with the table's sync point for it.
+    fn assigned_state(&self, p: i32, sync_point: Option<i64>) -> PartitionState {
+        let target = match (sync_point, self.config.source.start) {
+            (Some(n), _) => Some(n),
+            (None, StartPosition::TimestampMillis(ms)) => self.offset_for_time(p, ms),
+            (None, _) => None,
+        };
+        tracing::info!(partition = p, sync_point, target, "partition assigned");
+        PartitionState::new(sync_point, target, self.kind, self.value_schema.as_ref())
+    }
+
+    /// Held partitions and their sync points, as `/status` and `/readyz` report them: ready
+    /// once every held partition knows its sync point.
+    fn report_sync_points(&self) {
+        let held: Vec<i32> = self.partitions.keys().copied().collect();
+        let points: BTreeMap<i32, i64> = self
+            .partitions
+            .iter()
+            .filter_map(|(p, s)| Some((*p, s.expected?)))
+            .collect();
+        let waiting = self
+            .partitions
+            .values()
+            .any(|s| matches!(s.phase, Phase::Waiting { .. }));
+        self.health
+            .assigned
+            .store(!held.is_empty() && !waiting, Ordering::Relaxed);
+        self.health.update(|r| {
+            r.partitions = held;
+            r.sync_points = points;
+        });
+    }
+
+    /// Pauses consumption until the next attempt, which waits longer after each failure in a
+    /// row (with jitter, so that the pods of a table do not retry in step).
+    fn back_off(&mut self) {
+        self.failures += 1;
+        self.metrics.table_retries.inc();
+        let doubled = FIRST_BACKOFF.saturating_mul(1 << (self.failures.clamp(1, 16) - 1));
+        let delay = jitter(doubled.min(MAX_BACKOFF));
+        tracing::warn!(attempt = self.failures, retry_in = ?delay, "the table cannot be written or read; consumption paused");
+        self.retry_at = Some(Instant::now() + delay);
+        let all: Vec<i32> = self.partitions.keys().copied().collect();
+        self.pause(&all);
+    }
+
+    /// After a back-off: reads the sync points of waiting partitions (backing off again when
+    /// the table still does not answer) and resumes consumption.
+    async fn retry(&mut self) -> Result<(), IngesterError> {
+        let waiting: Vec<(i32, Option<i64>)> = self
+            .partitions
+            .iter()
+            .filter_map(|(p, s)| match s.phase {
+                Phase::Waiting { first } => Some((*p, first)),
+                _ => None,
+            })
+            .collect();
+        if !waiting.is_empty() {
+            let partitions: Vec<i32> = waiting.iter().map(|(p, _)| *p).collect();
+            let points = match self.table_sync_points(&partitions).await {
+                Ok(points) => points,
+                Err(e) if !e.is_retryable() => return Err(e),
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?wait, "cannot read the sync points");
-                    tokio::time::sleep(wait).await;
-                    wait *= 2;
+                    tracing::warn!(error = %e, "the sync points still cannot be read");
+                    self.back_off();
+                    return Ok(());
                 }
+            };
+            for (p, first) in waiting {
+                let mut state = self.assigned_state(p, points.get(&p).copied());
+                // Without a sync point, go back to the first record dropped while waiting
+                // (the consumer's position is past it).
+                let target = match state.phase {
+                    Phase::Seeking { target, .. } => target.or(first),
+                    _ => first,
+                };
+                let sought = target.is_some_and(|t| self.seek(p, t));
+                state.phase = Phase::Seeking { target, sought };
+                self.partitions.insert(p, state);
             }
+            self.report_sync_points();
         }
-        self.table_sync_points(partitions).await
+        self.retry_at = None;
+        let all: Vec<i32> = self.partitions.keys().copied().collect();
+        self.resume(&all);
+        tracing::info!("consumption resumed");
+        Ok(())
+    }
+
+    fn partition_list(&self, partitions: &[i32]) -> TopicPartitionList {
+        let mut list = TopicPartitionList::new();
+        for &p in partitions {
+            list.add_partition(&self.config.source.topic, p);
+        }
+        list
+    }
+
+    fn pause(&self, partitions: &[i32]) {
+        if partitions.is_empty() {
+            return;
+        }
+        if let Err(e) = self.consumer.pause(&self.partition_list(partitions)) {
+            tracing::warn!(error = %e, ?partitions, "cannot pause partitions");
+        }
+    }
+
+    fn resume(&self, partitions: &[i32]) {
+        if partitions.is_empty() {
+            return;
+        }
+        if let Err(e) = self.consumer.resume(&self.partition_list(partitions)) {
+            tracing::warn!(error = %e, ?partitions, "cannot resume partitions");
+        }
     }
 
     async fn table_sync_points(&mut self, partitions: &[i32]) -> Result<SyncPoints, IngesterError> {
@@ -410,6 +530,17 @@ impl Ingester {
         let Some(phase) = self.partitions.get(&p).map(|s| s.phase) else {
             return Ok(()); // not (or no longer) ours
         };
+        if let Phase::Waiting { first: None } = phase {
+            if let Some(s) = self.partitions.get_mut(&p) {
+                s.phase = Phase::Waiting {
+                    first: Some(offset),
+                };
+            }
+            return Ok(());
+        }
+        if let Phase::Waiting { .. } = phase {
+            return Ok(());
+        }
         if let Phase::Seeking { target, sought } = phase {
             match target {
                 Some(t) if offset < t => {
@@ -521,7 +652,11 @@ impl Ingester {
         let (schema, inferred) = match &self.value_schema {
             Some(s) => (s.clone(), false),
             None => {
-                let inferred = Arc::new(decode::infer_json_schema(&state.pending)?);
+                let inferred = Arc::new(decode::infer_json_schema(
+                    &state.pending,
+                    &self.config.source.topic,
+                    p,
+                )?);
                 tracing::info!(schema = %inferred, "inferred the table schema from the first records");
                 self.value_schema = Some(inferred.clone());
                 (inferred, true)
@@ -542,7 +677,9 @@ impl Ingester {
                 if decode::is_unknown_field(&e)
                     && self.config.table.schema_evolution == SchemaEvolution::AddColumns =>
             {
-                let widened = Arc::new(widen(&schema, &decode::infer_json_schema(&state.pending)?));
+                let inferred = decode::infer_json_schema(&state.pending, &topic, p)?;
+                let table = self.committer.table_schema();
+                let widened = Arc::new(schema::widen(&schema, &inferred, table.as_deref()));
                 tracing::info!(schema = %widened, "records carry new fields: adding them as nullable columns");
                 self.value_schema = Some(widened.clone());
                 decode::decode(self.kind, &mut state.pending, &widened, &topic, p, metadata)
@@ -617,6 +754,10 @@ impl Ingester {
         }
         let staged = self.committer.stage(batches).await;
         self.recount();
+        if let Err(IngesterError::Decode(bad)) = staged {
+            // A value that would change on its way into the table.
+            return Err(self.decode_failed(bad));
+        }
         if let Err(e) = staged {
             let ranges = self.ranges();
             self.commit_failed(e, &ranges).await?;
@@ -673,6 +814,7 @@ impl Ingester {
                 version,
                 snapshot_id,
             }) => {
+                self.failures = 0;
                 self.commit_failures = 0;
                 self.health.table(None);
                 let now_ms = jiff::Timestamp::now().as_millisecond();
@@ -736,22 +878,31 @@ impl Ingester {
         Ok(())
     }
 
-    /// A failed commit (or staging): count it, report it, and read the ranges again.
+    /// A failed commit (or staging): report it, read the ranges again from the table's sync
+    /// points, and pause consumption for a back-off, so that an outage of the table or the
+    /// catalog holds no more than what was buffered, and the ingester carries on once it ends.
+    /// What no retry can mend (a refused table feature, a bad record) stops the ingester.
     async fn commit_failed(
         &mut self,
         e: IngesterError,
         ranges: &[PartitionRange],
     ) -> Result<(), IngesterError> {
-        self.metrics.commit_failures.inc();
-        self.health.table(Some(e.to_string()));
-        self.commit_failures += 1;
-        let failures = self.commit_failures;
-        self.health.update(|r| r.commit_failures = failures);
-        tracing::warn!(error = %e, attempt = self.commit_failures, "table commit failed; the records will be read again");
-        if self.commit_failures >= MAX_COMMIT_FAILURES {
+        if !e.is_retryable() {
             return Err(e);
         }
-        self.rewind(ranges).await
+        self.metrics.commit_failures.inc();
+        tracing::warn!(error = %e, "table commit failed; the records will be read again");
+        self.rewind(ranges).await?;
+        // Reported after the rewind, whose reads may succeed while commits do not.
+        self.health.table(Some(e.to_string()));
+        // A table that cannot even be read is reported as unreachable, not as failing commits.
+        if !matches!(e, IngesterError::TableUnreachable { .. }) {
+            self.commit_failures += 1;
+        }
+        let failures = self.commit_failures;
+        self.health.update(|r| r.commit_failures = failures);
+        self.back_off();
+        Ok(())
     }
 
     /// Drops what is buffered for the ranges' partitions and seeks them to the table's sync
@@ -814,15 +965,14 @@ impl Ingester {
     }
 }
 
-/// `base` plus the fields of `extra` it lacks, as nullable columns.
-fn widen(base: &Schema, extra: &Schema) -> Schema {
-    let mut fields: Vec<Field> = base.fields().iter().map(|f| f.as_ref().clone()).collect();
-    for f in extra.fields() {
-        if base.field_with_name(f.name()).is_err() {
-            fields.push(f.as_ref().clone().with_nullable(true));
-        }
-    }
-    Schema::new(fields)
+/// `delay` give or take a fifth, from the clock's nanoseconds (good enough to spread retries).
+fn jitter(delay: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    let factor = 0.8 + 0.4 * f64::from(nanos % 1000) / 1000.0;
+    delay.mul_f64(factor)
 }
 
 /// The value schema of explicitly declared columns.
@@ -886,18 +1036,5 @@ mod tests {
             Some(DataType::List(_))
         ));
         assert_eq!(column_type("uuid"), None);
-    }
-
-    #[test]
-    fn widening_adds_only_new_fields_as_nullable() {
-        let base = Schema::new(vec![Field::new("id", DataType::Int64, false)]);
-        let extra = Schema::new(vec![
-            Field::new("id", DataType::Utf8, true),
-            Field::new("name", DataType::Utf8, false),
-        ]);
-        let widened = widen(&base, &extra);
-        assert_eq!(widened.fields().len(), 2);
-        assert_eq!(widened.field(0).data_type(), &DataType::Int64);
-        assert!(widened.field(1).is_nullable());
     }
 }

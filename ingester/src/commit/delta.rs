@@ -22,8 +22,9 @@ use deltalake::{DeltaTable, DeltaTableError};
 use parquet::file::properties::WriterProperties;
 
 use super::delta_files::{DataFiles, delete_files};
-use super::{CommitOutcome, PartitionRange, SyncPoints, align};
+use super::{CommitOutcome, PartitionRange, SyncPoints};
 use crate::error::IngesterError;
+use crate::schema::{AlignError, align};
 
 /// Commits to one Delta table.
 pub struct DeltaCommitter {
@@ -75,7 +76,7 @@ impl DeltaCommitter {
             .set_data_page_size_limit(page_limit)
             .set_dictionary_page_size_limit(page_limit)
             .build();
-        Ok(Self {
+        let committer = Self {
             table,
             location: location.to_string(),
             topic: topic.to_string(),
@@ -84,7 +85,9 @@ impl DeltaCommitter {
             target_file_size,
             staged: None,
             finished: Vec::new(),
-        })
+        };
+        committer.check_writable()?;
+        Ok(committer)
     }
 
     fn exists(&self) -> bool {
@@ -93,11 +96,70 @@ impl DeltaCommitter {
 
     async fn refresh(&mut self) -> Result<(), IngesterError> {
         match self.table.update_state().await {
-            Ok(()) => Ok(()),
+            Ok(()) => {}
             // Not created yet: no sync points.
-            Err(DeltaTableError::NotATable(_)) => Ok(()),
-            Err(e) => Err(table_err(&self.location, "read the log", e.to_string())),
+            Err(DeltaTableError::NotATable(_)) => return Ok(()),
+            Err(e) => return Err(table_err(&self.location, "read the log", e.to_string())),
         }
+        // The table may have gained a feature since it was opened (a constraint added by
+        // another engine, say): stop before writing rows that would break it.
+        self.check_writable()
+    }
+
+    /// Refuses a table that asks its writers for something this writer does not do, naming
+    /// it: a table feature of the protocol, or (in the legacy protocol, where the feature is
+    /// implied by the writer version) its use in the schema or the table properties.
+    fn check_writable(&self) -> Result<(), IngesterError> {
+        if !self.exists() {
+            return Ok(());
+        }
+        let snapshot = self
+            .table
+            .snapshot()
+            .map_err(|e| table_err(&self.location, "read the snapshot", e.to_string()))?;
+        let refuse = |what: String| {
+            IngesterError::Unsupported(format!(
+                "Delta table {}: {what}; the ingester does not honour it, so it writes nothing \
+                 rather than rows that could break it",
+                self.location
+            ))
+        };
+        match deltalake::kernel::transaction::PROTOCOL.can_write_to(snapshot) {
+            Ok(()) => {}
+            Err(TransactionError::UnsupportedTableFeatures(features)) => {
+                let names: Vec<String> = features.iter().map(ToString::to_string).collect();
+                return Err(refuse(format!(
+                    "the table requires the writer feature(s) {}",
+                    names.join(", ")
+                )));
+            }
+            Err(e) => return Err(refuse(e.to_string())),
+        }
+        let configuration = snapshot.metadata().configuration();
+        if let Some(key) = configuration
+            .keys()
+            .find(|k| k.starts_with("delta.constraints."))
+        {
+            return Err(refuse(format!("the table has the check constraint {key}")));
+        }
+        if let Some(mode) = configuration
+            .get("delta.columnMapping.mode")
+            .filter(|m| m.as_str() != "none")
+        {
+            return Err(refuse(format!(
+                "the table uses column mapping (mode {mode})"
+            )));
+        }
+        let schema = snapshot.schema();
+        if let Some((column, key)) = column_annotation(schema.fields(), "") {
+            let what = match key {
+                "delta.invariants" => "an invariant",
+                "delta.generationExpression" => "a generated column",
+                _ => "an identity column",
+            };
+            return Err(refuse(format!("column {column} is {what} ({key})")));
+        }
+        Ok(())
     }
 
     pub async fn sync_points(&mut self, partitions: &[i32]) -> Result<SyncPoints, IngesterError> {
@@ -188,14 +250,28 @@ impl DeltaCommitter {
             return Ok(());
         };
         for batch in batches {
-            let batch = align(batch, files.table_schema())
-                .map_err(|reason| table_err(&self.location, "match the table schema", reason))?;
+            let batch = align(batch, files.table_schema()).map_err(|e| match e {
+                AlignError::Schema(reason) => {
+                    table_err(&self.location, "match the table schema", reason)
+                }
+                AlignError::Value(bad) => IngesterError::Decode(bad),
+            })?;
             files
                 .write(&batch)
                 .await
                 .map_err(|reason| table_err(&self.location, "write files", reason))?;
         }
         Ok(())
+    }
+
+    /// The table's columns as of the last read (None before the table exists).
+    pub fn table_schema(&self) -> Option<SchemaRef> {
+        if !self.exists() {
+            return None;
+        }
+        RecordBatchWriter::for_table(&self.table)
+            .ok()
+            .map(|w| w.arrow_schema())
     }
 
     pub fn staged_bytes(&self) -> usize {
@@ -328,35 +404,143 @@ impl DeltaCommitter {
             .table
             .snapshot()
             .map_err(|e| table_err(&self.location, "read the snapshot", e.to_string()))?;
+        let base = snapshot.version();
         let operation = DeltaOperation::Write {
             mode: SaveMode::Append,
             partition_by: None,
             predicate: None,
         };
+        // Names this commit in its commitInfo, so that a commit that landed although its
+        // response was lost is recognised (see `Self::landed`).
+        let commit_id = uuid::Uuid::now_v7().to_string();
         let result = CommitBuilder::default()
             .with_actions(actions)
+            .with_app_metadata(HashMap::from([(
+                COMMIT_ID_KEY.to_string(),
+                serde_json::Value::String(commit_id.clone()),
+            )]))
             .build(Some(snapshot), self.table.log_store(), operation)
             .await;
-        match result {
+        let failure = match result {
             Ok(finalized) => {
                 let version = i64::try_from(finalized.version()).unwrap_or(i64::MAX);
                 self.table.state = Some(finalized.snapshot());
-                Ok(CommitOutcome::Committed {
+                return Ok(CommitOutcome::Committed {
                     version,
                     snapshot_id: None,
-                })
+                });
             }
-            Err(DeltaTableError::Transaction {
+            Err(e) => e,
+        };
+        // A refusal may be our own commit: when the store persisted it but the response was
+        // lost, the client retries the create, finds the version taken and reads our commit as
+        // a concurrent winner. Only the log can tell.
+        match self.landed(&commit_id, base).await {
+            Ok(Some(version)) => {
+                tracing::warn!(table = %self.location, version, error = %failure, "the commit was reported as failed but is in the log");
+                return Ok(CommitOutcome::Committed {
+                    version,
+                    snapshot_id: None,
+                });
+            }
+            Ok(None) => {}
+            // The log cannot be read: whether the commit landed is unknown, so this is an error
+            // (never a conflict, whose files would be deleted).
+            Err(e) => {
+                return Err(table_err(
+                    &self.location,
+                    "commit",
+                    format!("{failure}; and whether it landed is unknown: {e}"),
+                ));
+            }
+        }
+        match failure {
+            DeltaTableError::Transaction {
                 source: TransactionError::CommitConflict(e),
-            }) => {
+            } => {
                 tracing::info!(table = %self.location, error = %e, "concurrent commit to the same partitions");
                 Ok(CommitOutcome::Conflict {
                     partitions: ranges.iter().map(|r| r.partition).collect(),
                 })
             }
-            Err(e) => Err(table_err(&self.location, "commit", e.to_string())),
+            e => Err(table_err(&self.location, "commit", e.to_string())),
         }
     }
+
+    /// The version of the commit named `commit_id`, if one after `base` carries it.
+    async fn landed(&mut self, commit_id: &str, base: u64) -> Result<Option<i64>, String> {
+        self.table.update_state().await.map_err(|e| e.to_string())?;
+        let latest = self.table.version().unwrap_or(0);
+        let log_store = self.table.log_store();
+        for version in base + 1..=latest {
+            let Some(entry) = log_store
+                .read_commit_entry(version)
+                .await
+                .map_err(|e| e.to_string())?
+            else {
+                continue;
+            };
+            if commit_carries(&entry, commit_id) {
+                return Ok(Some(i64::try_from(version).unwrap_or(i64::MAX)));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// The commitInfo key naming each commit of ours.
+const COMMIT_ID_KEY: &str = "kafkatable.commitId";
+
+/// Whether a commit file's commitInfo names `commit_id`.
+fn commit_carries(entry: &[u8], commit_id: &str) -> bool {
+    entry.split(|&b| b == b'\n').any(|line| {
+        serde_json::from_slice::<serde_json::Value>(line)
+            .ok()
+            .and_then(|action| {
+                action
+                    .get("commitInfo")?
+                    .get(COMMIT_ID_KEY)?
+                    .as_str()
+                    .map(|id| id == commit_id)
+            })
+            .unwrap_or(false)
+    })
+}
+
+/// The first column (at any depth) annotated with an invariant, a generation expression or
+/// an identity, with the annotation's key.
+fn column_annotation<'a>(
+    fields: impl Iterator<Item = &'a deltalake::kernel::StructField>,
+    parent: &str,
+) -> Option<(String, &'static str)> {
+    use deltalake::kernel::DataType;
+    const KEYS: [&str; 3] = [
+        "delta.invariants",
+        "delta.generationExpression",
+        "delta.identity.start",
+    ];
+    fn nested(data_type: &DataType, path: &str) -> Option<(String, &'static str)> {
+        match data_type {
+            DataType::Struct(s) => column_annotation(s.fields(), path),
+            DataType::Array(a) => nested(a.element_type(), path),
+            DataType::Map(m) => nested(m.key_type(), path).or_else(|| nested(m.value_type(), path)),
+            _ => None,
+        }
+    }
+    for field in fields {
+        let path = if parent.is_empty() {
+            field.name().to_string()
+        } else {
+            format!("{parent}.{}", field.name())
+        };
+        if let Some(key) = KEYS.iter().find(|k| field.metadata().contains_key(**k)) {
+            return Some((path, key));
+        }
+        if let Some(found) = nested(field.data_type(), &path) {
+            return Some(found);
+        }
+    }
+    None
 }
 
 fn table_err(location: &str, action: &'static str, reason: String) -> IngesterError {

@@ -27,7 +27,7 @@ use delta_kernel::expressions::Scalar;
 use deltalake::kernel::Add;
 use deltalake::kernel::scalars::ScalarExt;
 use deltalake::{NULL_PARTITION_VALUE_DATA_PATH, ObjectStore, Path};
-use object_store::{ObjectStoreExt, PutPayload};
+use object_store::{ObjectStoreExt, PutMode, PutPayload};
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 use serde_json::{Map, Value, json};
@@ -54,6 +54,8 @@ pub struct DataFiles {
     store: Arc<dyn ObjectStore>,
     open: HashMap<String, OpenFile>,
     added: Vec<Add>,
+    /// Names each data file (a UUID v7; tests choose their own).
+    name: fn() -> String,
 }
 
 struct OpenFile {
@@ -90,6 +92,7 @@ impl DataFiles {
             store,
             open: HashMap::new(),
             added: Vec::new(),
+            name: super::unique_name,
         }
     }
 
@@ -189,16 +192,23 @@ impl DataFiles {
             .map_err(|e| e.to_string())?
             .into_payload();
         let size = payload.content_length() as i64;
-        let name = format!("part-{}.zstd.parquet", super::unique_name());
+        let name = format!("part-{}.zstd.parquet", (self.name)());
         let path = if prefix.is_empty() {
             Path::from(name)
         } else {
             Path::parse(format!("{prefix}/{name}")).map_err(|e| e.to_string())?
         };
+        // Create-only: a file of the same name (which no writer should ever make) is never
+        // overwritten, since a committed table may reference it.
         self.store
-            .put(&path, payload)
+            .put_opts(&path, payload, PutMode::Create.into())
             .await
-            .map_err(|e| format!("upload {path}: {e}"))?;
+            .map_err(|e| match e {
+                object_store::Error::AlreadyExists { .. } => {
+                    format!("upload {path}: a file of that name exists already; not overwritten")
+                }
+                e => format!("upload {path}: {e}"),
+            })?;
         let modification_time = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
@@ -668,6 +678,52 @@ mod tests {
             "the blocks hold the bytes written, in order"
         );
         assert_eq!(FileBuffer::default().into_payload().content_length(), 0);
+    }
+
+    #[tokio::test]
+    async fn uploads_never_overwrite_a_file() {
+        let dir = std::env::temp_dir().join(format!("kt-files-{}", super::super::unique_name()));
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        let store: Arc<dyn ObjectStore> = Arc::new(
+            object_store::local::LocalFileSystem::new_with_prefix(&dir).expect("local store"),
+        );
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)]));
+        let rows = |ids: Vec<i64>| {
+            RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(ids))])
+                .expect("batch")
+        };
+        // Two writers that name their files alike, as two pods with the same process id and
+        // clock reading did.
+        let writer = || {
+            let mut files = DataFiles::new(
+                schema.clone(),
+                Vec::new(),
+                WriterProperties::default(),
+                1 << 20,
+                store.clone(),
+            );
+            files.name = || "same".to_string();
+            files
+        };
+        let mut first = writer();
+        first.write(&rows(vec![1, 2, 3])).await.expect("write");
+        let added = first.finish().await.expect("first upload");
+        let mut second = writer();
+        second.write(&rows(vec![9])).await.expect("write");
+        let refused = second.finish().await.expect_err("the name is taken");
+        assert!(refused.contains("exists already"), "{refused}");
+        let bytes = store
+            .get(&Path::from(added[0].path.as_str()))
+            .await
+            .expect("the first file")
+            .bytes()
+            .await
+            .expect("read");
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(bytes, 1024)
+            .expect("parquet");
+        let total: usize = reader.map(|b| b.expect("batch").num_rows()).sum();
+        assert_eq!(total, 3, "the first writer's file is intact");
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Apache Iceberg: data files appended in a snapshot whose summary carries every partition's
-//! next offset (`kafkatable.<topic>.<partition>`), carried forward from the snapshot before.
+//! next offset (`kafkatable.<topic>.<partition>`), carried forward from the snapshot before;
+//! the same commit sets them as table properties too, which outlive snapshot expiry.
 //!
 //! The fence: iceberg-rust's `Transaction::commit` reloads the table and silently re-applies
 //! an append on top of a concurrent one. We commit through [`PinnedCatalog`], which answers
@@ -43,8 +44,9 @@ use iceberg::{
 use kafkatable_crds::config::{CatalogConfig, Partition, StorageConfig, Transform};
 use kafkatable_crds::spec::CatalogType;
 
-use super::{CommitOutcome, PartitionRange, SyncPoints, align, moved};
+use super::{CommitOutcome, PartitionRange, SyncPoints, moved};
 use crate::error::IngesterError;
+use crate::schema::{AlignError, align};
 use crate::source::read_secret;
 
 /// Commit attempts when the table moves under us without touching our partitions.
@@ -130,7 +132,7 @@ impl IcebergCommitter {
             .namespace_exists(&namespace)
             .await
             .map_err(|e| err("reach the catalog", e))?;
-        Ok(Self {
+        let mut committer = Self {
             catalog: catalog_impl,
             ident: TableIdent::new(namespace, catalog.table.clone()),
             topic: topic.to_string(),
@@ -138,7 +140,10 @@ impl IcebergCommitter {
             partition_by,
             table: None,
             staged: None,
-        })
+        };
+        // The table's schema is what records are decoded against (see `crate::schema`).
+        committer.load().await?;
+        Ok(committer)
     }
 
     fn name(&self) -> String {
@@ -238,13 +243,14 @@ impl IcebergCommitter {
             return Ok(());
         };
         for batch in batches {
-            let batch = align(batch, &staged.arrow_schema).map_err(|reason| {
-                let reason = if reason.contains("the table lacks") {
-                    format!("{reason} (adding columns to iceberg tables is not implemented yet)")
-                } else {
-                    reason
-                };
-                table_err(&name, "match the table schema", reason)
+            let batch = align(batch, &staged.arrow_schema).map_err(|e| match e {
+                AlignError::Schema(reason) if reason.contains("the table lacks") => table_err(
+                    &name,
+                    "match the table schema",
+                    format!("{reason} (adding columns to iceberg tables is not implemented yet)"),
+                ),
+                AlignError::Schema(reason) => table_err(&name, "match the table schema", reason),
+                AlignError::Value(bad) => IngesterError::Decode(bad),
             })?;
             staged
                 .write(batch)
@@ -258,6 +264,14 @@ impl IcebergCommitter {
     /// the one in progress, with its dictionaries and current pages not yet compressed. Finished
     /// row groups may be partly in storage already (a file goes to S3 in parts of at least
     /// 5 MiB), and the encoders' other working memory is not in it.
+    /// The table's columns as of the last read (None before the table exists).
+    pub fn table_schema(&self) -> Option<arrow::datatypes::SchemaRef> {
+        let table = self.table.as_ref()?;
+        iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema())
+            .ok()
+            .map(Arc::new)
+    }
+
     pub fn staged_bytes(&self) -> usize {
         self.staged
             .as_ref()
@@ -311,7 +325,17 @@ impl IcebergCommitter {
             for r in ranges {
                 properties.insert(summary_key(&self.topic, r.partition), r.next.to_string());
             }
+            // The same offsets also go into the table's properties, in the same atomic commit:
+            // a compaction and snapshot expiry by another engine can remove every snapshot
+            // that carries them in its summary, never the properties.
             let tx = Transaction::new(&base);
+            let mut props = tx.update_table_properties();
+            for (key, value) in &properties {
+                props = props.set(key.clone(), value.clone());
+            }
+            let tx = props
+                .apply(tx)
+                .map_err(|e| table_err(&name, "prepare the snapshot", e.to_string()))?;
             let tx = tx
                 .fast_append()
                 .add_data_files(data_files.clone())
@@ -542,18 +566,27 @@ pub fn partition_spec(
     Ok(builder.build())
 }
 
-/// The sync points recorded in the newest snapshot that has any (a snapshot written by another
-/// tool, such as a compaction, carries none: its ancestors are searched).
+/// The table's sync points: from its properties, which every commit of ours sets together with
+/// its snapshot; for a table last written before they were kept there, from the newest snapshot
+/// that carries any in its summary (a snapshot written by another tool, such as a compaction,
+/// carries none: its ancestors are searched).
 pub fn table_sync_points(table: &Table, topic: &str) -> SyncPoints {
     let prefix = format!("kafkatable.{topic}.");
+    let parse = |(k, v): (&String, &String)| -> Option<(i32, i64)> {
+        Some((k.strip_prefix(&prefix)?.parse().ok()?, v.parse().ok()?))
+    };
     let metadata = table.metadata();
+    let kept: SyncPoints = metadata.properties().iter().filter_map(parse).collect();
+    if !kept.is_empty() {
+        return kept;
+    }
     let mut snapshot = metadata.current_snapshot().cloned();
     while let Some(s) = snapshot {
         let points: SyncPoints = s
             .summary()
             .additional_properties
             .iter()
-            .filter_map(|(k, v)| Some((k.strip_prefix(&prefix)?.parse().ok()?, v.parse().ok()?)))
+            .filter_map(parse)
             .collect();
         if !points.is_empty() {
             return points;

@@ -12,7 +12,6 @@ pub mod iceberg;
 use std::collections::BTreeMap;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{WriterProperties, WriterPropertiesBuilder};
 use parquet::schema::types::ColumnPath;
@@ -30,16 +29,10 @@ pub fn writer_properties() -> WriterPropertiesBuilder {
         .set_column_dictionary_enabled(ColumnPath::from(TIMESTAMP_COLUMN), false)
 }
 
-/// A data file name unique in practice: the time in nanoseconds, the process id and a
-/// sequence number within the process.
+/// A data file name unique across pods and restarts: a UUID v7 (milliseconds since the epoch,
+/// then random bits). A process id would not do: it is the same (usually 1) in every container.
 fn unique_name() -> String {
-    static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    let n = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("{nanos:x}-{:x}-{n}", std::process::id())
+    uuid::Uuid::now_v7().to_string()
 }
 
 /// Next offset to read per partition, as recorded in the table.
@@ -77,11 +70,13 @@ pub enum Committer {
 
 impl Committer {
     /// The table's sync points for `partitions` (all when empty), read fresh from the table.
+    /// A table that cannot be read is reported as [`IngesterError::TableUnreachable`].
     pub async fn sync_points(&mut self, partitions: &[i32]) -> Result<SyncPoints, IngesterError> {
         match self {
             Self::Delta(c) => c.sync_points(partitions).await,
             Self::Iceberg(c) => c.sync_points(partitions).await,
         }
+        .map_err(IngesterError::unreachable)
     }
 
     /// Hands decoded chunks to the table's writer: they are encoded into Parquet now (files
@@ -96,6 +91,14 @@ impl Committer {
             self.discard().await;
         }
         staged
+    }
+
+    /// The table's columns as of the last read (None before the table exists).
+    pub fn table_schema(&self) -> Option<arrow::datatypes::SchemaRef> {
+        match self {
+            Self::Delta(c) => c.table_schema(),
+            Self::Iceberg(c) => c.table_schema(),
+        }
     }
 
     /// Bytes the staged files hold in memory (encoded Parquet not uploaded yet).
@@ -156,53 +159,17 @@ pub fn moved(ranges: &[PartitionRange], table: &SyncPoints) -> Vec<i32> {
         .collect()
 }
 
-/// Reorders a batch's columns to the table's order and fills columns it lacks with nulls.
-pub(crate) fn align(batch: RecordBatch, table: &SchemaRef) -> Result<RecordBatch, String> {
-    if batch.schema().as_ref() == table.as_ref() {
-        return Ok(batch);
-    }
-    let rows = batch.num_rows();
-    let columns = table
-        .fields()
-        .iter()
-        .map(|field| match batch.column_by_name(field.name()) {
-            Some(c) if c.data_type() == field.data_type() => Ok(c.clone()),
-            Some(c) => arrow::compute::cast(c, field.data_type()).map_err(|e| {
-                format!(
-                    "column {}: {} does not fit {}: {e}",
-                    field.name(),
-                    c.data_type(),
-                    field.data_type()
-                )
-            }),
-            None if field.is_nullable() => {
-                Ok(arrow::array::new_null_array(field.data_type(), rows))
-            }
-            None => Err(format!(
-                "column {} is required but the records lack it",
-                field.name()
-            )),
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let schema = batch.schema();
-    let extra: Vec<&str> = schema
-        .fields()
-        .iter()
-        .filter(|f| table.field_with_name(f.name()).is_err())
-        .map(|f| f.name().as_str())
-        .collect();
-    if !extra.is_empty() {
-        return Err(format!(
-            "the records have fields the table lacks: {}",
-            extra.join(", ")
-        ));
-    }
-    RecordBatch::try_new(table.clone(), columns).map_err(|e| e.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_names_are_uuid_v7s() {
+        let (a, b) = (unique_name(), unique_name());
+        assert_ne!(a, b);
+        let parsed = uuid::Uuid::parse_str(&a).expect("a UUID");
+        assert_eq!(parsed.get_version_num(), 7);
+    }
 
     #[test]
     fn moved_partitions_are_those_whose_sync_point_changed() {

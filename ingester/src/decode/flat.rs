@@ -248,6 +248,8 @@ impl FlatDecoder {
     }
 
     fn decode_one(&mut self, payload: &[u8]) -> Result<RecordBatch, String> {
+        // What arrow-json would change or miscount is refused first (see `super::exact`).
+        super::exact::check(payload, Some(self.schema.fields()))?;
         let decoder = match &mut self.fallback {
             Some(d) => d,
             None => self.fallback.insert(
@@ -374,11 +376,16 @@ impl FlatDecoder {
             }
             // Parsed at the column's width, as arrow-json does (no double rounding); an f32
             // widens to f64 and back exactly.
+            // A literal beyond the type's range (read as infinity) goes to arrow-json, which
+            // refuses it after `super::exact`'s check.
             Column::Float32(_) => {
                 let v = lexical_core::parse::<f32>(p.number()?).ok()?;
-                Some(Value::Float(f64::from(v)))
+                v.is_finite().then_some(Value::Float(f64::from(v)))
             }
-            Column::Float64(_) => Some(Value::Float(lexical_core::parse::<f64>(p.number()?).ok()?)),
+            Column::Float64(_) => {
+                let v = lexical_core::parse::<f64>(p.number()?).ok()?;
+                v.is_finite().then_some(Value::Float(v))
+            }
             Column::Utf8(_) => {
                 if !p.eat(b'"') {
                     return None;

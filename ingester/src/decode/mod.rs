@@ -8,6 +8,7 @@
 //! is named by partition and offset with the reason. `string` and `bytes` payloads become a
 //! single `value` column. Metadata columns (`_kafka_*`) are added per chunk.
 
+mod exact;
 mod flat;
 
 use std::io::Cursor;
@@ -229,7 +230,14 @@ impl Refused {
 
 /// Infers the value schema of JSON records. Fields that are null in every record become
 /// nullable strings (tables have no null type).
-pub fn infer_json_schema(pending: &Pending) -> Result<Schema, DecodeError> {
+pub fn infer_json_schema(
+    pending: &Pending,
+    topic: &str,
+    partition: i32,
+) -> Result<Schema, DecodeError> {
+    // A record that is not one JSON object would make arrow-json infer from the wrong rows (or
+    // fail without naming the record).
+    check_records(pending, None, topic, partition)?;
     let (schema, _) = arrow::json::reader::infer_json_schema(Cursor::new(&pending.data), None)
         .map_err(|e| DecodeError::Infer(e.to_string()))?;
     Ok(Schema::new(
@@ -332,6 +340,28 @@ pub fn decode(
         .map_err(|e| DecodeError::Infer(e.to_string()))
 }
 
+/// Checks every record of the chunk path with [`exact::check`]: exactly one JSON object each,
+/// numbers that fit their columns (`fields`) exactly. Tombstones are not JSON.
+fn check_records(
+    pending: &Pending,
+    fields: Option<&arrow::datatypes::Fields>,
+    topic: &str,
+    partition: i32,
+) -> Result<(), DecodeError> {
+    for i in 0..pending.len() {
+        if pending.nulls[i] {
+            continue;
+        }
+        exact::check(pending.record(i), fields).map_err(|reason| DecodeError::Record {
+            topic: topic.to_string(),
+            partition,
+            offset: pending.offsets[i],
+            reason,
+        })?;
+    }
+    Ok(())
+}
+
 fn decode_json(
     pending: &Pending,
     schema: &SchemaRef,
@@ -339,6 +369,7 @@ fn decode_json(
     partition: i32,
 ) -> Result<RecordBatch, DecodeError> {
     let rows = pending.len();
+    check_records(pending, Some(schema.fields()), topic, partition)?;
     let attempt = || -> Result<Option<RecordBatch>, arrow::error::ArrowError> {
         let mut decoder = ReaderBuilder::new(schema.clone())
             .with_strict_mode(true)
@@ -482,7 +513,7 @@ mod tests {
                 Some(r#"{"id":3}"#),
             ],
         );
-        let schema = Arc::new(infer_json_schema(&p).expect("infer"));
+        let schema = Arc::new(infer_json_schema(&p, "t", 0).expect("infer"));
         assert_eq!(
             schema
                 .field_with_name("id")
@@ -525,7 +556,7 @@ mod tests {
             PayloadKind::Json,
             &[Some(r#"{"id":1}"#), Some(r#"{"id":2}"#)],
         );
-        let schema = Arc::new(infer_json_schema(&p).expect("infer"));
+        let schema = Arc::new(infer_json_schema(&p, "t", 0).expect("infer"));
         decode(PayloadKind::Json, &mut p, &schema, "t", 0, false).expect("good chunk");
         let mut p = pending(
             PayloadKind::Json,
@@ -552,7 +583,7 @@ mod tests {
             Some(r#"{"name":"c\u00e9","id":3}"#),
         ];
         let mut chunked = pending(PayloadKind::Json, &values);
-        let schema = Arc::new(infer_json_schema(&chunked).expect("infer"));
+        let schema = Arc::new(infer_json_schema(&chunked, "t", 0).expect("infer"));
         let expected =
             decode(PayloadKind::Json, &mut chunked, &schema, "t", 2, true).expect("chunk path");
 
@@ -592,6 +623,101 @@ mod tests {
         assert!(arriving.is_empty(), "nothing of the refused record stays");
     }
 
+    fn nested_schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new(
+                "tags",
+                DataType::List(Arc::new(Field::new("element", DataType::Utf8, true))),
+                true,
+            ),
+        ]))
+    }
+
+    fn bad_offset(e: DecodeError) -> (i64, String) {
+        match e {
+            DecodeError::Record { offset, reason, .. } => (offset, reason),
+            other => panic!("not a bad record: {other}"),
+        }
+    }
+
+    #[test]
+    fn every_record_is_one_row_or_a_bad_record() {
+        // Two objects in one record next to an empty one: the row count matches the record
+        // count, but every row after them would sit under the wrong offset.
+        let mut p = pending(
+            PayloadKind::Json,
+            &[
+                Some(r#"{"id":0,"tags":[]}"#),
+                Some(r#"{"id":1,"tags":[]}{"id":2,"tags":[]}"#),
+                Some(""),
+                Some(r#"{"id":3,"tags":["x"]}"#),
+            ],
+        );
+        let e = decode(PayloadKind::Json, &mut p, &nested_schema(), "t", 0, true)
+            .expect_err("two objects in one record");
+        let (offset, reason) = bad_offset(e);
+        assert_eq!(offset, 101, "{reason}");
+        assert!(reason.contains("found more"), "{reason}");
+
+        // One object split across two records.
+        let mut p = pending(
+            PayloadKind::Json,
+            &[
+                Some(r#"{"id":0,"#),
+                Some(r#""tags":[]}"#),
+                Some(r#"{"id":1}"#),
+            ],
+        );
+        let e = decode(PayloadKind::Json, &mut p, &nested_schema(), "t", 0, true)
+            .expect_err("split object");
+        assert_eq!(bad_offset(e).0, 100);
+
+        // The same before a schema is inferred.
+        let p = pending(
+            PayloadKind::Json,
+            &[Some(r#"{"id":0}"#), Some(""), Some(r#"{"id":1}{"id":2}"#)],
+        );
+        let (offset, reason) = bad_offset(infer_json_schema(&p, "t", 0).expect_err("empty"));
+        assert_eq!(offset, 101, "{reason}");
+    }
+
+    #[test]
+    fn a_number_that_does_not_fit_its_column_is_a_bad_record() {
+        // The chunk path (nested columns).
+        let mut p = pending(
+            PayloadKind::Json,
+            &[Some(r#"{"id":25.0}"#), Some(r#"{"id":25.7}"#)],
+        );
+        let (offset, reason) = bad_offset(
+            decode(PayloadKind::Json, &mut p, &nested_schema(), "t", 0, true)
+                .expect_err("25.7 is not a long"),
+        );
+        assert_eq!(offset, 101);
+        assert!(reason.contains("not a whole number"), "{reason}");
+
+        // The flat path, which hands such records to arrow-json.
+        let flat = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)]));
+        let mut p = Pending::default();
+        p.use_schema(PayloadKind::Json, Some(&flat));
+        assert!(p.schema().is_some(), "decodes as records arrive");
+        p.push(PayloadKind::Json, Some(br#"{"id":8.0}"#), None, 5, None)
+            .expect("a whole number");
+        let refused = p
+            .push(PayloadKind::Json, Some(br#"{"id":25.7}"#), None, 6, None)
+            .expect_err("25.7 is not a long");
+        assert!(refused.reason.contains("not a whole number"), "{refused:?}");
+        let batch = decode(PayloadKind::Json, &mut p, &flat, "t", 0, false).expect("decode");
+        assert_eq!(
+            batch
+                .column(0)
+                .as_primitive::<Int64Type>()
+                .values()
+                .to_vec(),
+            vec![8]
+        );
+    }
+
     #[test]
     fn unknown_fields_are_an_error_not_a_silent_drop() {
         let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)]));
@@ -608,7 +734,7 @@ mod tests {
         let mut p = Pending::default();
         p.push(PayloadKind::Json, Some(&framed), None, 0, None)
             .expect("push");
-        let schema = Arc::new(infer_json_schema(&p).expect("infer"));
+        let schema = Arc::new(infer_json_schema(&p, "t", 0).expect("infer"));
         let batch = decode(PayloadKind::Json, &mut p, &schema, "t", 0, false).expect("decode");
         assert_eq!(batch.column(0).as_primitive::<Int64Type>().value(0), 5);
     }

@@ -1,0 +1,585 @@
+//! The holes that lost or silently changed records, each under a test against the real parts
+//! (the broker, MinIO, local Delta tables read by deltalake): a commit whose response was lost
+//! on the way back, a restart in front of differently typed records, records that are not one
+//! JSON object each, numbers that do not fit their column, and tables with writer features the
+//! ingester does not honour. Each test failed before its fix.
+
+use std::time::Duration;
+
+use kafkatable_e2e::env::TestEnv;
+use kafkatable_e2e::fixtures::{
+    TestBucket, TestTopic, eventually, produce_json, produce_raw, python,
+};
+use kafkatable_e2e::ingester::{IngesterProcess, WorkDir};
+use kafkatable_e2e::proxy::LossyProxy;
+use serde_json::{Value, json};
+
+const DEADLINE: Duration = Duration::from_secs(120);
+
+/// Reads a Delta table (local or on S3) with deltalake: every row's id, partition and offset
+/// (sorted by offset), the named column's values, the version and the data files' paths.
+const READER: &str = r#"
+import json, sys
+from deltalake import DeltaTable
+import pyarrow as pa
+uri, column = sys.argv[1], sys.argv[2]
+opts = {}
+if len(sys.argv) > 3:
+    opts = {"AWS_ENDPOINT_URL": sys.argv[3], "AWS_ACCESS_KEY_ID": sys.argv[4],
+            "AWS_SECRET_ACCESS_KEY": sys.argv[5], "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true"}
+try:
+    dt = DeltaTable(uri, storage_options=opts)
+except Exception as e:
+    print(json.dumps({"rows": 0, "missing": str(e)})); sys.exit(0)
+t = dt.to_pyarrow_table().sort_by([("_kafka_partition", "ascending"), ("_kafka_offset", "ascending")])
+adds = pa.table(dt.get_add_actions(flatten=True)).to_pydict()
+print(json.dumps({"rows": t.num_rows, "version": dt.version(),
+    "offsets": t["_kafka_offset"].to_pylist(),
+    "pairs": len(set(zip(t["_kafka_partition"].to_pylist(), t["_kafka_offset"].to_pylist()))),
+    "ids": t["id"].to_pylist(),
+    "values": t[column].to_pylist() if column in t.column_names else None,
+    "paths": adds["path"]}))
+"#;
+
+fn read(env: &TestEnv, args: &[&str]) -> Option<Value> {
+    serde_json::from_str(python(env, READER, args).ok()?.trim()).ok()
+}
+
+/// A topic of one partition and a local Delta table for one test.
+struct Local {
+    env: TestEnv,
+    topic: TestTopic,
+    dir: WorkDir,
+    manifest: std::path::PathBuf,
+    location: String,
+}
+
+impl Local {
+    async fn new(name: &str) -> anyhow::Result<Self> {
+        let env = TestEnv::load()?;
+        let topic = TestTopic::create(&env, &format!("integrity-{name}"), 1).await?;
+        let dir = WorkDir::new(&format!("kt-integrity-{name}"))?;
+        let location = format!("file://{}/table", dir.display());
+        let manifest = json!({
+            "apiVersion": "kafkatable.io/v1alpha1",
+            "kind": "KafkaTable",
+            "metadata": {"name": name, "namespace": "e2e"},
+            "spec": {
+                "source": {"brokers": env.kafka_bootstrap, "topic": topic.name},
+                "table": {"format": "delta", "location": location},
+                "commit": {"interval": "1s"},
+            },
+        });
+        let manifest_path = dir.join("table.yaml");
+        std::fs::write(&manifest_path, serde_yaml::to_string(&manifest)?)?;
+        Ok(Self {
+            env,
+            topic,
+            dir,
+            manifest: manifest_path,
+            location,
+        })
+    }
+
+    fn start(&self, name: &str) -> anyhow::Result<IngesterProcess> {
+        Ok(IngesterProcess::start(
+            &self.manifest,
+            &self.dir,
+            &self.dir,
+            name,
+        )?)
+    }
+
+    fn read(&self, column: &str) -> Option<Value> {
+        read(&self.env, &[&self.location, column])
+    }
+
+    async fn rows(&self, rows: u64) -> Value {
+        eventually(&format!("{rows} rows"), DEADLINE, || async move {
+            let view = self.read("id")?;
+            (view["rows"].as_u64()? >= rows).then_some(view)
+        })
+        .await
+    }
+
+    /// Waits for the ingester to exit and returns its exit code and log.
+    async fn exits(&self, mut ingester: IngesterProcess) -> (Option<i32>, String) {
+        let ingester_ref = &mut ingester;
+        let code = eventually("the ingester to stop", DEADLINE, || {
+            let exited = ingester_ref.exited();
+            async move { exited }
+        })
+        .await;
+        (code, ingester.log_text())
+    }
+}
+
+/// A record holding two objects next to an empty record had as many rows as records, so the
+/// rows after it were committed under the wrong offsets (here offset 6, an empty record, held
+/// the second object of record 5). Now each record is one row or a bad record.
+#[tokio::test]
+async fn records_that_are_not_one_json_object_each_stop_at_their_offset() -> anyhow::Result<()> {
+    let t = Local::new("onerow").await?;
+    // A list column: these records take the arrow-json chunk path.
+    produce_json(
+        &t.env,
+        &t.topic.name,
+        0..5,
+        |i| json!({"id": i, "tags": ["a"]}),
+    )
+    .await?;
+    let ingester = t.start("ingester-onerow")?;
+    t.rows(5).await;
+    produce_raw(
+        &t.env,
+        &t.topic.name,
+        5,
+        &[
+            br#"{"id":5,"tags":[]}{"id":6,"tags":[]}"#,
+            b"",
+            br#"{"id":7,"tags":["b"]}"#,
+        ],
+    )
+    .await?;
+    let (code, log) = t.exits(ingester).await;
+    assert_ne!(code, Some(0), "a bad record stops the ingester:\n{log}");
+    assert!(
+        log.contains("partition 0 offset 5") && log.contains("found more"),
+        "the error names the record and the reason:\n{log}"
+    );
+    let view = t.read("id").expect("the table");
+    let offsets: Vec<i64> = serde_json::from_value(view["offsets"].clone())?;
+    assert_eq!(offsets, vec![0, 1, 2, 3, 4], "nothing at or after it");
+    Ok(())
+}
+
+/// `25.7` in a long column was committed as 25. Now it stops the ingester (errors.policy
+/// fail) at its offset, and nothing at or after it is committed.
+#[tokio::test]
+async fn a_number_that_does_not_fit_its_column_stops_at_its_offset() -> anyhow::Result<()> {
+    let t = Local::new("exact").await?;
+    produce_json(
+        &t.env,
+        &t.topic.name,
+        0..5,
+        |i| json!({"id": i, "amount": i * 10}),
+    )
+    .await?;
+    let ingester = t.start("ingester-exact")?;
+    t.rows(5).await;
+    produce_raw(
+        &t.env,
+        &t.topic.name,
+        5,
+        &[br#"{"id":5,"amount":50.0}"#, br#"{"id":6,"amount":25.7}"#],
+    )
+    .await?;
+    let (code, log) = t.exits(ingester).await;
+    assert_ne!(code, Some(0), "{log}");
+    assert!(
+        log.contains("partition 0 offset 6") && log.contains("25.7 is not a whole number"),
+        "{log}"
+    );
+    let view = t.read("amount").expect("the table");
+    assert_eq!(view["values"], json!([0, 10, 20, 30, 40]), "no 25 anywhere");
+    Ok(())
+}
+
+/// After a restart the schema used to be inferred again from the first new records, and a cast
+/// with arrow's default options turned a value that did not convert into a null: `"n/a"` in the
+/// long column `amount` landed as null. Now the ingester decodes against the table's columns,
+/// and the record is refused.
+#[tokio::test]
+async fn a_restart_decodes_against_the_tables_columns() -> anyhow::Result<()> {
+    let t = Local::new("retype").await?;
+    produce_json(
+        &t.env,
+        &t.topic.name,
+        0..5,
+        |i| json!({"id": i, "amount": i}),
+    )
+    .await?;
+    let first = t.start("ingester-retype-1")?;
+    t.rows(5).await;
+    assert_eq!(first.stop(Duration::from_secs(30)), Some(0));
+
+    produce_raw(
+        &t.env,
+        &t.topic.name,
+        5,
+        &[
+            br#"{"id":5,"amount":"n/a"}"#,
+            br#"{"id":6,"amount":6}"#,
+            // A field the table lacks still becomes a column.
+            br#"{"id":7,"amount":7,"note":"new"}"#,
+        ],
+    )
+    .await?;
+    let second = t.start("ingester-retype-2")?;
+    let (code, log) = t.exits(second).await;
+    assert_ne!(code, Some(0), "{log}");
+    assert!(
+        log.contains("partition 0 offset 5")
+            && log.contains("decoding against the table's columns"),
+        "{log}"
+    );
+    let view = t.read("amount").expect("the table");
+    assert_eq!(view["values"], json!([0, 1, 2, 3, 4]), "no null amount");
+
+    // Against the table's columns, whole numbers after a restart stay doubles (inferred
+    // alone they would make a long column).
+    let t2 = Local::new("retype-ok").await?;
+    produce_json(
+        &t2.env,
+        &t2.topic.name,
+        0..3,
+        |i| json!({"id": i, "amount": i as f64 + 0.5}),
+    )
+    .await?;
+    let first = t2.start("ingester-retype-ok-1")?;
+    t2.rows(3).await;
+    assert_eq!(first.stop(Duration::from_secs(30)), Some(0));
+    produce_json(
+        &t2.env,
+        &t2.topic.name,
+        3..6,
+        |i| json!({"id": i, "amount": i}),
+    )
+    .await?;
+    let second = t2.start("ingester-retype-ok-2")?;
+    let view = t2.rows(6).await;
+    second.stop(Duration::from_secs(30));
+    let view = t2.read("amount").unwrap_or(view);
+    assert_eq!(view["values"], json!([0.5, 1.5, 2.5, 3.0, 4.0, 5.0]));
+    Ok(())
+}
+
+/// Makes Delta tables that ask writers for what this ingester does not do: a check constraint
+/// (added by deltalake itself), and, written as a first commit by hand, an invariant in the
+/// legacy protocol, a generated column, column mapping and row tracking.
+const FEATURE_TABLES: &str = r#"
+import json, os, sys, uuid
+import pyarrow as pa
+from deltalake import DeltaTable, write_deltalake
+base = sys.argv[1]
+write_deltalake(f"{base}/constraint", pa.table({"id": pa.array([1], pa.int64())}))
+DeltaTable(f"{base}/constraint").alter.add_constraint({"id_positive": "id > 0"})
+def table(name, protocol, fields, configuration={}):
+    log = f"{base}/{name}/_delta_log"
+    os.makedirs(log)
+    metadata = {"id": str(uuid.uuid4()), "format": {"provider": "parquet", "options": {}},
+                "schemaString": json.dumps({"type": "struct", "fields": fields}),
+                "partitionColumns": [], "configuration": configuration, "createdTime": 0}
+    with open(f"{log}/00000000000000000000.json", "w") as f:
+        f.write(json.dumps({"protocol": protocol}) + "\n" + json.dumps({"metaData": metadata}) + "\n")
+plain = {"name": "id", "type": "long", "nullable": True, "metadata": {}}
+table("invariant", {"minReaderVersion": 1, "minWriterVersion": 2},
+      [{"name": "id", "type": "long", "nullable": True,
+        "metadata": {"delta.invariants": json.dumps({"expression": {"expression": "id > 0"}})}}])
+table("generated", {"minReaderVersion": 1, "minWriterVersion": 4},
+      [plain, {"name": "twice", "type": "long", "nullable": True,
+               "metadata": {"delta.generationExpression": "id * 2"}}])
+table("mapping", {"minReaderVersion": 2, "minWriterVersion": 5},
+      [{"name": "id", "type": "long", "nullable": True,
+        "metadata": {"delta.columnMapping.id": 1, "delta.columnMapping.physicalName": "col-1"}}],
+      {"delta.columnMapping.mode": "name", "delta.columnMapping.maxColumnId": "1"})
+table("rowtracking", {"minReaderVersion": 1, "minWriterVersion": 7,
+                      "writerFeatures": ["rowTracking", "domainMetadata"]},
+      [plain], {"delta.enableRowTracking": "true"})
+print("ok")
+"#;
+
+/// Lists the Parquet files under a directory (written or left behind, referenced or not).
+fn parquet_files(dir: &std::path::Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                found.push(path.display().to_string());
+            }
+        }
+    }
+    found
+}
+
+/// Tables with writer features the ingester does not honour were written to anyway (an
+/// invariant in the legacy protocol was ignored) or refused only at each commit, after the data
+/// files were written. Now the ingester refuses them when it opens the table, naming the
+/// feature, and writes nothing.
+#[tokio::test]
+async fn tables_with_writer_features_not_honoured_are_refused_at_open() -> anyhow::Result<()> {
+    let env = TestEnv::load()?;
+    let dir = WorkDir::new("kt-integrity-features")?;
+    let tables = dir.join("tables");
+    python(&env, FEATURE_TABLES, &[&tables.display().to_string()])?;
+    let cases = [
+        ("constraint", "checkConstraints"),
+        ("invariant", "invariant"),
+        ("generated", "generatedColumns"),
+        ("mapping", "columnMapping"),
+        ("rowtracking", "rowTracking"),
+    ];
+    for (name, named) in cases {
+        let topic = TestTopic::create(&env, &format!("integrity-{name}"), 1).await?;
+        produce_json(&env, &topic.name, 0..5, |i| json!({"id": i + 1})).await?;
+        let table_dir = tables.join(name);
+        let before = parquet_files(&table_dir);
+        let manifest = json!({
+            "apiVersion": "kafkatable.io/v1alpha1",
+            "kind": "KafkaTable",
+            "metadata": {"name": name, "namespace": "e2e"},
+            "spec": {
+                "source": {"brokers": env.kafka_bootstrap, "topic": topic.name},
+                "table": {"format": "delta", "location": format!("file://{}", table_dir.display()),
+                          "metadataColumns": false},
+                "commit": {"interval": "1s"},
+            },
+        });
+        let manifest_path = dir.join(format!("{name}.yaml"));
+        std::fs::write(&manifest_path, serde_yaml::to_string(&manifest)?)?;
+        let mut ingester =
+            IngesterProcess::start(&manifest_path, &dir, &dir, &format!("ingester-{name}"))?;
+        let ingester_ref = &mut ingester;
+        let code = eventually(&format!("the ingester on {name} to stop"), DEADLINE, || {
+            let exited = ingester_ref.exited();
+            async move { exited }
+        })
+        .await;
+        let log = ingester.log_text();
+        assert_ne!(code, Some(0), "{name}: {log}");
+        assert!(
+            log.contains(named) && log.contains("does not honour it"),
+            "{name}: the error names {named:?}:\n{log}"
+        );
+        assert_eq!(
+            parquet_files(&table_dir),
+            before,
+            "{name}: no data file written"
+        );
+    }
+    Ok(())
+}
+
+/// When the store persisted a commit but its response was lost, the client retried the
+/// create, found the version taken and reported our own commit as a concurrent winner; the
+/// ingester then deleted the files that commit references and sought past its records. Now the
+/// commit is found in the log, its files stay, and every record is in the table once.
+#[tokio::test]
+async fn a_commit_whose_response_was_lost_is_recognised() -> anyhow::Result<()> {
+    let env = TestEnv::load()?;
+    let topic = TestTopic::create(&env, "integrity-lost", 3).await?;
+    let bucket = TestBucket::create(&env, "integrity-lost").await?;
+    let dir = WorkDir::new("kt-integrity-lost")?;
+    let secrets = dir.s3_secret(&env)?;
+    let upstream = env
+        .s3_endpoint
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    // The first data commit (version 1; version 0 creates the table) reaches MinIO, and its
+    // response is dropped.
+    let proxy = LossyProxy::start(
+        &upstream,
+        1,
+        Box::new(|method, path| {
+            method == "PUT"
+                && path.contains("/_delta_log/")
+                && path.ends_with(".json")
+                && !path.ends_with("/00000000000000000000.json")
+        }),
+    )
+    .await?;
+    let location = format!("s3://{}/events", bucket.name);
+    let manifest = json!({
+        "apiVersion": "kafkatable.io/v1alpha1",
+        "kind": "KafkaTable",
+        "metadata": {"name": "lost", "namespace": "e2e"},
+        "spec": {
+            "source": {"brokers": env.kafka_bootstrap, "topic": topic.name},
+            "table": {
+                "format": "delta",
+                "location": location,
+                "storage": {"endpoint": proxy.endpoint, "region": "us-east-1", "pathStyle": true,
+                            "credentialsSecretRef": {"name": "s3"}},
+            },
+            "commit": {"interval": "1s"},
+        },
+    });
+    let manifest_path = dir.join("table.yaml");
+    std::fs::write(&manifest_path, serde_yaml::to_string(&manifest)?)?;
+    produce_json(&env, &topic.name, 0..1000, |i| json!({"id": i})).await?;
+    let ingester = IngesterProcess::start(&manifest_path, &secrets, &dir, "ingester-lost")?;
+    let proxy_ref = &proxy;
+    eventually("a commit response dropped", DEADLINE, || async move {
+        (proxy_ref.dropped() == 1).then_some(())
+    })
+    .await;
+    produce_json(&env, &topic.name, 1000..2000, |i| json!({"id": i})).await?;
+
+    // Read past the proxy, straight from MinIO.
+    let args = [
+        location.as_str(),
+        "id",
+        &env.s3_endpoint,
+        &env.s3_access_key,
+        &env.s3_secret_key,
+    ];
+    let env_ref = &env;
+    let args_ref = &args;
+    let view = eventually("2000 rows, every file readable", DEADLINE, || async move {
+        let view = read(env_ref, args_ref)?;
+        (view["rows"].as_u64()? >= 2000).then_some(view)
+    })
+    .await;
+    let log = ingester.log_text();
+    assert!(
+        log.contains("is in the log"),
+        "the lost response was recognised:\n{log}"
+    );
+    assert_eq!(view["rows"], 2000, "no record twice");
+    assert_eq!(view["pairs"], 2000);
+    let mut ids: Vec<u64> = serde_json::from_value(view["ids"].clone())?;
+    ids.sort_unstable();
+    assert_eq!(ids, (0..2000).collect::<Vec<_>>(), "no record lost");
+    // Data files are named by UUID v7, unique across pods.
+    let paths: Vec<String> = serde_json::from_value(view["paths"].clone())?;
+    for path in &paths {
+        let name = path.rsplit('/').next().unwrap_or_default();
+        let id = name
+            .strip_prefix("part-")
+            .and_then(|n| n.strip_suffix(".zstd.parquet"))
+            .and_then(uuid_version);
+        assert_eq!(id, Some(7), "{path}");
+    }
+    ingester.stop(Duration::from_secs(30));
+    drop(proxy);
+    bucket.remove().await?;
+    Ok(())
+}
+
+/// The version of a UUID in its text form.
+fn uuid_version(text: &str) -> Option<u32> {
+    let groups: Vec<&str> = text.split('-').collect();
+    if groups.len() != 5 || groups.iter().map(|g| g.len()).ne([8, 4, 4, 4, 12]) {
+        return None;
+    }
+    groups[2]
+        .get(..1)
+        .and_then(|v| u32::from_str_radix(v, 16).ok())
+}
+
+/// An object store outage longer than a few commits used to end each ingester after five
+/// failed commits in a row (pods in CrashLoopBackOff), and a partition assigned meanwhile ended
+/// its member after half a minute. Now the ingesters pause consumption, report the table error
+/// at `/status`, retry with back-off, and carry on by themselves once the store is back, every
+/// record exactly once. The store is a MinIO of the test's own, killed with SIGKILL and started
+/// again on the same port and data.
+#[tokio::test]
+async fn an_object_store_outage_is_waited_out() -> anyhow::Result<()> {
+    let env = TestEnv::load()?;
+    let mut minio = kafkatable_e2e::store::PrivateMinio::start(&env).await?;
+    let topic = TestTopic::create(&env, "integrity-outage", 4).await?;
+    let bucket = TestBucket::create(&minio.env, "integrity-outage").await?;
+    let dir = WorkDir::new("kt-integrity-outage")?;
+    let secrets = dir.s3_secret(&env)?;
+    let location = format!("s3://{}/events", bucket.name);
+    let manifest = json!({
+        "apiVersion": "kafkatable.io/v1alpha1",
+        "kind": "KafkaTable",
+        "metadata": {"name": "outage", "namespace": "e2e"},
+        "spec": {
+            "source": {"brokers": env.kafka_bootstrap, "topic": topic.name,
+                       "consumerConfig": {"session.timeout.ms": "6000", "heartbeat.interval.ms": "1000"}},
+            "table": {
+                "format": "delta",
+                "location": location,
+                "storage": {"endpoint": minio.endpoint, "region": "us-east-1", "pathStyle": true,
+                            "credentialsSecretRef": {"name": "s3"}},
+            },
+            "commit": {"interval": "1s", "maxBytes": "2Mi"},
+        },
+    });
+    let manifest_path = dir.join("table.yaml");
+    std::fs::write(&manifest_path, serde_yaml::to_string(&manifest)?)?;
+    let endpoint = minio.endpoint.clone();
+    let args = [
+        location.as_str(),
+        "id",
+        &endpoint,
+        &env.s3_access_key,
+        &env.s3_secret_key,
+    ];
+    let env_ref = &env;
+    let args_ref = &args;
+    let rows = |n: u64| async move {
+        eventually(&format!("{n} rows"), DEADLINE, || async move {
+            let view = read(env_ref, args_ref)?;
+            (view["rows"].as_u64()? >= n).then_some(view)
+        })
+        .await
+    };
+
+    produce_json(&env, &topic.name, 0..1000, |i| json!({"id": i})).await?;
+    let a = IngesterProcess::start(&manifest_path, &secrets, &dir, "ingester-outage-a")?;
+    let mut b = IngesterProcess::start(&manifest_path, &secrets, &dir, "ingester-outage-b")?;
+    rows(1000).await;
+
+    minio.kill();
+    produce_json(
+        &env,
+        &topic.name,
+        1000..3000,
+        |i| json!({"id": i, "noise": "x".repeat(100)}),
+    )
+    .await?;
+    // A leaves during the outage (its last commit fails); B is assigned A's partitions while
+    // their sync points cannot be read.
+    assert_eq!(a.stop(Duration::from_secs(60)), Some(0), "a clean exit");
+    let b_ref = &b;
+    let status = eventually(
+        "failed table operations past the old limit of 5, reported while B runs",
+        Duration::from_secs(180),
+        || async move {
+            let failures = b_ref.metric("kafkatable_table_retries_total").await?;
+            let buffered = b_ref.metric("kafkatable_buffered_bytes").await?;
+            assert!(
+                buffered <= 2.5 * 1024.0 * 1024.0,
+                "consumption pauses instead of buffering: {buffered} bytes"
+            );
+            let (_, body) = b_ref.get("/status").await?;
+            let status: Value = serde_json::from_str(&body).ok()?;
+            (failures >= 6.0 && status["tableError"].is_string()).then_some(status)
+        },
+    )
+    .await;
+    assert!(b.exited().is_none(), "B keeps running: {status}");
+    assert_eq!(
+        status["ready"], false,
+        "not ready while the table is unreachable"
+    );
+    let (code, _) = b.get("/readyz").await.unwrap_or_default();
+    assert_eq!(code, 503);
+
+    minio.resume().await?;
+    let view = rows(3000).await;
+    assert_eq!(view["rows"], 3000, "no record twice");
+    assert_eq!(view["pairs"], 3000);
+    let mut ids: Vec<u64> = serde_json::from_value(view["ids"].clone())?;
+    ids.sort_unstable();
+    assert_eq!(ids, (0..3000).collect::<Vec<_>>(), "no record lost");
+    let b_ref = &b;
+    eventually("B ready again", DEADLINE, || async move {
+        let (_, body) = b_ref.get("/status").await?;
+        let status: Value = serde_json::from_str(&body).ok()?;
+        (status["ready"] == true && status["tableError"].is_null()).then_some(())
+    })
+    .await;
+    assert!(b.exited().is_none(), "B never restarted");
+    b.stop(Duration::from_secs(30));
+    bucket.remove().await?;
+    Ok(())
+}

@@ -1,0 +1,318 @@
+//! The value schema records are decoded against, and how batches meet the table's schema.
+//!
+//! The table is the authority on column types: an ingester that opens an existing table decodes
+//! against the table's columns (not a schema inferred again from the first new records, which
+//! may type a field differently), and fields the table lacks are inferred and added as nullable
+//! columns ([`widen`]). A batch whose column type still differs from the table's (another
+//! ingester added the same field with another type meanwhile) is cast only when every value
+//! survives the cast unchanged ([`align`]); otherwise the record is refused, never written as a
+//! null or a truncated value.
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, new_null_array};
+use arrow::datatypes::{Field, Int32Type, Int64Type, Schema, SchemaRef};
+use kafkatable_crds::config::{Partition, Transform};
+
+use crate::decode::{OFFSET_COLUMN, PARTITION_COLUMN, TOPIC_COLUMN, metadata_fields};
+use crate::error::DecodeError;
+
+/// The value columns of a table's schema: without the `_kafka_*` metadata columns and the
+/// derived time-partition columns the ingester adds itself.
+pub fn value_columns(table: &Schema, partition_by: &[Partition]) -> Schema {
+    let metadata: Vec<String> = metadata_fields().iter().map(|f| f.name().clone()).collect();
+    let derived: Vec<String> = partition_by
+        .iter()
+        .filter(|p| {
+            matches!(
+                p.transform,
+                Transform::Year | Transform::Month | Transform::Day | Transform::Hour
+            )
+        })
+        .map(crate::partition::column_name)
+        .collect();
+    Schema::new(
+        table
+            .fields()
+            .iter()
+            .filter(|f| !metadata.contains(f.name()) && !derived.contains(f.name()))
+            .cloned()
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// `base` plus the fields of `inferred` it lacks, as nullable columns; a field the table has
+/// already (added by another ingester since `base` was read) keeps the table's type.
+pub fn widen(base: &Schema, inferred: &Schema, table: Option<&Schema>) -> Schema {
+    let mut fields: Vec<Field> = base.fields().iter().map(|f| f.as_ref().clone()).collect();
+    for f in inferred.fields() {
+        if base.field_with_name(f.name()).is_ok() {
+            continue;
+        }
+        let field = table
+            .and_then(|t| t.field_with_name(f.name()).ok())
+            .unwrap_or(f.as_ref());
+        fields.push(field.clone().with_nullable(true));
+    }
+    Schema::new(fields)
+}
+
+/// Reorders a batch's columns to the table's order and fills the columns it lacks with nulls. A
+/// column of another type is cast only when every value casts and casts back unchanged;
+/// otherwise the first value that would change is refused, named by topic, partition and
+/// offset when the batch has the metadata columns.
+pub fn align(batch: RecordBatch, table: &SchemaRef) -> Result<RecordBatch, AlignError> {
+    if batch.schema().as_ref() == table.as_ref() {
+        return Ok(batch);
+    }
+    let rows = batch.num_rows();
+    let mut columns = Vec::with_capacity(table.fields().len());
+    for field in table.fields() {
+        let column = match batch.column_by_name(field.name()) {
+            Some(c) if c.data_type() == field.data_type() => c.clone(),
+            Some(c) => exact_cast(c, field).map_err(|(row, reason)| {
+                AlignError::Value(misfit(&batch, field.name(), row, reason))
+            })?,
+            None if field.is_nullable() => new_null_array(field.data_type(), rows),
+            None => {
+                return Err(AlignError::Schema(format!(
+                    "column {} is required but the records lack it",
+                    field.name()
+                )));
+            }
+        };
+        columns.push(column);
+    }
+    let schema = batch.schema();
+    let extra: Vec<&str> = schema
+        .fields()
+        .iter()
+        .filter(|f| table.field_with_name(f.name()).is_err())
+        .map(|f| f.name().as_str())
+        .collect();
+    if !extra.is_empty() {
+        return Err(AlignError::Schema(format!(
+            "the records have fields the table lacks: {}",
+            extra.join(", ")
+        )));
+    }
+    RecordBatch::try_new(table.clone(), columns).map_err(|e| AlignError::Schema(e.to_string()))
+}
+
+/// Why a batch does not meet the table's schema.
+#[derive(Debug)]
+pub enum AlignError {
+    /// The schemas differ (a field the table lacks, a required column missing).
+    Schema(String),
+    /// A value would change on its way into the table: a bad record.
+    Value(DecodeError),
+}
+
+/// `column` cast to `field`'s type, when every value survives the round trip; else the first
+/// row that does not, and why.
+fn exact_cast(column: &ArrayRef, field: &Field) -> Result<ArrayRef, (Option<usize>, String)> {
+    // The default (safe) cast turns a value it cannot convert into a null, and casting back
+    // shows what else it changed: together they find the first value that would not survive.
+    let unsupported = |e: arrow::error::ArrowError| {
+        (
+            None,
+            format!(
+                "a {} value cannot go into the table's {} column: {e}",
+                column.data_type(),
+                field.data_type()
+            ),
+        )
+    };
+    let cast = arrow::compute::cast(column, field.data_type()).map_err(unsupported)?;
+    let back = arrow::compute::cast(&cast, column.data_type()).map_err(unsupported)?;
+    let changed = (0..column.len()).find(|&i| {
+        column.is_null(i) != cast.is_null(i)
+            || (!column.is_null(i) && column.slice(i, 1).to_data() != back.slice(i, 1).to_data())
+    });
+    match changed {
+        None => Ok(cast),
+        Some(row) => {
+            let value = arrow::util::display::array_value_to_string(column, row)
+                .unwrap_or_else(|_| "the value".into());
+            Err((
+                Some(row),
+                format!(
+                    "{value} ({}) would change in the table's {} column",
+                    column.data_type(),
+                    field.data_type()
+                ),
+            ))
+        }
+    }
+}
+
+/// A value of `column` that does not fit: named by topic, partition and offset when the batch
+/// carries them.
+fn misfit(batch: &RecordBatch, column: &str, row: Option<usize>, reason: String) -> DecodeError {
+    let reason = format!("field {column}: {reason}");
+    let located = row.and_then(|row| {
+        let topic = batch.column_by_name(TOPIC_COLUMN)?.as_string_opt::<i32>()?;
+        let partition = batch
+            .column_by_name(PARTITION_COLUMN)?
+            .as_primitive_opt::<Int32Type>()?;
+        let offset = batch
+            .column_by_name(OFFSET_COLUMN)?
+            .as_primitive_opt::<Int64Type>()?;
+        Some((
+            topic.value(row).to_string(),
+            partition.value(row),
+            offset.value(row),
+        ))
+    });
+    match located {
+        Some((topic, partition, offset)) => DecodeError::Record {
+            topic,
+            partition,
+            offset,
+            reason,
+        },
+        None => DecodeError::Column {
+            column: column.to_string(),
+            reason,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Float64Array, Int32Array, Int64Array, StringArray};
+    use arrow::datatypes::DataType;
+    use std::sync::Arc;
+
+    fn batch(columns: Vec<(&str, ArrayRef)>) -> RecordBatch {
+        RecordBatch::try_from_iter(columns).expect("batch")
+    }
+
+    #[test]
+    fn widening_adds_only_new_fields_as_nullable_with_the_tables_type() {
+        let base = Schema::new(vec![Field::new("id", DataType::Int64, false)]);
+        let inferred = Schema::new(vec![
+            Field::new("id", DataType::Utf8, true),
+            Field::new("name", DataType::Utf8, false),
+            Field::new("score", DataType::Int64, false),
+        ]);
+        let table = Schema::new(vec![Field::new("score", DataType::Float64, true)]);
+        let widened = widen(&base, &inferred, Some(&table));
+        assert_eq!(widened.fields().len(), 3);
+        assert_eq!(widened.field(0).data_type(), &DataType::Int64);
+        assert!(widened.field(1).is_nullable());
+        assert_eq!(
+            widened.field(2).data_type(),
+            &DataType::Float64,
+            "the table's type wins"
+        );
+    }
+
+    #[test]
+    fn casts_that_keep_every_value_are_taken() {
+        let table: SchemaRef = Arc::new(Schema::new(vec![
+            Field::new("amount", DataType::Float64, true),
+            Field::new("note", DataType::Utf8, true),
+        ]));
+        let b = batch(vec![(
+            "amount",
+            Arc::new(Int64Array::from(vec![Some(3), None])) as ArrayRef,
+        )]);
+        let aligned = align(b, &table).expect("long into double is exact here");
+        assert_eq!(
+            aligned
+                .column(0)
+                .as_primitive::<arrow::datatypes::Float64Type>()
+                .value(0),
+            3.0
+        );
+        assert!(aligned.column(1).is_null(0), "a missing column is null");
+    }
+
+    #[test]
+    fn a_value_the_cast_would_change_is_a_bad_record() {
+        let table: SchemaRef = Arc::new(Schema::new(vec![Field::new(
+            "amount",
+            DataType::Int64,
+            true,
+        )]));
+        // arrow's default cast makes "abc" a null and 25.7 a 25.
+        for (column, row) in [
+            (
+                Arc::new(StringArray::from(vec!["12", "abc"])) as ArrayRef,
+                1,
+            ),
+            (
+                Arc::new(Float64Array::from(vec![1.0, 2.0, 25.7])) as ArrayRef,
+                2,
+            ),
+        ] {
+            let len = column.len();
+            let b = batch(vec![
+                ("amount", column),
+                (
+                    TOPIC_COLUMN,
+                    Arc::new(StringArray::from(vec!["events"; len])),
+                ),
+                (PARTITION_COLUMN, Arc::new(Int32Array::from(vec![4; len]))),
+                (
+                    OFFSET_COLUMN,
+                    Arc::new(Int64Array::from_iter_values(100..100 + len as i64)),
+                ),
+            ]);
+            let table_with_metadata: SchemaRef = Arc::new(Schema::new(
+                table
+                    .fields()
+                    .iter()
+                    .cloned()
+                    .chain(b.schema().fields().iter().skip(1).cloned())
+                    .collect::<Vec<_>>(),
+            ));
+            match align(b, &table_with_metadata) {
+                Err(AlignError::Value(DecodeError::Record {
+                    topic,
+                    partition,
+                    offset,
+                    reason,
+                })) => {
+                    assert_eq!((topic.as_str(), partition), ("events", 4));
+                    assert_eq!(offset, 100 + row as i64, "{reason}");
+                    assert!(reason.contains("field amount"), "{reason}");
+                }
+                other => panic!("expected a bad record, got {other:?}"),
+            }
+        }
+        // Without metadata columns the column is named.
+        let b = batch(vec![(
+            "amount",
+            Arc::new(StringArray::from(vec!["x"])) as ArrayRef,
+        )]);
+        assert!(matches!(
+            align(b, &table),
+            Err(AlignError::Value(DecodeError::Column { .. }))
+        ));
+    }
+
+    #[test]
+    fn value_columns_leave_out_metadata_and_derived_partition_columns() {
+        let partition_by = [
+            Partition {
+                field: "ts".into(),
+                transform: Transform::Day,
+            },
+            Partition {
+                field: "country".into(),
+                transform: Transform::Identity,
+            },
+        ];
+        let mut fields = vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("ts", DataType::Int64, true),
+            Field::new("country", DataType::Utf8, true),
+            Field::new("ts_day", DataType::Date32, true),
+        ];
+        fields.extend(metadata_fields());
+        let values = value_columns(&Schema::new(fields), &partition_by);
+        let names: Vec<&str> = values.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(names, ["id", "ts", "country"]);
+    }
+}
