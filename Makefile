@@ -40,7 +40,7 @@ integration-test: ## Integration tests against the running infrastructure (make 
 test: setup lint ## The whole suite: lint, unit tests, then integration tests on freshly started infrastructure
 	$(TOOLS)/test.sh
 
-chaos: setup ## The exactly-once chaos tests with 300 kills and 30 broker/store/catalog crashes (CI runs 30 and 3)
+chaos: setup ## The exactly-once chaos tests with 300 kills and 12 broker/store/catalog crashes (CI runs 30 and 3)
 	$(TOOLS)/infra.sh up k8s kafka minio iceberg
 	KAFKATABLE_CHAOS_KILLS=$${KAFKATABLE_CHAOS_KILLS:-300} cargo test -p kafkatable-e2e --test chaos --locked -- --nocapture
 

@@ -37,6 +37,8 @@ pub enum FixtureError {
     },
     #[error("kubeconfig: {0}")]
     Config(String),
+    #[error("kafka: cannot {0}")]
+    Group(String),
 }
 
 /// A short random suffix that keeps names of parallel tests apart.
@@ -420,6 +422,26 @@ pub async fn produce_raw(
             .send(record, Duration::from_secs(30))
             .await
             .map_err(|(e, _)| e)?;
+    }
+    Ok(())
+}
+
+/// Deletes a consumer group and its committed offsets (as when they expire after
+/// `offsets.retention.minutes` without members). The group must have no members.
+pub async fn delete_group(env: &TestEnv, group: &str) -> Result<(), FixtureError> {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let err = |e: String| FixtureError::Group(format!("delete the consumer group {group}: {e}"));
+    let admin: AdminClient<DefaultClientContext> = kafka_config(env, false)
+        .create()
+        .map_err(|e| err(e.to_string()))?;
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
+    for result in admin
+        .delete_groups(&[group], &options)
+        .await
+        .map_err(|e| err(e.to_string()))?
+    {
+        result.map_err(|(_, code)| err(code.to_string()))?;
     }
     Ok(())
 }

@@ -419,7 +419,7 @@ async fn main() -> anyhow::Result<()> {
             "delta_1s_over_10s": rate(&delta1) / rate(&delta10),
         });
         println!(
-            "ratios: decode/raw {:.2} (target >= 0.90; copying each payload once and checking it is UTF-8 alone gives {:.2}), delta/limit {:.2} and iceberg/limit {:.2} (>= 0.75), 1 s/10 s {:.2} (>= 0.90)",
+            "ratios: decode/raw {:.2} (measured, no target; copying each payload once and checking it is UTF-8 alone gives {:.2}), delta/limit {:.2} and iceberg/limit {:.2} (>= 0.75), 1 s/10 s {:.2} (>= 0.90)",
             ratios["decode_over_raw"].as_f64().unwrap_or(0.0),
             ratios["copy_over_raw"].as_f64().unwrap_or(0.0),
             ratios["delta_over_limit"].as_f64().unwrap_or(0.0),
