@@ -341,11 +341,13 @@ up_iceberg() {
       "$CACHE/venv/bin/python" "$here/s3_bucket.py" "$endpoint" "$S3_ACCESS_KEY" "$S3_SECRET_KEY" "$WAREHOUSE_BUCKET"
       log "starting the Iceberg REST catalog on 127.0.0.1:$port (warehouse s3://$WAREHOUSE_BUCKET)"
     fi
-    # WAL and a busy timeout: after a crash, SQLite's default rollback journal left the catalog
-    # answering SQLITE_BUSY to every commit; a write-ahead log recovers and readers never block.
+    # One connection (CATALOG_CLIENTS=1), a write-ahead log and a busy timeout. With the default
+    # pool of two connections, one that lost a write race (SQLITE_BUSY_SNAPSHOT: the other had
+    # written since its read) kept failing every commit from then on, and the catalog never
+    # recovered; requests now take turns on one connection.
     CATALOG_REST_PORT=$port CATALOG_WAREHOUSE="s3://$WAREHOUSE_BUCKET/" \
       CATALOG_URI="jdbc:sqlite:file:$RUN/iceberg/catalog.db?journal_mode=WAL&busy_timeout=10000" \
-      CATALOG_JDBC_USER=user CATALOG_JDBC_PASSWORD=password \
+      CATALOG_CLIENTS=1 CATALOG_JDBC_USER=user CATALOG_JDBC_PASSWORD=password \
       CATALOG_IO__IMPL=org.apache.iceberg.aws.s3.S3FileIO CATALOG_S3_ENDPOINT="$endpoint" \
       CATALOG_S3_PATH__STYLE__ACCESS=true CATALOG_S3_ACCESS__KEY__ID=$S3_ACCESS_KEY \
       CATALOG_S3_SECRET__ACCESS__KEY=$S3_SECRET_KEY CATALOG_CLIENT_REGION=us-east-1 \

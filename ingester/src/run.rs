@@ -278,7 +278,9 @@ impl Ingester {
             if self.unstaged {
                 self.stage_chunks().await?;
             }
-            if self.commit_due(ticked.then_some(interval)) {
+            // While backing off, the next attempt waits for the retry (what the prefetch queue
+            // still delivers is little: consumption is paused).
+            if self.retry_at.is_none() && self.commit_due(ticked.then_some(interval)) {
                 self.observe_buffer();
                 self.commit().await?;
                 self.observe_buffer();
@@ -334,8 +336,11 @@ impl Ingester {
                 if points.is_none() {
                     self.back_off();
                 }
+                // A partition paused before it was revoked must not come back paused.
                 if self.retry_at.is_some() {
                     self.pause(&partitions);
+                } else {
+                    self.resume(&partitions);
                 }
                 self.report_sync_points();
             }

@@ -550,3 +550,25 @@ fn table_err(location: &str, action: &'static str, reason: String) -> IngesterEr
         reason,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_commit_is_recognised_by_the_id_in_its_commit_info() {
+        let entry = concat!(
+            r#"{"add":{"path":"part-1.parquet","size":1}}"#,
+            "\n",
+            r#"{"commitInfo":{"timestamp":1,"operation":"WRITE","kafkatable.commitId":"abc"}}"#,
+            "\n",
+            r#"{"txn":{"appId":"kafkatable-t-0","version":5}}"#,
+        );
+        assert!(commit_carries(entry.as_bytes(), "abc"));
+        assert!(!commit_carries(entry.as_bytes(), "abd"));
+        // The id elsewhere than in commitInfo (a path, a value) does not count.
+        let elsewhere = r#"{"add":{"path":"abc","size":1}}"#;
+        assert!(!commit_carries(elsewhere.as_bytes(), "abc"));
+        assert!(!commit_carries(b"not json", "abc"));
+    }
+}
