@@ -135,6 +135,22 @@ impl Setup {
         })
     }
 
+    /// A table in a namespace of its own through the REST catalog, its data in MinIO.
+    async fn rest(tag: &str) -> anyhow::Result<Self> {
+        let env = TestEnv::load()?;
+        let namespace = unique(tag).replace('-', "_");
+        let catalog = json!({"type": "rest", "uri": env.iceberg_rest_uri, "namespace": namespace, "table": "events"});
+        let storage = json!({"endpoint": env.s3_endpoint, "region": "us-east-1", "pathStyle": true, "credentialsSecretRef": {"name": "s3"}});
+        Self::new(
+            catalog,
+            ("rest".into(), env.iceberg_rest_uri.clone(), String::new()),
+            Some(storage),
+            None,
+            tag,
+        )
+        .await
+    }
+
     fn start(&self, name: &str) -> anyhow::Result<IngesterProcess> {
         Ok(IngesterProcess::start(
             &self.manifest,
@@ -210,18 +226,7 @@ impl Setup {
 
 #[tokio::test]
 async fn json_to_iceberg_through_the_rest_catalog_on_s3() -> anyhow::Result<()> {
-    let env = TestEnv::load()?;
-    let namespace = unique("ingest").replace('-', "_");
-    let catalog = json!({"type": "rest", "uri": env.iceberg_rest_uri, "namespace": namespace, "table": "events"});
-    let storage = json!({"endpoint": env.s3_endpoint, "region": "us-east-1", "pathStyle": true, "credentialsSecretRef": {"name": "s3"}});
-    let setup = Setup::new(
-        catalog,
-        ("rest".into(), env.iceberg_rest_uri.clone(), String::new()),
-        Some(storage),
-        None,
-        "iceberg-rest",
-    )
-    .await?;
+    let setup = Setup::rest("iceberg-rest").await?;
     setup.produce(0..2000).await?;
     let first = setup.start("iceberg-a")?;
     let view = setup.expect_rows(2000, &first).await?;
@@ -517,18 +522,8 @@ print(json.dumps({"rows": t.num_rows, "distinct": len(pairs), "sizes": snapshots
 #[tokio::test]
 async fn sync_points_survive_a_rewrite_and_snapshot_expiry_by_another_engine() -> anyhow::Result<()>
 {
-    let env = TestEnv::load()?;
-    let namespace = unique("expiry").replace('-', "_");
-    let catalog = json!({"type": "rest", "uri": env.iceberg_rest_uri, "namespace": namespace, "table": "events"});
-    let storage = json!({"endpoint": env.s3_endpoint, "region": "us-east-1", "pathStyle": true, "credentialsSecretRef": {"name": "s3"}});
-    let setup = Setup::new(
-        catalog,
-        ("rest".into(), env.iceberg_rest_uri.clone(), String::new()),
-        Some(storage),
-        None,
-        "iceberg-expiry",
-    )
-    .await?;
+    let setup = Setup::rest("iceberg-expiry").await?;
+    let env = &setup.env;
     setup.produce(0..1000).await?;
     let first = setup.start("iceberg-expiry-a")?;
     setup.expect_rows(1000, &first).await?;
@@ -546,7 +541,7 @@ print(json.dumps({"snapshots": len(summaries),
                   "with_sync_points": sum(any(k.startswith("kafkatable.") for k in s) for s in summaries),
                   "rows": table.scan().to_arrow().num_rows}))
 "#;
-    let after: Value = serde_json::from_str(read_rest_table(&env, &setup.ident, rewrite)?.trim())?;
+    let after: Value = serde_json::from_str(read_rest_table(env, &setup.ident, rewrite)?.trim())?;
     assert_eq!(after["rows"], 1000, "the rewrite keeps the rows: {after}");
     assert_eq!(
         after["with_sync_points"], 0,
@@ -554,7 +549,7 @@ print(json.dumps({"snapshots": len(summaries),
     );
     // The group's offsets expire too when a table is not ingested into for a while
     // (`offsets.retention.minutes`): only the table can tell where to go on.
-    delete_group(&env, &setup.group).await?;
+    delete_group(env, &setup.group).await?;
 
     setup.produce(1000..2000).await?;
     let second = setup.start("iceberg-expiry-b")?;

@@ -102,27 +102,57 @@ impl Local {
         .await
     }
 
-    /// Waits until the ingester exits or the table holds more than `rows` rows (what an
-    /// ingester that takes a bad record does), and returns its exit (None: still running), its
-    /// log and the table's values of `column`.
-    async fn outcome(
+    /// Produces `bad` after the five good records the ingester has committed, and waits until
+    /// it exits or commits more (what an ingester that takes a bad record does).
+    async fn feed(
         &self,
         mut ingester: IngesterProcess,
-        rows: u64,
+        bad: &[&[u8]],
         column: &str,
-    ) -> (Option<Option<i32>>, String, Value) {
+    ) -> anyhow::Result<Outcome> {
+        produce_raw(&self.env, &self.topic.name, 5, bad).await?;
         let ingester_ref = &mut ingester;
         let exit = eventually("the ingester to stop or commit more", DEADLINE, || {
             let exited = ingester_ref.exited();
             let grown = self
                 .read(column)
                 .and_then(|v| v["rows"].as_u64())
-                .is_some_and(|n| n > rows);
+                .is_some_and(|n| n > 5);
             async move { (exited.is_some() || grown).then_some(exited) }
         })
         .await;
-        let view = self.read(column).unwrap_or_default();
-        (exit, ingester.log_text(), view)
+        Ok(Outcome {
+            exit,
+            log: ingester.log_text(),
+            view: self.read(column).unwrap_or_default(),
+        })
+    }
+}
+
+/// How an ingester met bad records: its exit (None: still running), its log, the table.
+struct Outcome {
+    exit: Option<Option<i32>>,
+    log: String,
+    view: Value,
+}
+
+impl Outcome {
+    /// The table holds the five good rows alone (with `values` in the read column), and the
+    /// ingester stopped with an error that says each of `named`.
+    fn refused(&self, values: Value, named: &[&str]) {
+        let log = &self.log;
+        assert_eq!(
+            (&self.view["offsets"], &self.view["values"]),
+            (&json!([0, 1, 2, 3, 4]), &values),
+            "nothing at or after the bad record is committed:\n{log}"
+        );
+        assert!(
+            matches!(self.exit, Some(Some(c)) if c != 0),
+            "a bad record stops the ingester:\n{log}"
+        );
+        for text in named {
+            assert!(log.contains(text), "the error says {text:?}:\n{log}");
+        }
     }
 }
 
@@ -142,30 +172,14 @@ async fn records_that_are_not_one_json_object_each_stop_at_their_offset() -> any
     .await?;
     let ingester = t.start("ingester-onerow")?;
     t.rows(5).await;
-    produce_raw(
-        &t.env,
-        &t.topic.name,
-        5,
-        &[
-            br#"{"id":5,"tags":[]}{"id":6,"tags":[]}"#,
-            b"",
-            br#"{"id":7,"tags":["b"]}"#,
-        ],
-    )
-    .await?;
-    let (exit, log, view) = t.outcome(ingester, 5, "id").await;
-    assert_eq!(
-        (view["offsets"].clone(), view["ids"].clone()),
-        (json!([0, 1, 2, 3, 4]), json!([0, 1, 2, 3, 4])),
-        "nothing at or after the bad record is committed:\n{log}"
-    );
-    assert!(
-        matches!(exit, Some(Some(c)) if c != 0),
-        "a bad record stops the ingester:\n{log}"
-    );
-    assert!(
-        log.contains("partition 0 offset 5") && log.contains("found more"),
-        "the error names the record and the reason:\n{log}"
+    let bad: [&[u8]; 3] = [
+        br#"{"id":5,"tags":[]}{"id":6,"tags":[]}"#,
+        b"",
+        br#"{"id":7,"tags":["b"]}"#,
+    ];
+    t.feed(ingester, &bad, "id").await?.refused(
+        json!([0, 1, 2, 3, 4]),
+        &["partition 0 offset 5", "found more"],
     );
     Ok(())
 }
@@ -184,23 +198,10 @@ async fn a_number_that_does_not_fit_its_column_stops_at_its_offset() -> anyhow::
     .await?;
     let ingester = t.start("ingester-exact")?;
     t.rows(5).await;
-    produce_raw(
-        &t.env,
-        &t.topic.name,
-        5,
-        &[br#"{"id":5,"amount":50.0}"#, br#"{"id":6,"amount":25.7}"#],
-    )
-    .await?;
-    let (exit, log, view) = t.outcome(ingester, 5, "amount").await;
-    assert_eq!(
-        view["values"],
+    let bad: [&[u8]; 2] = [br#"{"id":5,"amount":50.0}"#, br#"{"id":6,"amount":25.7}"#];
+    t.feed(ingester, &bad, "amount").await?.refused(
         json!([0, 10, 20, 30, 40]),
-        "no 25 anywhere:\n{log}"
-    );
-    assert!(matches!(exit, Some(Some(c)) if c != 0), "{log}");
-    assert!(
-        log.contains("partition 0 offset 6") && log.contains("25.7 is not a whole number"),
-        "{log}"
+        &["partition 0 offset 6", "25.7 is not a whole number"],
     );
     Ok(())
 }
@@ -225,25 +226,14 @@ async fn a_restart_decodes_against_the_tables_columns() -> anyhow::Result<()> {
 
     // Inferred from these alone, `amount` is a string column; cast to the table's long,
     // "n/a" became a null.
-    produce_raw(
-        &t.env,
-        &t.topic.name,
-        5,
-        &[br#"{"id":5,"amount":"n/a"}"#, br#"{"id":6,"amount":"12"}"#],
-    )
-    .await?;
     let second = t.start("ingester-retype-2")?;
-    let (exit, log, view) = t.outcome(second, 5, "amount").await;
-    assert_eq!(
-        view["values"],
+    let bad: [&[u8]; 2] = [br#"{"id":5,"amount":"n/a"}"#, br#"{"id":6,"amount":"12"}"#];
+    t.feed(second, &bad, "amount").await?.refused(
         json!([0, 1, 2, 3, 4]),
-        "no null amount:\n{log}"
-    );
-    assert!(matches!(exit, Some(Some(c)) if c != 0), "{log}");
-    assert!(
-        log.contains("partition 0 offset 5")
-            && log.contains("decoding against the table's columns"),
-        "{log}"
+        &[
+            "partition 0 offset 5",
+            "decoding against the table's columns",
+        ],
     );
 
     // Against the table's columns, whole numbers after a restart stay doubles (inferred

@@ -67,29 +67,17 @@ spawn() {
   done
 }
 
-# stop NAME: TERM the process group, KILL it after 15 s.
+# stop NAME [KILL]: TERM the process group, KILL it after 15 s; with KILL, at once, as a crash
+# would end it. The component's directory (ports, data) stays either way.
 stop() {
-  local name=$1 pidf=$RUN/$1/pid pid
+  local name=$1 signal=${2:-TERM} pidf=$RUN/$1/pid pid
   [[ -f $pidf ]] || return 0
   pid=$(cat "$pidf")
   if kill -0 "$pid" 2>/dev/null; then
-    log "stopping $name (pid $pid)"
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    log "stopping $name (pid $pid, SIG$signal)"
+    kill "-$signal" -- "-$pid" 2>/dev/null || kill "-$signal" "$pid" 2>/dev/null || true
     for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL -- "-$pid" 2>/dev/null || true
-  fi
-  rm -f "$pidf"
-}
-
-# crash NAME: SIGKILL the process group, as a crash would end it; its directory stays.
-crash() {
-  local name=$1 pidf=$RUN/$1/pid pid
-  [[ -f $pidf ]] || return 0
-  pid=$(cat "$pidf")
-  if kill -0 "$pid" 2>/dev/null; then
-    log "killing $name (pid $pid, SIGKILL)"
-    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   fi
   rm -f "$pidf"
 }
@@ -418,7 +406,7 @@ case $cmd in
     done
     (($# > 0)) || die "$cmd: name the components"
     if [[ $cmd == kill ]]; then
-      for c in "$@"; do crash "$c"; done
+      for c in "$@"; do stop "$c" KILL; done
     else
       RESUME=1
       for c in "$@"; do "up_$c"; done
