@@ -103,7 +103,8 @@ impl Local {
     }
 
     /// Produces `bad` after the five good records the ingester has committed, and waits until
-    /// it exits or commits more (what an ingester that takes a bad record does).
+    /// it exits or commits more (what an ingester that takes a bad record, or writes a table it
+    /// must not, does).
     async fn feed(
         &self,
         mut ingester: IngesterProcess,
@@ -138,17 +139,18 @@ struct Outcome {
 
 impl Outcome {
     /// The table holds the five good rows alone (with `values` in the read column), and the
-    /// ingester stopped with an error that says each of `named`.
+    /// ingester stopped with an error that says each of `named` (a bad record, or a table it
+    /// must not write).
     fn refused(&self, values: Value, named: &[&str]) {
         let log = &self.log;
         assert_eq!(
             (&self.view["offsets"], &self.view["values"]),
             (&json!([0, 1, 2, 3, 4]), &values),
-            "nothing at or after the bad record is committed:\n{log}"
+            "nothing after the five good rows is committed:\n{log}"
         );
         assert!(
             matches!(self.exit, Some(Some(c)) if c != 0),
-            "a bad record stops the ingester:\n{log}"
+            "the ingester stops:\n{log}"
         );
         for text in named {
             assert!(log.contains(text), "the error says {text:?}:\n{log}");
@@ -371,6 +373,30 @@ async fn tables_with_writer_features_not_honoured_are_refused_at_open() -> anyho
             "{name}: no data file written"
         );
     }
+    Ok(())
+}
+
+/// A feature the writer does not honour may also arrive while the ingester runs (another
+/// engine adds a check constraint): the next commit refuses the table instead of writing rows
+/// that could break it.
+#[tokio::test]
+async fn a_constraint_added_while_ingesting_stops_the_ingester() -> anyhow::Result<()> {
+    let t = Local::new("constrained").await?;
+    produce_json(&t.env, &t.topic.name, 0..5, |i| json!({"id": i})).await?;
+    let ingester = t.start("ingester-constrained")?;
+    t.rows(5).await;
+    let add = r#"
+import sys
+from deltalake import DeltaTable
+DeltaTable(sys.argv[1]).alter.add_constraint({"id_small": "id < 100"})
+print("ok")
+"#;
+    python(&t.env, add, &[&t.location])?;
+    let bad: [&[u8]; 1] = [br#"{"id":5}"#];
+    t.feed(ingester, &bad, "id").await?.refused(
+        json!([0, 1, 2, 3, 4]),
+        &["checkConstraints", "does not honour it"],
+    );
     Ok(())
 }
 
