@@ -13,6 +13,7 @@ use kafkatable_e2e::fixtures::{
     unique,
 };
 use kafkatable_e2e::ingester::{IngesterProcess, WorkDir};
+use kafkatable_ingester::commit::keys;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
 
@@ -24,7 +25,7 @@ const DEADLINE: Duration = Duration::from_secs(120);
 const READER: &str = r#"
 import json, sys
 from deltalake import DeltaTable
-uri, endpoint, key, secret, topic, partitions = sys.argv[1:7]
+uri, endpoint, key, secret, app_ids = sys.argv[1:6]
 opts = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret,
         "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true"}
 try:
@@ -39,7 +40,7 @@ print(json.dumps({
     "distinct": len(pairs),
     "ids": sorted(t["id"].to_pylist()),
     "types": {f.name: str(f.type) for f in t.schema},
-    "txn": {str(p): dt.transaction_version(f"kafkatable-{topic}-{p}") for p in range(int(partitions))},
+    "txn": {str(p): dt.transaction_version(a) for p, a in enumerate(json.loads(app_ids))},
     "version": dt.version(),
 }))
 "#;
@@ -114,6 +115,9 @@ impl Setup {
     }
 
     fn read(&self) -> anyhow::Result<Value> {
+        let app_ids: Vec<String> = (0..PARTITIONS)
+            .map(|p| keys::delta_app_id(&self.topic.name, p))
+            .collect();
         let out = python(
             &self.env,
             READER,
@@ -122,8 +126,7 @@ impl Setup {
                 &self.env.s3_endpoint,
                 &self.env.s3_access_key,
                 &self.env.s3_secret_key,
-                &self.topic.name,
-                &PARTITIONS.to_string(),
+                &serde_json::to_string(&app_ids)?,
             ],
         )?;
         Ok(serde_json::from_str(out.trim())?)

@@ -18,7 +18,7 @@ use kafkatable_e2e::fixtures::{
 };
 use kafkatable_e2e::ingester::{IngesterProcess, WorkDir};
 use kafkatable_ingester::commit::iceberg::IcebergCommitter;
-use kafkatable_ingester::commit::{CommitOutcome, Committer, PartitionRange};
+use kafkatable_ingester::commit::{CommitOutcome, Committer, PartitionRange, keys};
 use serde_json::{Value, json};
 
 const PARTITIONS: i32 = 3;
@@ -27,7 +27,7 @@ const DEADLINE: Duration = Duration::from_secs(120);
 const READER: &str = r#"
 import json, sys
 from pyiceberg.catalog import load_catalog
-kind, uri, warehouse, endpoint, key, secret, ident, topic, parts = sys.argv[1:10]
+kind, uri, warehouse, endpoint, key, secret, ident, keys = sys.argv[1:9]
 props = {"uri": uri, "s3.endpoint": endpoint, "s3.access-key-id": key, "s3.secret-access-key": secret,
          "s3.region": "us-east-1", "s3.path-style-access": "true"}
 if warehouse:
@@ -47,7 +47,7 @@ print(json.dumps({
     "distinct": len(pairs),
     "ids": sorted(t["id"].to_pylist()),
     "types": {f.name: str(f.type) for f in t.schema},
-    "sync": {p: int(summary[f"kafkatable.{topic}.{p}"]) for p in range(int(parts)) if f"kafkatable.{topic}.{p}" in summary},
+    "sync": {p: int(summary[k]) for p, k in enumerate(json.loads(keys)) if k in summary},
 }))
 "#;
 
@@ -174,6 +174,10 @@ impl Setup {
     fn read(&self) -> anyhow::Result<Value> {
         let (kind, uri, warehouse) = &self.catalog;
         let env = &self.env;
+        let keys: Vec<String> = (0..PARTITIONS)
+            .map(|p| keys::iceberg_key(&self.topic.name, p))
+            .collect();
+        let keys = serde_json::to_string(&keys)?;
         let args = [
             kind.as_str(),
             uri,
@@ -182,8 +186,7 @@ impl Setup {
             &env.s3_access_key,
             &env.s3_secret_key,
             &self.ident,
-            &self.topic.name,
-            "3",
+            &keys,
         ];
         Ok(serde_json::from_str(python(env, READER, &args)?.trim())?)
     }
@@ -514,6 +517,22 @@ print(json.dumps({"rows": t.num_rows, "distinct": len(pairs), "sizes": snapshots
     Ok(())
 }
 
+/// Rewrites the table with pyiceberg (an overwrite with its own rows, as a compaction by
+/// another engine would) and expires every older snapshot; prints how many snapshots are left
+/// with any of `ours` (the sync point keys, defined before this script) in their summary.
+const REWRITE_AND_EXPIRE: &str = r#"
+table.overwrite(table.scan().to_arrow())
+table = catalog.load_table(ident)
+current = table.current_snapshot().snapshot_id
+older = [s.snapshot_id for s in table.snapshots() if s.snapshot_id != current]
+table.maintenance.expire_snapshots().by_ids(older).commit()
+table = catalog.load_table(ident)
+summaries = [s.summary.additional_properties for s in table.snapshots()]
+print(json.dumps({"snapshots": len(summaries),
+                  "with_sync_points": sum(any(k in ours for k in s) for s in summaries),
+                  "rows": table.scan().to_arrow().num_rows}))
+"#;
+
 /// Another engine rewrites the table (a compaction, here pyiceberg overwriting it with its own
 /// rows) and expires every older snapshot: no snapshot left carries our sync points in its
 /// summary. They used to be found only there, so the next ingester started over from
@@ -529,19 +548,15 @@ async fn sync_points_survive_a_rewrite_and_snapshot_expiry_by_another_engine() -
     setup.expect_rows(1000, &first).await?;
     assert_eq!(first.stop(Duration::from_secs(30)), Some(0));
 
-    let rewrite = r#"
-table.overwrite(table.scan().to_arrow())
-table = catalog.load_table(ident)
-current = table.current_snapshot().snapshot_id
-older = [s.snapshot_id for s in table.snapshots() if s.snapshot_id != current]
-table.maintenance.expire_snapshots().by_ids(older).commit()
-table = catalog.load_table(ident)
-summaries = [s.summary.additional_properties for s in table.snapshots()]
-print(json.dumps({"snapshots": len(summaries),
-                  "with_sync_points": sum(any(k.startswith("kafkatable.") for k in s) for s in summaries),
-                  "rows": table.scan().to_arrow().num_rows}))
-"#;
-    let after: Value = serde_json::from_str(read_rest_table(env, &setup.ident, rewrite)?.trim())?;
+    let ours: Vec<String> = (0..PARTITIONS)
+        .map(|p| keys::iceberg_key(&setup.topic.name, p))
+        .collect();
+    let rewrite = format!(
+        "ours = {}\n{}",
+        serde_json::to_string(&ours)?,
+        REWRITE_AND_EXPIRE
+    );
+    let after: Value = serde_json::from_str(read_rest_table(env, &setup.ident, &rewrite)?.trim())?;
     assert_eq!(after["rows"], 1000, "the rewrite keeps the rows: {after}");
     assert_eq!(
         after["with_sync_points"], 0,

@@ -22,7 +22,7 @@ use deltalake::{DeltaTable, DeltaTableError};
 use parquet::file::properties::WriterProperties;
 
 use super::delta_files::{DataFiles, delete_files};
-use super::{CommitOutcome, PartitionRange, SyncPoints};
+use super::{CommitOutcome, PartitionRange, SyncPoints, keys};
 use crate::error::IngesterError;
 use crate::schema::{AlignError, align};
 
@@ -38,11 +38,6 @@ pub struct DeltaCommitter {
     /// The files of the next commit: open ones, and those finished before a schema change.
     staged: Option<Box<DataFiles>>,
     finished: Vec<Add>,
-}
-
-/// The `txn` app id of a partition.
-pub fn app_id(topic: &str, partition: i32) -> String {
-    format!("kafkatable-{topic}-{partition}")
 }
 
 impl DeltaCommitter {
@@ -175,7 +170,10 @@ impl DeltaCommitter {
         let log_store = self.table.log_store();
         for &partition in partitions {
             let version = snapshot
-                .transaction_version(log_store.as_ref(), app_id(&self.topic, partition))
+                .transaction_version(
+                    log_store.as_ref(),
+                    keys::delta_app_id(&self.topic, partition),
+                )
                 .await
                 .map_err(|e| table_err(&self.location, "read the sync points", e.to_string()))?;
             if let Some(v) = version {
@@ -395,7 +393,7 @@ impl DeltaCommitter {
             .unwrap_or_default();
         actions.extend(ranges.iter().map(|r| {
             Action::Txn(Transaction::new_with_last_update(
-                app_id(&self.topic, r.partition),
+                keys::delta_app_id(&self.topic, r.partition),
                 r.next,
                 Some(now),
             ))

@@ -44,7 +44,7 @@ use iceberg::{
 use kafkatable_crds::config::{CatalogConfig, Partition, StorageConfig, Transform};
 use kafkatable_crds::spec::CatalogType;
 
-use super::{CommitOutcome, PartitionRange, SyncPoints, moved};
+use super::{CommitOutcome, PartitionRange, SyncPoints, keys, moved};
 use crate::error::IngesterError;
 use crate::schema::{AlignError, align};
 use crate::source::read_secret;
@@ -64,11 +64,6 @@ pub struct IcebergCommitter {
     table: Option<Table>,
     /// The data files of the next commit.
     staged: Option<StagedFiles>,
-}
-
-/// The snapshot summary key of a partition's next offset.
-pub fn summary_key(topic: &str, partition: i32) -> String {
-    format!("kafkatable.{topic}.{partition}")
 }
 
 impl IcebergCommitter {
@@ -320,10 +315,13 @@ impl IcebergCommitter {
             }
             let mut properties: HashMap<String, String> = current
                 .iter()
-                .map(|(p, offset)| (summary_key(&self.topic, *p), offset.to_string()))
+                .map(|(p, offset)| (keys::iceberg_key(&self.topic, *p), offset.to_string()))
                 .collect();
             for r in ranges {
-                properties.insert(summary_key(&self.topic, r.partition), r.next.to_string());
+                properties.insert(
+                    keys::iceberg_key(&self.topic, r.partition),
+                    r.next.to_string(),
+                );
             }
             // The same offsets also go into the table's properties, in the same atomic commit:
             // a compaction and snapshot expiry by another engine can remove every snapshot
@@ -571,9 +569,8 @@ pub fn partition_spec(
 /// that carries any in its summary (a snapshot written by another tool, such as a compaction,
 /// carries none: its ancestors are searched).
 pub fn table_sync_points(table: &Table, topic: &str) -> SyncPoints {
-    let prefix = format!("kafkatable.{topic}.");
     let parse = |(k, v): (&String, &String)| -> Option<(i32, i64)> {
-        Some((k.strip_prefix(&prefix)?.parse().ok()?, v.parse().ok()?))
+        Some((keys::iceberg_partition(k, topic)?, v.parse().ok()?))
     };
     let metadata = table.metadata();
     let kept: SyncPoints = metadata.properties().iter().filter_map(parse).collect();

@@ -35,6 +35,29 @@ fn unique_name() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
+/// Where a table keeps each partition's sync point: the one definition of the names, which the
+/// tests use too.
+pub mod keys {
+    /// The Delta `txn` app id of a partition; its version is the partition's next offset.
+    pub fn delta_app_id(topic: &str, partition: i32) -> String {
+        format!("kafkatable-{topic}-{partition}")
+    }
+
+    /// The Iceberg snapshot summary key (and table property) of a partition's next offset.
+    pub fn iceberg_key(topic: &str, partition: i32) -> String {
+        format!("kafkatable.{topic}.{partition}")
+    }
+
+    /// The partition an Iceberg key of `topic` names, if it is one.
+    pub fn iceberg_partition(key: &str, topic: &str) -> Option<i32> {
+        key.strip_prefix("kafkatable.")?
+            .strip_prefix(topic)?
+            .strip_prefix('.')?
+            .parse()
+            .ok()
+    }
+}
+
 /// Next offset to read per partition, as recorded in the table.
 pub type SyncPoints = BTreeMap<i32, i64>;
 
@@ -162,6 +185,18 @@ pub fn moved(ranges: &[PartitionRange], table: &SyncPoints) -> Vec<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn iceberg_keys_name_their_partition_and_only_their_topics() {
+        let key = keys::iceberg_key("clicks", 7);
+        assert_eq!(keys::iceberg_partition(&key, "clicks"), Some(7));
+        assert_eq!(keys::iceberg_partition(&key, "click"), None);
+        assert_eq!(
+            keys::iceberg_partition("kafkatable.clicks.x", "clicks"),
+            None
+        );
+        assert_eq!(keys::delta_app_id("clicks", 7), "kafkatable-clicks-7");
+    }
 
     #[test]
     fn file_names_are_uuid_v7s() {
