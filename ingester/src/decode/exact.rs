@@ -23,7 +23,7 @@ pub fn check(record: &[u8], fields: Option<&Fields>) -> Result<(), String> {
         });
     }
     w.i += 1;
-    w.object(fields.map(Kind::Struct).unwrap_or(Kind::Any), "")?;
+    w.object(fields.map(Kind::Struct).unwrap_or(Kind::Any), None)?;
     w.ws();
     if w.i < w.b.len() {
         return Err(format!(
@@ -90,6 +90,25 @@ impl<'a> Kind<'a> {
     }
 }
 
+/// Where a value sits in its record (`geo.lat`), for the message when one is refused: a chain
+/// of field names on the walk's stack, spelled out only then.
+#[derive(Clone, Copy)]
+struct Path<'a> {
+    name: &'a str,
+    parent: Option<&'a Path<'a>>,
+}
+
+fn spell(path: Option<&Path<'_>>) -> String {
+    let mut names = Vec::new();
+    let mut at = path;
+    while let Some(p) = at {
+        names.push(p.name);
+        at = p.parent;
+    }
+    names.reverse();
+    names.join(".")
+}
+
 struct Walk<'a> {
     b: &'a [u8],
     i: usize,
@@ -124,8 +143,25 @@ impl<'a> Walk<'a> {
         }
     }
 
+    /// After a member of an object or an array: true when another follows (`,`), false when
+    /// `close` ends it.
+    fn more(&mut self, close: u8) -> Result<bool, String> {
+        self.ws();
+        match self.peek() {
+            Some(b',') => {
+                self.i += 1;
+                Ok(true)
+            }
+            Some(c) if c == close => {
+                self.i += 1;
+                Ok(false)
+            }
+            _ => Err(self.invalid()),
+        }
+    }
+
     /// The rest of an object whose `{` was read.
-    fn object(&mut self, kind: Kind<'_>, path: &str) -> Result<(), String> {
+    fn object(&mut self, kind: Kind<'_>, path: Option<&Path<'_>>) -> Result<(), String> {
         self.ws();
         if self.peek() == Some(b'}') {
             self.i += 1;
@@ -134,42 +170,36 @@ impl<'a> Walk<'a> {
         loop {
             self.expect(b'"')?;
             let (start, end, escaped) = self.string()?;
-            let value_kind = match kind {
+            let field = match kind {
+                // Names are compared as bytes; only one with escapes is decoded first.
+                Kind::Struct(fields) if escaped => unescape(&self.b[start - 1..=end])
+                    .and_then(|n| fields.iter().find(|f| f.name() == &n)),
                 Kind::Struct(fields) => {
                     let raw = &self.b[start..end];
-                    let name = if escaped {
-                        unescape(&self.b[start - 1..=end])
-                    } else {
-                        std::str::from_utf8(raw).ok().map(str::to_string)
-                    };
-                    name.and_then(|n| fields.iter().find(|f| f.name() == &n))
-                        .map(|f| (Kind::of(f.data_type()), f.name().as_str()))
+                    fields.iter().find(|f| f.name().as_bytes() == raw)
                 }
-                Kind::Map(value) => Some((Kind::of(value), "")),
                 _ => None,
             };
             self.expect(b':')?;
-            match value_kind {
-                Some((k, name)) => {
-                    let child = child_path(path, name);
-                    self.value(k, &child)?;
+            match (field, kind) {
+                (Some(f), _) => {
+                    let child = Path {
+                        name: f.name(),
+                        parent: path,
+                    };
+                    self.value(Kind::of(f.data_type()), Some(&child))?;
                 }
-                None => self.value(Kind::Any, path)?,
+                (None, Kind::Map(value)) => self.value(Kind::of(value), path)?,
+                (None, _) => self.value(Kind::Any, path)?,
             }
-            self.ws();
-            match self.peek() {
-                Some(b',') => self.i += 1,
-                Some(b'}') => {
-                    self.i += 1;
-                    return Ok(());
-                }
-                _ => return Err(self.invalid()),
+            if !self.more(b'}')? {
+                return Ok(());
             }
             self.ws();
         }
     }
 
-    fn value(&mut self, kind: Kind<'_>, path: &str) -> Result<(), String> {
+    fn value(&mut self, kind: Kind<'_>, path: Option<&Path<'_>>) -> Result<(), String> {
         self.ws();
         let Some(first) = self.peek() else {
             return Err(self.invalid());
@@ -192,14 +222,8 @@ impl<'a> Walk<'a> {
                 }
                 loop {
                     self.value(element, path)?;
-                    self.ws();
-                    match self.peek() {
-                        Some(b',') => self.i += 1,
-                        Some(b']') => {
-                            self.i += 1;
-                            return Ok(());
-                        }
-                        _ => return Err(self.invalid()),
+                    if !self.more(b']')? {
+                        return Ok(());
                     }
                 }
             }
@@ -260,21 +284,14 @@ impl<'a> Walk<'a> {
     }
 }
 
-fn child_path(path: &str, name: &str) -> String {
-    match (path.is_empty(), name.is_empty()) {
-        (_, true) => path.to_string(),
-        (true, false) => name.to_string(),
-        (false, false) => format!("{path}.{name}"),
-    }
-}
-
 fn unescape(quoted: &[u8]) -> Option<String> {
     serde_json::from_slice(quoted).ok()
 }
 
 /// Whether the number literal `token` reads into a column of `kind` without change.
-fn fits(token: &[u8], kind: Kind<'_>, path: &str) -> Result<(), String> {
+fn fits(token: &[u8], kind: Kind<'_>, path: Option<&Path<'_>>) -> Result<(), String> {
     let text = || String::from_utf8_lossy(token);
+    let path = || spell(path);
     let fraction_or_exponent = token.iter().any(|c| matches!(c, b'.' | b'e' | b'E'));
     match kind {
         // Plain integers are parsed exactly (or refused) by arrow-json itself.
@@ -286,18 +303,21 @@ fn fits(token: &[u8], kind: Kind<'_>, path: &str) -> Result<(), String> {
             let read = lexical_core::parse::<f64>(token).ok();
             match (exact, read) {
                 (None, _) => Err(format!(
-                    "field {path}: {} is not a whole number, so it does not fit its {} column",
+                    "field {}: {} is not a whole number, so it does not fit its {} column",
+                    path(),
                     text(),
                     type_name(data_type)
                 )),
                 (Some(v), Some(f)) if in_range(v, data_type) && f.trunc() as i128 == v => Ok(()),
                 (Some(v), _) if in_range(v, data_type) => Err(format!(
-                    "field {path}: {} would not be read exactly into its {} column (write it as a plain integer)",
+                    "field {}: {} would not be read exactly into its {} column (write it as a plain integer)",
+                    path(),
                     text(),
                     type_name(data_type)
                 )),
                 _ => Err(format!(
-                    "field {path}: {} is out of range for its {} column",
+                    "field {}: {} is out of range for its {} column",
+                    path(),
                     text(),
                     type_name(data_type)
                 )),
@@ -309,15 +329,16 @@ fn fits(token: &[u8], kind: Kind<'_>, path: &str) -> Result<(), String> {
             };
             let places = (-number.exponent).max(0);
             let whole = (number.digits.len() as i64 + number.exponent).max(0);
-            let kind = format!("decimal({precision},{scale})");
             if places > i64::from(scale) {
                 Err(format!(
-                    "field {path}: {} has more than {scale} decimal places, so it does not fit its {kind} column",
+                    "field {}: {} has more than {scale} decimal places, so it does not fit its decimal({precision},{scale}) column",
+                    path(),
                     text()
                 ))
             } else if whole > i64::from(precision) - i64::from(scale) {
                 Err(format!(
-                    "field {path}: {} is out of range for its {kind} column",
+                    "field {}: {} is out of range for its decimal({precision},{scale}) column",
+                    path(),
                     text()
                 ))
             } else {
@@ -332,7 +353,8 @@ fn fits(token: &[u8], kind: Kind<'_>, path: &str) -> Result<(), String> {
             };
             match finite {
                 Ok(false) => Err(format!(
-                    "field {path}: {} is out of range for its {} column",
+                    "field {}: {} is out of range for its {} column",
+                    path(),
                     text(),
                     type_name(data_type)
                 )),
