@@ -9,7 +9,6 @@
 //! memory holds at most one target-sized file per table partition.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Field, Schema, SchemaRef};
@@ -233,9 +232,7 @@ impl DeltaCommitter {
             }
         }
         if self.staged.is_none() {
-            let table_schema: Arc<Schema> = RecordBatchWriter::for_table(&self.table)
-                .map_err(|e| table_err(&self.location, "read the table schema", e.to_string()))?
-                .arrow_schema();
+            let table_schema = self.arrow_schema()?;
             self.staged = Some(Box::new(DataFiles::new(
                 table_schema,
                 self.partition_columns(),
@@ -264,12 +261,14 @@ impl DeltaCommitter {
 
     /// The table's columns as of the last read (None before the table exists).
     pub fn table_schema(&self) -> Option<SchemaRef> {
-        if !self.exists() {
-            return None;
-        }
-        RecordBatchWriter::for_table(&self.table)
-            .ok()
-            .map(|w| w.arrow_schema())
+        self.exists().then(|| self.arrow_schema().ok()).flatten()
+    }
+
+    /// The table's schema as Arrow, partition columns included.
+    fn arrow_schema(&self) -> Result<SchemaRef, IngesterError> {
+        Ok(RecordBatchWriter::for_table(&self.table)
+            .map_err(|e| table_err(&self.location, "read the table schema", e.to_string()))?
+            .arrow_schema())
     }
 
     pub fn staged_bytes(&self) -> usize {
@@ -325,9 +324,7 @@ impl DeltaCommitter {
     /// commit after it loses a race. (The ingester only produces such batches with
     /// `schemaEvolution: addColumns`.)
     async fn add_new_columns(&mut self, batches: &[RecordBatch]) -> Result<(), IngesterError> {
-        let current = RecordBatchWriter::for_table(&self.table)
-            .map_err(|e| table_err(&self.location, "read the table schema", e.to_string()))?
-            .arrow_schema();
+        let current = self.arrow_schema()?;
         let mut fields: Vec<Field> = current
             .fields()
             .iter()

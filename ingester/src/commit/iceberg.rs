@@ -255,18 +255,15 @@ impl IcebergCommitter {
         Ok(())
     }
 
+    /// The table's columns as of the last read (None before the table exists).
+    pub fn table_schema(&self) -> Option<arrow::datatypes::SchemaRef> {
+        arrow_schema(self.table.as_ref()?).ok()
+    }
+
     /// The size iceberg-rust reports for the open data files: their finished row groups and
     /// the one in progress, with its dictionaries and current pages not yet compressed. Finished
     /// row groups may be partly in storage already (a file goes to S3 in parts of at least
     /// 5 MiB), and the encoders' other working memory is not in it.
-    /// The table's columns as of the last read (None before the table exists).
-    pub fn table_schema(&self) -> Option<arrow::datatypes::SchemaRef> {
-        let table = self.table.as_ref()?;
-        iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema())
-            .ok()
-            .map(Arc::new)
-    }
-
     pub fn staged_bytes(&self) -> usize {
         self.staged
             .as_ref()
@@ -403,10 +400,7 @@ impl IcebergCommitter {
             open_bytes: open_bytes.clone(),
             counted: 0,
         };
-        let arrow_schema = Arc::new(
-            iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema())
-                .map_err(|e| err("map the table schema", e))?,
-        );
+        let arrow_schema = arrow_schema(table).map_err(|e| err("map the table schema", e))?;
         let spec = table.metadata().default_partition_spec();
         let writer = if spec.is_unpartitioned() {
             FileWriter::Plain(Box::new(
@@ -529,6 +523,11 @@ impl StagedFiles {
             FileWriter::Partitioned(parts) => parts.0.close().await,
         }
     }
+}
+
+/// The table's current schema as Arrow (with the field ids as metadata).
+fn arrow_schema(table: &Table) -> iceberg::Result<arrow::datatypes::SchemaRef> {
+    iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema()).map(Arc::new)
 }
 
 /// The Iceberg partition spec for `partition_by` over `schema` (see the module docs).
