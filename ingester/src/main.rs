@@ -129,7 +129,7 @@ async fn run(
     let committer = loop {
         match open_committer(&config).await {
             Ok(committer) => break committer,
-            Err(e @ (IngesterError::Table { .. } | IngesterError::TableUnreachable { .. })) => {
+            Err(e) if e.is_retryable() => {
                 tracing::warn!(error = %e, retry_in = ?backoff, "cannot open the table");
                 health.table(Some(e.to_string()));
                 tokio::select! {

@@ -213,11 +213,7 @@ impl Ingester {
         if self.crash_after_table_commit <= 0.0 {
             return;
         }
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or_default();
-        if f64::from(nanos % 1_000_000) / 1_000_000.0 < self.crash_after_table_commit {
+        if clock_fraction() < self.crash_after_table_commit {
             tracing::warn!(
                 "fault injection: aborting between the table commit and the Kafka commit"
             );
@@ -970,14 +966,19 @@ impl Ingester {
     }
 }
 
-/// `delay` give or take a fifth, from the clock's nanoseconds (good enough to spread retries).
+/// `delay` give or take a fifth (enough to keep the pods of a table from retrying in step).
 fn jitter(delay: Duration) -> Duration {
+    delay.mul_f64(0.8 + 0.4 * clock_fraction())
+}
+
+/// A number in [0, 1) from the clock's nanoseconds: random enough for jitter and fault
+/// injection, without a random number generator.
+fn clock_fraction() -> f64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or_default();
-    let factor = 0.8 + 0.4 * f64::from(nanos % 1000) / 1000.0;
-    delay.mul_f64(factor)
+    f64::from(nanos % 1_000_000) / 1_000_000.0
 }
 
 /// The value schema of explicitly declared columns.
