@@ -123,6 +123,11 @@ fn exact_cast(column: &ArrayRef, field: &Field) -> Result<ArrayRef, (Option<usiz
     };
     let cast = arrow::compute::cast(column, field.data_type()).map_err(unsupported)?;
     let back = arrow::compute::cast(&cast, column.data_type()).map_err(unsupported)?;
+    // Usually every value survives (a list whose element field is named differently, say):
+    // one comparison of the whole column, and a search row by row only when it fails.
+    if cast.null_count() == column.null_count() && back.to_data() == column.to_data() {
+        return Ok(cast);
+    }
     let changed = (0..column.len()).find(|&i| {
         column.is_null(i) != cast.is_null(i)
             || (!column.is_null(i) && column.slice(i, 1).to_data() != back.slice(i, 1).to_data())
