@@ -1,8 +1,9 @@
 //! The holes that lost or silently changed records, each under a test against the real parts
 //! (the broker, MinIO, local Delta tables read by deltalake): a commit whose response was lost
 //! on the way back, a restart in front of differently typed records, records that are not one
-//! JSON object each, numbers that do not fit their column, and tables with writer features the
-//! ingester does not honour. Each test failed before its fix.
+//! JSON object each, numbers that do not fit their column, tables with writer features the
+//! ingester does not honour, and an object store outage longer than a few commits. Each test
+//! failed before its fix.
 
 use std::time::Duration;
 
@@ -102,6 +103,19 @@ impl Local {
         .await
     }
 
+    /// Produces five good records (`good(id)` for ids 0 to 4), starts an ingester and waits
+    /// until it has committed them.
+    async fn five_committed(
+        &self,
+        name: &str,
+        good: impl Fn(usize) -> Value,
+    ) -> anyhow::Result<IngesterProcess> {
+        produce_json(&self.env, &self.topic.name, 0..5, good).await?;
+        let ingester = self.start(name)?;
+        self.rows(5).await;
+        Ok(ingester)
+    }
+
     /// Produces `bad` after the five good records the ingester has committed, and waits until
     /// it exits or commits more (what an ingester that takes a bad record, or writes a table it
     /// must not, does).
@@ -165,15 +179,9 @@ impl Outcome {
 async fn records_that_are_not_one_json_object_each_stop_at_their_offset() -> anyhow::Result<()> {
     let t = Local::new("onerow").await?;
     // A list column: these records take the arrow-json chunk path.
-    produce_json(
-        &t.env,
-        &t.topic.name,
-        0..5,
-        |i| json!({"id": i, "tags": ["a"]}),
-    )
-    .await?;
-    let ingester = t.start("ingester-onerow")?;
-    t.rows(5).await;
+    let ingester = t
+        .five_committed("ingester-onerow", |i| json!({"id": i, "tags": ["a"]}))
+        .await?;
     let bad: [&[u8]; 3] = [
         br#"{"id":5,"tags":[]}{"id":6,"tags":[]}"#,
         b"",
@@ -191,15 +199,9 @@ async fn records_that_are_not_one_json_object_each_stop_at_their_offset() -> any
 #[tokio::test]
 async fn a_number_that_does_not_fit_its_column_stops_at_its_offset() -> anyhow::Result<()> {
     let t = Local::new("exact").await?;
-    produce_json(
-        &t.env,
-        &t.topic.name,
-        0..5,
-        |i| json!({"id": i, "amount": i * 10}),
-    )
-    .await?;
-    let ingester = t.start("ingester-exact")?;
-    t.rows(5).await;
+    let ingester = t
+        .five_committed("ingester-exact", |i| json!({"id": i, "amount": i * 10}))
+        .await?;
     let bad: [&[u8]; 2] = [br#"{"id":5,"amount":50.0}"#, br#"{"id":6,"amount":25.7}"#];
     t.feed(ingester, &bad, "amount").await?.refused(
         json!([0, 10, 20, 30, 40]),
@@ -215,15 +217,9 @@ async fn a_number_that_does_not_fit_its_column_stops_at_its_offset() -> anyhow::
 #[tokio::test]
 async fn a_restart_decodes_against_the_tables_columns() -> anyhow::Result<()> {
     let t = Local::new("retype").await?;
-    produce_json(
-        &t.env,
-        &t.topic.name,
-        0..5,
-        |i| json!({"id": i, "amount": i}),
-    )
-    .await?;
-    let first = t.start("ingester-retype-1")?;
-    t.rows(5).await;
+    let first = t
+        .five_committed("ingester-retype-1", |i| json!({"id": i, "amount": i}))
+        .await?;
     assert_eq!(first.stop(Duration::from_secs(30)), Some(0));
 
     // Inferred from these alone, `amount` is a string column; cast to the table's long,
@@ -382,9 +378,9 @@ async fn tables_with_writer_features_not_honoured_are_refused_at_open() -> anyho
 #[tokio::test]
 async fn a_constraint_added_while_ingesting_stops_the_ingester() -> anyhow::Result<()> {
     let t = Local::new("constrained").await?;
-    produce_json(&t.env, &t.topic.name, 0..5, |i| json!({"id": i})).await?;
-    let ingester = t.start("ingester-constrained")?;
-    t.rows(5).await;
+    let ingester = t
+        .five_committed("ingester-constrained", |i| json!({"id": i}))
+        .await?;
     let add = r#"
 import sys
 from deltalake import DeltaTable
