@@ -8,11 +8,13 @@ use clap::{Parser, Subcommand};
 use kafkatable_crds::config::DEFAULT_SECRETS_DIR;
 use kafkatable_crds::spec::TableFormat;
 use kafkatable_ingester::commit::{Committer, delta::DeltaCommitter, iceberg::IcebergCommitter};
+use kafkatable_ingester::coordinator::{Coordinator, Faults};
 use kafkatable_ingester::error::IngesterError;
 use kafkatable_ingester::http::{self, Health};
+use kafkatable_ingester::load;
 use kafkatable_ingester::metrics::Metrics;
-use kafkatable_ingester::run::Ingester;
-use kafkatable_ingester::{load, source};
+use kafkatable_ingester::sink::TableSink;
+use kafkatable_ingester::source::KafkaSource;
 
 /// Consumes a Kafka topic into a Delta Lake or Apache Iceberg table, committing the Kafka
 /// offsets inside each table commit.
@@ -142,21 +144,25 @@ async fn run(
         }
     };
     health.table(None);
-    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
-    let consumer = source::consumer(
-        &config.source,
-        &client_id,
-        events_tx,
-        metrics.clone(),
-        health.clone(),
-    )?;
-    let crash = std::env::var("KAFKATABLE_FAULT_CRASH_AFTER_TABLE_COMMIT")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    let ingester = Ingester::new(config, consumer, events_rx, committer, metrics, health)?
-        .with_crash_after_table_commit(crash);
-    let result = ingester.run(shutdown).await;
+    let sink = TableSink::new(&config, committer, metrics.clone())?;
+    let source =
+        KafkaSource::subscribe(&config.source, &client_id, metrics.clone(), health.clone())?;
+    let faults = Faults {
+        crash_after_table_commit: std::env::var("KAFKATABLE_FAULT_CRASH_AFTER_TABLE_COMMIT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0),
+    };
+    let coordinator = Coordinator::new(
+        source,
+        sink,
+        config.source.start,
+        config.commit.clone(),
+        metrics,
+        health,
+    )
+    .with_faults(faults);
+    let result = coordinator.run(shutdown).await;
     server.abort();
     result
 }

@@ -8,8 +8,10 @@
 //! survives the cast unchanged ([`align`]); otherwise the record is refused, never written as a
 //! null or a truncated value.
 
+use std::sync::Arc;
+
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, new_null_array};
-use arrow::datatypes::{Field, Int32Type, Int64Type, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, Int32Type, Int64Type, Schema, SchemaRef, TimeUnit};
 use kafkatable_crds::config::{Partition, Transform};
 
 use crate::decode::{OFFSET_COLUMN, PARTITION_COLUMN, TOPIC_COLUMN, metadata_fields};
@@ -181,9 +183,56 @@ fn misfit(batch: &RecordBatch, column: &str, row: Option<usize>, reason: String)
     }
 }
 
+/// Maps a column type of the spec to Arrow.
+pub fn column_type(name: &str) -> Option<DataType> {
+    if let Some(inner) = name.strip_prefix("list<").and_then(|r| r.strip_suffix('>')) {
+        return Some(DataType::List(Arc::new(Field::new(
+            "element",
+            column_type(inner)?,
+            true,
+        ))));
+    }
+    if let Some(args) = name
+        .strip_prefix("decimal(")
+        .and_then(|r| r.strip_suffix(')'))
+    {
+        let (p, s) = args.split_once(',')?;
+        return Some(DataType::Decimal128(
+            p.trim().parse().ok()?,
+            s.trim().parse().ok()?,
+        ));
+    }
+    Some(match name {
+        "boolean" => DataType::Boolean,
+        "int" => DataType::Int32,
+        "long" => DataType::Int64,
+        "float" => DataType::Float32,
+        "double" => DataType::Float64,
+        "string" => DataType::Utf8,
+        "binary" => DataType::Binary,
+        "date" => DataType::Date32,
+        "timestamp" => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        _ => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[test]
+    fn column_types_map_to_arrow() {
+        assert_eq!(column_type("long"), Some(DataType::Int64));
+        assert_eq!(
+            column_type("decimal(10,2)"),
+            Some(DataType::Decimal128(10, 2))
+        );
+        assert!(matches!(
+            column_type("list<string>"),
+            Some(DataType::List(_))
+        ));
+        assert_eq!(column_type("uuid"), None);
+    }
+
     use arrow::array::{Float64Array, Int32Array, Int64Array, StringArray};
     use arrow::datatypes::DataType;
     use std::sync::Arc;

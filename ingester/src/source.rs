@@ -1,6 +1,8 @@
-//! The Kafka consumer: one member of the table's consumer group with the cooperative-sticky
-//! assignor and manual commits. Rebalance callbacks only send an event to the run loop; they
-//! never block and never panic.
+//! Where records come from: the [`Source`] seam the coordinator reads, and its Kafka
+//! implementation, one member of the table's consumer group with the cooperative-sticky
+//! assignor and manual commits. Rebalance callbacks only send an event to the coordinator; they
+//! never block and never panic. librdkafka's blocking calls (seek, offsets for times,
+//! watermarks) run on tokio's blocking pool, never on the runtime's workers.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,16 +10,18 @@ use std::time::Duration;
 
 use kafkatable_crds::config::{SourceConfig, StartPosition, UserPasswordFiles};
 use kafkatable_crds::spec::{SaslMechanism, SecurityProtocol};
-use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::error::RDKafkaErrorCode;
-use rdkafka::{ClientConfig, ClientContext, TopicPartitionList};
-use tokio::sync::mpsc::UnboundedSender;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 use crate::error::IngesterError;
 use crate::http::Health;
 use crate::metrics::Metrics;
 
-/// A change of this member's assignment, as the run loop sees it.
+/// A change of this member's assignment, as the coordinator sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Assignment {
     Assigned(Vec<i32>),
@@ -211,7 +215,6 @@ pub fn consumer(
     metrics: Metrics,
     health: Arc<Health>,
 ) -> Result<StreamConsumer<Context>, IngesterError> {
-    use rdkafka::consumer::Consumer;
     let context = Context {
         topic: source.topic.clone(),
         events,
@@ -235,3 +238,245 @@ pub fn consumer(
 
 /// How long blocking consumer calls (seek, offsets for times) may take.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One record as the coordinator and the decoders see it.
+pub trait SourceRecord {
+    fn partition(&self) -> i32;
+    fn offset(&self) -> i64;
+    fn key(&self) -> Option<&[u8]>;
+    /// None for a tombstone.
+    fn payload(&self) -> Option<&[u8]>;
+    /// The record's timestamp in ms since the epoch, if it has one.
+    fn timestamp_ms(&self) -> Option<i64>;
+}
+
+/// A partitioned log the coordinator consumes: records, assignment changes, and positioning.
+/// Records borrow the source (no copy of each payload).
+#[allow(async_fn_in_trait)] // used generically, never as a trait object
+pub trait Source {
+    type Record<'a>: SourceRecord
+    where
+        Self: 'a;
+    type Error: std::fmt::Display;
+
+    /// The next record of an assigned, unpaused partition.
+    async fn recv(&self) -> Result<Self::Record<'_>, Self::Error>;
+    /// The next change of the assignment.
+    async fn event(&self) -> Option<Assignment>;
+    /// A change of the assignment that is already waiting, if any.
+    fn try_event(&self) -> Option<Assignment>;
+    /// Moves a partition's position to `offset`.
+    async fn seek(&self, partition: i32, offset: i64) -> Result<(), Self::Error>;
+    /// The first offset at or after `millis` (the end when no record is that new yet).
+    async fn offset_for_time(&self, partition: i32, millis: i64) -> Option<i64>;
+    fn pause(&self, partitions: &[i32]);
+    fn resume(&self, partitions: &[i32]);
+    /// Mirrors the table's sync points to the consumer group (for lag tools; best effort).
+    fn commit_offsets(&self, offsets: &[(i32, i64)]);
+    /// Leaves the group (on shutdown).
+    fn leave(&self);
+}
+
+impl SourceRecord for rdkafka::message::BorrowedMessage<'_> {
+    fn partition(&self) -> i32 {
+        rdkafka::Message::partition(self)
+    }
+    fn offset(&self) -> i64 {
+        rdkafka::Message::offset(self)
+    }
+    fn key(&self) -> Option<&[u8]> {
+        rdkafka::Message::key(self)
+    }
+    fn payload(&self) -> Option<&[u8]> {
+        rdkafka::Message::payload(self)
+    }
+    fn timestamp_ms(&self) -> Option<i64> {
+        rdkafka::Message::timestamp(self).to_millis()
+    }
+}
+
+/// The topic as one member of the table's consumer group.
+pub struct KafkaSource {
+    topic: String,
+    consumer: Arc<StreamConsumer<Context>>,
+    events: tokio::sync::Mutex<UnboundedReceiver<Assignment>>,
+    /// How long a blocking call to the broker may take.
+    timeout: Duration,
+}
+
+impl KafkaSource {
+    /// Creates the consumer and subscribes to the topic.
+    pub fn subscribe(
+        source: &SourceConfig,
+        client_id: &str,
+        metrics: Metrics,
+        health: Arc<Health>,
+    ) -> Result<Self, IngesterError> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let consumer = consumer(source, client_id, tx, metrics, health)?;
+        Ok(Self::new(&source.topic, consumer, rx, CALL_TIMEOUT))
+    }
+
+    pub fn new(
+        topic: &str,
+        consumer: StreamConsumer<Context>,
+        events: UnboundedReceiver<Assignment>,
+        timeout: Duration,
+    ) -> Self {
+        Self {
+            topic: topic.to_string(),
+            consumer: Arc::new(consumer),
+            events: tokio::sync::Mutex::new(events),
+            timeout,
+        }
+    }
+
+    fn list(&self, partitions: &[i32]) -> TopicPartitionList {
+        let mut list = TopicPartitionList::new();
+        for &p in partitions {
+            list.add_partition(&self.topic, p);
+        }
+        list
+    }
+
+    /// Runs a blocking consumer call on the blocking pool.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&StreamConsumer<Context>) -> T + Send + 'static,
+    ) -> Option<T> {
+        let consumer = self.consumer.clone();
+        tokio::task::spawn_blocking(move || call(&consumer))
+            .await
+            .ok()
+    }
+}
+
+impl Source for KafkaSource {
+    type Record<'a> = rdkafka::message::BorrowedMessage<'a>;
+    type Error = KafkaError;
+
+    async fn recv(&self) -> Result<Self::Record<'_>, KafkaError> {
+        self.consumer.recv().await
+    }
+
+    async fn event(&self) -> Option<Assignment> {
+        self.events.lock().await.recv().await
+    }
+
+    fn try_event(&self) -> Option<Assignment> {
+        self.events.try_lock().ok()?.try_recv().ok()
+    }
+
+    async fn seek(&self, partition: i32, offset: i64) -> Result<(), KafkaError> {
+        let (topic, timeout) = (self.topic.clone(), self.timeout);
+        self.blocking(move |c| c.seek(&topic, partition, Offset::Offset(offset), timeout))
+            .await
+            .unwrap_or(Err(KafkaError::Canceled))
+    }
+
+    async fn offset_for_time(&self, partition: i32, millis: i64) -> Option<i64> {
+        let (topic, timeout) = (self.topic.clone(), self.timeout);
+        self.blocking(move |c| {
+            let mut list = TopicPartitionList::new();
+            list.add_partition_offset(&topic, partition, Offset::Offset(millis))
+                .ok()?;
+            let found = c.offsets_for_times(list, timeout).ok()?;
+            match found.elements().first().map(|e| e.offset()) {
+                Some(Offset::Offset(n)) => Some(n),
+                // No record at or after the time yet: start at the end.
+                _ => c
+                    .fetch_watermarks(&topic, partition, timeout)
+                    .ok()
+                    .map(|(_, high)| high),
+            }
+        })
+        .await
+        .flatten()
+    }
+
+    fn pause(&self, partitions: &[i32]) {
+        if partitions.is_empty() {
+            return;
+        }
+        if let Err(e) = self.consumer.pause(&self.list(partitions)) {
+            tracing::warn!(error = %e, ?partitions, "cannot pause partitions");
+        }
+    }
+
+    fn resume(&self, partitions: &[i32]) {
+        if partitions.is_empty() {
+            return;
+        }
+        if let Err(e) = self.consumer.resume(&self.list(partitions)) {
+            tracing::warn!(error = %e, ?partitions, "cannot resume partitions");
+        }
+    }
+
+    fn commit_offsets(&self, offsets: &[(i32, i64)]) {
+        let mut list = TopicPartitionList::new();
+        for &(partition, next) in offsets {
+            if let Err(e) = list.add_partition_offset(&self.topic, partition, Offset::Offset(next))
+            {
+                tracing::warn!(error = %e, "cannot record a group offset");
+            }
+        }
+        if let Err(e) = self.consumer.commit(&list, CommitMode::Async) {
+            // The table holds the truth; the group offsets only mirror it for lag tools.
+            tracing::warn!(error = %e, "cannot commit offsets to the consumer group");
+        }
+    }
+
+    fn leave(&self) {
+        self.consumer.unsubscribe();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// A consumer of a broker that does not answer makes `offsets_for_times` wait its whole
+    /// timeout. The runtime's only worker must stay free for everything else meanwhile (the
+    /// HTTP endpoints, the coordinator's other branches).
+    #[tokio::test(flavor = "current_thread")]
+    async fn blocking_calls_leave_the_runtime_free() {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let context = Context {
+            topic: "t".into(),
+            events: tx,
+            metrics: Metrics::new().expect("metrics"),
+            health: Arc::default(),
+        };
+        let consumer: StreamConsumer<Context> = ClientConfig::new()
+            // Nothing listens on port 1.
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .set("group.id", "g")
+            .create_with_context(context)
+            .expect("consumer");
+        let source = KafkaSource::new("t", consumer, rx, Duration::from_secs(1));
+        let ticks = Arc::new(AtomicU64::new(0));
+        let counter = ticks.clone();
+        let ticker = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        let started = std::time::Instant::now();
+        let _ = source.offset_for_time(0, 0).await;
+        let _ = source.seek(0, 5).await;
+        ticker.abort();
+        let waited = started.elapsed();
+        let ticks = ticks.load(Ordering::Relaxed);
+        // The ticker runs about every 10 ms while the calls wait; blocked, it would not run.
+        assert!(
+            waited < Duration::from_millis(500) || ticks * 40 >= waited.as_millis() as u64,
+            "{ticks} ticks in {waited:?}"
+        );
+        assert!(
+            waited >= Duration::from_millis(500),
+            "the calls returned in {waited:?}: the test proves nothing"
+        );
+    }
+}

@@ -1,0 +1,656 @@
+//! The coordinator against an in-memory topic and table, for the interleavings that chaos tests
+//! only sample: revocation during a commit, a conflict right after a schema change, a seek that
+//! fails, a crash between the table commit and the Kafka commit, a partition reassigned back
+//! while its old commit is in flight. Time is tokio's paused clock: intervals and back-offs
+//! pass as soon as nothing else can run.
+//!
+//! Every test ends with the same check: the table holds each offset of every partition exactly
+//! once, and its sync points are the ends of the logs.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::*;
+
+/// A topic shared by the members of one group: per partition its records, and the group's
+/// committed offsets.
+#[derive(Default)]
+struct Topic {
+    logs: BTreeMap<i32, Vec<Vec<u8>>>,
+    group: BTreeMap<i32, i64>,
+}
+
+#[derive(Default)]
+struct Member {
+    /// Assigned partitions and the position of each.
+    positions: BTreeMap<i32, i64>,
+    paused: BTreeSet<i32>,
+    events: VecDeque<Assignment>,
+    /// The next seeks that fail.
+    failing_seeks: u32,
+    seeks: Vec<(i32, i64)>,
+    /// Offset commits to the group are lost (the process died right after the table commit).
+    lose_offset_commits: bool,
+    /// The partition served last (records are served round robin).
+    last: i32,
+}
+
+/// One member's view of the topic.
+#[derive(Clone)]
+struct MemSource {
+    topic: Arc<Mutex<Topic>>,
+    member: Arc<Mutex<Member>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl MemSource {
+    fn new(topic: &Arc<Mutex<Topic>>) -> Self {
+        Self {
+            topic: topic.clone(),
+            member: Arc::default(),
+        }
+    }
+
+    /// The group assigns `partitions` to this member: the rebalance event, and positions at
+    /// the group's committed offsets (earliest without one).
+    fn assign(&self, partitions: &[i32]) {
+        let group = lock(&self.topic).group.clone();
+        let mut m = lock(&self.member);
+        for &p in partitions {
+            m.positions.insert(p, group.get(&p).copied().unwrap_or(0));
+        }
+        m.events
+            .push_back(Assignment::Assigned(partitions.to_vec()));
+    }
+
+    /// The group takes `partitions` away. The event comes first, as librdkafka's callback
+    /// does; the positions go when the coordinator has seen it (here: right away, since
+    /// records of revoked partitions are ignored by the coordinator anyway).
+    fn revoke(&self, partitions: &[i32]) {
+        let mut m = lock(&self.member);
+        for p in partitions {
+            m.positions.remove(p);
+            m.paused.remove(p);
+        }
+        m.events.push_back(Assignment::Revoked(partitions.to_vec()));
+    }
+}
+
+#[derive(Debug)]
+struct MemRecord {
+    partition: i32,
+    offset: i64,
+    payload: Vec<u8>,
+}
+
+impl SourceRecord for MemRecord {
+    fn partition(&self) -> i32 {
+        self.partition
+    }
+    fn offset(&self) -> i64 {
+        self.offset
+    }
+    fn key(&self) -> Option<&[u8]> {
+        None
+    }
+    fn payload(&self) -> Option<&[u8]> {
+        Some(&self.payload)
+    }
+    fn timestamp_ms(&self) -> Option<i64> {
+        None
+    }
+}
+
+/// How often an idle in-memory source looks again (virtual time).
+const POLL: Duration = Duration::from_millis(1);
+
+impl Source for MemSource {
+    type Record<'a> = MemRecord;
+    type Error = String;
+
+    async fn recv(&self) -> Result<MemRecord, String> {
+        loop {
+            {
+                let topic = lock(&self.topic);
+                let mut m = lock(&self.member);
+                let last = m.last;
+                let ready: Vec<i32> = m
+                    .positions
+                    .iter()
+                    .filter(|(p, pos)| {
+                        !m.paused.contains(p)
+                            && topic
+                                .logs
+                                .get(p)
+                                .is_some_and(|log| (**pos as usize) < log.len())
+                    })
+                    .map(|(p, _)| *p)
+                    .collect();
+                let next = ready.iter().find(|p| **p > last).or(ready.first()).copied();
+                if let Some(p) = next {
+                    let offset = m.positions[&p];
+                    m.positions.insert(p, offset + 1);
+                    m.last = p;
+                    let payload = topic.logs[&p][offset as usize].clone();
+                    return Ok(MemRecord {
+                        partition: p,
+                        offset,
+                        payload,
+                    });
+                }
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn event(&self) -> Option<Assignment> {
+        loop {
+            if let Some(e) = self.try_event() {
+                return Some(e);
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    fn try_event(&self) -> Option<Assignment> {
+        lock(&self.member).events.pop_front()
+    }
+
+    async fn seek(&self, partition: i32, offset: i64) -> Result<(), String> {
+        let mut m = lock(&self.member);
+        m.seeks.push((partition, offset));
+        if m.failing_seeks > 0 {
+            m.failing_seeks -= 1;
+            return Err(format!("seek of partition {partition} failed"));
+        }
+        if let Some(pos) = m.positions.get_mut(&partition) {
+            *pos = offset;
+        }
+        Ok(())
+    }
+
+    async fn offset_for_time(&self, _: i32, _: i64) -> Option<i64> {
+        None
+    }
+
+    fn pause(&self, partitions: &[i32]) {
+        let mut m = lock(&self.member);
+        for p in partitions {
+            if m.positions.contains_key(p) {
+                m.paused.insert(*p);
+            }
+        }
+    }
+
+    fn resume(&self, partitions: &[i32]) {
+        let mut m = lock(&self.member);
+        for p in partitions {
+            m.paused.remove(p);
+        }
+    }
+
+    fn commit_offsets(&self, offsets: &[(i32, i64)]) {
+        if lock(&self.member).lose_offset_commits {
+            return;
+        }
+        lock(&self.topic).group.extend(offsets.iter().copied());
+    }
+
+    fn leave(&self) {}
+}
+
+/// Something that happens while a commit is in flight (another member commits, the group
+/// rebalances), run before the commit's fence.
+type Hook = Box<dyn FnOnce(&mut Table) + Send>;
+
+/// An in-memory table: the rows (partition, offset, payload) and sync points of its commits.
+#[derive(Default)]
+struct Table {
+    rows: Vec<(i32, i64, Vec<u8>)>,
+    sync_points: SyncPoints,
+    version: i64,
+    /// The fields of the table's schema (a record `+name` adds one).
+    fields: BTreeSet<String>,
+    hooks: VecDeque<Hook>,
+    /// The next commits fail with a retryable error after their fence.
+    failing_commits: u32,
+}
+
+impl Table {
+    /// Another writer commits `partition`'s records from its sync point up to `next`.
+    fn commit_as_another_writer(&mut self, topic: &Topic, partition: i32, next: i64) {
+        let from = self.sync_points.get(&partition).copied().unwrap_or(0);
+        for offset in from..next {
+            let payload = topic.logs[&partition][offset as usize].clone();
+            self.rows.push((partition, offset, payload));
+        }
+        self.sync_points.insert(partition, next);
+        self.version += 1;
+    }
+}
+
+/// The table side, in memory: a batch is the records themselves.
+struct MemSink {
+    table: Arc<Mutex<Table>>,
+}
+
+#[derive(Default)]
+struct MemBatch {
+    records: Vec<(i32, i64, Vec<u8>)>,
+    /// Fields the batch's records add to the table (committed when staged, before the data,
+    /// as Delta's schema change is).
+    new_fields: BTreeSet<String>,
+}
+
+impl Sink for MemSink {
+    type Batch = MemBatch;
+
+    fn batch(&self) -> MemBatch {
+        MemBatch::default()
+    }
+
+    fn push<R: SourceRecord>(
+        &mut self,
+        batch: &mut MemBatch,
+        record: &R,
+    ) -> Result<bool, IngesterError> {
+        let payload = record.payload().unwrap_or_default().to_vec();
+        if let Some(field) = payload.strip_prefix(b"+") {
+            batch
+                .new_fields
+                .insert(String::from_utf8_lossy(field).into_owned());
+        }
+        batch
+            .records
+            .push((record.partition(), record.offset(), payload));
+        Ok(!batch.new_fields.is_empty())
+    }
+
+    fn buffered_bytes(&self, batch: &MemBatch) -> u64 {
+        batch.records.iter().map(|r| r.2.len() as u64).sum()
+    }
+
+    async fn stage(&mut self, batch: &mut MemBatch, _all: bool) -> Result<(), IngesterError> {
+        let mut table = lock(&self.table);
+        let new: Vec<String> = batch
+            .new_fields
+            .iter()
+            .filter(|f| !table.fields.contains(*f))
+            .cloned()
+            .collect();
+        if !new.is_empty() {
+            table.fields.extend(new);
+            table.version += 1;
+        }
+        Ok(())
+    }
+
+    async fn sync_points(&mut self, partitions: &[i32]) -> Result<SyncPoints, IngesterError> {
+        let table = lock(&self.table);
+        Ok(table
+            .sync_points
+            .iter()
+            .filter(|(p, _)| partitions.is_empty() || partitions.contains(p))
+            .map(|(p, n)| (*p, *n))
+            .collect())
+    }
+
+    async fn commit(&mut self, txn: Transaction<MemBatch>) -> Result<CommitOutcome, IngesterError> {
+        let ranges = txn.ranges();
+        let mut batch = txn.into_batch();
+        self.stage(&mut batch, true).await?;
+        let mut table = lock(&self.table);
+        if let Some(hook) = table.hooks.pop_front() {
+            hook(&mut table);
+        }
+        let moved = crate::commit::moved(&ranges, &table.sync_points);
+        if !moved.is_empty() {
+            return Ok(CommitOutcome::Conflict { partitions: moved });
+        }
+        if table.failing_commits > 0 {
+            table.failing_commits -= 1;
+            return Err(IngesterError::Table {
+                table: "mem".into(),
+                action: "commit",
+                reason: "the store is down".into(),
+            });
+        }
+        table.rows.extend(batch.records);
+        for r in &ranges {
+            table.sync_points.insert(r.partition, r.next);
+        }
+        table.version += 1;
+        Ok(CommitOutcome::Committed {
+            version: table.version,
+            snapshot_id: None,
+        })
+    }
+
+    async fn discard(&mut self, _batch: MemBatch) {}
+}
+
+struct Harness {
+    topic: Arc<Mutex<Topic>>,
+    table: Arc<Mutex<Table>>,
+}
+
+impl Harness {
+    /// `partitions` partitions of `records` records each (`p<partition>-<offset>`).
+    fn new(partitions: i32, records: i64) -> Self {
+        let mut topic = Topic::default();
+        for p in 0..partitions {
+            topic.logs.insert(
+                p,
+                (0..records)
+                    .map(|o| format!("p{p}-{o}").into_bytes())
+                    .collect(),
+            );
+        }
+        Self {
+            topic: Arc::new(Mutex::new(topic)),
+            table: Arc::default(),
+        }
+    }
+
+    /// A member with commits of at most `max_records` records (and at least every second).
+    fn member(&self, max_records: u64) -> (MemSource, Coordinator<MemSource, MemSink>) {
+        let source = MemSource::new(&self.topic);
+        let commit = CommitConfig {
+            interval_ms: 1000,
+            max_records,
+            max_bytes: u64::MAX,
+            target_file_size: 1 << 20,
+        };
+        let sink = MemSink {
+            table: self.table.clone(),
+        };
+        let coordinator = Coordinator::new(
+            source.clone(),
+            sink,
+            StartPosition::Earliest,
+            commit,
+            Metrics::new().expect("metrics"),
+            Arc::default(),
+        );
+        (source, coordinator)
+    }
+
+    fn produce(&self, partition: i32, payloads: &[&str]) {
+        let mut topic = lock(&self.topic);
+        let log = topic.logs.entry(partition).or_default();
+        log.extend(payloads.iter().map(|p| p.as_bytes().to_vec()));
+    }
+
+    fn hook(&self, hook: impl FnOnce(&mut Table) + Send + 'static) {
+        lock(&self.table).hooks.push_back(Box::new(hook));
+    }
+
+    /// Waits (virtual time) until the table's sync points are the ends of the logs.
+    async fn caught_up(&self) {
+        let ends: SyncPoints = lock(&self.topic)
+            .logs
+            .iter()
+            .map(|(p, log)| (*p, log.len() as i64))
+            .collect();
+        // Virtual time stands still while the coordinator is busy (a commit that conflicts
+        // forever, say): a deadline in real time too.
+        let deadline = Instant::now() + Duration::from_secs(600);
+        let real_deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if lock(&self.table).sync_points == ends {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline && std::time::Instant::now() < real_deadline,
+                "the table never caught up: {:?} of {ends:?}",
+                lock(&self.table).sync_points
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Every offset of every partition exactly once, each with its own payload.
+    fn assert_exactly_once(&self) {
+        let topic = lock(&self.topic);
+        let table = lock(&self.table);
+        let mut seen: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
+        for (p, offset, payload) in &table.rows {
+            assert_eq!(
+                payload, &topic.logs[p][*offset as usize],
+                "partition {p} offset {offset} holds another record's payload"
+            );
+            seen.entry(*p).or_default().push(*offset);
+        }
+        for (p, log) in &topic.logs {
+            let mut offsets = seen.remove(p).unwrap_or_default();
+            offsets.sort_unstable();
+            let expected: Vec<i64> = (0..log.len() as i64).collect();
+            assert_eq!(offsets, expected, "partition {p}: offsets in the table");
+        }
+    }
+}
+
+fn spawn(
+    coordinator: Coordinator<MemSource, MemSink>,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), IngesterError>>,
+) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(coordinator.run(async move {
+        let _ = stopped.await;
+    }));
+    (stop, task)
+}
+
+async fn stop(
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), IngesterError>>,
+) {
+    let _ = stop.send(());
+    task.await
+        .expect("the coordinator task")
+        .expect("the coordinator's result");
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_member_commits_every_record_once() {
+    let h = Harness::new(3, 250);
+    let (source, coordinator) = h.member(100);
+    source.assign(&[0, 1, 2]);
+    let (tx, task) = spawn(coordinator);
+    h.caught_up().await;
+    stop(tx, task).await;
+    h.assert_exactly_once();
+    // Commits at 100 records: more than one commit, and the group offsets mirror the table.
+    assert!(lock(&h.table).version > 3);
+    assert_eq!(lock(&h.topic).group, lock(&h.table).sync_points);
+}
+
+/// Partition 1 moves to another member while a commit holding its records is in flight, and
+/// the new owner commits first: the commit is refused, every partition of it is read again
+/// from the table, and the revoked partition is not read again by the old owner.
+#[tokio::test(start_paused = true)]
+async fn revocation_during_a_commit_that_then_conflicts() {
+    let h = Harness::new(2, 300);
+    let (a, coordinator_a) = h.member(100);
+    a.assign(&[0, 1]);
+    let topic = h.topic.clone();
+    let a_hook = a.clone();
+    h.hook(move |table| {
+        // The group moves partition 1 to member B, which commits it up to 150 first.
+        a_hook.revoke(&[1]);
+        table.commit_as_another_writer(&lock(&topic), 1, 150);
+    });
+    let (tx_a, task_a) = spawn(coordinator_a);
+    // Member B takes partition 1 once the group has taken it from A.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !lock(&h.table).hooks.is_empty() {
+        assert!(Instant::now() < deadline, "A never committed");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let (b, coordinator_b) = h.member(100);
+    b.assign(&[1]);
+    let (tx_b, task_b) = spawn(coordinator_b);
+    h.caught_up().await;
+    stop(tx_a, task_a).await;
+    stop(tx_b, task_b).await;
+    h.assert_exactly_once();
+    // A read partition 0 again from the table's sync point after the conflict.
+    assert!(lock(&a.member).seeks.iter().any(|&(p, _)| p == 0));
+    assert!(!lock(&a.member).positions.contains_key(&1));
+}
+
+/// A revocation that arrives while a commit is in flight which then lands: the revoked
+/// partition's records are in the table once, and its new owner continues after them.
+#[tokio::test(start_paused = true)]
+async fn revocation_during_a_commit_that_lands() {
+    let h = Harness::new(2, 300);
+    let (a, coordinator_a) = h.member(100);
+    a.assign(&[0, 1]);
+    let a_hook = a.clone();
+    h.hook(move |_| a_hook.revoke(&[1]));
+    let (tx_a, task_a) = spawn(coordinator_a);
+    let (b, coordinator_b) = h.member(100);
+    let (tx_b, task_b) = spawn(coordinator_b);
+    // B is assigned partition 1 once A has committed it (the group waits for A's revocation).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !lock(&h.table).sync_points.contains_key(&1) {
+        assert!(Instant::now() < deadline, "A never committed partition 1");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    b.assign(&[1]);
+    h.caught_up().await;
+    stop(tx_a, task_a).await;
+    stop(tx_b, task_b).await;
+    h.assert_exactly_once();
+}
+
+/// The batch's new field is committed to the table's schema (a table version of its own) and
+/// right after that another writer commits partition 0: the data commit is refused, and the
+/// records, the one with the new field among them, are read again and committed once.
+#[tokio::test(start_paused = true)]
+async fn a_conflict_right_after_a_schema_change() {
+    let h = Harness::new(2, 50);
+    h.produce(0, &["+color"]);
+    h.produce(1, &["+size"]);
+    let (a, coordinator) = h.member(1000);
+    a.assign(&[0, 1]);
+    let topic = h.topic.clone();
+    h.hook(move |table| {
+        // The schema change landed first (staging), then another writer took partition 0.
+        assert!(
+            table.fields.contains("color"),
+            "the schema change was not committed first"
+        );
+        table.commit_as_another_writer(&lock(&topic), 0, 20);
+    });
+    let (tx, task) = spawn(coordinator);
+    h.caught_up().await;
+    stop(tx, task).await;
+    h.assert_exactly_once();
+    let table = lock(&h.table);
+    assert_eq!(
+        table.fields,
+        BTreeSet::from(["color".to_string(), "size".to_string()])
+    );
+}
+
+/// After a conflict the seeks back to the table's sync points fail twice: records past the
+/// sync point that still arrive from the old position are never taken as the next ones.
+#[tokio::test(start_paused = true)]
+async fn a_seek_that_fails_is_tried_again_and_nothing_past_the_gap_is_committed() {
+    let h = Harness::new(1, 400);
+    let (a, coordinator) = h.member(100);
+    a.assign(&[0]);
+    let topic = h.topic.clone();
+    let a_hook = a.clone();
+    h.hook(move |table| {
+        // Another writer commits up to 60; the seeks back there fail twice.
+        table.commit_as_another_writer(&lock(&topic), 0, 60);
+        lock(&a_hook.member).failing_seeks = 2;
+    });
+    let (tx, task) = spawn(coordinator);
+    h.caught_up().await;
+    stop(tx, task).await;
+    h.assert_exactly_once();
+    let seeks = lock(&a.member).seeks.clone();
+    assert!(
+        seeks.iter().filter(|s| **s == (0, 60)).count() >= 3,
+        "seeks: {seeks:?}"
+    );
+}
+
+/// A member dies after each table commit, before its Kafka commit: the group offsets stay
+/// behind the table, and the next member skips what the table holds.
+#[tokio::test(start_paused = true)]
+async fn a_crash_between_the_table_commit_and_the_kafka_commit() {
+    let h = Harness::new(2, 200);
+    let (a, coordinator_a) = h.member(50);
+    lock(&a.member).lose_offset_commits = true;
+    a.assign(&[0, 1]);
+    let (_tx_a, task_a) = spawn(coordinator_a);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while lock(&h.table).rows.len() < 100 {
+        assert!(Instant::now() < deadline, "A never committed");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // The crash: no shutdown commit, no group offsets.
+    task_a.abort();
+    assert!(lock(&h.topic).group.is_empty());
+    let committed = lock(&h.table).rows.len();
+    let (b, coordinator_b) = h.member(50);
+    b.assign(&[0, 1]);
+    let skipped = coordinator_b.metrics.records_already_committed.clone();
+    let (tx_b, task_b) = spawn(coordinator_b);
+    h.caught_up().await;
+    stop(tx_b, task_b).await;
+    h.assert_exactly_once();
+    // B started at the group's (missing) offsets and either skipped or sought past what A
+    // had committed.
+    let sought = lock(&b.member).seeks.len() as u64;
+    assert!(
+        skipped.get() + sought > 0,
+        "B neither skipped nor sought over {committed} committed rows"
+    );
+}
+
+/// Partition 0 is revoked and assigned back while a commit holding it is in flight, and in
+/// between another member committed some of it: the old commit is refused, and the member
+/// reads the partition from the table's new sync point.
+#[tokio::test(start_paused = true)]
+async fn a_partition_reassigned_back_while_its_old_commit_is_in_flight() {
+    let h = Harness::new(1, 300);
+    let (a, coordinator) = h.member(100);
+    a.assign(&[0]);
+    let topic = h.topic.clone();
+    let a_hook = a.clone();
+    h.hook(move |table| {
+        a_hook.revoke(&[0]);
+        table.commit_as_another_writer(&lock(&topic), 0, 140);
+        a_hook.assign(&[0]);
+    });
+    let (tx, task) = spawn(coordinator);
+    h.caught_up().await;
+    stop(tx, task).await;
+    h.assert_exactly_once();
+}
+
+/// Commits that fail (the store is down) pause consumption and retry after a back-off; what
+/// was buffered is read again, nothing is lost or doubled.
+#[tokio::test(start_paused = true)]
+async fn failed_commits_back_off_and_lose_nothing() {
+    let h = Harness::new(2, 300);
+    lock(&h.table).failing_commits = 3;
+    let (a, coordinator) = h.member(100);
+    a.assign(&[0, 1]);
+    let retries = coordinator.metrics.table_retries.clone();
+    let (tx, task) = spawn(coordinator);
+    h.caught_up().await;
+    stop(tx, task).await;
+    h.assert_exactly_once();
+    assert_eq!(retries.get(), 3);
+}

@@ -1,0 +1,344 @@
+//! The table side of the pipeline: records to rows to files in the table.
+//!
+//! [`TableSink`] is the coordinator's [`Sink`]. Each partition's records go to its decoder
+//! ([`decode::Pending`]), which closes a chunk of Arrow rows at [`decode::CHUNK_RECORDS`] or
+//! [`decode::CHUNK_BYTES`]; the value schema is decided by [`schema`] (the table's columns, the
+//! declared ones, inferred from the first records, widened by new fields); the rows step
+//! ([`crate::partition::add_columns`]) adds the partition columns; chunks are staged into the
+//! committer's Parquet files between polls, and the committer commits them with the
+//! transaction's offsets.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use kafkatable_crds::IngesterConfig;
+use kafkatable_crds::config::TableConfig;
+use kafkatable_crds::spec::{ErrorPolicy, Format, SchemaEvolution, WriteMode};
+
+use crate::commit::{CommitOutcome, Committer, SyncPoints};
+use crate::coordinator::Sink;
+use crate::decode::{self, PayloadKind, Pending};
+use crate::error::{DecodeError, IngesterError};
+use crate::metrics::Metrics;
+use crate::schema;
+use crate::source::SourceRecord;
+use crate::txn::Transaction;
+
+/// Decodes records into rows and writes them into one table.
+pub struct TableSink {
+    topic: String,
+    kind: PayloadKind,
+    table: TableConfig,
+    /// The newest value schema: every partition's next chunk decodes against it.
+    value_schema: Option<SchemaRef>,
+    committer: Committer,
+    metrics: Metrics,
+}
+
+/// What the next commit holds on the table side: per partition, records not decoded yet and
+/// decoded chunks; the staged files are the committer's.
+#[derive(Default)]
+pub struct Batch {
+    partitions: BTreeMap<i32, Buffer>,
+}
+
+struct Buffer {
+    pending: Pending,
+    /// Decoded chunks not yet handed to the table's writer.
+    chunks: Vec<RecordBatch>,
+}
+
+impl TableSink {
+    /// The sink of `config`'s table. Settings it does not implement yet are refused.
+    pub fn new(
+        config: &IngesterConfig,
+        committer: Committer,
+        metrics: Metrics,
+    ) -> Result<Self, IngesterError> {
+        let kind = match config.source.format {
+            Format::Json => PayloadKind::Json,
+            Format::String => PayloadKind::Text,
+            Format::Bytes => PayloadKind::Bytes,
+            other => {
+                return Err(IngesterError::Unsupported(format!(
+                    "spec.source.format {other:?} is not implemented yet"
+                )));
+            }
+        };
+        if config.errors.policy != ErrorPolicy::Fail {
+            return Err(IngesterError::Unsupported(format!(
+                "spec.errors.policy {:?} is not implemented yet (fail is)",
+                config.errors.policy
+            )));
+        }
+        if config.table.mode == WriteMode::Upsert {
+            return Err(IngesterError::Unsupported(
+                "spec.table.mode upsert is not implemented yet (append is)".into(),
+            ));
+        }
+        if config.maintenance.compaction_enabled || config.maintenance.retention_enabled {
+            return Err(IngesterError::Unsupported(
+                "spec.maintenance compaction and retention are not implemented yet".into(),
+            ));
+        }
+        let value_schema = match kind {
+            // An existing table's columns, not a schema inferred again from the first new
+            // records (see `crate::schema`).
+            PayloadKind::Json if config.table.columns.is_empty() => {
+                committer.table_schema().map(|table| {
+                    let values = schema::value_columns(&table, &config.table.partition_by);
+                    tracing::info!(schema = %values, "decoding against the table's columns");
+                    Arc::new(values)
+                })
+            }
+            PayloadKind::Json => Some(Arc::new(columns_schema(&config.table)?)),
+            raw => Some(Arc::new(decode::raw_value_schema(raw))),
+        };
+        Ok(Self {
+            topic: config.source.topic.clone(),
+            kind,
+            table: config.table.clone(),
+            value_schema,
+            committer,
+            metrics,
+        })
+    }
+
+    /// A record the partition's decoder refused. Records with new fields widen the schema
+    /// (with `schemaEvolution: addColumns`); anything else stops the ingester.
+    fn on_refused<R: SourceRecord>(
+        &mut self,
+        batch: &mut Batch,
+        r: &R,
+        refused: decode::Refused,
+    ) -> Result<(), IngesterError> {
+        let p = r.partition();
+        let error = refused.into_error(&self.topic, p);
+        if !decode::is_unknown_field(&error)
+            || self.table.schema_evolution != SchemaEvolution::AddColumns
+        {
+            return Err(self.decode_failed(error));
+        }
+        // Close the chunk so far, which moves the partition to the newest schema, and try again;
+        // when that lacks the fields too, the record waits for the chunk path, which widens it.
+        self.decode_partition(batch, p)?;
+        let kind = self.kind;
+        let Some(buffer) = batch.partitions.get_mut(&p) else {
+            return Ok(());
+        };
+        let push = |pending: &mut Pending| {
+            pending.push(kind, r.payload(), r.key(), r.offset(), r.timestamp_ms())
+        };
+        if push(&mut buffer.pending).is_err() {
+            buffer.pending.use_schema(kind, None);
+            if let Err(refused) = push(&mut buffer.pending) {
+                let error = refused.into_error(&self.topic, p);
+                return Err(self.decode_failed(error));
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes a partition's pending records into an Arrow chunk; from then on its records
+    /// are decoded against the newest schema (see [`decode::decode`]).
+    fn decode_partition(&mut self, batch: &mut Batch, p: i32) -> Result<(), IngesterError> {
+        let Some(buffer) = batch.partitions.get_mut(&p) else {
+            return Ok(());
+        };
+        if buffer.pending.is_empty() {
+            buffer
+                .pending
+                .use_schema(self.kind, self.value_schema.as_ref());
+            return Ok(());
+        }
+        let (schema, inferred) = match &self.value_schema {
+            Some(s) => (s.clone(), false),
+            None => {
+                let inferred =
+                    Arc::new(decode::infer_json_schema(&buffer.pending, &self.topic, p)?);
+                tracing::info!(schema = %inferred, "inferred the table schema from the first records");
+                self.value_schema = Some(inferred.clone());
+                (inferred, true)
+            }
+        };
+        let topic = &self.topic;
+        let metadata = self.table.metadata_columns;
+        let decoded = match decode::decode(
+            self.kind,
+            &mut buffer.pending,
+            &schema,
+            topic,
+            p,
+            metadata,
+        ) {
+            Ok(decoded) => decoded,
+            Err(e)
+                if decode::is_unknown_field(&e)
+                    && self.table.schema_evolution == SchemaEvolution::AddColumns =>
+            {
+                let inferred = decode::infer_json_schema(&buffer.pending, topic, p)?;
+                let table = self.committer.table_schema();
+                let widened = Arc::new(schema::widen(&schema, &inferred, table.as_deref()));
+                tracing::info!(schema = %widened, "records carry new fields: adding them as nullable columns");
+                self.value_schema = Some(widened.clone());
+                match decode::decode(self.kind, &mut buffer.pending, &widened, topic, p, metadata) {
+                    Ok(decoded) => decoded,
+                    Err(e) => return Err(self.decode_failed(e)),
+                }
+            }
+            Err(e) => return Err(self.decode_failed(e)),
+        };
+        let rows = self.rows(decoded, p)?;
+        if let Some(buffer) = batch.partitions.get_mut(&p) {
+            buffer.chunks.push(rows);
+        }
+        if inferred {
+            // With the schema known, the other partitions decode as records arrive too.
+            let others: Vec<i32> = batch
+                .partitions
+                .keys()
+                .copied()
+                .filter(|q| *q != p)
+                .collect();
+            for q in others {
+                self.decode_partition(batch, q)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The rows step: a decoded chunk with the partition columns added.
+    fn rows(&self, decoded: RecordBatch, p: i32) -> Result<RecordBatch, IngesterError> {
+        // Cloning a batch clones Arcs; the original names the record when the event time is bad.
+        match crate::partition::add_columns(decoded.clone(), &self.table) {
+            Ok(rows) => Ok(rows),
+            Err(bad) => {
+                let offset = bad
+                    .row
+                    .and_then(|row| {
+                        let offsets = decoded.column_by_name(decode::OFFSET_COLUMN)?;
+                        offsets
+                            .as_primitive_opt::<arrow::datatypes::Int64Type>()
+                            .map(|o| o.value(row))
+                    })
+                    .unwrap_or(-1);
+                Err(self.decode_failed(DecodeError::Record {
+                    topic: self.topic.clone(),
+                    partition: p,
+                    offset,
+                    reason: bad.reason,
+                }))
+            }
+        }
+    }
+
+    fn decode_failed(&self, e: DecodeError) -> IngesterError {
+        self.metrics.decode_errors.inc();
+        tracing::error!(error = %e, "cannot decode a record; stopping (errors.policy: fail), nothing at or after it is committed");
+        IngesterError::Decode(e)
+    }
+}
+
+impl Sink for TableSink {
+    type Batch = Batch;
+
+    fn batch(&self) -> Batch {
+        Batch::default()
+    }
+
+    fn push<R: SourceRecord>(&mut self, batch: &mut Batch, r: &R) -> Result<bool, IngesterError> {
+        let p = r.partition();
+        let (kind, schema) = (self.kind, self.value_schema.as_ref());
+        let buffer = batch.partitions.entry(p).or_insert_with(|| {
+            let mut pending = Pending::default();
+            pending.use_schema(kind, schema);
+            Buffer {
+                pending,
+                chunks: Vec::new(),
+            }
+        });
+        let pushed = buffer
+            .pending
+            .push(kind, r.payload(), r.key(), r.offset(), r.timestamp_ms());
+        let full = buffer.pending.is_full();
+        if let Err(refused) = pushed {
+            // Widening closes a chunk.
+            self.on_refused(batch, r, refused)?;
+            return Ok(true);
+        }
+        if full {
+            self.decode_partition(batch, p)?;
+        }
+        Ok(full)
+    }
+
+    fn buffered_bytes(&self, batch: &Batch) -> u64 {
+        let buffered: usize = batch
+            .partitions
+            .values()
+            .map(|b| {
+                b.pending.payload_bytes()
+                    + b.chunks
+                        .iter()
+                        .map(RecordBatch::get_array_memory_size)
+                        .sum::<usize>()
+            })
+            .sum();
+        (buffered + self.committer.staged_bytes()) as u64
+    }
+
+    /// Hands the decoded chunks of every partition (after decoding what is pending, with
+    /// `all`) to the table's writer, which encodes them now.
+    async fn stage(&mut self, batch: &mut Batch, all: bool) -> Result<(), IngesterError> {
+        if all {
+            let partitions: Vec<i32> = batch.partitions.keys().copied().collect();
+            for p in partitions {
+                self.decode_partition(batch, p)?;
+            }
+        }
+        let chunks: Vec<RecordBatch> = batch
+            .partitions
+            .values_mut()
+            .flat_map(|b| b.chunks.drain(..))
+            .collect();
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        match self.committer.stage(chunks).await {
+            // A value that would change on its way into the table.
+            Err(IngesterError::Decode(bad)) => Err(self.decode_failed(bad)),
+            other => other,
+        }
+    }
+
+    async fn sync_points(&mut self, partitions: &[i32]) -> Result<SyncPoints, IngesterError> {
+        self.committer.sync_points(partitions).await
+    }
+
+    async fn commit(&mut self, txn: Transaction<Batch>) -> Result<CommitOutcome, IngesterError> {
+        let ranges = txn.ranges();
+        let mut batch = txn.into_batch();
+        if let Err(e) = self.stage(&mut batch, true).await {
+            self.committer.discard().await;
+            return Err(e);
+        }
+        self.committer.commit(&ranges).await
+    }
+
+    async fn discard(&mut self, _batch: Batch) {
+        self.committer.discard().await;
+    }
+}
+
+/// The value schema of explicitly declared columns.
+fn columns_schema(table: &TableConfig) -> Result<Schema, IngesterError> {
+    table
+        .columns
+        .iter()
+        .map(|c| schema::column_type(&c.type_).map(|t| Field::new(&c.name, t, c.nullable)))
+        .collect::<Option<Vec<_>>>()
+        .map(Schema::new)
+        .ok_or_else(|| IngesterError::Unsupported("a column type in spec.table.columns".into()))
+}
