@@ -117,7 +117,9 @@ mod tests {
             "one two three\n\nfour five"
         );
         let yaml = crd_yaml().expect("yaml");
-        assert!(yaml.contains("append: every record becomes a row (a stream). upsert: the latest record per key (keyFields)"));
+        assert!(yaml.contains(
+            "append: every record becomes a row (a stream). upsert (not implemented yet): the latest record per key (keyFields)"
+        ));
     }
 
     #[test]

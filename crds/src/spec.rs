@@ -171,11 +171,13 @@ pub struct Source {
     ))]
     pub start_timestamp: Option<String>,
 
-    /// Encoding of the record values.
+    /// Encoding of the record values: json, string or bytes. avro, protobuf and jsonSchema are
+    /// accepted by the schema but not implemented yet (the table reports InvalidSpec).
     #[serde(default)]
     pub format: Format,
 
-    /// Confluent-compatible schema registry; required for avro, protobuf and jsonSchema.
+    /// Confluent-compatible schema registry, for avro, protobuf and jsonSchema (not
+    /// implemented yet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema_registry: Option<SchemaRegistry>,
 
@@ -415,13 +417,13 @@ pub struct Table {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<Storage>,
 
-    /// append: every record becomes a row (a stream). upsert: the latest record per key
-    /// (keyFields) is kept and a tombstone (a record with a null value) deletes the row (a
-    /// changelog). Immutable.
+    /// append: every record becomes a row (a stream). upsert (not implemented yet): the latest
+    /// record per key (keyFields) is kept and a tombstone (a record with a null value) deletes
+    /// the row (a changelog). Immutable.
     #[serde(default)]
     pub mode: WriteMode,
 
-    /// Fields whose values identify a row in upsert mode.
+    /// Fields whose values identify a row in upsert mode (not implemented yet).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16), inner(length(min = 1, max = 255)))]
     pub key_fields: Vec<String>,
@@ -702,13 +704,13 @@ impl Default for Commit {
 #[serde(rename_all = "camelCase")]
 pub struct ErrorHandling {
     /// fail: stop at the record and report it (topic, partition, offset); nothing after it is
-    /// committed. skip: count and log it, then go on. deadLetter: write it to deadLetterTopic
-    /// with the reason and its origin, then go on.
+    /// committed. Not implemented yet: skip (count and log it, then go on) and deadLetter
+    /// (write it to deadLetterTopic with the reason and its origin, then go on).
     #[serde(default)]
     pub policy: ErrorPolicy,
 
     /// Topic that receives bad records with headers naming the reason and the original topic,
-    /// partition and offset.
+    /// partition and offset (not implemented yet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 249), regex(pattern = r"^[a-zA-Z0-9._-]+$"))]
     pub dead_letter_topic: Option<String>,
@@ -800,11 +802,11 @@ impl Default for Scaling {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Maintenance {
-    /// Rewrite small files into larger ones.
+    /// Rewrite small files into larger ones (not implemented yet).
     #[serde(default)]
     pub compaction: Compaction,
 
-    /// Remove old table versions and unreferenced files.
+    /// Remove old table versions and unreferenced files (not implemented yet).
     #[serde(default)]
     pub retention: Retention,
 
@@ -832,7 +834,7 @@ impl Default for Maintenance {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Compaction {
-    /// Run compaction.
+    /// Run compaction (not implemented yet: must stay false).
     #[serde(default)]
     pub enabled: bool,
 
@@ -869,7 +871,7 @@ impl Default for Compaction {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Retention {
-    /// Remove old versions and files.
+    /// Remove old versions and files (not implemented yet: must stay false).
     #[serde(default)]
     pub enabled: bool,
 

@@ -552,6 +552,69 @@ async fn an_unreachable_catalog_shows_in_a_condition() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A setting the schema accepts but the ingester does not implement yet is reported as
+/// InvalidSpec, naming the field, and no ingester is started (it would only crash-loop); fixing
+/// the spec starts it.
+#[tokio::test]
+async fn a_setting_not_implemented_yet_is_reported_and_starts_no_pod() -> anyhow::Result<()> {
+    let s = Setup::new("op-unimpl").await?;
+    let topic = TestTopic::create(&s.env, "op-unimpl", 1).await?;
+    let manifest = json!({
+        "apiVersion": "kafkatable.io/v1alpha1",
+        "kind": "KafkaTable",
+        "metadata": {"name": "later"},
+        "spec": {
+            "source": {"brokers": s.env.kafka_bootstrap, "topic": topic.name, "format": "avro",
+                       "schemaRegistry": {"url": s.env.registry_url}},
+            "table": {"format": "delta", "location": s.location("later"),
+                      "storage": {"endpoint": s.env.s3_endpoint, "region": "us-east-1", "pathStyle": true,
+                                  "credentialsSecretRef": {"name": "s3"}}},
+            "scaling": {"minReplicas": 1, "maxReplicas": 1},
+        },
+    });
+    s.operator.create_table(manifest).await?;
+    let status = s
+        .operator
+        .wait_status("later", "Degraded: InvalidSpec", DEADLINE, |st| {
+            condition(st, "Degraded")
+                .is_some_and(|(st, reason, _)| st == "True" && reason == "InvalidSpec")
+        })
+        .await;
+    let (_, _, message) = condition(&status, "Degraded").unwrap_or_default();
+    assert!(
+        message.contains("spec.source.format: avro is not implemented yet"),
+        "{message}"
+    );
+    assert!(!is_true(&status, "Ready"));
+    assert_eq!(
+        gone::<Deployment>(&s.client, &s.ns.name, "later-ingester").await,
+        Some(true),
+        "no Deployment for a spec the ingester cannot run"
+    );
+    // Fixed, it runs.
+    s.operator
+        .tables()
+        .patch(
+            "later",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(
+                json!({"spec": {"source": {"format": "json", "schemaRegistry": null}}}),
+            ),
+        )
+        .await?;
+    eventually(
+        "the ingester Deployment once the spec is fixed",
+        DEADLINE,
+        || async {
+            (gone::<Deployment>(&s.client, &s.ns.name, "later-ingester").await == Some(false))
+                .then_some(())
+        },
+    )
+    .await;
+    s.remove().await;
+    Ok(())
+}
+
 /// Two operator replicas: one holds the Lease and reconciles; deleting its pod hands the Lease
 /// to the other, which carries on. With the built-in autoscaler off, `kubectl scale` drives
 /// the ingesters; `suspend` scales them to zero and says so; the opt-in annotation deletes the

@@ -41,6 +41,7 @@ fn parse(text: &str, secrets_dir: &Path) -> Result<IngesterConfig, Parse> {
     let mut config: IngesterConfig = serde_yaml::from_value(value)
         .map_err(|e| Parse::Neither(format!("as an ingester config: {e}")))?;
     config.resolve_secret_files(secrets_dir);
+    config.check_implemented().map_err(Parse::Config)?;
     Ok(config)
 }
 

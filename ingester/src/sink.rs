@@ -15,7 +15,7 @@ use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use kafkatable_crds::IngesterConfig;
 use kafkatable_crds::config::TableConfig;
-use kafkatable_crds::spec::{ErrorPolicy, Format, SchemaEvolution, WriteMode};
+use kafkatable_crds::spec::{Format, SchemaEvolution};
 
 use crate::commit::{CommitOutcome, Committer, SyncPoints};
 use crate::coordinator::Sink;
@@ -51,38 +51,20 @@ struct Buffer {
 }
 
 impl TableSink {
-    /// The sink of `config`'s table. Settings it does not implement yet are refused.
+    /// The sink of `config`'s table.
     pub fn new(
         config: &IngesterConfig,
         committer: Committer,
         metrics: Metrics,
     ) -> Result<Self, IngesterError> {
+        // What is not implemented was refused when the config was read
+        // (`IngesterConfig::check_implemented`).
+        config.check_implemented()?;
         let kind = match config.source.format {
-            Format::Json => PayloadKind::Json,
             Format::String => PayloadKind::Text,
             Format::Bytes => PayloadKind::Bytes,
-            other => {
-                return Err(IngesterError::Unsupported(format!(
-                    "spec.source.format {other:?} is not implemented yet"
-                )));
-            }
+            _ => PayloadKind::Json,
         };
-        if config.errors.policy != ErrorPolicy::Fail {
-            return Err(IngesterError::Unsupported(format!(
-                "spec.errors.policy {:?} is not implemented yet (fail is)",
-                config.errors.policy
-            )));
-        }
-        if config.table.mode == WriteMode::Upsert {
-            return Err(IngesterError::Unsupported(
-                "spec.table.mode upsert is not implemented yet (append is)".into(),
-            ));
-        }
-        if config.maintenance.compaction_enabled || config.maintenance.retention_enabled {
-            return Err(IngesterError::Unsupported(
-                "spec.maintenance compaction and retention are not implemented yet".into(),
-            ));
-        }
         let value_schema = match kind {
             // An existing table's columns, not a schema inferred again from the first new
             // records (see `crate::schema`).

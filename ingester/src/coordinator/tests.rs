@@ -602,6 +602,10 @@ async fn a_crash_between_the_table_commit_and_the_kafka_commit() {
     task_a.abort();
     assert!(lock(&h.topic).group.is_empty());
     let committed = lock(&h.table).rows.len();
+    // More records, so that B has something to commit wherever A stopped.
+    for p in 0..2 {
+        h.produce(p, &["late-1", "late-2", "late-3"]);
+    }
     let (b, coordinator_b) = h.member(50);
     b.assign(&[0, 1]);
     let skipped = coordinator_b.metrics.records_already_committed.clone();
