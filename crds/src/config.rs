@@ -26,7 +26,7 @@ pub const DEFAULT_SECRETS_DIR: &str = "/etc/kafkatable/secrets";
 pub enum ConfigError {
     #[error("{field}: {value:?} is not a duration (use e.g. \"30s\", \"1m30s\", \"2h\")")]
     Duration { field: &'static str, value: String },
-    #[error("{field}: {value:?} is not a byte quantity (use e.g. \"128Mi\", \"1Gi\")")]
+    #[error("{field}: {value:?} is not a byte quantity above zero (use e.g. \"128Mi\", \"1Gi\")")]
     Quantity { field: &'static str, value: String },
     #[error("{field}: {value:?} is not an RFC 3339 time (use e.g. \"2026-01-01T00:00:00Z\")")]
     Timestamp { field: &'static str, value: String },
@@ -628,10 +628,12 @@ fn millis(field: &'static str, value: &str) -> Result<u64, ConfigError> {
 }
 
 fn bytes(field: &'static str, value: &str) -> Result<u64, ConfigError> {
-    parse_quantity(value).ok_or_else(|| ConfigError::Quantity {
-        field,
-        value: value.to_string(),
-    })
+    parse_quantity(value)
+        .filter(|n| *n > 0)
+        .ok_or_else(|| ConfigError::Quantity {
+            field,
+            value: value.to_string(),
+        })
 }
 
 #[cfg(test)]

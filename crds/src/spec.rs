@@ -398,6 +398,12 @@ pub struct SecretReference {
 #[x_kube(validation = Rule::new("self.mode == oldSelf.mode")
     .message("spec.table.mode is immutable: append and upsert tables differ in content")
     .field_path(".mode"))]
+#[x_kube(validation = Rule::new("!has(self.columns) || !has(self.partitionBy) || self.partitionBy.all(p, p.field.startsWith('_kafka_') || self.columns.exists(c, c.name == p.field))")
+    .message("spec.table.partitionBy: with explicit spec.table.columns, every partition field must be one of them (or a _kafka_ metadata column)")
+    .field_path(".partitionBy"))]
+#[x_kube(validation = Rule::new("!has(self.columns) || !has(self.eventTime) || self.columns.exists(c, c.name == self.eventTime.field)")
+    .message("spec.table.eventTime.field: with explicit spec.table.columns, the event-time field must be one of them")
+    .field_path(".eventTime.field"))]
 #[serde(rename_all = "camelCase")]
 pub struct Table {
     /// Table format. Immutable.
@@ -572,6 +578,9 @@ pub struct Storage {
 
 /// One column of an explicit table schema.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("!self.type.startsWith('decimal(') || int(self.type.substring(8, self.type.indexOf(','))) <= 38 && int(self.type.substring(self.type.indexOf(',') + 1, self.type.size() - 1)) <= int(self.type.substring(8, self.type.indexOf(',')))")
+    .message("decimal(P,S) needs a precision P of at most 38 and a scale S of at most P")
+    .field_path(".type"))]
 #[serde(rename_all = "camelCase")]
 pub struct Column {
     /// Column name; for json, the top-level field it is read from.
@@ -581,9 +590,12 @@ pub struct Column {
     /// Type: boolean, int, long, float, double, string, binary, date, timestamp (UTC
     /// microseconds), decimal(P,S), or list<T> of one of these.
     #[serde(rename = "type")]
-    #[schemars(regex(
-        pattern = r"^(boolean|int|long|float|double|string|binary|date|timestamp|decimal\([1-9][0-9]?,[0-9][0-9]?\))$|^list<(boolean|int|long|float|double|string|binary|date|timestamp)>$"
-    ))]
+    #[schemars(
+        length(max = 32),
+        regex(
+            pattern = r"^(boolean|int|long|float|double|string|binary|date|timestamp|decimal\([1-9][0-9]?,[0-9][0-9]?\))$|^list<(boolean|int|long|float|double|string|binary|date|timestamp)>$"
+        )
+    )]
     pub type_: String,
 
     /// Whether the column may be null.
@@ -667,8 +679,9 @@ pub struct Commit {
 
 /// A Go-style duration: "500ms", "30s", "1m30s", "2h".
 pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
-/// A byte quantity: a number with an optional binary (Ki, Mi, Gi, Ti) or decimal (k, M, G, T) suffix.
-pub const QUANTITY_PATTERN: &str = r"^[0-9]+(Ki|Mi|Gi|Ti|k|M|G|T)?$";
+/// A byte quantity above zero: a number with an optional binary (Ki, Mi, Gi, Ti) or decimal (k,
+/// M, G, T) suffix.
+pub const QUANTITY_PATTERN: &str = r"^0*[1-9][0-9]*(Ki|Mi|Gi|Ti|k|M|G|T)?$";
 
 fn default_interval() -> String {
     "60s".into()

@@ -398,6 +398,38 @@ fn invalid_cases() -> Vec<(&'static str, Value, &'static str)> {
             "spec.commit.maxRecords: Invalid value: 0",
         ),
         (
+            "commit after zero bytes",
+            json!({"spec": {"commit": {"maxBytes": "0"}}}),
+            "spec.commit.maxBytes in body should match",
+        ),
+        (
+            "files of zero bytes",
+            json!({"spec": {"commit": {"targetFileSize": "0Mi"}}}),
+            "spec.commit.targetFileSize in body should match",
+        ),
+        (
+            "a decimal whose scale is above its precision",
+            json!({"spec": {"table": {"columns": [{"name": "price", "type": "decimal(5,10)"}]}}}),
+            "decimal(P,S) needs a precision P of at most 38 and a scale S of at most P",
+        ),
+        (
+            "a decimal beyond 38 digits",
+            json!({"spec": {"table": {"columns": [{"name": "price", "type": "decimal(40,2)"}]}}}),
+            "decimal(P,S) needs a precision P of at most 38",
+        ),
+        (
+            "a partition field that is not a declared column",
+            json!({"spec": {"table": {"columns": [{"name": "id", "type": "long"}],
+                                      "partitionBy": [{"field": "country", "transform": "identity"}]}}}),
+            "every partition field must be one of them",
+        ),
+        (
+            "an event-time field that is not a declared column",
+            json!({"spec": {"table": {"columns": [{"name": "id", "type": "long"}],
+                                      "eventTime": {"field": "ts", "format": "epochMillis"}}}}),
+            "the event-time field must be one of them",
+        ),
+        (
             "max bytes not a quantity",
             json!({"spec": {"commit": {"maxBytes": "lots"}}}),
             "spec.commit.maxBytes in body should match",

@@ -637,6 +637,7 @@ impl<S: Source, K: Sink> Coordinator<S, K> {
                 self.seek(p, offset).await;
             }
         }
+        self.report_sync_points();
     }
 }
 

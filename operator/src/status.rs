@@ -67,15 +67,21 @@ impl Default for Observation {
     }
 }
 
-/// Merges sync points: offsets in the table only grow, so the highest seen wins.
+/// Merges sync points: a pod reports the partitions it holds as the table has them (read at
+/// assignment and after a refused commit, then what it committed), so a report replaces the
+/// previous status, also when it went back (a recreated table, offsets reset); partitions no
+/// pod reports keep their last value. When two pods report a partition (mid-rebalance), the
+/// one further on wins.
 pub fn sync_points(previous: &[SyncPoint], reports: &[IngesterReport]) -> BTreeMap<i32, i64> {
-    let mut points: BTreeMap<i32, i64> = previous.iter().map(|s| (s.partition, s.offset)).collect();
+    let mut reported: BTreeMap<i32, i64> = BTreeMap::new();
     for report in reports {
         for (&p, &offset) in &report.sync_points {
-            let e = points.entry(p).or_insert(offset);
+            let e = reported.entry(p).or_insert(offset);
             *e = (*e).max(offset);
         }
     }
+    let mut points: BTreeMap<i32, i64> = previous.iter().map(|s| (s.partition, s.offset)).collect();
+    points.extend(reported);
     points
 }
 
@@ -452,8 +458,10 @@ mod tests {
         assert_eq!((l.total, l.max_partition), (25, 10));
     }
 
+    /// What the pods report is what the table holds, also when that went back (the table was
+    /// recreated, or its offsets reset); partitions no pod reports keep their last value.
     #[test]
-    fn sync_points_only_move_forward() {
+    fn sync_points_show_what_the_table_holds_even_when_it_went_back() {
         let previous = vec![
             SyncPoint {
                 partition: 0,
@@ -470,8 +478,18 @@ mod tests {
         }];
         assert_eq!(
             sync_points(&previous, &reports),
-            BTreeMap::from([(0, 10), (1, 9), (2, 1)])
+            BTreeMap::from([(0, 8), (1, 9), (2, 1)])
         );
+        // Two pods both reporting a partition during a rebalance: the one further on.
+        let two = vec![
+            reports[0].clone(),
+            IngesterReport {
+                sync_points: BTreeMap::from([(0, 12)]),
+                ..IngesterReport::default()
+            },
+        ];
+        assert_eq!(sync_points(&previous, &two)[&0], 12);
+        assert_eq!(sync_points(&previous, &[])[&0], 10);
     }
 
     #[test]
