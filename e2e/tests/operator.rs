@@ -615,6 +615,48 @@ async fn a_setting_not_implemented_yet_is_reported_and_starts_no_pod() -> anyhow
     Ok(())
 }
 
+/// Resources the API server refuses in a Deployment (requests above limits) pass the CRD's
+/// schema; the refusal shows in the status, naming the field, instead of a table without one.
+#[tokio::test]
+async fn a_child_the_api_refuses_is_reported_in_the_status() -> anyhow::Result<()> {
+    let s = Setup::new("op-refused").await?;
+    let topic = TestTopic::create(&s.env, "op-refused", 1).await?;
+    let manifest = json!({
+        "apiVersion": "kafkatable.io/v1alpha1",
+        "kind": "KafkaTable",
+        "metadata": {"name": "greedy"},
+        "spec": {
+            "source": {"brokers": s.env.kafka_bootstrap, "topic": topic.name},
+            "table": {"format": "delta", "location": s.location("greedy"),
+                      "storage": {"endpoint": s.env.s3_endpoint, "region": "us-east-1", "pathStyle": true,
+                                  "credentialsSecretRef": {"name": "s3"}}},
+            "scaling": {"minReplicas": 1, "maxReplicas": 1},
+            "ingester": {"resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}},
+        },
+    });
+    s.operator.create_table(manifest).await?;
+    let status = s
+        .operator
+        .wait_status(
+            "greedy",
+            "Degraded: the Deployment was refused",
+            DEADLINE,
+            |st| {
+                condition(st, "Degraded")
+                    .is_some_and(|(st, reason, _)| st == "True" && reason == "InvalidSpec")
+            },
+        )
+        .await;
+    let (_, _, message) = condition(&status, "Degraded").unwrap_or_default();
+    assert!(
+        message.contains("Deployment greedy-ingester") && message.contains("resources"),
+        "{message}"
+    );
+    assert_eq!(status.observed_generation, Some(1));
+    s.remove().await;
+    Ok(())
+}
+
 /// Two operator replicas: one holds the Lease and reconciles; deleting its pod hands the Lease
 /// to the other, which carries on. With the built-in autoscaler off, `kubectl scale` drives
 /// the ingesters; `suspend` scales them to zero and says so; the opt-in annotation deletes the

@@ -36,6 +36,18 @@ pub enum OperatorError {
 impl OperatorError {
     /// Whether retrying soon can help (an invalid spec waits for the user instead).
     pub fn is_transient(&self) -> bool {
-        !matches!(self, Self::InvalidSpec(_))
+        !matches!(self, Self::InvalidSpec(_)) && !self.is_refused()
+    }
+
+    /// Whether the API server refused an object as invalid (422): the spec made a child it
+    /// does not take, and only a change of the spec helps.
+    pub fn is_refused(&self) -> bool {
+        matches!(
+            self,
+            Self::Kube {
+                source: kube::Error::Api(status),
+                ..
+            } if status.code == 422
+        )
     }
 }

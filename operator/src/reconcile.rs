@@ -13,8 +13,7 @@ use hyper::body::Bytes;
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kafkatable_crds::KafkaTable;
 use kafkatable_crds::config::default_group_id;
@@ -340,6 +339,34 @@ where
     Ok(())
 }
 
+/// Applies the children in their order; the first the API refuses stops the rest.
+async fn apply_children(
+    ctx: &Context,
+    namespace: &str,
+    children: &render::Children,
+    deployment_matches: bool,
+) -> Result<(), OperatorError> {
+    let client = &ctx.client;
+    for child in children.list() {
+        match child {
+            render::Child::ConfigMap(c) => {
+                apply_child(ctx, &Api::namespaced(client.clone(), namespace), c, true).await?
+            }
+            render::Child::Deployment(d) => {
+                let api = Api::namespaced(client.clone(), namespace);
+                apply_child(ctx, &api, d, deployment_matches).await?
+            }
+            render::Child::Service(s) => {
+                apply_child(ctx, &Api::namespaced(client.clone(), namespace), s, true).await?
+            }
+            render::Child::PodDisruptionBudget(p) => {
+                apply_child(ctx, &Api::namespaced(client.clone(), namespace), p, true).await?
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Forgets what was applied for a table's children (they go with it).
 fn forget_applied(ctx: &Context, namespace: &str, name: &str) {
     let prefix = format!("{namespace}/");
@@ -354,7 +381,6 @@ async fn apply(kt: &KafkaTable, ctx: &Context) -> Result<Action, OperatorError> 
     let name = kt.name_any();
     let client = &ctx.client;
     let tables: Api<KafkaTable> = Api::namespaced(client.clone(), &namespace);
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
     let key = ObjectRef::from_obj(kt);
     let previous = ctx
         .statuses
@@ -492,13 +518,13 @@ async fn apply(kt: &KafkaTable, ctx: &Context) -> Result<Action, OperatorError> 
         d.spec.as_ref().and_then(|s| s.replicas) == Some(decision.replicas)
             && template_hash(d) == template_hash(&children.deployment)
     });
-    let config_maps = Api::<ConfigMap>::namespaced(client.clone(), &namespace);
-    let services = Api::<Service>::namespaced(client.clone(), &namespace);
-    let pdbs = Api::<PodDisruptionBudget>::namespaced(client.clone(), &namespace);
-    apply_child(ctx, &config_maps, &children.config_map, true).await?;
-    apply_child(ctx, &deployments, &children.deployment, deployment_matches).await?;
-    apply_child(ctx, &services, &children.service, true).await?;
-    apply_child(ctx, &pdbs, &children.pdb, true).await?;
+    // A child the API refuses is reported in the status below, then returned as the error.
+    let applied = apply_children(ctx, &namespace, &children, deployment_matches).await;
+    let (invalid_spec, apply_failed) = match &applied {
+        Ok(()) => (None, None),
+        Err(e) if e.is_refused() => (Some(e.to_string()), None),
+        Err(e) => (None, Some(e.to_string())),
+    };
 
     // Report.
     let applied_ms = clock.elapsed().as_millis();
@@ -521,7 +547,8 @@ async fn apply(kt: &KafkaTable, ctx: &Context) -> Result<Action, OperatorError> 
         suspended: kt.spec.suspend,
         desired: decision.replicas,
         commit_interval_ms,
-        invalid_spec: None,
+        invalid_spec,
+        apply_failed,
         rollout,
         crashing: seen.crashing,
         reports: seen.reports,
@@ -542,6 +569,7 @@ async fn apply(kt: &KafkaTable, ctx: &Context) -> Result<Action, OperatorError> 
             .set(lag.total);
     }
     write_status(kt, &tables, ctx, &previous, new).await?;
+    applied?;
     tracing::debug!(
         kafka_ms,
         pods_ms,

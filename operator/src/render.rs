@@ -66,6 +66,26 @@ pub struct Children {
     pub pdb: PodDisruptionBudget,
 }
 
+/// One child object, for applying them as a list (a new kind of child is a new variant).
+pub enum Child<'a> {
+    ConfigMap(&'a ConfigMap),
+    Deployment(&'a Deployment),
+    Service(&'a Service),
+    PodDisruptionBudget(&'a PodDisruptionBudget),
+}
+
+impl Children {
+    /// The children in the order they are applied: the config before the pods that read it.
+    pub fn list(&self) -> [Child<'_>; 4] {
+        [
+            Child::ConfigMap(&self.config_map),
+            Child::Deployment(&self.deployment),
+            Child::Service(&self.service),
+            Child::PodDisruptionBudget(&self.pdb),
+        ]
+    }
+}
+
 /// The name shared by all children of `kt`.
 pub fn child_name(kt: &KafkaTable) -> String {
     child_name_of(kt.metadata.name.as_deref().unwrap_or("kafkatable"))

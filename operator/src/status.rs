@@ -34,6 +34,8 @@ pub struct Observation {
     pub commit_interval_ms: i64,
     /// Why the spec cannot run, when it cannot.
     pub invalid_spec: Option<String>,
+    /// Applying a child failed for another reason (the API server did not answer, say).
+    pub apply_failed: Option<String>,
     pub rollout: Rollout,
     /// Messages about pods that keep failing.
     pub crashing: Vec<String>,
@@ -56,6 +58,7 @@ impl Default for Observation {
             desired: 0,
             commit_interval_ms: 60_000,
             invalid_spec: None,
+            apply_failed: None,
             rollout: Rollout::default(),
             crashing: Vec::new(),
             reports: Vec::new(),
@@ -169,6 +172,8 @@ pub fn compute(previous: &KafkaTableStatus, o: &Observation) -> KafkaTableStatus
         .or_else(|| o.reports.iter().find_map(|r| r.broker_error.clone()));
     let degraded = if let Some(reason) = &o.invalid_spec {
         Some(("InvalidSpec", reason.clone()))
+    } else if let Some(e) = &o.apply_failed {
+        Some(("ApplyFailed", e.clone()))
     } else if let Some(e) = broker {
         Some(("BrokerUnreachable", e))
     } else if let Some(e) = o.reports.iter().find_map(|r| r.table_error.clone()) {
