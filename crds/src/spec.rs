@@ -51,6 +51,8 @@ pub const DENIED_CONSUMER_PREFIXES: &[&str] = &["sasl.", "ssl.", "ssl_"];
     status = "KafkaTableStatus",
     derive = "PartialEq",
     doc = "A Kafka topic materialised into a Delta Lake or Apache Iceberg table, exactly once.",
+    validation = Rule::new("self.metadata.name.size() <= 54 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')")
+        .message("metadata.name must be at most 54 lower-case letters, digits and '-', start with a letter and hold no dots: the ingester's Service is named <name>-ingester, a DNS label of at most 63 characters"),
     scale(
         spec_replicas_path = ".spec.replicas",
         status_replicas_path = ".status.replicas",
@@ -423,9 +425,11 @@ pub struct Table {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<Storage>,
 
-    /// append: every record becomes a row (a stream). upsert (not implemented yet): the latest
-    /// record per key (keyFields) is kept and a tombstone (a record with a null value) deletes
-    /// the row (a changelog). Immutable.
+    /// append: every record becomes a row (a stream); a tombstone (a record with a null value)
+    /// becomes a row with its key in _kafka_key and null values, so it needs metadataColumns
+    /// (without them the ingester stops at the tombstone's offset). upsert (not implemented
+    /// yet): the latest record per key (keyFields) is kept and a tombstone deletes the row (a
+    /// changelog). Immutable.
     #[serde(default)]
     pub mode: WriteMode,
 
@@ -538,7 +542,8 @@ pub struct Catalog {
     #[schemars(length(min = 1, max = 255), regex(pattern = r"^[A-Za-z0-9_]+$"))]
     pub table: String,
 
-    /// Secret with a `token` key (REST bearer token) or `username` and `password` keys.
+    /// Secret with a `token` key (a REST catalog's bearer token), or `username` and `password`
+    /// keys (a postgres or mysql SQL catalog's login, put into its URI).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SecretReference>,
 }
@@ -823,7 +828,9 @@ pub struct Maintenance {
     #[serde(default)]
     pub retention: Retention,
 
-    /// Delta only: write a checkpoint every N commits.
+    /// Delta only: write a checkpoint every N table versions. Set as the table property
+    /// delta.checkpointInterval when the ingester creates the table; an existing table keeps
+    /// its own.
     #[serde(default = "default_checkpoint_interval")]
     #[schemars(range(min = 1, max = 10_000))]
     pub checkpoint_interval: i32,
@@ -942,8 +949,11 @@ pub struct IngesterPod {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_name: Option<String>,
 
-    /// Extra labels on the pods.
+    /// Extra labels on the pods (Kubernetes label keys and values).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    // Kubernetes' label syntax costs more in CEL than the API server allows (a map's keys have
+    // no length bound in the schema); a label it refuses shows in the status, naming the
+    // field, when the Deployment is refused.
     pub pod_labels: BTreeMap<String, String>,
 
     /// Extra annotations on the pods.

@@ -75,10 +75,9 @@ pub struct KafkaTableStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub freshness_seconds: Option<i64>,
 
-    /// Rows committed to the table since the KafkaTable was created.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rows_committed: Option<i64>,
-
+    // No row count: no part knows it exactly (a pod's count ends with the pod, and reading it
+    // from the table costs a scan of its log per observation). The ingesters export
+    // kafkatable_rows_committed_total.
     /// When the ingesters were last scaled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_scale_time: Option<Time>,

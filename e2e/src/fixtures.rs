@@ -426,6 +426,22 @@ pub async fn produce_raw(
     Ok(())
 }
 
+/// Produces a tombstone (key `key`, no value) to partition 0 of `topic`.
+pub async fn produce_tombstone(
+    env: &TestEnv,
+    topic: &str,
+    key: &str,
+) -> Result<(), rdkafka::error::KafkaError> {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = kafka_config(env, false).create()?;
+    let record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).partition(0).key(key);
+    producer
+        .send(record, Duration::from_secs(30))
+        .await
+        .map_err(|(e, _)| e)?;
+    Ok(())
+}
+
 /// Deletes a consumer group and its committed offsets (as when they expire after
 /// `offsets.retention.minutes` without members). The group must have no members.
 pub async fn delete_group(env: &TestEnv, group: &str) -> Result<(), FixtureError> {

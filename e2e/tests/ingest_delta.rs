@@ -711,6 +711,55 @@ async fn delta_commits_every_max_records() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `maintenance.checkpointInterval` was accepted and ignored (deltalake's default of 100 held).
+/// A table the ingester creates now carries it as `delta.checkpointInterval`, and deltalake
+/// writes a checkpoint after every version that completes a multiple of it (versions 2, 5, ...).
+#[tokio::test]
+async fn delta_checkpoints_follow_the_checkpoint_interval() -> anyhow::Result<()> {
+    let env = TestEnv::load()?;
+    let table = LocalTable::new(
+        &env,
+        "checkpoint",
+        1,
+        json!({"interval": "1h", "maxRecords": 100}),
+    )
+    .await?;
+    let mut manifest: Value = serde_yaml::from_str(&std::fs::read_to_string(&table.manifest)?)?;
+    manifest["spec"]["maintenance"] = json!({"checkpointInterval": 3});
+    std::fs::write(&table.manifest, serde_yaml::to_string(&manifest)?)?;
+    produce_json(&env, &table.topic.name, 0..700, |i| json!({"id": i})).await?;
+    let ingester = table.start()?;
+    let (commits, _) = ingester.commits_once_consumed(700, 7.0, DEADLINE).await;
+    assert_eq!(commits, 7.0);
+    assert_eq!(ingester.stop(Duration::from_secs(60)), Some(0));
+    let interval = python(
+        &env,
+        "import sys\nfrom deltalake import DeltaTable\nprint(DeltaTable(sys.argv[1]).metadata().configuration.get('delta.checkpointInterval'))",
+        &[&table.location],
+    )?;
+    assert_eq!(interval.trim(), "3");
+    let log = table.dir.join("table/_delta_log");
+    let mut checkpoints: Vec<String> = std::fs::read_dir(&log)?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".checkpoint.parquet"))
+        .collect();
+    checkpoints.sort();
+    assert_eq!(
+        checkpoints,
+        [
+            "00000000000000000002.checkpoint.parquet",
+            "00000000000000000005.checkpoint.parquet"
+        ]
+    );
+    // Read through the checkpoints: every row once.
+    let view = table.read(&env)?;
+    assert_eq!(
+        (view["rows"].as_u64(), view["distinct"].as_u64()),
+        (Some(700), Some(700))
+    );
+    Ok(())
+}
+
 /// `kafkatable-ingester bench-drain` (what `make bench` measures) reads every record in each
 /// mode and counts the same payload bytes; only decode and encode build Arrow; copy refuses a
 /// payload that is not UTF-8, naming its partition and offset.

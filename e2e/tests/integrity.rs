@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use kafkatable_e2e::env::TestEnv;
 use kafkatable_e2e::fixtures::{
-    TestBucket, TestTopic, eventually, produce_json, produce_raw, python,
+    TestBucket, TestTopic, eventually, produce_json, produce_raw, produce_tombstone, python,
 };
 use kafkatable_e2e::ingester::{IngesterProcess, WorkDir};
 use kafkatable_e2e::proxy::LossyProxy;
@@ -32,13 +32,16 @@ try:
     dt = DeltaTable(uri, storage_options=opts)
 except Exception as e:
     print(json.dumps({"rows": 0, "missing": str(e)})); sys.exit(0)
-t = dt.to_pyarrow_table().sort_by([("_kafka_partition", "ascending"), ("_kafka_offset", "ascending")])
+t = dt.to_pyarrow_table()
+meta = "_kafka_offset" in t.column_names
+t = t.sort_by([("_kafka_partition", "ascending"), ("_kafka_offset", "ascending")] if meta else [("id", "ascending")])
 adds = pa.table(dt.get_add_actions(flatten=True)).to_pydict()
+text = lambda vs: [v.decode() if isinstance(v, bytes) else v for v in vs]
 print(json.dumps({"rows": t.num_rows, "version": dt.version(),
-    "offsets": t["_kafka_offset"].to_pylist(),
-    "pairs": len(set(zip(t["_kafka_partition"].to_pylist(), t["_kafka_offset"].to_pylist()))),
+    "offsets": t["_kafka_offset"].to_pylist() if meta else None,
+    "pairs": len(set(zip(t["_kafka_partition"].to_pylist(), t["_kafka_offset"].to_pylist()))) if meta else None,
     "ids": t["id"].to_pylist(),
-    "values": t[column].to_pylist() if column in t.column_names else None,
+    "values": text(t[column].to_pylist()) if column in t.column_names else None,
     "paths": adds["path"]}))
 "#;
 
@@ -57,11 +60,16 @@ struct Local {
 
 impl Local {
     async fn new(name: &str) -> anyhow::Result<Self> {
+        Self::with(name, json!({})).await
+    }
+
+    /// With `table` merged into `spec.table`.
+    async fn with(name: &str, table: Value) -> anyhow::Result<Self> {
         let env = TestEnv::load()?;
         let topic = TestTopic::create(&env, &format!("integrity-{name}"), 1).await?;
         let dir = WorkDir::new(&format!("kt-integrity-{name}"))?;
         let location = format!("file://{}/table", dir.display());
-        let manifest = json!({
+        let mut manifest = json!({
             "apiVersion": "kafkatable.io/v1alpha1",
             "kind": "KafkaTable",
             "metadata": {"name": name, "namespace": "e2e"},
@@ -71,6 +79,11 @@ impl Local {
                 "commit": {"interval": "1s"},
             },
         });
+        if let (Some(spec), Value::Object(extra)) =
+            (manifest["spec"]["table"].as_object_mut(), table)
+        {
+            spec.extend(extra);
+        }
         let manifest_path = dir.join("table.yaml");
         std::fs::write(&manifest_path, serde_yaml::to_string(&manifest)?)?;
         Ok(Self {
@@ -191,6 +204,62 @@ async fn records_that_are_not_one_json_object_each_stop_at_their_offset() -> any
         json!([0, 1, 2, 3, 4]),
         &["partition 0 offset 5", "found more"],
     );
+    Ok(())
+}
+
+/// A tombstone (a record without a value) became a row of nulls, and without metadata columns
+/// nothing in the table said it had been a delete. Now it is a row with its key and null values
+/// (the key in `_kafka_key`), and without metadata columns it stops the ingester at its offset.
+#[tokio::test]
+async fn a_tombstone_is_never_a_silent_row_of_nulls() -> anyhow::Result<()> {
+    let t = Local::with("tombstone-bare", json!({"metadataColumns": false})).await?;
+    produce_json(&t.env, &t.topic.name, 0..5, |i| json!({"id": i})).await?;
+    let mut ingester = t.start("ingester-tombstone-bare")?;
+    eventually("5 rows", DEADLINE, || async {
+        (t.read("id")?["rows"].as_u64()? >= 5).then_some(())
+    })
+    .await;
+    produce_tombstone(&t.env, &t.topic.name, "k5").await?;
+    produce_raw(&t.env, &t.topic.name, 6, &[br#"{"id":6}"#]).await?;
+    let ingester_ref = &mut ingester;
+    let exit = eventually("the ingester to stop or commit more", DEADLINE, || {
+        let exited = ingester_ref.exited();
+        let grown = t
+            .read("id")
+            .and_then(|v| v["rows"].as_u64())
+            .is_some_and(|n| n > 5);
+        async move { (exited.is_some() || grown).then_some(exited) }
+    })
+    .await;
+    let log = ingester.log_text();
+    let view = t.read("id").unwrap_or_default();
+    assert_eq!(
+        view["ids"],
+        json!([0, 1, 2, 3, 4]),
+        "nothing after the five rows:\n{log}"
+    );
+    assert!(
+        matches!(exit, Some(Some(c)) if c != 0),
+        "the ingester stops:\n{log}"
+    );
+    assert!(
+        log.contains("partition 0 offset 5") && log.contains("tombstone"),
+        "the error names the tombstone:\n{log}"
+    );
+
+    // With metadata columns: a row with the key and null values, between its neighbours.
+    let t = Local::new("tombstone-keyed").await?;
+    let ingester = t
+        .five_committed("ingester-tombstone-keyed", |i| json!({"id": i}))
+        .await?;
+    produce_tombstone(&t.env, &t.topic.name, "k5").await?;
+    produce_raw(&t.env, &t.topic.name, 6, &[br#"{"id":6}"#]).await?;
+    let view = t.rows(7).await;
+    let keys = t.read("_kafka_key").unwrap_or_default();
+    assert_eq!(view["offsets"], json!([0, 1, 2, 3, 4, 5, 6]));
+    assert_eq!(view["ids"], json!([0, 1, 2, 3, 4, null, 6]));
+    assert_eq!(keys["values"][5], json!("k5"), "{keys}");
+    drop(ingester);
     Ok(())
 }
 

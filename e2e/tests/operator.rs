@@ -615,8 +615,9 @@ async fn a_setting_not_implemented_yet_is_reported_and_starts_no_pod() -> anyhow
     Ok(())
 }
 
-/// Resources the API server refuses in a Deployment (requests above limits) pass the CRD's
-/// schema; the refusal shows in the status, naming the field, instead of a table without one.
+/// Resources the API server refuses in a Deployment (requests above limits) and a pod label
+/// value with a space pass the CRD's schema; the refusal shows in the status, naming the
+/// fields, instead of a table without one.
 #[tokio::test]
 async fn a_child_the_api_refuses_is_reported_in_the_status() -> anyhow::Result<()> {
     let s = Setup::new("op-refused").await?;
@@ -631,7 +632,8 @@ async fn a_child_the_api_refuses_is_reported_in_the_status() -> anyhow::Result<(
                       "storage": {"endpoint": s.env.s3_endpoint, "region": "us-east-1", "pathStyle": true,
                                   "credentialsSecretRef": {"name": "s3"}}},
             "scaling": {"minReplicas": 1, "maxReplicas": 1},
-            "ingester": {"resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}},
+            "ingester": {"resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}},
+                         "podLabels": {"team": "data lake"}},
         },
     });
     s.operator.create_table(manifest).await?;
@@ -649,10 +651,60 @@ async fn a_child_the_api_refuses_is_reported_in_the_status() -> anyhow::Result<(
         .await;
     let (_, _, message) = condition(&status, "Degraded").unwrap_or_default();
     assert!(
-        message.contains("Deployment greedy-ingester") && message.contains("resources"),
+        message.contains("Deployment greedy-ingester")
+            && message.contains("resources")
+            && message.contains("data lake"),
         "{message}"
     );
     assert_eq!(status.observed_generation, Some(1));
+    s.remove().await;
+    Ok(())
+}
+
+/// Two KafkaTables on one topic and one table were fenced correctly but raced on every commit,
+/// and nothing said so. Now both report it, naming the other; deleting one clears it.
+#[tokio::test]
+async fn two_tables_writing_one_table_from_one_topic_are_reported() -> anyhow::Result<()> {
+    let s = Setup::new("op-twins").await?;
+    let topic = TestTopic::create(&s.env, "op-twins", 1).await?;
+    let location = s.location("shared");
+    for name in ["twin-a", "twin-b"] {
+        s.operator
+            .create_table(json!({
+                "apiVersion": "kafkatable.io/v1alpha1",
+                "kind": "KafkaTable",
+                "metadata": {"name": name},
+                "spec": {
+                    "source": {"brokers": s.env.kafka_bootstrap, "topic": topic.name},
+                    "table": {"format": "delta", "location": location,
+                              "storage": {"endpoint": s.env.s3_endpoint, "region": "us-east-1", "pathStyle": true,
+                                          "credentialsSecretRef": {"name": "s3"}}},
+                    "scaling": {"minReplicas": 1, "maxReplicas": 1},
+                },
+            }))
+            .await?;
+    }
+    let ns = s.ns.name.clone();
+    for (name, other) in [("twin-a", "twin-b"), ("twin-b", "twin-a")] {
+        let status = s
+            .operator
+            .wait_status(name, "Degraded: TableShared", DEADLINE, |st| {
+                condition(st, "Degraded")
+                    .is_some_and(|(st, reason, _)| st == "True" && reason == "TableShared")
+            })
+            .await;
+        let (_, _, message) = condition(&status, "Degraded").unwrap_or_default();
+        assert!(message.contains(&format!("{ns}/{other}")), "{message}");
+    }
+    s.operator
+        .tables()
+        .delete("twin-b", &DeleteParams::default())
+        .await?;
+    s.operator
+        .wait_status("twin-a", "TableShared cleared", DEADLINE, |st| {
+            condition(st, "Degraded").is_none_or(|(_, reason, _)| reason != "TableShared")
+        })
+        .await;
     s.remove().await;
     Ok(())
 }

@@ -28,6 +28,7 @@ use crate::http::Health;
 use crate::metrics::Metrics;
 use crate::source::{Assignment, Source, SourceRecord};
 use crate::txn::Transaction;
+use tokio::sync::mpsc::UnboundedReceiver;
 
 /// The first wait after a failed table operation; it doubles with each failure in a row.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -103,6 +104,9 @@ pub struct Faults {
 /// The coordinator of one ingester.
 pub struct Coordinator<S: Source, K: Sink> {
     source: Arc<S>,
+    /// The source's assignment changes (a channel of their own: the rebalance callbacks run
+    /// inside the source's poll).
+    events: UnboundedReceiver<Assignment>,
     sink: K,
     start: StartPosition,
     commit: CommitConfig,
@@ -126,6 +130,7 @@ pub struct Coordinator<S: Source, K: Sink> {
 impl<S: Source, K: Sink> Coordinator<S, K> {
     pub fn new(
         source: S,
+        events: UnboundedReceiver<Assignment>,
         sink: K,
         start: StartPosition,
         commit: CommitConfig,
@@ -136,6 +141,7 @@ impl<S: Source, K: Sink> Coordinator<S, K> {
         let txn = Transaction::new(sink.batch());
         Self {
             source: Arc::new(source),
+            events,
             sink,
             start,
             commit,
@@ -191,7 +197,7 @@ impl<S: Source, K: Sink> Coordinator<S, K> {
                     self.commit_now().await?;
                     return Ok(());
                 }
-                event = source.event() => {
+                event = self.events.recv() => {
                     if let Some(event) = event {
                         self.on_assignment(event).await?;
                     }
@@ -201,7 +207,7 @@ impl<S: Source, K: Sink> Coordinator<S, K> {
                     match record {
                         Ok(record) => {
                             // Apply rebalances that arrived with this poll before the record.
-                            while let Some(event) = source.try_event() {
+                            while let Ok(event) = self.events.try_recv() {
                                 self.on_assignment(event).await?;
                             }
                             if let Some((partition, offset)) = self.on_record(&record)? {

@@ -145,7 +145,7 @@ async fn run(
     };
     health.table(None);
     let sink = TableSink::new(&config, committer, metrics.clone())?;
-    let source =
+    let (source, events) =
         KafkaSource::subscribe(&config.source, &client_id, metrics.clone(), health.clone())?;
     let faults = Faults {
         crash_after_table_commit: std::env::var("KAFKATABLE_FAULT_CRASH_AFTER_TABLE_COMMIT")
@@ -155,6 +155,7 @@ async fn run(
     };
     let coordinator = Coordinator::new(
         source,
+        events,
         sink,
         config.source.start,
         config.commit.clone(),
@@ -189,6 +190,7 @@ async fn open_committer(
                     &config.source.topic,
                     partitions,
                     config.commit.target_file_size,
+                    config.maintenance.checkpoint_interval,
                 )
                 .await?,
             )

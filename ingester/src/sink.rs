@@ -172,7 +172,8 @@ impl TableSink {
             }
             Err(e) => return Err(self.decode_failed(e)),
         };
-        let rows = self.rows(decoded, p)?;
+        let tombstones = buffer.pending.take_tombstones();
+        let rows = self.rows(decoded, &tombstones, p)?;
         if let Some(buffer) = batch.partitions.get_mut(&p) {
             buffer.chunks.push(rows);
         }
@@ -191,8 +192,27 @@ impl TableSink {
         Ok(())
     }
 
-    /// The rows step: a decoded chunk with the partition columns added.
-    fn rows(&self, decoded: RecordBatch, p: i32) -> Result<RecordBatch, IngesterError> {
+    /// The rows step: a decoded chunk with the partition columns added. A tombstone (at
+    /// `tombstones`) stays what it is: in append mode a row with its key (in `_kafka_key`)
+    /// and null values; without metadata columns that would be a row of nulls that nothing
+    /// marks as a delete, so it is refused.
+    fn rows(
+        &self,
+        decoded: RecordBatch,
+        tombstones: &[i64],
+        p: i32,
+    ) -> Result<RecordBatch, IngesterError> {
+        if let (Some(&offset), false) = (tombstones.first(), self.table.metadata_columns) {
+            return Err(self.decode_failed(DecodeError::Record {
+                topic: self.topic.clone(),
+                partition: p,
+                offset,
+                reason: "a tombstone (a record without a value) is kept as a row with its key \
+                         and null values, and without spec.table.metadataColumns it would be a \
+                         row of nulls that nothing marks as a delete"
+                    .into(),
+            }));
+        }
         // Cloning a batch clones Arcs; the original names the record when the event time is bad.
         match crate::partition::add_columns(decoded.clone(), &self.table) {
             Ok(rows) => Ok(rows),

@@ -250,8 +250,8 @@ pub trait SourceRecord {
     fn timestamp_ms(&self) -> Option<i64>;
 }
 
-/// A partitioned log the coordinator consumes: records, assignment changes, and positioning.
-/// Records borrow the source (no copy of each payload).
+/// A partitioned log the coordinator consumes: records and positioning (assignment changes
+/// come through a channel next to it). Records borrow the source (no copy of each payload).
 #[allow(async_fn_in_trait)] // used generically, never as a trait object
 pub trait Source {
     type Record<'a>: SourceRecord
@@ -261,10 +261,6 @@ pub trait Source {
 
     /// The next record of an assigned, unpaused partition.
     async fn recv(&self) -> Result<Self::Record<'_>, Self::Error>;
-    /// The next change of the assignment.
-    async fn event(&self) -> Option<Assignment>;
-    /// A change of the assignment that is already waiting, if any.
-    fn try_event(&self) -> Option<Assignment>;
     /// Moves a partition's position to `offset`.
     async fn seek(&self, partition: i32, offset: i64) -> Result<(), Self::Error>;
     /// The first offset at or after `millis` (the end when no record is that new yet).
@@ -299,34 +295,28 @@ impl SourceRecord for rdkafka::message::BorrowedMessage<'_> {
 pub struct KafkaSource {
     topic: String,
     consumer: Arc<StreamConsumer<Context>>,
-    events: tokio::sync::Mutex<UnboundedReceiver<Assignment>>,
     /// How long a blocking call to the broker may take.
     timeout: Duration,
 }
 
 impl KafkaSource {
-    /// Creates the consumer and subscribes to the topic.
+    /// Creates the consumer and subscribes to the topic; its rebalances arrive on the
+    /// receiver.
     pub fn subscribe(
         source: &SourceConfig,
         client_id: &str,
         metrics: Metrics,
         health: Arc<Health>,
-    ) -> Result<Self, IngesterError> {
+    ) -> Result<(Self, UnboundedReceiver<Assignment>), IngesterError> {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let consumer = consumer(source, client_id, tx, metrics, health)?;
-        Ok(Self::new(&source.topic, consumer, rx, CALL_TIMEOUT))
+        Ok((Self::new(&source.topic, consumer, CALL_TIMEOUT), rx))
     }
 
-    pub fn new(
-        topic: &str,
-        consumer: StreamConsumer<Context>,
-        events: UnboundedReceiver<Assignment>,
-        timeout: Duration,
-    ) -> Self {
+    pub fn new(topic: &str, consumer: StreamConsumer<Context>, timeout: Duration) -> Self {
         Self {
             topic: topic.to_string(),
             consumer: Arc::new(consumer),
-            events: tokio::sync::Mutex::new(events),
             timeout,
         }
     }
@@ -357,14 +347,6 @@ impl Source for KafkaSource {
 
     async fn recv(&self) -> Result<Self::Record<'_>, KafkaError> {
         self.consumer.recv().await
-    }
-
-    async fn event(&self) -> Option<Assignment> {
-        self.events.lock().await.recv().await
-    }
-
-    fn try_event(&self) -> Option<Assignment> {
-        self.events.try_lock().ok()?.try_recv().ok()
     }
 
     async fn seek(&self, partition: i32, offset: i64) -> Result<(), KafkaError> {
@@ -441,7 +423,7 @@ mod tests {
     /// HTTP endpoints, the coordinator's other branches).
     #[tokio::test(flavor = "current_thread")]
     async fn blocking_calls_leave_the_runtime_free() {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
         let context = Context {
             topic: "t".into(),
             events: tx,
@@ -454,7 +436,7 @@ mod tests {
             .set("group.id", "g")
             .create_with_context(context)
             .expect("consumer");
-        let source = KafkaSource::new("t", consumer, rx, Duration::from_secs(1));
+        let source = KafkaSource::new("t", consumer, Duration::from_secs(1));
         let ticks = Arc::new(AtomicU64::new(0));
         let counter = ticks.clone();
         let ticker = tokio::spawn(async move {

@@ -67,8 +67,24 @@ impl Endpoint {
     }
 }
 
-/// The broker endpoint of `kt`, reading SASL credentials and CA from its Secrets.
-pub async fn endpoint(kt: &KafkaTable, secrets: &Api<Secret>) -> Result<Endpoint, OperatorError> {
+/// Where the keys of Secrets come from (the API server; a map in tests).
+#[allow(async_fn_in_trait)] // used generically, never as a trait object
+pub trait SecretKeys {
+    async fn key(&self, secret: &str, key: &str) -> Result<String, OperatorError>;
+}
+
+impl SecretKeys for Api<Secret> {
+    async fn key(&self, secret: &str, key: &str) -> Result<String, OperatorError> {
+        secret_key(self, secret, key).await
+    }
+}
+
+/// The broker endpoint of `kt`, reading its SASL credentials, CA and client certificate from
+/// its Secrets.
+pub async fn endpoint(
+    kt: &KafkaTable,
+    secrets: &impl SecretKeys,
+) -> Result<Endpoint, OperatorError> {
     let source = &kt.spec.source;
     let mut settings = Vec::new();
     if let Some(security) = &source.security {
@@ -87,19 +103,23 @@ pub async fn endpoint(kt: &KafkaTable, secrets: &Api<Secret>) -> Result<Endpoint
                 SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
             };
             settings.push(("sasl.mechanism".into(), mechanism.into()));
-            settings.push((
-                "sasl.username".into(),
-                secret_key(secrets, name, "username").await?,
-            ));
-            settings.push((
-                "sasl.password".into(),
-                secret_key(secrets, name, "password").await?,
-            ));
+            settings.push(("sasl.username".into(), secrets.key(name, "username").await?));
+            settings.push(("sasl.password".into(), secrets.key(name, "password").await?));
         }
-        if let Some(ca) = security.tls.as_ref().and_then(|t| t.ca_secret_ref.as_ref()) {
+        let tls = security.tls.as_ref();
+        if let Some(ca) = tls.and_then(|t| t.ca_secret_ref.as_ref()) {
+            settings.push(("ssl.ca.pem".into(), secrets.key(&ca.name, "ca.crt").await?));
+        }
+        // Brokers that authenticate clients by certificate (mutual TLS) see the same
+        // certificate from the operator as from the ingesters.
+        if let Some(cert) = tls.and_then(|t| t.client_cert_secret_ref.as_ref()) {
             settings.push((
-                "ssl.ca.pem".into(),
-                secret_key(secrets, &ca.name, "ca.crt").await?,
+                "ssl.certificate.pem".into(),
+                secrets.key(&cert.name, "tls.crt").await?,
+            ));
+            settings.push((
+                "ssl.key.pem".into(),
+                secrets.key(&cert.name, "tls.key").await?,
             ));
         }
     }
@@ -385,4 +405,55 @@ pub async fn delete_group(endpoint: &Endpoint, group: &str) -> Result<(), Operat
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Keys(BTreeMap<(&'static str, &'static str), &'static str>);
+
+    impl SecretKeys for Keys {
+        async fn key(&self, secret: &str, key: &str) -> Result<String, OperatorError> {
+            self.0
+                .iter()
+                .find(|((s, k), _)| *s == secret && *k == key)
+                .map(|(_, v)| v.to_string())
+                .ok_or_else(|| OperatorError::Render(format!("Secret {secret} has no key {key}")))
+        }
+    }
+
+    /// The operator's own Kafka client must present the client certificate too: a broker that
+    /// requires mutual TLS refuses it otherwise, and the table's lag goes unknown.
+    #[tokio::test]
+    async fn the_kafka_client_presents_the_tables_ca_and_client_certificate() {
+        let kt: KafkaTable = serde_json::from_value(serde_json::json!({
+            "apiVersion": "kafkatable.io/v1alpha1",
+            "kind": "KafkaTable",
+            "metadata": {"name": "t", "namespace": "n"},
+            "spec": {
+                "source": {"brokers": "k:9093", "topic": "t", "security": {
+                    "protocol": "SSL",
+                    "tls": {"caSecretRef": {"name": "ca"}, "clientCertSecretRef": {"name": "client"}},
+                }},
+                "table": {"format": "delta", "location": "file:///t"},
+            },
+        }))
+        .expect("manifest");
+        let keys = Keys(BTreeMap::from([
+            (("ca", "ca.crt"), "CA PEM"),
+            (("client", "tls.crt"), "CERT PEM"),
+            (("client", "tls.key"), "KEY PEM"),
+        ]));
+        let ep = endpoint(&kt, &keys).await.expect("endpoint");
+        let config = ep.config();
+        assert_eq!(config.get("security.protocol"), Some("ssl"));
+        assert_eq!(config.get("ssl.ca.pem"), Some("CA PEM"));
+        assert_eq!(config.get("ssl.certificate.pem"), Some("CERT PEM"));
+        assert_eq!(config.get("ssl.key.pem"), Some("KEY PEM"));
+        // A missing key is an error naming the Secret, not a client without the certificate.
+        let partial = Keys(BTreeMap::from([(("ca", "ca.crt"), "CA PEM")]));
+        let error = endpoint(&kt, &partial).await.expect_err("no certificate");
+        assert!(error.to_string().contains("Secret client"), "{error}");
+    }
 }

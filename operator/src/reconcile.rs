@@ -75,6 +75,8 @@ pub struct Context {
     pub deployments: Store<Deployment>,
     /// The ingester pods, from a watch.
     pub pods: Store<Pod>,
+    /// The KafkaTables, from the controller's watch.
+    pub tables: Store<KafkaTable>,
     /// Hash and time of the last server-side apply of each child: an unchanged child is
     /// applied again only after [`RESYNC`].
     applied: Mutex<HashMap<String, (u64, Instant)>>,
@@ -99,6 +101,7 @@ impl Context {
         identity: &str,
         deployments: Store<Deployment>,
         pods: Store<Pod>,
+        tables: Store<KafkaTable>,
     ) -> Self {
         let recorder = Recorder::new(
             client.clone(),
@@ -117,6 +120,7 @@ impl Context {
             history: Mutex::new(HashMap::new()),
             deployments,
             pods,
+            tables,
             applied: Mutex::new(HashMap::new()),
             statuses: Mutex::new(HashMap::new()),
         }
@@ -169,6 +173,7 @@ pub async fn run(client: Client, metrics: Metrics, settings: Settings, identity:
         identity,
         deployments.clone(),
         pods.clone(),
+        reader.clone(),
     ));
     let controller = Controller::for_stream(tables_stream, reader)
         .owns_stream(deployments_stream)
@@ -549,6 +554,7 @@ async fn apply(kt: &KafkaTable, ctx: &Context) -> Result<Action, OperatorError> 
         commit_interval_ms,
         invalid_spec,
         apply_failed,
+        shared_with: render::shared_with(kt, &ctx.tables.state()),
         rollout,
         crashing: seen.crashing,
         reports: seen.reports,

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
@@ -84,6 +85,51 @@ impl Children {
             Child::PodDisruptionBudget(&self.pdb),
         ]
     }
+}
+
+/// Where `kt` writes: the Delta location, or the Iceberg catalog and table.
+pub fn table_identity(kt: &KafkaTable) -> String {
+    let t = &kt.spec.table;
+    match &t.catalog {
+        Some(c) => format!(
+            "iceberg {} {}.{}",
+            c.uri.trim_end_matches('/'),
+            c.namespace,
+            c.table
+        ),
+        None => format!(
+            "delta {}",
+            t.location
+                .as_deref()
+                .unwrap_or_default()
+                .trim_end_matches('/')
+        ),
+    }
+}
+
+/// The other KafkaTables (as "namespace/name") among `tables` that write `kt`'s table from
+/// `kt`'s topic and brokers.
+pub fn shared_with(kt: &KafkaTable, tables: &[Arc<KafkaTable>]) -> Vec<String> {
+    if kt.spec.suspend {
+        return Vec::new();
+    }
+    let identity = table_identity(kt);
+    let key = |t: &KafkaTable| (t.spec.source.brokers.clone(), t.spec.source.topic.clone());
+    let mut names: Vec<String> = tables
+        .iter()
+        .filter(|other| other.metadata.uid != kt.metadata.uid)
+        .filter(|other| other.metadata.deletion_timestamp.is_none() && !other.spec.suspend)
+        .filter(|other| key(other) == key(kt) && table_identity(other) == identity)
+        .map(|other| {
+            format!(
+                "{}/{}",
+                other.metadata.namespace.as_deref().unwrap_or_default(),
+                other.metadata.name.as_deref().unwrap_or_default()
+            )
+        })
+        .collect();
+    names.sort();
+    names
 }
 
 /// The name shared by all children of `kt`.
@@ -454,6 +500,39 @@ fn deployment(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two KafkaTables on one topic and one table: each names the other; another topic, a
+    /// suspended table or another table does not count.
+    #[test]
+    fn tables_sharing_a_topic_and_a_table_name_each_other() {
+        let table = |name: &str, topic: &str, location: &str, suspend: bool| {
+            let mut kt: KafkaTable = serde_json::from_value(serde_json::json!({
+                "apiVersion": "kafkatable.io/v1alpha1",
+                "kind": "KafkaTable",
+                "metadata": {"name": name, "namespace": "ns", "uid": name},
+                "spec": {
+                    "source": {"brokers": "k:9092", "topic": topic},
+                    "table": {"format": "delta", "location": location},
+                },
+            }))
+            .expect("manifest");
+            kt.spec.suspend = suspend;
+            Arc::new(kt)
+        };
+        let a = table("a", "clicks", "s3://lake/clicks", false);
+        let b = table("b", "clicks", "s3://lake/clicks/", false);
+        let all = vec![
+            a.clone(),
+            b.clone(),
+            table("c", "views", "s3://lake/clicks", false),
+            table("d", "clicks", "s3://lake/other", false),
+            table("e", "clicks", "s3://lake/clicks", true),
+        ];
+        assert_eq!(shared_with(&a, &all), ["ns/b"]);
+        assert_eq!(shared_with(&b, &all), ["ns/a"]);
+        assert!(shared_with(&all[2], &all).is_empty());
+        assert!(shared_with(&all[4], &all).is_empty());
+    }
 
     fn table(yaml: &str) -> KafkaTable {
         let mut kt: KafkaTable = serde_yaml_like(yaml);

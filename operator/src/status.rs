@@ -36,6 +36,8 @@ pub struct Observation {
     pub invalid_spec: Option<String>,
     /// Applying a child failed for another reason (the API server did not answer, say).
     pub apply_failed: Option<String>,
+    /// Other KafkaTables that write the same table from the same topic.
+    pub shared_with: Vec<String>,
     pub rollout: Rollout,
     /// Messages about pods that keep failing.
     pub crashing: Vec<String>,
@@ -59,6 +61,7 @@ impl Default for Observation {
             commit_interval_ms: 60_000,
             invalid_spec: None,
             apply_failed: None,
+            shared_with: Vec::new(),
             rollout: Rollout::default(),
             crashing: Vec::new(),
             reports: Vec::new(),
@@ -154,7 +157,6 @@ pub fn compute(previous: &KafkaTableStatus, o: &Observation) -> KafkaTableStatus
         freshness_seconds: newest_record_ms
             .map(|ms| (now_ms - ms).max(0) / 1000)
             .or(previous.freshness_seconds),
-        rows_committed: previous.rows_committed,
         last_scale_time: previous.last_scale_time.clone(),
         last_scale_reason: previous.last_scale_reason.clone(),
     };
@@ -174,6 +176,14 @@ pub fn compute(previous: &KafkaTableStatus, o: &Observation) -> KafkaTableStatus
         Some(("InvalidSpec", reason.clone()))
     } else if let Some(e) = &o.apply_failed {
         Some(("ApplyFailed", e.clone()))
+    } else if !o.shared_with.is_empty() {
+        Some((
+            "TableShared",
+            format!(
+                "KafkaTable {} writes the same table from the same topic: the commits are fenced, so no record is doubled, but the ingesters race on every commit and do the work twice; delete all but one",
+                o.shared_with.join(", ")
+            ),
+        ))
     } else if let Some(e) = broker {
         Some(("BrokerUnreachable", e))
     } else if let Some(e) = o.reports.iter().find_map(|r| r.table_error.clone()) {

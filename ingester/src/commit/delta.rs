@@ -13,11 +13,11 @@ use std::collections::HashMap;
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
-use deltalake::kernel::transaction::{CommitBuilder, TransactionError};
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
 use deltalake::kernel::{Action, Add, MetadataExt, StructType, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::RecordBatchWriter;
-use deltalake::{DeltaTable, DeltaTableError};
+use deltalake::{DeltaTable, DeltaTableError, TableProperty};
 use parquet::file::properties::WriterProperties;
 
 use super::delta_files::{DataFiles, delete_files};
@@ -34,6 +34,8 @@ pub struct DeltaCommitter {
     writer_properties: WriterProperties,
     /// Roll to a new file once the buffered Parquet of a writer reaches this many bytes.
     target_file_size: usize,
+    /// `delta.checkpointInterval` of a table the ingester creates.
+    checkpoint_interval: u32,
     /// The files of the next commit: open ones, and those finished before a schema change.
     staged: Option<Box<DataFiles>>,
     finished: Vec<Add>,
@@ -47,6 +49,7 @@ impl DeltaCommitter {
         topic: &str,
         partition_columns: Vec<String>,
         target_file_size: u64,
+        checkpoint_interval: u32,
     ) -> Result<Self, IngesterError> {
         let url = url::Url::parse(location)
             .map_err(|e| table_err(location, "parse the location", e.to_string()))?;
@@ -77,6 +80,7 @@ impl DeltaCommitter {
             partition_columns,
             writer_properties,
             target_file_size,
+            checkpoint_interval,
             staged: None,
             finished: Vec::new(),
         };
@@ -193,6 +197,12 @@ impl DeltaCommitter {
             .create()
             .with_columns(kernel.fields().cloned())
             .with_partition_columns(self.partition_columns.clone())
+            // deltalake writes a checkpoint after every commit whose version is a multiple of
+            // it; an existing table keeps its own.
+            .with_configuration_property(
+                TableProperty::CheckpointInterval,
+                Some(self.checkpoint_interval.to_string()),
+            )
             .with_save_mode(SaveMode::Ignore)
             .await
             .map_err(|e| table_err(&self.location, "create", e.to_string()))?;
@@ -359,7 +369,7 @@ impl DeltaCommitter {
             .filter(|f| added.contains(f.name()))
             .cloned()
             .collect();
-        let result = CommitBuilder::default()
+        let result = commit_builder()
             .with_actions(vec![Action::Metadata(metadata)])
             .build(
                 Some(snapshot),
@@ -408,7 +418,7 @@ impl DeltaCommitter {
         // Names this commit in its commitInfo, so that a commit that landed although its
         // response was lost is recognised (see `Self::landed`).
         let commit_id = uuid::Uuid::now_v7().to_string();
-        let result = CommitBuilder::default()
+        let result = commit_builder()
             .with_actions(actions)
             .with_app_metadata(HashMap::from([(
                 COMMIT_ID_KEY.to_string(),
@@ -536,6 +546,17 @@ fn column_annotation<'a>(
         }
     }
     None
+}
+
+/// Every commit writes a checkpoint when its version completes a multiple of the table's
+/// delta.checkpointInterval (`CommitBuilder::default()` writes none), and removes no log
+/// entries: expiring the log is retention, which is not implemented yet.
+fn commit_builder() -> CommitBuilder {
+    CommitBuilder::from(
+        CommitProperties::default()
+            .with_create_checkpoint(true)
+            .with_cleanup_expired_logs(Some(false)),
+    )
 }
 
 fn table_err(location: &str, action: &'static str, reason: String) -> IngesterError {

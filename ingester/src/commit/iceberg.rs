@@ -47,10 +47,69 @@ use kafkatable_crds::spec::CatalogType;
 use super::{CommitOutcome, PartitionRange, SyncPoints, keys, moved};
 use crate::error::IngesterError;
 use crate::schema::{AlignError, align};
-use crate::source::read_secret;
+use crate::source::{read_credentials, read_secret};
 
 /// Commit attempts when the table moves under us without touching our partitions.
 const COMMIT_ATTEMPTS: usize = 8;
+
+/// What the catalog's Secret holds.
+#[derive(Debug, PartialEq, Eq)]
+enum Credentials {
+    Token(String),
+    UserPassword(String, String),
+}
+
+/// The catalog's credentials from its Secret's files: a `token`, else a `username` and
+/// `password`. A Secret with neither is an error, not a catalog asked without credentials.
+fn catalog_credentials(catalog: &CatalogConfig) -> Result<Option<Credentials>, IngesterError> {
+    let Some(token_file) = &catalog.token_file else {
+        return Ok(None);
+    };
+    if let Ok(token) = read_secret(token_file) {
+        return Ok(Some(Credentials::Token(token)));
+    }
+    let login = catalog
+        .basic_auth
+        .as_ref()
+        .and_then(|files| read_credentials(files).ok());
+    match login {
+        Some((user, password)) => Ok(Some(Credentials::UserPassword(user, password))),
+        None => Err(IngesterError::Unsupported(format!(
+            "spec.table.catalog.credentialsSecretRef: the Secret has neither a token key nor username and password keys (looked for {})",
+            token_file.display()
+        ))),
+    }
+}
+
+/// A SQL catalog's URI with the user name and password in it. A REST catalog takes a bearer
+/// token, and an SQLite file no login.
+fn sql_uri_with_login(
+    catalog: &CatalogConfig,
+    user: &str,
+    password: &str,
+) -> Result<String, IngesterError> {
+    let refuse = |why: &str| {
+        IngesterError::Unsupported(format!(
+            "spec.table.catalog.credentialsSecretRef: username and password {why}"
+        ))
+    };
+    if catalog.type_ != CatalogType::Sql {
+        return Err(refuse(
+            "are for SQL catalogs; a REST catalog takes a bearer token (a `token` key)",
+        ));
+    }
+    let mut url = url::Url::parse(&catalog.uri)
+        .map_err(|e| refuse(&format!("need a URI with a host: {e}")))?;
+    if url.scheme() == "sqlite" || url.host().is_none() {
+        return Err(refuse(
+            "are for postgres and mysql catalogs; an SQLite file takes none",
+        ));
+    }
+    url.set_username(user)
+        .and_then(|()| url.set_password(Some(password)))
+        .map_err(|()| refuse("do not fit the catalog URI"))?;
+    Ok(url.to_string())
+}
 
 /// Commits to one Iceberg table.
 pub struct IcebergCommitter {
@@ -76,7 +135,18 @@ impl IcebergCommitter {
     ) -> Result<Self, IngesterError> {
         let name = format!("{}.{}", catalog.namespace.join("."), catalog.table);
         let err = |action: &'static str, e: iceberg::Error| table_err(&name, action, e.to_string());
-        let mut props = HashMap::from([("uri".to_string(), catalog.uri.clone())]);
+        let mut props = HashMap::new();
+        let mut uri = catalog.uri.clone();
+        match catalog_credentials(catalog)? {
+            None => {}
+            Some(Credentials::Token(token)) => {
+                props.insert("token".to_string(), token);
+            }
+            Some(Credentials::UserPassword(user, password)) => {
+                uri = sql_uri_with_login(catalog, &user, &password)?;
+            }
+        }
+        props.insert("uri".to_string(), uri);
         if let Some(warehouse) = &catalog.warehouse {
             props.insert("warehouse".into(), warehouse.clone());
         }
@@ -95,11 +165,6 @@ impl IcebergCommitter {
         }
         if let Some(file) = &storage.secret_access_key_file {
             props.insert("s3.secret-access-key".into(), read_secret(file)?);
-        }
-        if let Some(file) = &catalog.token_file
-            && let Ok(token) = read_secret(file)
-        {
-            props.insert("token".into(), token);
         }
         let storage_factory =
             Arc::new(iceberg_storage_opendal::OpenDalResolvingStorageFactory::new());
@@ -690,5 +755,60 @@ impl Catalog for PinnedCatalog {
                 e
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn catalog(type_: CatalogType, uri: &str, dir: &std::path::Path) -> CatalogConfig {
+        CatalogConfig {
+            type_,
+            name: "c".into(),
+            uri: uri.into(),
+            warehouse: None,
+            namespace: vec!["n".into()],
+            table: "t".into(),
+            token_file: Some(dir.join("token")),
+            basic_auth: Some(kafkatable_crds::config::UserPasswordFiles {
+                username_file: dir.join("username"),
+                password_file: dir.join("password"),
+            }),
+        }
+    }
+
+    /// The catalog's username and password were read into the config and then ignored.
+    #[test]
+    fn catalog_logins_go_into_sql_uris_and_are_refused_elsewhere() {
+        let dir = std::env::temp_dir().join(format!("kt-catalog-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        // A Secret with neither key is an error naming the field.
+        let pg = catalog(CatalogType::Sql, "postgres://db:5432/lake", &dir);
+        let none = catalog_credentials(&pg).expect_err("no keys");
+        assert!(none.to_string().contains("credentialsSecretRef"), "{none}");
+        std::fs::write(dir.join("username"), "lake\n").expect("write");
+        std::fs::write(dir.join("password"), "p@ss").expect("write");
+        let creds = catalog_credentials(&pg).expect("credentials");
+        assert_eq!(
+            creds,
+            Some(Credentials::UserPassword("lake".into(), "p@ss".into()))
+        );
+        assert_eq!(
+            sql_uri_with_login(&pg, "lake", "p@ss").expect("uri"),
+            "postgres://lake:p%40ss@db:5432/lake"
+        );
+        let rest = catalog(CatalogType::Rest, "http://catalog:8181", &dir);
+        let refused = sql_uri_with_login(&rest, "lake", "p@ss").expect_err("rest");
+        assert!(refused.to_string().contains("bearer token"), "{refused}");
+        let sqlite = catalog(CatalogType::Sql, "sqlite:///data/catalog.db", &dir);
+        assert!(sql_uri_with_login(&sqlite, "lake", "p@ss").is_err());
+        // A token wins.
+        std::fs::write(dir.join("token"), "t0k3n").expect("write");
+        assert_eq!(
+            catalog_credentials(&rest).expect("token"),
+            Some(Credentials::Token("t0k3n".into()))
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -25,7 +25,6 @@ struct Member {
     /// Assigned partitions and the position of each.
     positions: BTreeMap<i32, i64>,
     paused: BTreeSet<i32>,
-    events: VecDeque<Assignment>,
     /// The next seeks that fail.
     failing_seeks: u32,
     seeks: Vec<(i32, i64)>,
@@ -40,6 +39,8 @@ struct Member {
 struct MemSource {
     topic: Arc<Mutex<Topic>>,
     member: Arc<Mutex<Member>>,
+    /// The rebalance events, as the coordinator receives them.
+    events: tokio::sync::mpsc::UnboundedSender<Assignment>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -47,11 +48,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl MemSource {
-    fn new(topic: &Arc<Mutex<Topic>>) -> Self {
-        Self {
+    fn new(topic: &Arc<Mutex<Topic>>) -> (Self, UnboundedReceiver<Assignment>) {
+        let (events, rx) = tokio::sync::mpsc::unbounded_channel();
+        let source = Self {
             topic: topic.clone(),
             member: Arc::default(),
-        }
+            events,
+        };
+        (source, rx)
     }
 
     /// The group assigns `partitions` to this member: the rebalance event, and positions at
@@ -62,8 +66,8 @@ impl MemSource {
         for &p in partitions {
             m.positions.insert(p, group.get(&p).copied().unwrap_or(0));
         }
-        m.events
-            .push_back(Assignment::Assigned(partitions.to_vec()));
+        drop(m);
+        let _ = self.events.send(Assignment::Assigned(partitions.to_vec()));
     }
 
     /// The group takes `partitions` away. The event comes first, as librdkafka's callback
@@ -75,7 +79,8 @@ impl MemSource {
             m.positions.remove(p);
             m.paused.remove(p);
         }
-        m.events.push_back(Assignment::Revoked(partitions.to_vec()));
+        drop(m);
+        let _ = self.events.send(Assignment::Revoked(partitions.to_vec()));
     }
 }
 
@@ -144,19 +149,6 @@ impl Source for MemSource {
             }
             tokio::time::sleep(POLL).await;
         }
-    }
-
-    async fn event(&self) -> Option<Assignment> {
-        loop {
-            if let Some(e) = self.try_event() {
-                return Some(e);
-            }
-            tokio::time::sleep(POLL).await;
-        }
-    }
-
-    fn try_event(&self) -> Option<Assignment> {
-        lock(&self.member).events.pop_front()
     }
 
     async fn seek(&self, partition: i32, offset: i64) -> Result<(), String> {
@@ -357,7 +349,7 @@ impl Harness {
 
     /// A member with commits of at most `max_records` records (and at least every second).
     fn member(&self, max_records: u64) -> (MemSource, Coordinator<MemSource, MemSink>) {
-        let source = MemSource::new(&self.topic);
+        let (source, events) = MemSource::new(&self.topic);
         let commit = CommitConfig {
             interval_ms: 1000,
             max_records,
@@ -369,6 +361,7 @@ impl Harness {
         };
         let coordinator = Coordinator::new(
             source.clone(),
+            events,
             sink,
             StartPosition::Earliest,
             commit,

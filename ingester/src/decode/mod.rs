@@ -91,6 +91,9 @@ pub struct Pending {
     offsets: Vec<i64>,
     timestamps_us: Vec<Option<i64>>,
     keys: BinaryBuilder,
+    /// The offsets of the tombstones (records without a value) decoded so far: they stay
+    /// deletes on their way to the rows step ([`Pending::take_tombstones`]).
+    tombstones: Vec<i64>,
 }
 
 impl Pending {
@@ -100,6 +103,11 @@ impl Pending {
 
     pub fn is_empty(&self) -> bool {
         self.offsets.is_empty()
+    }
+
+    /// The offsets of the tombstones among the records decoded since the last call.
+    pub fn take_tombstones(&mut self) -> Vec<i64> {
+        std::mem::take(&mut self.tombstones)
     }
 
     /// Bytes of payload pushed since the last chunk.
@@ -160,6 +168,9 @@ impl Pending {
             self.nulls.push(value.is_none());
         }
         self.pushed_bytes += value.map_or(0, <[u8]>::len);
+        if value.is_none() {
+            self.tombstones.push(offset);
+        }
         self.offsets.push(offset);
         self.timestamps_us
             .push(timestamp_ms.map(|ms| ms.saturating_mul(1000)));
@@ -274,6 +285,21 @@ pub fn decode(
         .schema()
         .cloned()
         .unwrap_or_else(|| value_schema.clone());
+    // A tombstone has no values: a column that may not be null cannot hold it.
+    if let (Some(&offset), Some(column)) = (
+        pending.tombstones.first(),
+        value_schema.fields().iter().find(|f| !f.is_nullable()),
+    ) {
+        return Err(DecodeError::Record {
+            topic: topic.to_string(),
+            partition,
+            offset,
+            reason: format!(
+                "a tombstone (a record without a value) cannot fill the non-nullable column {}",
+                column.name()
+            ),
+        });
+    }
     let mut columns: Vec<ArrayRef> = match kind {
         PayloadKind::Json if pending.flat.is_some() => pending
             .flat
