@@ -381,11 +381,9 @@ fn forget_applied(ctx: &Context, namespace: &str, name: &str) {
     }
 }
 
+/// One reconcile of a table: observe it, decide its replica count, apply its children, report
+/// its status. The status is written whatever the children's fate.
 async fn apply(kt: &KafkaTable, ctx: &Context) -> Result<Action, OperatorError> {
-    let namespace = kt.namespace().unwrap_or_default();
-    let name = kt.name_any();
-    let client = &ctx.client;
-    let tables: Api<KafkaTable> = Api::namespaced(client.clone(), &namespace);
     let key = ObjectRef::from_obj(kt);
     let previous = ctx
         .statuses
@@ -395,8 +393,6 @@ async fn apply(kt: &KafkaTable, ctx: &Context) -> Result<Action, OperatorError> 
         .or_else(|| kt.status.clone())
         .unwrap_or_default();
     let now = Time(jiff::Timestamp::now());
-    let selector = render::selector_string(kt);
-    let commit_interval_ms = duration_ms(&kt.spec.commit.interval, 60_000);
 
     // A spec the ingester cannot run is reported, not applied.
     let config = match render::config_json(kt) {
@@ -404,8 +400,8 @@ async fn apply(kt: &KafkaTable, ctx: &Context) -> Result<Action, OperatorError> 
         Err(e) => {
             let o = Observation {
                 generation: kt.metadata.generation,
-                selector,
-                commit_interval_ms,
+                selector: render::selector_string(kt),
+                commit_interval_ms: duration_ms(&kt.spec.commit.interval, 60_000),
                 invalid_spec: Some(e.to_string()),
                 topic: Err("not asked: the spec is invalid".into()),
                 rollout: Rollout {
@@ -415,14 +411,115 @@ async fn apply(kt: &KafkaTable, ctx: &Context) -> Result<Action, OperatorError> 
                 now,
                 ..Observation::default()
             };
-            write_status(kt, &tables, ctx, &previous, status::compute(&previous, &o)).await?;
+            report(kt, ctx, &previous, o).await?;
             return Err(e);
         }
     };
-
-    // Observe: the topic, the pods and their reports, the Deployment.
     let clock = Instant::now();
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let seen = observe(kt, ctx, &previous).await;
+    let observed_ms = clock.elapsed().as_millis();
+    let (replicas, scale) = decide(kt, ctx, &seen, &previous, &now).await?;
+    let children = render::children(kt, config, replicas, &ctx.settings.ingester)?;
+    let namespace = kt.namespace().unwrap_or_default();
+    let unchanged = seen.deployment_matches(&children.deployment, replicas);
+    // A child the API refuses is reported in the status, then returned as the error.
+    let applied = apply_children(ctx, &namespace, &children, unchanged).await;
+    let applied_ms = clock.elapsed().as_millis();
+    let (invalid_spec, apply_failed) = match &applied {
+        Ok(()) => (None, None),
+        Err(e) if e.is_refused() => (Some(e.to_string()), None),
+        Err(e) => (None, Some(e.to_string())),
+    };
+    let rollout = seen.rollout(replicas);
+    let o = Observation {
+        generation: kt.metadata.generation,
+        selector: render::selector_string(kt),
+        suspended: kt.spec.suspend,
+        desired: replicas,
+        commit_interval_ms: duration_ms(&kt.spec.commit.interval, 60_000),
+        invalid_spec,
+        apply_failed,
+        shared_with: render::shared_with(kt, &ctx.tables.state()),
+        rollout,
+        crashing: seen.pods.crashing,
+        reports: seen.pods.reports,
+        topic: seen.topic,
+        group_offsets: seen.group_offsets,
+        scale,
+        now,
+    };
+    report(kt, ctx, &previous, o).await?;
+    applied?;
+    tracing::debug!(
+        kafka_ms = seen.kafka_ms,
+        observed_ms,
+        applied_ms,
+        total_ms = clock.elapsed().as_millis(),
+        "reconciled"
+    );
+    Ok(Action::requeue(jittered(ctx.settings.status_interval)))
+}
+
+/// What a reconcile sees of a table: its topic, its pods and their reports, the group's
+/// offsets where no pod reports a sync point, and its Deployment.
+struct Seen {
+    topic: Result<BTreeMap<i32, status::Watermarks>, String>,
+    pods: observe::Pods,
+    /// The sync points known from the pods' reports and the previous status.
+    known: BTreeMap<i32, i64>,
+    group_offsets: BTreeMap<i32, i64>,
+    deployment: Option<Arc<Deployment>>,
+    kafka_ms: u128,
+}
+
+impl Seen {
+    /// The Deployment's replica count (0 when there is none).
+    fn current(&self) -> i32 {
+        self.deployment
+            .as_ref()
+            .and_then(|d| d.spec.as_ref())
+            .and_then(|s| s.replicas)
+            .unwrap_or(0)
+    }
+
+    /// Whether the Deployment as watched still carries `replicas` and the rendered config.
+    fn deployment_matches(&self, rendered: &Deployment, replicas: i32) -> bool {
+        let template_hash = |d: &Deployment| {
+            d.spec
+                .as_ref()
+                .and_then(|s| s.template.metadata.as_ref())
+                .and_then(|m| m.annotations.as_ref())
+                .and_then(|a| a.get(render::CONFIG_HASH_ANNOTATION).cloned())
+        };
+        self.deployment.as_deref().is_some_and(|d| {
+            d.spec.as_ref().and_then(|s| s.replicas) == Some(replicas)
+                && template_hash(d) == template_hash(rendered)
+        })
+    }
+
+    fn rollout(&self, replicas: i32) -> Rollout {
+        self.deployment
+            .as_ref()
+            .map(|d| {
+                let s = d.status.clone().unwrap_or_default();
+                Rollout {
+                    replicas: s.replicas.unwrap_or(0),
+                    ready: s.ready_replicas.unwrap_or(0),
+                    updated: s.updated_replicas.unwrap_or(0),
+                    observed: s.observed_generation >= d.metadata.generation
+                        && d.spec.as_ref().and_then(|s| s.replicas) == Some(replicas),
+                }
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Observes the topic, the pods and their reports, the group's offsets and the Deployment.
+async fn observe(kt: &KafkaTable, ctx: &Context, previous: &KafkaTableStatus) -> Seen {
+    let namespace = kt.namespace().unwrap_or_default();
+    let name = kt.name_any();
+    let clock = Instant::now();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let topic_name = &kt.spec.source.topic;
     let endpoint = observe::endpoint(kt, &secrets).await;
     let topic = match &endpoint {
@@ -434,9 +531,8 @@ async fn apply(kt: &KafkaTable, ctx: &Context) -> Result<Action, OperatorError> 
         Err(e) => Err(e.to_string()),
     };
     let kafka_ms = clock.elapsed().as_millis();
-    let seen = observe::pods(&table_pods(ctx, &namespace, &name), &ctx.http).await;
-    let pods_ms = clock.elapsed().as_millis();
-    let known = status::sync_points(&previous.sync_points, &seen.reports);
+    let pods = observe::pods(&table_pods(ctx, &namespace, &name), &ctx.http).await;
+    let known = status::sync_points(&previous.sync_points, &pods.reports);
     let mut group_offsets = BTreeMap::new();
     // The group's offsets stand in for partitions whose sync point nobody reported yet (a
     // short-lived client, so only for partitions that hold records, and not while suspended).
@@ -466,125 +562,78 @@ async fn apply(kt: &KafkaTable, ctx: &Context) -> Result<Action, OperatorError> 
     let deployment = ctx
         .deployments
         .get(&ObjectRef::new(&render::child_name(kt)).within(&namespace));
-    let current = deployment
-        .as_ref()
-        .and_then(|d| d.spec.as_ref())
-        .and_then(|s| s.replicas)
-        .unwrap_or(0);
-
-    // Decide the replicas.
-    let partitions = topic
-        .as_ref()
-        .ok()
-        .map(|t| t.len() as i32)
-        .or(previous.partitions);
-    let lag_total = topic
-        .as_ref()
-        .ok()
-        .map(|t| status::lag(t, &known, &group_offsets).total);
-    let decision = desired_replicas(kt, ctx, partitions, current, lag_total)?;
-    let mut scale = None;
-    // A new Deployment counts as a scale from zero.
-    if decision.replicas != current {
-        let message = format!(
-            "scaled from {current} to {}: {}",
-            decision.replicas, decision.reason
-        );
-        tracing::info!(from = current, to = decision.replicas, reason = %decision.reason, "scaling");
-        publish(
-            ctx,
-            kt,
-            EventType::Normal,
-            // Distinct reasons: the event recorder folds events of one reason into a series.
-            if decision.replicas > current {
-                "ScaledUp"
-            } else {
-                "ScaledDown"
-            },
-            "Scale",
-            message.clone(),
-        )
-        .await;
-        scale = Some((now.clone(), message));
-    }
-
-    // Apply the children.
-    let observed_ms = clock.elapsed().as_millis();
-    let children = render::children(kt, config, decision.replicas, &ctx.settings.ingester)?;
-    // The Deployment as watched must still carry our replicas and config hash.
-    let template_hash = |d: &Deployment| {
-        d.spec
-            .as_ref()
-            .and_then(|s| s.template.metadata.as_ref())
-            .and_then(|m| m.annotations.as_ref())
-            .and_then(|a| a.get(render::CONFIG_HASH_ANNOTATION).cloned())
-    };
-    let deployment_matches = deployment.as_deref().is_some_and(|d| {
-        d.spec.as_ref().and_then(|s| s.replicas) == Some(decision.replicas)
-            && template_hash(d) == template_hash(&children.deployment)
-    });
-    // A child the API refuses is reported in the status below, then returned as the error.
-    let applied = apply_children(ctx, &namespace, &children, deployment_matches).await;
-    let (invalid_spec, apply_failed) = match &applied {
-        Ok(()) => (None, None),
-        Err(e) if e.is_refused() => (Some(e.to_string()), None),
-        Err(e) => (None, Some(e.to_string())),
-    };
-
-    // Report.
-    let applied_ms = clock.elapsed().as_millis();
-    let rollout = deployment
-        .as_ref()
-        .map(|d| {
-            let s = d.status.clone().unwrap_or_default();
-            Rollout {
-                replicas: s.replicas.unwrap_or(0),
-                ready: s.ready_replicas.unwrap_or(0),
-                updated: s.updated_replicas.unwrap_or(0),
-                observed: s.observed_generation >= d.metadata.generation
-                    && d.spec.as_ref().and_then(|s| s.replicas) == Some(decision.replicas),
-            }
-        })
-        .unwrap_or_default();
-    let o = Observation {
-        generation: kt.metadata.generation,
-        selector,
-        suspended: kt.spec.suspend,
-        desired: decision.replicas,
-        commit_interval_ms,
-        invalid_spec,
-        apply_failed,
-        shared_with: render::shared_with(kt, &ctx.tables.state()),
-        rollout,
-        crashing: seen.crashing,
-        reports: seen.reports,
+    Seen {
         topic,
+        pods,
+        known,
         group_offsets,
-        scale,
-        now,
-    };
-    let new = status::compute(&previous, &o);
+        deployment,
+        kafka_ms,
+    }
+}
+
+/// Decides the replica count, and announces a change with an Event (returned for the
+/// status as the last scale).
+async fn decide(
+    kt: &KafkaTable,
+    ctx: &Context,
+    seen: &Seen,
+    previous: &KafkaTableStatus,
+    now: &Time,
+) -> Result<(i32, Option<(Time, String)>), OperatorError> {
+    let current = seen.current();
+    let marks = seen.topic.as_ref().ok();
+    let partitions = marks.map(|t| t.len() as i32).or(previous.partitions);
+    let lag_total = marks.map(|t| status::lag(t, &seen.known, &seen.group_offsets).total);
+    let decision = desired_replicas(kt, ctx, partitions, current, lag_total)?;
+    // A new Deployment counts as a scale from zero.
+    if decision.replicas == current {
+        return Ok((current, None));
+    }
+    let message = format!(
+        "scaled from {current} to {}: {}",
+        decision.replicas, decision.reason
+    );
+    tracing::info!(from = current, to = decision.replicas, reason = %decision.reason, "scaling");
+    publish(
+        ctx,
+        kt,
+        EventType::Normal,
+        // Distinct reasons: the event recorder folds events of one reason into a series.
+        if decision.replicas > current {
+            "ScaledUp"
+        } else {
+            "ScaledDown"
+        },
+        "Scale",
+        message.clone(),
+    )
+    .await;
+    Ok((decision.replicas, Some((now.clone(), message))))
+}
+
+/// Computes the status from what was observed and writes it, with the metrics that mirror it.
+async fn report(
+    kt: &KafkaTable,
+    ctx: &Context,
+    previous: &KafkaTableStatus,
+    o: Observation,
+) -> Result<(), OperatorError> {
+    let namespace = kt.namespace().unwrap_or_default();
+    let name = kt.name_any();
+    let new = status::compute(previous, &o);
     ctx.metrics
         .desired_replicas
         .with_label_values(&[&namespace, &name])
-        .set(i64::from(decision.replicas));
+        .set(i64::from(o.desired));
     if let Some(lag) = &new.lag {
         ctx.metrics
             .lag
             .with_label_values(&[&namespace, &name])
             .set(lag.total);
     }
-    write_status(kt, &tables, ctx, &previous, new).await?;
-    applied?;
-    tracing::debug!(
-        kafka_ms,
-        pods_ms,
-        observed_ms,
-        applied_ms,
-        total_ms = clock.elapsed().as_millis(),
-        "reconciled"
-    );
-    Ok(Action::requeue(jittered(ctx.settings.status_interval)))
+    let tables: Api<KafkaTable> = Api::namespaced(ctx.client.clone(), &namespace);
+    write_status(kt, &tables, ctx, previous, new).await
 }
 
 /// The interval give or take 10%, so tables created together do not reconcile in lockstep.
