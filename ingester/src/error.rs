@@ -12,6 +12,16 @@ pub enum DecodeError {
         offset: i64,
         reason: String,
     },
+    /// A field the value schema does not have (schema evolution may add it).
+    #[error(
+        "topic {topic} partition {partition} offset {offset}: field {field} is not in the table's schema"
+    )]
+    UnknownField {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        field: String,
+    },
     #[error("topic {topic} partition {partition}: {expected} records decoded into {got} rows")]
     Count {
         topic: String,

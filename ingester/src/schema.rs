@@ -91,10 +91,9 @@ pub fn align(batch: RecordBatch, table: &SchemaRef) -> Result<RecordBatch, Align
         .map(|f| f.name().as_str())
         .collect();
     if !extra.is_empty() {
-        return Err(AlignError::Schema(format!(
-            "the records have fields the table lacks: {}",
-            extra.join(", ")
-        )));
+        return Err(AlignError::NewFields(
+            extra.iter().map(|f| f.to_string()).collect(),
+        ));
     }
     RecordBatch::try_new(table.clone(), columns).map_err(|e| AlignError::Schema(e.to_string()))
 }
@@ -102,7 +101,9 @@ pub fn align(batch: RecordBatch, table: &SchemaRef) -> Result<RecordBatch, Align
 /// Why a batch does not meet the table's schema.
 #[derive(Debug)]
 pub enum AlignError {
-    /// The schemas differ (a field the table lacks, a required column missing).
+    /// The records have fields the table lacks (schema evolution's business).
+    NewFields(Vec<String>),
+    /// Otherwise the schemas differ (a required column missing, say).
     Schema(String),
     /// A value would change on its way into the table: a bad record.
     Value(DecodeError),

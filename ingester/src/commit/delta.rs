@@ -256,6 +256,15 @@ impl DeltaCommitter {
         };
         for batch in batches {
             let batch = align(batch, files.table_schema()).map_err(|e| match e {
+                // The table was widened for these batches above: another writer's change.
+                AlignError::NewFields(fields) => table_err(
+                    &self.location,
+                    "match the table schema",
+                    format!(
+                        "the records have fields the table lacks: {}",
+                        fields.join(", ")
+                    ),
+                ),
                 AlignError::Schema(reason) => {
                     table_err(&self.location, "match the table schema", reason)
                 }

@@ -304,10 +304,13 @@ impl IcebergCommitter {
         };
         for batch in batches {
             let batch = align(batch, &staged.arrow_schema).map_err(|e| match e {
-                AlignError::Schema(reason) if reason.contains("the table lacks") => table_err(
+                AlignError::NewFields(fields) => table_err(
                     &name,
                     "match the table schema",
-                    format!("{reason} (adding columns to iceberg tables is not implemented yet)"),
+                    format!(
+                        "the records have fields the table lacks: {} (adding columns to iceberg tables is not implemented yet)",
+                        fields.join(", ")
+                    ),
                 ),
                 AlignError::Schema(reason) => table_err(&name, "match the table schema", reason),
                 AlignError::Value(bad) => IngesterError::Decode(bad),

@@ -7,31 +7,72 @@
 //! and a truncating cast (`25.7` becomes `25`, `9007199254740993.0` becomes
 //! `9007199254740992`), and drops a decimal's extra places (`1.239` in `decimal(10,2)` becomes
 //! `1.23`). Here each record is walked once, guided by the schema; a value that would change is
-//! refused with the field and the reason. Unknown fields and type mismatches are left to
+//! refused with the field and the reason. A field the schema does not have is refused as such
+//! ([`Refusal::UnknownField`]: schema evolution may add it); type mismatches are left to
 //! arrow-json, whose strict mode refuses them with its own reasons.
 
 use arrow::datatypes::{DataType, Fields};
 
 /// Checks one JSON record against `fields` (None: only that it is one object).
-pub fn check(record: &[u8], fields: Option<&Fields>) -> Result<(), String> {
-    let mut w = Walk { b: record, i: 0 };
-    w.ws();
-    if w.peek() != Some(b'{') {
-        return Err(match w.peek() {
-            None => "expected one JSON object, found an empty record".into(),
-            Some(_) => "expected one JSON object, found another JSON value".into(),
-        });
+pub fn check(record: &[u8], fields: Option<&Fields>) -> Result<(), Refusal> {
+    let mut w = Walk {
+        b: record,
+        i: 0,
+        unknown: None,
+    };
+    w.check(fields).map_err(Refusal::Invalid)?;
+    match w.unknown {
+        Some(field) => Err(Refusal::UnknownField(field)),
+        None => Ok(()),
     }
-    w.i += 1;
-    w.object(fields.map(Kind::Struct).unwrap_or(Kind::Any), None)?;
-    w.ws();
-    if w.i < w.b.len() {
-        return Err(format!(
-            "expected one JSON object, found more after byte {}",
-            w.i
-        ));
+}
+
+/// Why a record is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// A field the value schema does not have, by its path ("a" or "a.b"): schema evolution
+    /// may add it.
+    UnknownField(String),
+    /// Anything else, with the reason.
+    Invalid(String),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::UnknownField(field) => write!(f, "field {field} is not in the table's schema"),
+            Self::Invalid(reason) => f.write_str(reason),
+        }
     }
-    Ok(())
+}
+
+impl From<String> for Refusal {
+    fn from(reason: String) -> Self {
+        Self::Invalid(reason)
+    }
+}
+
+impl Walk<'_> {
+    fn check(&mut self, fields: Option<&Fields>) -> Result<(), String> {
+        let w = self;
+        w.ws();
+        if w.peek() != Some(b'{') {
+            return Err(match w.peek() {
+                None => "expected one JSON object, found an empty record".into(),
+                Some(_) => "expected one JSON object, found another JSON value".into(),
+            });
+        }
+        w.i += 1;
+        w.object(fields.map(Kind::Struct).unwrap_or(Kind::Any), None)?;
+        w.ws();
+        if w.i < w.b.len() {
+            return Err(format!(
+                "expected one JSON object, found more after byte {}",
+                w.i
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// What a value is read into, as far as the check cares.
@@ -112,6 +153,8 @@ fn spell(path: Option<&Path<'_>>) -> String {
 struct Walk<'a> {
     b: &'a [u8],
     i: usize,
+    /// The first field the walk met that the schema does not have.
+    unknown: Option<String>,
 }
 
 impl<'a> Walk<'a> {
@@ -190,6 +233,17 @@ impl<'a> Walk<'a> {
                     self.value(Kind::of(f.data_type()), Some(&child))?;
                 }
                 (None, Kind::Map(value)) => self.value(Kind::of(value), path)?,
+                (None, Kind::Struct(_)) => {
+                    // Reported once the record is known to be sound otherwise.
+                    if self.unknown.is_none() {
+                        let name = String::from_utf8_lossy(&self.b[start..end]).into_owned();
+                        self.unknown = Some(match path {
+                            Some(_) => format!("{}.{name}", spell(path)),
+                            None => name,
+                        });
+                    }
+                    self.value(Kind::Any, path)?
+                }
                 (None, _) => self.value(Kind::Any, path)?,
             }
             if !self.more(b'}')? {
@@ -490,7 +544,9 @@ mod tests {
     }
 
     fn refused(record: &str) -> String {
-        check(record.as_bytes(), Some(&fields())).expect_err(record)
+        check(record.as_bytes(), Some(&fields()))
+            .expect_err(record)
+            .to_string()
     }
 
     #[test]
@@ -501,7 +557,7 @@ mod tests {
             r#"{"name":"a \"quoted\" {brace}","id":2}"#,
             r#"{"other":{"deep":[1,{"x":"]"}]}}"#,
         ] {
-            check(good.as_bytes(), Some(&fields())).expect(good);
+            check(good.as_bytes(), None).expect(good);
         }
         assert!(refused("").contains("empty record"));
         assert!(refused("   ").contains("empty record"));
@@ -566,8 +622,15 @@ mod tests {
     #[test]
     fn escaped_field_names_are_checked_too() {
         assert!(refused(r#"{"i\u0064":25.7}"#).contains("field id"));
-        // Fields the schema lacks are arrow-json's to refuse (schema evolution reads its reason).
-        check(br#"{"unknown":25.7}"#, Some(&fields())).expect("not ours to refuse");
+        // A field the schema lacks is refused as such, by its path (schema evolution reads it).
+        assert_eq!(
+            check(br#"{"id":1,"unknown":25.7}"#, Some(&fields())),
+            Err(Refusal::UnknownField("unknown".into()))
+        );
+        assert_eq!(
+            check(br#"{"geo":{"n":1,"m":2}}"#, Some(&fields())),
+            Err(Refusal::UnknownField("geo.m".into()))
+        );
         check(br#"{"id":25.7}"#, None).expect("no schema: structure only");
     }
 

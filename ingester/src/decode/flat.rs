@@ -19,6 +19,8 @@ use arrow::datatypes::{DataType, Float32Type, Float64Type, Int32Type, Int64Type,
 use arrow::json::ReaderBuilder;
 use arrow::json::reader::Decoder;
 
+use super::exact::Refusal;
+
 /// Column builders for a flat schema.
 enum Column {
     Boolean(BooleanBuilder),
@@ -157,7 +159,7 @@ impl FlatDecoder {
 
     /// Appends one record; a tombstone (None) is a row of nulls. On error nothing is appended
     /// and the reason is arrow-json's.
-    pub fn push(&mut self, payload: Option<&[u8]>) -> Result<(), String> {
+    pub fn push(&mut self, payload: Option<&[u8]>) -> Result<(), Refusal> {
         let parsed = match payload {
             Some(p) => self.parse(p),
             None => {
@@ -232,7 +234,7 @@ impl FlatDecoder {
         }
     }
 
-    fn push_with_arrow_json(&mut self, payload: &[u8]) -> Result<(), String> {
+    fn push_with_arrow_json(&mut self, payload: &[u8]) -> Result<(), Refusal> {
         let batch = match self.decode_one(payload) {
             Ok(batch) => batch,
             Err(reason) => {
@@ -247,7 +249,7 @@ impl FlatDecoder {
         Ok(())
     }
 
-    fn decode_one(&mut self, payload: &[u8]) -> Result<RecordBatch, String> {
+    fn decode_one(&mut self, payload: &[u8]) -> Result<RecordBatch, Refusal> {
         // What arrow-json would change or miscount is refused first (see `super::exact`).
         super::exact::check(payload, Some(self.schema.fields()))?;
         let decoder = match &mut self.fallback {
@@ -257,22 +259,26 @@ impl FlatDecoder {
                     .with_strict_mode(true)
                     .with_batch_size(2)
                     .build_decoder()
-                    .map_err(|e| e.to_string())?,
+                    .map_err(|e| Refusal::Invalid(e.to_string()))?,
             ),
         };
-        let read = decoder.decode(payload).map_err(|e| e.to_string())?;
-        let batch = decoder.flush().map_err(|e| e.to_string())?;
+        let read = decoder
+            .decode(payload)
+            .map_err(|e| Refusal::Invalid(e.to_string()))?;
+        let batch = decoder
+            .flush()
+            .map_err(|e| Refusal::Invalid(e.to_string()))?;
         let rows = batch.as_ref().map_or(0, RecordBatch::num_rows);
         match batch {
             Some(batch) if rows == 1 && payload[read..].trim_ascii().is_empty() => Ok(batch),
-            _ => Err(format!(
+            _ => Err(Refusal::Invalid(format!(
                 "expected one JSON object, found {}",
                 if read < payload.len() {
                     "more".to_string()
                 } else {
                     rows.to_string()
                 }
-            )),
+            ))),
         }
     }
 
@@ -739,12 +745,12 @@ mod tests {
             let reason = flat
                 .push(Some(bad))
                 .expect_err(&String::from_utf8_lossy(bad));
-            assert!(!reason.is_empty());
+            assert!(!reason.to_string().is_empty());
         }
         let reason = flat
             .push(Some(br#"{"id":2,"extra":true}"#))
             .expect_err("an unknown field is refused");
-        assert!(reason.contains("missing from schema"), "{reason}");
+        assert_eq!(reason, Refusal::UnknownField("extra".into()));
         flat.push(Some(br#"{"id":3}"#)).expect("good after bad");
         let batch = RecordBatch::try_new(schema, flat.finish()).expect("batch");
         let ids = batch.column(0).as_primitive::<Int64Type>();

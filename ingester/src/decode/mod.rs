@@ -8,7 +8,7 @@
 //! is named by partition and offset with the reason. `string` and `bytes` payloads become a
 //! single `value` column. Metadata columns (`_kafka_*`) are added per chunk.
 
-mod exact;
+pub mod exact;
 mod flat;
 
 use std::io::Cursor;
@@ -225,17 +225,31 @@ fn strip_wire_prefix(value: &[u8]) -> &[u8] {
 #[derive(Debug)]
 pub struct Refused {
     pub offset: i64,
-    pub reason: String,
+    pub reason: exact::Refusal,
 }
 
 impl Refused {
     pub fn into_error(self, topic: &str, partition: i32) -> DecodeError {
-        DecodeError::Record {
-            topic: topic.to_string(),
+        refusal_error(self.reason, topic, partition, self.offset)
+    }
+}
+
+/// A refused record as the error that names it.
+fn refusal_error(reason: exact::Refusal, topic: &str, partition: i32, offset: i64) -> DecodeError {
+    let topic = topic.to_string();
+    match reason {
+        exact::Refusal::UnknownField(field) => DecodeError::UnknownField {
+            topic,
             partition,
-            offset: self.offset,
-            reason: self.reason,
-        }
+            offset,
+            field,
+        },
+        exact::Refusal::Invalid(reason) => DecodeError::Record {
+            topic,
+            partition,
+            offset,
+            reason,
+        },
     }
 }
 
@@ -378,12 +392,8 @@ fn check_records(
         if pending.nulls[i] {
             continue;
         }
-        exact::check(pending.record(i), fields).map_err(|reason| DecodeError::Record {
-            topic: topic.to_string(),
-            partition,
-            offset: pending.offsets[i],
-            reason,
-        })?;
+        exact::check(pending.record(i), fields)
+            .map_err(|reason| refusal_error(reason, topic, partition, pending.offsets[i]))?;
     }
     Ok(())
 }
@@ -477,7 +487,7 @@ fn single_record(line: &[u8], schema: &SchemaRef) -> Result<usize, String> {
 
 /// Whether a decode failure is a field the schema lacks (which schema evolution can add).
 pub fn is_unknown_field(error: &DecodeError) -> bool {
-    matches!(error, DecodeError::Record { reason, .. } if reason.contains("missing from schema"))
+    matches!(error, DecodeError::UnknownField { .. })
 }
 
 #[cfg(test)]
@@ -732,7 +742,10 @@ mod tests {
         let refused = p
             .push(PayloadKind::Json, Some(br#"{"id":25.7}"#), None, 6, None)
             .expect_err("25.7 is not a long");
-        assert!(refused.reason.contains("not a whole number"), "{refused:?}");
+        assert!(
+            refused.reason.to_string().contains("not a whole number"),
+            "{refused:?}"
+        );
         let batch = decode(PayloadKind::Json, &mut p, &flat, "t", 0, false).expect("decode");
         assert_eq!(
             batch
