@@ -6,7 +6,8 @@
 //! decides it belongs to the next commit (its partition is past the table's sync point) and
 //! counts it into the [`txn::Transaction`]; [`sink::TableSink`] pushes it to its partition's
 //! decoder ([`decode`]), which closes a chunk of Arrow rows against the value schema that
-//! [`schema`] decided; the rows step adds the partition columns ([`partition`]); between polls
+//! [`schema`] decided; the rows step adds the partition columns ([`partition`]) and keeps a
+//! tombstone a keyed row of nulls (refused without metadata columns); between polls
 //! the chunk is staged, encoded into the committer's Parquet files ([`commit`]); when the
 //! coordinator's trigger fires (records, bytes, interval), the committer writes the files and
 //! the transaction's next offsets in one table commit, fenced on the sync points the ranges
