@@ -406,10 +406,14 @@ async fn concurrent_committers_never_both_win() -> anyhow::Result<()> {
             next,
         }];
         let n = round as i64;
-        let (sa, sb) = tokio::join!(a.stage(vec![batch(n)?]), b.stage(vec![batch(n)?]));
+        let (mut files_a, mut files_b) = (a.staged(), b.staged());
+        let (sa, sb) = tokio::join!(
+            a.stage(&mut files_a, vec![batch(n)?]),
+            b.stage(&mut files_b, vec![batch(n)?])
+        );
         sa?;
         sb?;
-        let (ra, rb) = tokio::join!(a.commit(&range), b.commit(&range));
+        let (ra, rb) = tokio::join!(a.commit(files_a, &range), b.commit(files_b, &range));
         let outcomes = [ra?, rb?];
         let wins = outcomes
             .iter()

@@ -17,7 +17,7 @@ use kafkatable_crds::IngesterConfig;
 use kafkatable_crds::config::TableConfig;
 use kafkatable_crds::spec::{Format, SchemaEvolution};
 
-use crate::commit::{CommitOutcome, Committer, SyncPoints};
+use crate::commit::{CommitOutcome, Committer, Staged, SyncPoints};
 use crate::coordinator::Sink;
 use crate::decode::{self, PayloadKind, Pending};
 use crate::error::{DecodeError, IngesterError};
@@ -38,10 +38,10 @@ pub struct TableSink {
 }
 
 /// What the next commit holds on the table side: per partition, records not decoded yet and
-/// decoded chunks; the staged files are the committer's.
-#[derive(Default)]
+/// decoded chunks; and the Parquet files staged so far.
 pub struct Batch {
     partitions: BTreeMap<i32, Buffer>,
+    staged: Staged,
 }
 
 struct Buffer {
@@ -247,7 +247,10 @@ impl Sink for TableSink {
     type Batch = Batch;
 
     fn batch(&self) -> Batch {
-        Batch::default()
+        Batch {
+            partitions: BTreeMap::new(),
+            staged: self.committer.staged(),
+        }
     }
 
     fn push<R: SourceRecord>(&mut self, batch: &mut Batch, r: &R) -> Result<bool, IngesterError> {
@@ -288,7 +291,7 @@ impl Sink for TableSink {
                         .sum::<usize>()
             })
             .sum();
-        (buffered + self.committer.staged_bytes()) as u64
+        (buffered + Committer::staged_bytes(&batch.staged)) as u64
     }
 
     /// Hands the decoded chunks of every partition (after decoding what is pending, with
@@ -308,7 +311,7 @@ impl Sink for TableSink {
         if chunks.is_empty() {
             return Ok(());
         }
-        match self.committer.stage(chunks).await {
+        match self.committer.stage(&mut batch.staged, chunks).await {
             // A value that would change on its way into the table.
             Err(IngesterError::Decode(bad)) => Err(self.decode_failed(bad)),
             other => other,
@@ -323,14 +326,14 @@ impl Sink for TableSink {
         let ranges = txn.ranges();
         let mut batch = txn.into_batch();
         if let Err(e) = self.stage(&mut batch, true).await {
-            self.committer.discard().await;
+            self.committer.discard(batch.staged).await;
             return Err(e);
         }
-        self.committer.commit(&ranges).await
+        self.committer.commit(batch.staged, &ranges).await
     }
 
-    async fn discard(&mut self, _batch: Batch) {
-        self.committer.discard().await;
+    async fn discard(&mut self, batch: Batch) {
+        self.committer.discard(batch.staged).await;
     }
 }
 

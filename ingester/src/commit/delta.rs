@@ -25,6 +25,14 @@ use super::{CommitOutcome, PartitionRange, SyncPoints, keys};
 use crate::error::IngesterError;
 use crate::schema::{AlignError, align};
 
+/// The data files of the next commit (owned by its transaction): the open ones, and those
+/// finished before a schema change.
+#[derive(Default)]
+pub struct DeltaFiles {
+    open: Option<Box<DataFiles>>,
+    finished: Vec<Add>,
+}
+
 /// Commits to one Delta table.
 pub struct DeltaCommitter {
     table: DeltaTable,
@@ -36,9 +44,6 @@ pub struct DeltaCommitter {
     target_file_size: usize,
     /// `delta.checkpointInterval` of a table the ingester creates.
     checkpoint_interval: u32,
-    /// The files of the next commit: open ones, and those finished before a schema change.
-    staged: Option<Box<DataFiles>>,
-    finished: Vec<Add>,
 }
 
 impl DeltaCommitter {
@@ -81,8 +86,6 @@ impl DeltaCommitter {
             writer_properties,
             target_file_size,
             checkpoint_interval,
-            staged: None,
-            finished: Vec::new(),
         };
         committer.check_writable()?;
         Ok(committer)
@@ -213,7 +216,11 @@ impl DeltaCommitter {
     /// Encodes `batches` into the open files (creating the table first when missing). Batches
     /// with fields the table lacks first widen the table; the files opened before keep the
     /// old columns (readers see nulls there).
-    pub async fn stage(&mut self, batches: Vec<RecordBatch>) -> Result<(), IngesterError> {
+    pub async fn stage(
+        &mut self,
+        staged: &mut DeltaFiles,
+        batches: Vec<RecordBatch>,
+    ) -> Result<(), IngesterError> {
         let Some(first) = batches.first() else {
             return Ok(());
         };
@@ -222,7 +229,7 @@ impl DeltaCommitter {
         }
         // The table's schema is read (and widened) when files are opened, and again only when
         // a batch brings fields the open files lack; then those files are finished first.
-        let outgrown = self.staged.as_ref().is_none_or(|files| {
+        let outgrown = staged.open.as_ref().is_none_or(|files| {
             let schema = files.table_schema();
             batches.iter().any(|b| {
                 b.schema()
@@ -233,17 +240,17 @@ impl DeltaCommitter {
         });
         if outgrown {
             self.add_new_columns(&batches).await?;
-            if let Some(files) = self.staged.take() {
+            if let Some(files) = staged.open.take() {
                 let adds = files
                     .finish()
                     .await
                     .map_err(|reason| table_err(&self.location, "write files", reason))?;
-                self.finished.extend(adds);
+                staged.finished.extend(adds);
             }
         }
-        if self.staged.is_none() {
+        if staged.open.is_none() {
             let table_schema = self.arrow_schema()?;
-            self.staged = Some(Box::new(DataFiles::new(
+            staged.open = Some(Box::new(DataFiles::new(
                 table_schema,
                 self.partition_columns(),
                 self.writer_properties.clone(),
@@ -251,7 +258,7 @@ impl DeltaCommitter {
                 self.table.object_store(),
             )));
         }
-        let Some(files) = self.staged.as_mut() else {
+        let Some(files) = staged.open.as_mut() else {
             return Ok(());
         };
         for batch in batches {
@@ -290,13 +297,13 @@ impl DeltaCommitter {
             .arrow_schema())
     }
 
-    pub fn staged_bytes(&self) -> usize {
-        self.staged.as_ref().map_or(0, |f| f.buffered_bytes())
+    pub fn staged_bytes(staged: &DeltaFiles) -> usize {
+        staged.open.as_ref().map_or(0, |f| f.buffered_bytes())
     }
 
-    pub async fn discard(&mut self) {
-        let mut uploaded = std::mem::take(&mut self.finished);
-        if let Some(files) = self.staged.take() {
+    pub async fn discard(&mut self, staged: DeltaFiles) {
+        let mut uploaded = staged.finished;
+        if let Some(files) = staged.open {
             uploaded.extend((*files).into_uploaded());
         }
         delete_files(self.table.object_store().as_ref(), uploaded).await;
@@ -306,10 +313,11 @@ impl DeltaCommitter {
     /// caller has checked the sync points (see [`super::Committer::commit`]).
     pub async fn commit(
         &mut self,
+        staged: DeltaFiles,
         ranges: &[PartitionRange],
     ) -> Result<CommitOutcome, IngesterError> {
-        let mut adds = std::mem::take(&mut self.finished);
-        if let Some(files) = self.staged.take() {
+        let mut adds = staged.finished;
+        if let Some(files) = staged.open {
             match (*files).finish().await {
                 Ok(more) => adds.extend(more),
                 Err(reason) => {

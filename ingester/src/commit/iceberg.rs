@@ -111,6 +111,10 @@ fn sql_uri_with_login(
     Ok(url.to_string())
 }
 
+/// The data files of the next commit (owned by its transaction).
+#[derive(Default)]
+pub struct IcebergFiles(Option<StagedFiles>);
+
 /// Commits to one Iceberg table.
 pub struct IcebergCommitter {
     catalog: Arc<dyn Catalog>,
@@ -121,8 +125,6 @@ pub struct IcebergCommitter {
     partition_by: Vec<Partition>,
     /// The table as of the last read; commits are fenced against it.
     table: Option<Table>,
-    /// The data files of the next commit.
-    staged: Option<StagedFiles>,
 }
 
 impl IcebergCommitter {
@@ -199,7 +201,6 @@ impl IcebergCommitter {
             target_file_size: usize::try_from(target_file_size).unwrap_or(usize::MAX),
             partition_by,
             table: None,
-            staged: None,
         };
         // The table's schema is what records are decoded against (see `crate::schema`).
         committer.load().await?;
@@ -281,14 +282,18 @@ impl IcebergCommitter {
 
     /// Encodes `batches` into data files of the table (created first when missing): written to
     /// storage by iceberg-rust as they fill, appended by the next [`Self::commit`].
-    pub async fn stage(&mut self, batches: Vec<RecordBatch>) -> Result<(), IngesterError> {
+    pub async fn stage(
+        &mut self,
+        staged: &mut IcebergFiles,
+        batches: Vec<RecordBatch>,
+    ) -> Result<(), IngesterError> {
         let Some(first) = batches.first() else {
             return Ok(());
         };
         if self.table.is_none() && self.load().await?.is_none() {
             self.create(first).await?;
         }
-        if self.staged.is_none() {
+        if staged.0.is_none() {
             let Some(table) = self.table.clone() else {
                 return Err(table_err(
                     &self.name(),
@@ -296,10 +301,10 @@ impl IcebergCommitter {
                     "the table vanished".into(),
                 ));
             };
-            self.staged = Some(self.open_writer(&table).await?);
+            staged.0 = Some(self.open_writer(&table).await?);
         }
         let name = self.name();
-        let Some(staged) = self.staged.as_mut() else {
+        let Some(staged) = staged.0.as_mut() else {
             return Ok(());
         };
         for batch in batches {
@@ -332,22 +337,24 @@ impl IcebergCommitter {
     /// the one in progress, with its dictionaries and current pages not yet compressed. Finished
     /// row groups may be partly in storage already (a file goes to S3 in parts of at least
     /// 5 MiB), and the encoders' other working memory is not in it.
-    pub fn staged_bytes(&self) -> usize {
-        self.staged
+    pub fn staged_bytes(staged: &IcebergFiles) -> usize {
+        staged
+            .0
             .as_ref()
             .map_or(0, |s| s.open_bytes.load(Ordering::Relaxed))
     }
 
     /// Drops the staged files. (Files iceberg-rust already wrote stay as orphans, which
     /// Iceberg's orphan-file removal cleans up; they are not part of the table.)
-    pub async fn discard(&mut self) {
-        self.staged = None;
+    pub async fn discard(&mut self, staged: IcebergFiles) {
+        drop(staged);
     }
 
     /// Closes the staged files and appends them with the ranges' offsets, fenced on the table
     /// as the caller's sync point check read it (see [`super::Committer::commit`]).
     pub async fn commit(
         &mut self,
+        staged: IcebergFiles,
         ranges: &[PartitionRange],
     ) -> Result<CommitOutcome, IngesterError> {
         let name = self.name();
@@ -358,7 +365,7 @@ impl IcebergCommitter {
                 "no table and no records to create it from".into(),
             ));
         };
-        let data_files = match self.staged.take() {
+        let data_files = match staged.0 {
             Some(staged) => staged
                 .close()
                 .await

@@ -91,7 +91,22 @@ pub enum Committer {
     Iceberg(iceberg::IcebergCommitter),
 }
 
+/// The data files staged for the next commit, by format: part of the transaction, never of
+/// the committer.
+pub enum Staged {
+    Delta(delta::DeltaFiles),
+    Iceberg(iceberg::IcebergFiles),
+}
+
 impl Committer {
+    /// No files yet, in this committer's format.
+    pub fn staged(&self) -> Staged {
+        match self {
+            Self::Delta(_) => Staged::Delta(delta::DeltaFiles::default()),
+            Self::Iceberg(_) => Staged::Iceberg(iceberg::IcebergFiles::default()),
+        }
+    }
+
     /// The table's sync points for `partitions` (all when empty), read fresh from the table.
     /// A table that cannot be read is reported as [`IngesterError::TableUnreachable`].
     pub async fn sync_points(&mut self, partitions: &[i32]) -> Result<SyncPoints, IngesterError> {
@@ -102,18 +117,24 @@ impl Committer {
         .map_err(IngesterError::unreachable)
     }
 
-    /// Hands decoded chunks to the table's writer: they are encoded into Parquet now (files
-    /// are uploaded once they reach the target size) and become part of the table with the
-    /// next [`Self::commit`]. On error the staged files are discarded.
-    pub async fn stage(&mut self, batches: Vec<RecordBatch>) -> Result<(), IngesterError> {
-        let staged = match self {
-            Self::Delta(c) => c.stage(batches).await,
-            Self::Iceberg(c) => c.stage(batches).await,
+    /// Encodes decoded chunks into `staged`'s Parquet files now (files are uploaded once they
+    /// reach the target size); they become part of the table with the [`Self::commit`] of
+    /// `staged`. On error the staged files are discarded.
+    pub async fn stage(
+        &mut self,
+        staged: &mut Staged,
+        batches: Vec<RecordBatch>,
+    ) -> Result<(), IngesterError> {
+        let result = match (&mut *self, &mut *staged) {
+            (Self::Delta(c), Staged::Delta(files)) => c.stage(files, batches).await,
+            (Self::Iceberg(c), Staged::Iceberg(files)) => c.stage(files, batches).await,
+            _ => Err(mismatch()),
         };
-        if staged.is_err() {
-            self.discard().await;
+        if result.is_err() {
+            let files = std::mem::replace(staged, self.staged());
+            self.discard(files).await;
         }
-        staged
+        result
     }
 
     /// The table's columns as of the last read (None before the table exists).
@@ -124,53 +145,61 @@ impl Committer {
         }
     }
 
-    /// Bytes the staged files hold in memory (encoded Parquet not uploaded yet).
-    pub fn staged_bytes(&self) -> usize {
-        match self {
-            Self::Delta(c) => c.staged_bytes(),
-            Self::Iceberg(c) => c.staged_bytes(),
+    /// Bytes `staged` holds in memory (encoded Parquet not uploaded yet).
+    pub fn staged_bytes(staged: &Staged) -> usize {
+        match staged {
+            Staged::Delta(files) => delta::DeltaCommitter::staged_bytes(files),
+            Staged::Iceberg(files) => iceberg::IcebergCommitter::staged_bytes(files),
         }
     }
 
-    /// Drops what is staged; files already uploaded are deleted (best effort: they are not part
+    /// Drops staged files; files already uploaded are deleted (best effort: they are not part
     /// of the table either way).
-    pub async fn discard(&mut self) {
-        match self {
-            Self::Delta(c) => c.discard().await,
-            Self::Iceberg(c) => c.discard().await,
+    pub async fn discard(&mut self, staged: Staged) {
+        match (self, staged) {
+            (Self::Delta(c), Staged::Delta(files)) => c.discard(files).await,
+            (Self::Iceberg(c), Staged::Iceberg(files)) => c.discard(files).await,
+            _ => {}
         }
     }
 
-    /// Commits what is staged with the ranges' next offsets, or reports a conflict: first the
-    /// sync points are read fresh from the table, and any partition that moved since its batch
+    /// Commits `staged` with the ranges' next offsets, or reports a conflict: first the sync
+    /// points are read fresh from the table, and any partition that moved since its batch
     /// started refuses the commit; then the format's own fence covers the race. Unless it
-    /// commits, what was staged is discarded.
+    /// commits, the staged files are discarded.
     pub async fn commit(
         &mut self,
+        staged: Staged,
         ranges: &[PartitionRange],
     ) -> Result<CommitOutcome, IngesterError> {
         let partitions: Vec<i32> = ranges.iter().map(|r| r.partition).collect();
-        let outcome = match self.sync_points(&partitions).await {
-            Ok(current) => {
-                let conflicting = moved(ranges, &current);
-                if conflicting.is_empty() {
-                    match self {
-                        Self::Delta(c) => c.commit(ranges).await,
-                        Self::Iceberg(c) => c.commit(ranges).await,
-                    }
-                } else {
-                    Ok(CommitOutcome::Conflict {
-                        partitions: conflicting,
-                    })
-                }
+        let current = match self.sync_points(&partitions).await {
+            Ok(current) => current,
+            Err(e) => {
+                self.discard(staged).await;
+                return Err(e);
             }
-            Err(e) => Err(e),
         };
-        if !matches!(outcome, Ok(CommitOutcome::Committed { .. })) {
-            self.discard().await;
+        let conflicting = moved(ranges, &current);
+        if !conflicting.is_empty() {
+            self.discard(staged).await;
+            return Ok(CommitOutcome::Conflict {
+                partitions: conflicting,
+            });
         }
-        outcome
+        // Each format discards what a commit surely left out of the table (a Delta commit
+        // that may have landed keeps its files).
+        match (self, staged) {
+            (Self::Delta(c), Staged::Delta(files)) => c.commit(files, ranges).await,
+            (Self::Iceberg(c), Staged::Iceberg(files)) => c.commit(files, ranges).await,
+            _ => Err(mismatch()),
+        }
     }
+}
+
+/// Files of one format handed to the committer of another (a bug, not a condition).
+fn mismatch() -> IngesterError {
+    IngesterError::Unsupported("staged files of another table format".into())
 }
 
 /// Partitions whose sync point in `table` differs from where the batch started.
