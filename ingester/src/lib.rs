@@ -7,8 +7,8 @@
 //! counts it into the [`txn::Transaction`]; [`sink::TableSink`] pushes it to its partition's
 //! decoder ([`decode`]), which closes a chunk of Arrow rows against the value schema that
 //! [`schema`] decided; the rows step adds the partition columns ([`partition`]) and keeps a
-//! tombstone a keyed row of nulls (refused without metadata columns); between polls
-//! the chunk is staged, encoded into the committer's Parquet files ([`commit`]); when the
+//! tombstone a keyed row of nulls (refused without metadata columns); between polls the
+//! committer ([`commit`]) encodes the chunk into the transaction's Parquet files; when the
 //! coordinator's trigger fires (records, bytes, interval), the committer writes the files and
 //! the transaction's next offsets in one table commit, fenced on the sync points the ranges
 //! started from, and the coordinator mirrors the offsets to the consumer group.

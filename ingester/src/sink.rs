@@ -4,9 +4,9 @@
 //! ([`decode::Pending`]), which closes a chunk of Arrow rows at [`decode::CHUNK_RECORDS`] or
 //! [`decode::CHUNK_BYTES`]; the value schema is decided by [`schema`] (the table's columns, the
 //! declared ones, inferred from the first records, widened by new fields); the rows step
-//! ([`crate::partition::add_columns`]) adds the partition columns; chunks are staged into the
-//! committer's Parquet files between polls, and the committer commits them with the
-//! transaction's offsets.
+//! ([`crate::partition::add_columns`]) adds the partition columns; between polls the committer
+//! encodes chunks into the transaction's Parquet files (the batch holds them), and commits them
+//! with the transaction's offsets.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
