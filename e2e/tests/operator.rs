@@ -559,19 +559,16 @@ async fn an_unreachable_catalog_shows_in_a_condition() -> anyhow::Result<()> {
 async fn a_setting_not_implemented_yet_is_reported_and_starts_no_pod() -> anyhow::Result<()> {
     let s = Setup::new("op-unimpl").await?;
     let topic = TestTopic::create(&s.env, "op-unimpl", 1).await?;
-    let manifest = json!({
-        "apiVersion": "kafkatable.io/v1alpha1",
-        "kind": "KafkaTable",
-        "metadata": {"name": "later"},
-        "spec": {
-            "source": {"brokers": s.env.kafka_bootstrap, "topic": topic.name, "format": "avro",
-                       "schemaRegistry": {"url": s.env.registry_url}},
-            "table": {"format": "delta", "location": s.location("later"),
-                      "storage": {"endpoint": s.env.s3_endpoint, "region": "us-east-1", "pathStyle": true,
-                                  "credentialsSecretRef": {"name": "s3"}}},
-            "scaling": {"minReplicas": 1, "maxReplicas": 1},
-        },
-    });
+    let mut manifest = delta_table(
+        "later",
+        &s.env,
+        &s.env.kafka_bootstrap,
+        &topic.name,
+        &s.location("later"),
+        json!({"minReplicas": 1, "maxReplicas": 1}),
+    );
+    manifest["spec"]["source"]["format"] = json!("avro");
+    manifest["spec"]["source"]["schemaRegistry"] = json!({"url": s.env.registry_url});
     s.operator.create_table(manifest).await?;
     let status = s
         .operator
@@ -622,19 +619,17 @@ async fn a_setting_not_implemented_yet_is_reported_and_starts_no_pod() -> anyhow
 async fn a_child_the_api_refuses_is_reported_in_the_status() -> anyhow::Result<()> {
     let s = Setup::new("op-refused").await?;
     let topic = TestTopic::create(&s.env, "op-refused", 1).await?;
-    let manifest = json!({
-        "apiVersion": "kafkatable.io/v1alpha1",
-        "kind": "KafkaTable",
-        "metadata": {"name": "greedy"},
-        "spec": {
-            "source": {"brokers": s.env.kafka_bootstrap, "topic": topic.name},
-            "table": {"format": "delta", "location": s.location("greedy"),
-                      "storage": {"endpoint": s.env.s3_endpoint, "region": "us-east-1", "pathStyle": true,
-                                  "credentialsSecretRef": {"name": "s3"}}},
-            "scaling": {"minReplicas": 1, "maxReplicas": 1},
-            "ingester": {"resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}},
-                         "podLabels": {"team": "data lake"}},
-        },
+    let mut manifest = delta_table(
+        "greedy",
+        &s.env,
+        &s.env.kafka_bootstrap,
+        &topic.name,
+        &s.location("greedy"),
+        json!({"minReplicas": 1, "maxReplicas": 1}),
+    );
+    manifest["spec"]["ingester"] = json!({
+        "resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}},
+        "podLabels": {"team": "data lake"},
     });
     s.operator.create_table(manifest).await?;
     let status = s
@@ -670,18 +665,14 @@ async fn two_tables_writing_one_table_from_one_topic_are_reported() -> anyhow::R
     let location = s.location("shared");
     for name in ["twin-a", "twin-b"] {
         s.operator
-            .create_table(json!({
-                "apiVersion": "kafkatable.io/v1alpha1",
-                "kind": "KafkaTable",
-                "metadata": {"name": name},
-                "spec": {
-                    "source": {"brokers": s.env.kafka_bootstrap, "topic": topic.name},
-                    "table": {"format": "delta", "location": location,
-                              "storage": {"endpoint": s.env.s3_endpoint, "region": "us-east-1", "pathStyle": true,
-                                          "credentialsSecretRef": {"name": "s3"}}},
-                    "scaling": {"minReplicas": 1, "maxReplicas": 1},
-                },
-            }))
+            .create_table(delta_table(
+                name,
+                &s.env,
+                &s.env.kafka_bootstrap,
+                &topic.name,
+                &location,
+                json!({"minReplicas": 1, "maxReplicas": 1}),
+            ))
             .await?;
     }
     let ns = s.ns.name.clone();

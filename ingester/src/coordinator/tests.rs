@@ -109,6 +109,9 @@ impl SourceRecord for MemRecord {
     }
 }
 
+/// How long a test waits for one step of another member (virtual time).
+const MINUTE: Duration = Duration::from_secs(60);
+
 /// How often an idle in-memory source looks again (virtual time).
 const POLL: Duration = Duration::from_millis(1);
 
@@ -381,28 +384,33 @@ impl Harness {
         lock(&self.table).hooks.push_back(Box::new(hook));
     }
 
-    /// Waits (virtual time) until the table's sync points are the ends of the logs.
+    /// Waits until `done` holds for the table, or fails saying `what` did not happen `within`
+    /// (virtual time). Virtual time stands still while a coordinator is busy (a commit that
+    /// conflicts forever, say): there is a deadline in real time too.
+    async fn until(&self, what: &str, within: Duration, done: impl Fn(&Table) -> bool) {
+        let deadline = Instant::now() + within;
+        let real_deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !done(&lock(&self.table)) {
+            assert!(
+                Instant::now() < deadline && std::time::Instant::now() < real_deadline,
+                "{what} never happened: the table holds {:?}",
+                lock(&self.table).sync_points
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Waits until the table's sync points are the ends of the logs.
     async fn caught_up(&self) {
         let ends: SyncPoints = lock(&self.topic)
             .logs
             .iter()
             .map(|(p, log)| (*p, log.len() as i64))
             .collect();
-        // Virtual time stands still while the coordinator is busy (a commit that conflicts
-        // forever, say): a deadline in real time too.
-        let deadline = Instant::now() + Duration::from_secs(600);
-        let real_deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            if lock(&self.table).sync_points == ends {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline && std::time::Instant::now() < real_deadline,
-                "the table never caught up: {:?} of {ends:?}",
-                lock(&self.table).sync_points
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let what = format!("catching up with {ends:?}");
+        let within = Duration::from_secs(600);
+        self.until(&what, within, |table| table.sync_points == ends)
+            .await;
     }
 
     /// Every offset of every partition exactly once, each with its own payload.
@@ -480,11 +488,8 @@ async fn revocation_during_a_commit_that_then_conflicts() {
     });
     let (tx_a, task_a) = spawn(coordinator_a);
     // Member B takes partition 1 once the group has taken it from A.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !lock(&h.table).hooks.is_empty() {
-        assert!(Instant::now() < deadline, "A never committed");
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    h.until("A's first commit", MINUTE, |table| table.hooks.is_empty())
+        .await;
     let (b, coordinator_b) = h.member(100);
     b.assign(&[1]);
     let (tx_b, task_b) = spawn(coordinator_b);
@@ -510,11 +515,10 @@ async fn revocation_during_a_commit_that_lands() {
     let (b, coordinator_b) = h.member(100);
     let (tx_b, task_b) = spawn(coordinator_b);
     // B is assigned partition 1 once A has committed it (the group waits for A's revocation).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !lock(&h.table).sync_points.contains_key(&1) {
-        assert!(Instant::now() < deadline, "A never committed partition 1");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    h.until("A committing partition 1", MINUTE, |table| {
+        table.sync_points.contains_key(&1)
+    })
+    .await;
     b.assign(&[1]);
     h.caught_up().await;
     stop(tx_a, task_a).await;
@@ -586,11 +590,10 @@ async fn a_crash_between_the_table_commit_and_the_kafka_commit() {
     lock(&a.member).lose_offset_commits = true;
     a.assign(&[0, 1]);
     let (_tx_a, task_a) = spawn(coordinator_a);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while lock(&h.table).rows.len() < 100 {
-        assert!(Instant::now() < deadline, "A never committed");
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    h.until("A committing 100 rows", MINUTE, |table| {
+        table.rows.len() >= 100
+    })
+    .await;
     // The crash: no shutdown commit, no group offsets.
     task_a.abort();
     assert!(lock(&h.topic).group.is_empty());
