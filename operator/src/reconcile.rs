@@ -393,6 +393,8 @@ async fn apply(kt: &KafkaTable, ctx: &Context) -> Result<Action, OperatorError> 
         .or_else(|| kt.status.clone())
         .unwrap_or_default();
     let now = Time(jiff::Timestamp::now());
+    let selector = render::selector_string(kt);
+    let commit_interval_ms = duration_ms(&kt.spec.commit.interval, 60_000);
 
     // A spec the ingester cannot run is reported, not applied.
     let config = match render::config_json(kt) {
@@ -400,8 +402,8 @@ async fn apply(kt: &KafkaTable, ctx: &Context) -> Result<Action, OperatorError> 
         Err(e) => {
             let o = Observation {
                 generation: kt.metadata.generation,
-                selector: render::selector_string(kt),
-                commit_interval_ms: duration_ms(&kt.spec.commit.interval, 60_000),
+                selector,
+                commit_interval_ms,
                 invalid_spec: Some(e.to_string()),
                 topic: Err("not asked: the spec is invalid".into()),
                 rollout: Rollout {
@@ -433,10 +435,10 @@ async fn apply(kt: &KafkaTable, ctx: &Context) -> Result<Action, OperatorError> 
     let rollout = seen.rollout(replicas);
     let o = Observation {
         generation: kt.metadata.generation,
-        selector: render::selector_string(kt),
+        selector,
         suspended: kt.spec.suspend,
         desired: replicas,
-        commit_interval_ms: duration_ms(&kt.spec.commit.interval, 60_000),
+        commit_interval_ms,
         invalid_spec,
         apply_failed,
         shared_with: render::shared_with(kt, &ctx.tables.state()),

@@ -114,12 +114,17 @@ pub fn shared_with(kt: &KafkaTable, tables: &[Arc<KafkaTable>]) -> Vec<String> {
         return Vec::new();
     }
     let identity = table_identity(kt);
-    let key = |t: &KafkaTable| (t.spec.source.brokers.clone(), t.spec.source.topic.clone());
+    let source = &kt.spec.source;
+    // Every reconcile scans every table: the cheap comparisons first, the identity (a string
+    // built per table) only for those on the same topic.
     let mut names: Vec<String> = tables
         .iter()
         .filter(|other| other.metadata.uid != kt.metadata.uid)
         .filter(|other| other.metadata.deletion_timestamp.is_none() && !other.spec.suspend)
-        .filter(|other| key(other) == key(kt) && table_identity(other) == identity)
+        .filter(|other| {
+            other.spec.source.topic == source.topic && other.spec.source.brokers == source.brokers
+        })
+        .filter(|other| table_identity(other) == identity)
         .map(|other| {
             format!(
                 "{}/{}",
