@@ -21,7 +21,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
-use crate::decode::{self, PayloadKind, Pending};
+use crate::decode::{self, JsonDecoder, Pending};
 use crate::error::IngesterError;
 use crate::source::client_config;
 
@@ -81,38 +81,30 @@ pub fn drain(config: &IngesterConfig, mode: Mode, records: u64) -> Result<Report
         "group.id",
         format!("kafkatable-bench-{}", std::process::id()),
     );
-    let consumer: BaseConsumer = client.create().map_err(|source| IngesterError::Kafka {
-        action: "create the consumer",
-        source,
-    })?;
+    let consumer: BaseConsumer = client
+        .create()
+        .map_err(IngesterError::kafka(&source.topic, "create the consumer"))?;
     let metadata = consumer
         .fetch_metadata(Some(&source.topic), Duration::from_secs(10))
-        .map_err(|source| IngesterError::Kafka {
-            action: "read the topic metadata",
-            source,
-        })?;
+        .map_err(IngesterError::kafka(
+            &source.topic,
+            "read the topic metadata",
+        ))?;
     let mut assignment = TopicPartitionList::new();
     for topic in metadata.topics() {
         for p in topic.partitions() {
             assignment
                 .add_partition_offset(&source.topic, p.id(), Offset::Beginning)
-                .map_err(|source| IngesterError::Kafka {
-                    action: "plan the assignment",
-                    source,
-                })?;
+                .map_err(IngesterError::kafka(&source.topic, "plan the assignment"))?;
         }
     }
     consumer
         .assign(&assignment)
-        .map_err(|source| IngesterError::Kafka {
-            action: "assign",
-            source,
-        })?;
+        .map_err(IngesterError::kafka(&source.topic, "assign"))?;
 
-    let kind = PayloadKind::Json;
     let metadata_columns = config.table.metadata_columns;
     // Keyed like the ingester's partitions (a BTreeMap, no hashing per record).
-    let mut pending: BTreeMap<i32, Pending> = BTreeMap::new();
+    let mut pending: BTreeMap<i32, Pending<JsonDecoder>> = BTreeMap::new();
     let mut schema = None;
     let mut chunks: Vec<RecordBatch> = Vec::new();
     let mut copied: Vec<u8> = Vec::new();
@@ -121,23 +113,20 @@ pub fn drain(config: &IngesterConfig, mode: Mode, records: u64) -> Result<Report
     let wall_start = Instant::now();
     // Decodes a partition's chunk (inferring the schema from the first); true when it inferred.
     let flush = |p: i32,
-                 buf: &mut Pending,
+                 buf: &mut Pending<JsonDecoder>,
                  schema: &mut Option<SchemaRef>,
                  chunks: &mut Vec<RecordBatch>,
                  arrow_bytes: &mut u64|
      -> Result<bool, IngesterError> {
         if buf.is_empty() {
-            buf.use_schema(kind, schema.as_ref());
+            buf.use_schema(schema.as_ref());
             return Ok(false);
         }
         let (s, inferred) = match schema {
             Some(s) => (Arc::clone(s), false),
-            None => (
-                Arc::new(decode::infer_json_schema(buf, &source.topic, p)?),
-                true,
-            ),
+            None => (Arc::new(buf.infer(&source.topic, p)?), true),
         };
-        let batch = decode::decode(kind, buf, &s, &source.topic, p, metadata_columns)?;
+        let batch = buf.finish(&s, &source.topic, p, metadata_columns)?;
         *schema = Some(s);
         *arrow_bytes += batch.get_array_memory_size() as u64;
         if mode == Mode::Encode {
@@ -151,10 +140,7 @@ pub fn drain(config: &IngesterConfig, mode: Mode, records: u64) -> Result<Report
                 "the topic ran dry after {seen} of {records} records"
             )));
         };
-        let m = message.map_err(|source| IngesterError::Kafka {
-            action: "consume",
-            source,
-        })?;
+        let m = message.map_err(IngesterError::kafka(&source.topic, "consume"))?;
         seen += 1;
         let payload = m.payload().unwrap_or_default();
         payload_bytes += payload.len() as u64;
@@ -177,19 +163,11 @@ pub fn drain(config: &IngesterConfig, mode: Mode, records: u64) -> Result<Report
             }
             continue;
         }
-        let buf = pending.entry(m.partition()).or_insert_with(|| {
-            let mut fresh = Pending::default();
-            fresh.use_schema(kind, schema.as_ref());
-            fresh
-        });
-        buf.push(
-            kind,
-            m.payload(),
-            m.key(),
-            m.offset(),
-            m.timestamp().to_millis(),
-        )
-        .map_err(|refused| refused.into_error(&source.topic, m.partition()))?;
+        let buf = pending
+            .entry(m.partition())
+            .or_insert_with(|| Pending::new(schema.as_ref()));
+        buf.push(m.payload(), m.key(), m.offset(), m.timestamp().to_millis())
+            .map_err(|refused| refused.into_error(&source.topic, m.partition()))?;
         if buf.is_full()
             && flush(
                 m.partition(),

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use kafkatable_crds::config::{CommitConfig, StartPosition};
 
 use crate::commit::{CommitOutcome, SyncPoints};
-use crate::error::IngesterError;
+use crate::error::{ErrorKind, IngesterError};
 use crate::http::Health;
 use crate::metrics::Metrics;
 use crate::source::{Assignment, Source, SourceRecord};
@@ -45,13 +45,20 @@ pub trait Sink {
 
     /// An empty batch.
     fn batch(&self) -> Self::Batch;
-    /// Adds a record of an active partition. `Ok(true)`: the batch has rows ready to stage.
-    /// An error stops the ingester (the record cannot be decoded and the policy is to fail).
+    /// Adds a record of an active partition. An error stops the ingester (the record cannot
+    /// be decoded and the policy is to fail).
     fn push<R: SourceRecord>(
         &mut self,
         batch: &mut Self::Batch,
         record: &R,
-    ) -> Result<bool, IngesterError>;
+    ) -> Result<Pushed, IngesterError>;
+    /// Fetches what a record pushed with [`Pushed::NeedsLookup`] needs (a registry's schema),
+    /// then pushes it; it never asks twice.
+    async fn lookup<R: SourceRecord>(
+        &mut self,
+        batch: &mut Self::Batch,
+        record: &R,
+    ) -> Result<Pushed, IngesterError>;
     /// Bytes the batch holds in memory.
     fn buffered_bytes(&self, batch: &Self::Batch) -> u64;
     /// Hands what is ready (everything, with `all`) to the table's writer. On error what was
@@ -67,6 +74,27 @@ pub trait Sink {
     ) -> Result<CommitOutcome, IngesterError>;
     /// Drops a batch and what it staged.
     async fn discard(&mut self, batch: Self::Batch);
+}
+
+/// What became of a record pushed into the sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// It is in the batch.
+    Buffered,
+    /// It is in the batch, which has rows ready to stage.
+    Ready,
+    /// It is not: the sink needs something fetched first ([`Sink::lookup`]).
+    NeedsLookup,
+}
+
+/// What the run loop does after a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    Continue,
+    /// The partition seeks to the offset.
+    Seek(i32, i64),
+    /// The record waits for the sink's lookup.
+    Lookup,
 }
 
 /// Where a partition is on its way to the table's sync point.
@@ -210,8 +238,10 @@ impl<S: Source, K: Sink> Coordinator<S, K> {
                             while let Ok(event) = self.events.try_recv() {
                                 self.on_assignment(event).await?;
                             }
-                            if let Some((partition, offset)) = self.on_record(&record)? {
-                                self.seek(partition, offset).await;
+                            match self.on_record(&record)? {
+                                Next::Continue => {}
+                                Next::Seek(partition, offset) => self.seek(partition, offset).await,
+                                Next::Lookup => self.lookup(&record).await?,
                             }
                         }
                         Err(e) => {
@@ -439,12 +469,12 @@ impl<S: Source, K: Sink> Coordinator<S, K> {
     }
 
     /// Takes a record into the transaction, or skips it on the partition's way to its sync
-    /// point; `Some((partition, offset))` asks for a seek there.
-    fn on_record(&mut self, r: &S::Record<'_>) -> Result<Option<(i32, i64)>, IngesterError> {
+    /// point (or asks for a seek there).
+    fn on_record(&mut self, r: &S::Record<'_>) -> Result<Next, IngesterError> {
         let p = r.partition();
         let offset = r.offset();
         let Some(state) = self.partitions.get_mut(&p) else {
-            return Ok(None); // not (or no longer) ours
+            return Ok(Next::Continue); // not (or no longer) ours
         };
         match state.phase {
             Phase::Active => {}
@@ -452,16 +482,16 @@ impl<S: Source, K: Sink> Coordinator<S, K> {
                 state.phase = Phase::Waiting {
                     first: Some(offset),
                 };
-                return Ok(None);
+                return Ok(Next::Continue);
             }
-            Phase::Waiting { .. } => return Ok(None),
+            Phase::Waiting { .. } => return Ok(Next::Continue),
             Phase::Seeking { target, sought } => {
                 match target {
                     Some(t) if offset < t => {
                         self.metrics.records_already_committed.inc();
-                        return Ok(None);
+                        return Ok(Next::Continue);
                     }
-                    Some(t) if offset > t && !sought => return Ok(Some((p, t))),
+                    Some(t) if offset > t && !sought => return Ok(Next::Seek(p, t)),
                     Some(t) if offset > t => {
                         tracing::warn!(
                             partition = p,
@@ -476,13 +506,35 @@ impl<S: Source, K: Sink> Coordinator<S, K> {
             }
         }
         let sync_point = state.sync_point;
+        let pushed = self.sink.push(self.txn.batch_mut(), r)?;
+        if pushed == Pushed::NeedsLookup {
+            return Ok(Next::Lookup);
+        }
+        self.taken(r, pushed, sync_point);
+        Ok(Next::Continue)
+    }
+
+    /// A record that waited for the sink's lookup (its partition is active: nothing ran
+    /// between its push and this).
+    async fn lookup(&mut self, r: &S::Record<'_>) -> Result<(), IngesterError> {
+        let pushed = self.sink.lookup(self.txn.batch_mut(), r).await?;
+        let sync_point = self
+            .partitions
+            .get(&r.partition())
+            .and_then(|s| s.sync_point);
+        self.taken(r, pushed, sync_point);
+        Ok(())
+    }
+
+    /// Counts a record the sink took into the transaction.
+    fn taken(&mut self, r: &S::Record<'_>, pushed: Pushed, sync_point: Option<i64>) {
+        let p = r.partition();
         let payload_bytes = r.payload().map_or(0, <[u8]>::len);
-        self.unstaged |= self.sink.push(self.txn.batch_mut(), r)?;
+        self.unstaged |= pushed == Pushed::Ready;
         self.txn
-            .add(p, sync_point, offset, payload_bytes, r.timestamp_ms());
+            .add(p, sync_point, r.offset(), payload_bytes, r.timestamp_ms());
         self.metrics.records_consumed.inc();
         self.metrics.bytes_consumed.inc_by(payload_bytes as u64);
-        Ok(None)
     }
 
     /// Hands the rows that are ready to the table's writer, which encodes them now (instead of
@@ -601,7 +653,7 @@ impl<S: Source, K: Sink> Coordinator<S, K> {
         // Reported after the rewind, whose reads may succeed while commits do not.
         self.health.table(Some(e.to_string()));
         // A table that cannot even be read is reported as unreachable, not as failing commits.
-        if !matches!(e, IngesterError::TableUnreachable { .. }) {
+        if e.kind() != ErrorKind::TableUnreachable {
             self.commit_failures += 1;
         }
         let failures = self.commit_failures;

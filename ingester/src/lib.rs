@@ -5,8 +5,9 @@
 //! One record's way: [`source::KafkaSource`] receives it and [`coordinator::Coordinator`]
 //! decides it belongs to the next commit (its partition is past the table's sync point) and
 //! counts it into the [`txn::Transaction`]; [`sink::TableSink`] pushes it to its partition's
-//! decoder ([`decode`]), which closes a chunk of Arrow rows against the value schema that
-//! [`schema`] decided; the rows step adds the partition columns ([`partition`]) and keeps a
+//! [`decode::Decoder`] (JSON, string or bytes; a record whose schema must be fetched first
+//! waits in line for the decoder's lookup), which closes a chunk of Arrow rows against the
+//! value schema that [`schema`] decided; the rows step adds the partition columns ([`partition`]) and keeps a
 //! tombstone a keyed row of nulls (refused without metadata columns); between polls the
 //! committer ([`commit`]) encodes the chunk into the transaction's Parquet files; when the
 //! coordinator's trigger fires (records, bytes, interval), the committer writes the files and
@@ -17,7 +18,7 @@
 //! - [`coordinator`]: partition phases, the transaction, commit triggers, rewinds, back-off.
 //! - [`txn`]: the next commit as one value.
 //! - [`sink`]: the table side: decode, rows, stage, commit.
-//! - [`decode`]: payloads to Arrow; [`schema`]: the value schema against the table's;
+//! - [`decode`]: the decoder seam and its formats, payloads to Arrow; [`schema`]: the value schema against the table's;
 //!   [`partition`]: partition columns.
 //! - [`commit`]: one committer per table format; files and offsets in one commit.
 //! - [`metrics`], [`http`]: `/metrics`, `/healthz`, `/readyz`.

@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use kafkatable_crds::config::DEFAULT_SECRETS_DIR;
-use kafkatable_crds::spec::TableFormat;
+use kafkatable_crds::spec::{Format, TableFormat};
 use kafkatable_ingester::commit::{Committer, delta::DeltaCommitter, iceberg::IcebergCommitter};
 use kafkatable_ingester::coordinator::{Coordinator, Faults};
+use kafkatable_ingester::decode::{BytesDecoder, Decoder, JsonDecoder, TextDecoder};
 use kafkatable_ingester::error::IngesterError;
 use kafkatable_ingester::http::{self, Health};
 use kafkatable_ingester::load;
@@ -100,7 +101,7 @@ async fn main() {
         }
     };
     if let Err(e) = run(file, http_addr, secrets_dir, client_id).await {
-        tracing::error!(error = %e, "ingester stopped");
+        tracing::error!(error = %e, kind = e.kind().as_str(), retryable = e.is_retryable(), "ingester stopped");
         eprintln!("kafkatable-ingester: {e}");
         std::process::exit(1);
     }
@@ -144,16 +145,45 @@ async fn run(
         }
     };
     health.table(None);
-    let sink = TableSink::new(&config, committer, metrics.clone())?;
+    // One coordinator per payload format, each with its decoder statically dispatched.
+    let result = match config.source.format {
+        Format::Json => {
+            ingest::<JsonDecoder>(&config, committer, metrics, health, shutdown, &client_id).await
+        }
+        Format::String => {
+            ingest::<TextDecoder>(&config, committer, metrics, health, shutdown, &client_id).await
+        }
+        Format::Bytes => {
+            ingest::<BytesDecoder>(&config, committer, metrics, health, shutdown, &client_id).await
+        }
+        // Refused when the config was read (`IngesterConfig::check_implemented`).
+        registry @ (Format::Avro | Format::Protobuf | Format::JsonSchema) => Err(
+            IngesterError::Unsupported(format!("format {registry:?} (not implemented yet)")),
+        ),
+    };
+    server.abort();
+    result
+}
+
+/// Consumes the topic into the table with `D`'s decoders until `shutdown`.
+async fn ingest<D: Decoder>(
+    config: &kafkatable_crds::IngesterConfig,
+    committer: Committer,
+    metrics: Metrics,
+    health: Arc<Health>,
+    shutdown: impl std::future::Future<Output = ()>,
+    client_id: &str,
+) -> Result<(), IngesterError> {
+    let sink = TableSink::<D>::new(config, committer, metrics.clone())?;
     let (source, events) =
-        KafkaSource::subscribe(&config.source, &client_id, metrics.clone(), health.clone())?;
+        KafkaSource::subscribe(&config.source, client_id, metrics.clone(), health.clone())?;
     let faults = Faults {
         crash_after_table_commit: std::env::var("KAFKATABLE_FAULT_CRASH_AFTER_TABLE_COMMIT")
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.0),
     };
-    let coordinator = Coordinator::new(
+    Coordinator::new(
         source,
         events,
         sink,
@@ -162,10 +192,9 @@ async fn run(
         metrics,
         health,
     )
-    .with_faults(faults);
-    let result = coordinator.run(shutdown).await;
-    server.abort();
-    result
+    .with_faults(faults)
+    .run(shutdown)
+    .await
 }
 
 /// The committer of the configured table format.

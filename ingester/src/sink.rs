@@ -1,7 +1,7 @@
 //! The table side of the pipeline: records to rows to files in the table.
 //!
-//! [`TableSink`] is the coordinator's [`Sink`]. Each partition's records go to its decoder
-//! ([`decode::Pending`]), which closes a chunk of Arrow rows at [`decode::CHUNK_RECORDS`] or
+//! [`TableSink`] is the coordinator's [`Sink`], generic over the payload format's
+//! [`Decoder`]. Each partition's records go to its decoder ([`decode::Pending`]), which closes a chunk of Arrow rows at [`decode::CHUNK_RECORDS`] or
 //! [`decode::CHUNK_BYTES`]; the value schema is decided by [`schema`] (the table's columns, the
 //! declared ones, inferred from the first records, widened by new fields); the rows step
 //! ([`crate::partition::add_columns`]) adds the partition columns; between polls the committer
@@ -9,17 +9,18 @@
 //! with the transaction's offsets.
 
 use std::collections::BTreeMap;
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use kafkatable_crds::IngesterConfig;
 use kafkatable_crds::config::TableConfig;
-use kafkatable_crds::spec::{Format, SchemaEvolution};
+use kafkatable_crds::spec::SchemaEvolution;
 
 use crate::commit::{CommitOutcome, Committer, Staged, SyncPoints};
-use crate::coordinator::Sink;
-use crate::decode::{self, PayloadKind, Pending};
+use crate::coordinator::{Pushed, Sink};
+use crate::decode::{self, Decoder, Pending, Refusal};
 use crate::error::{DecodeError, IngesterError};
 use crate::metrics::Metrics;
 use crate::schema;
@@ -27,30 +28,31 @@ use crate::source::SourceRecord;
 use crate::txn::Transaction;
 
 /// Decodes records into rows and writes them into one table.
-pub struct TableSink {
+pub struct TableSink<D> {
     topic: String,
-    kind: PayloadKind,
     table: TableConfig,
     /// The newest value schema: every partition's next chunk decodes against it.
     value_schema: Option<SchemaRef>,
     committer: Committer,
     metrics: Metrics,
+    /// The partitions' decoders are of this type (they live in the batch).
+    decoder: PhantomData<fn() -> D>,
 }
 
 /// What the next commit holds on the table side: per partition, records not decoded yet and
 /// decoded chunks; and the Parquet files staged so far.
-pub struct Batch {
-    partitions: BTreeMap<i32, Buffer>,
+pub struct Batch<D> {
+    partitions: BTreeMap<i32, Buffer<D>>,
     staged: Staged,
 }
 
-struct Buffer {
-    pending: Pending,
+struct Buffer<D> {
+    pending: Pending<D>,
     /// Decoded chunks not yet handed to the table's writer.
     chunks: Vec<RecordBatch>,
 }
 
-impl TableSink {
+impl<D: Decoder> TableSink<D> {
     /// The sink of `config`'s table.
     pub fn new(
         config: &IngesterConfig,
@@ -60,31 +62,24 @@ impl TableSink {
         // What is not implemented was refused when the config was read
         // (`IngesterConfig::check_implemented`).
         config.check_implemented()?;
-        let kind = match config.source.format {
-            Format::String => PayloadKind::Text,
-            Format::Bytes => PayloadKind::Bytes,
-            _ => PayloadKind::Json,
-        };
-        let value_schema = match kind {
+        let value_schema = match D::fixed_schema() {
+            Some(fixed) => Some(Arc::new(fixed)),
             // An existing table's columns, not a schema inferred again from the first new
             // records (see `crate::schema`).
-            PayloadKind::Json if config.table.columns.is_empty() => {
-                committer.table_schema().map(|table| {
-                    let values = schema::value_columns(&table, &config.table.partition_by);
-                    tracing::info!(schema = %values, "decoding against the table's columns");
-                    Arc::new(values)
-                })
-            }
-            PayloadKind::Json => Some(Arc::new(columns_schema(&config.table)?)),
-            raw => Some(Arc::new(decode::raw_value_schema(raw))),
+            None if config.table.columns.is_empty() => committer.table_schema().map(|table| {
+                let values = schema::value_columns(&table, &config.table.partition_by);
+                tracing::info!(schema = %values, "decoding against the table's columns");
+                Arc::new(values)
+            }),
+            None => Some(Arc::new(columns_schema(&config.table)?)),
         };
         Ok(Self {
             topic: config.source.topic.clone(),
-            kind,
             table: config.table.clone(),
             value_schema,
             committer,
             metrics,
+            decoder: PhantomData,
         })
     }
 
@@ -92,7 +87,7 @@ impl TableSink {
     /// (with `schemaEvolution: addColumns`); anything else stops the ingester.
     fn on_refused<R: SourceRecord>(
         &mut self,
-        batch: &mut Batch,
+        batch: &mut Batch<D>,
         r: &R,
         refused: decode::Refused,
     ) -> Result<(), IngesterError> {
@@ -106,15 +101,14 @@ impl TableSink {
         // Close the chunk so far, which moves the partition to the newest schema, and try again;
         // when that lacks the fields too, the record waits for the chunk path, which widens it.
         self.decode_partition(batch, p)?;
-        let kind = self.kind;
         let Some(buffer) = batch.partitions.get_mut(&p) else {
             return Ok(());
         };
-        let push = |pending: &mut Pending| {
-            pending.push(kind, r.payload(), r.key(), r.offset(), r.timestamp_ms())
+        let push = |pending: &mut Pending<D>| {
+            pending.push(r.payload(), r.key(), r.offset(), r.timestamp_ms())
         };
         if push(&mut buffer.pending).is_err() {
-            buffer.pending.use_schema(kind, None);
+            buffer.pending.use_schema(None);
             if let Err(refused) = push(&mut buffer.pending) {
                 let error = refused.into_error(&self.topic, p);
                 return Err(self.decode_failed(error));
@@ -124,22 +118,19 @@ impl TableSink {
     }
 
     /// Decodes a partition's pending records into an Arrow chunk; from then on its records
-    /// are decoded against the newest schema (see [`decode::decode`]).
-    fn decode_partition(&mut self, batch: &mut Batch, p: i32) -> Result<(), IngesterError> {
+    /// are decoded against the newest schema (see [`Pending::finish`]).
+    fn decode_partition(&mut self, batch: &mut Batch<D>, p: i32) -> Result<(), IngesterError> {
         let Some(buffer) = batch.partitions.get_mut(&p) else {
             return Ok(());
         };
         if buffer.pending.is_empty() {
-            buffer
-                .pending
-                .use_schema(self.kind, self.value_schema.as_ref());
+            buffer.pending.use_schema(self.value_schema.as_ref());
             return Ok(());
         }
         let (schema, inferred) = match &self.value_schema {
             Some(s) => (s.clone(), false),
             None => {
-                let inferred =
-                    Arc::new(decode::infer_json_schema(&buffer.pending, &self.topic, p)?);
+                let inferred = Arc::new(buffer.pending.infer(&self.topic, p)?);
                 tracing::info!(schema = %inferred, "inferred the table schema from the first records");
                 self.value_schema = Some(inferred.clone());
                 (inferred, true)
@@ -147,25 +138,18 @@ impl TableSink {
         };
         let topic = &self.topic;
         let metadata = self.table.metadata_columns;
-        let decoded = match decode::decode(
-            self.kind,
-            &mut buffer.pending,
-            &schema,
-            topic,
-            p,
-            metadata,
-        ) {
+        let decoded = match buffer.pending.finish(&schema, topic, p, metadata) {
             Ok(decoded) => decoded,
             Err(e)
                 if decode::is_unknown_field(&e)
                     && self.table.schema_evolution == SchemaEvolution::AddColumns =>
             {
-                let inferred = decode::infer_json_schema(&buffer.pending, topic, p)?;
+                let inferred = buffer.pending.infer(topic, p)?;
                 let table = self.committer.table_schema();
                 let widened = Arc::new(schema::widen(&schema, &inferred, table.as_deref()));
                 tracing::info!(schema = %widened, "records carry new fields: adding them as nullable columns");
                 self.value_schema = Some(widened.clone());
-                match decode::decode(self.kind, &mut buffer.pending, &widened, topic, p, metadata) {
+                match buffer.pending.finish(&widened, topic, p, metadata) {
                     Ok(decoded) => decoded,
                     Err(e) => return Err(self.decode_failed(e)),
                 }
@@ -243,43 +227,73 @@ impl TableSink {
     }
 }
 
-impl Sink for TableSink {
-    type Batch = Batch;
+impl<D: Decoder> Sink for TableSink<D> {
+    type Batch = Batch<D>;
 
-    fn batch(&self) -> Batch {
+    fn batch(&self) -> Batch<D> {
         Batch {
             partitions: BTreeMap::new(),
             staged: self.committer.staged(),
         }
     }
 
-    fn push<R: SourceRecord>(&mut self, batch: &mut Batch, r: &R) -> Result<bool, IngesterError> {
+    fn push<R: SourceRecord>(
+        &mut self,
+        batch: &mut Batch<D>,
+        r: &R,
+    ) -> Result<Pushed, IngesterError> {
         let p = r.partition();
-        let (kind, schema) = (self.kind, self.value_schema.as_ref());
-        let buffer = batch.partitions.entry(p).or_insert_with(|| {
-            let mut pending = Pending::default();
-            pending.use_schema(kind, schema);
-            Buffer {
-                pending,
-                chunks: Vec::new(),
-            }
+        let schema = self.value_schema.as_ref();
+        let buffer = batch.partitions.entry(p).or_insert_with(|| Buffer {
+            pending: Pending::new(schema),
+            chunks: Vec::new(),
         });
         let pushed = buffer
             .pending
-            .push(kind, r.payload(), r.key(), r.offset(), r.timestamp_ms());
+            .push(r.payload(), r.key(), r.offset(), r.timestamp_ms());
         let full = buffer.pending.is_full();
-        if let Err(refused) = pushed {
-            // Widening closes a chunk.
-            self.on_refused(batch, r, refused)?;
-            return Ok(true);
+        match pushed {
+            Ok(()) if full => {
+                self.decode_partition(batch, p)?;
+                Ok(Pushed::Ready)
+            }
+            Ok(()) => Ok(Pushed::Buffered),
+            Err(refused) if refused.reason == Refusal::NeedsLookup => Ok(Pushed::NeedsLookup),
+            Err(refused) => {
+                // Widening closes a chunk.
+                self.on_refused(batch, r, refused)?;
+                Ok(Pushed::Ready)
+            }
         }
-        if full {
-            self.decode_partition(batch, p)?;
-        }
-        Ok(full)
     }
 
-    fn buffered_bytes(&self, batch: &Batch) -> u64 {
+    async fn lookup<R: SourceRecord>(
+        &mut self,
+        batch: &mut Batch<D>,
+        r: &R,
+    ) -> Result<Pushed, IngesterError> {
+        let p = r.partition();
+        if let (Some(buffer), Some(value)) = (batch.partitions.get_mut(&p), r.payload()) {
+            let looked_up = buffer.pending.lookup(value, r.offset()).await;
+            if let Err(refused) = looked_up {
+                let error = refused.into_error(&self.topic, p);
+                return Err(self.decode_failed(error));
+            }
+        }
+        match self.push(batch, r)? {
+            Pushed::NeedsLookup => {
+                let error = decode::Refused {
+                    offset: r.offset(),
+                    reason: Refusal::NeedsLookup,
+                }
+                .into_error(&self.topic, p);
+                Err(self.decode_failed(error))
+            }
+            pushed => Ok(pushed),
+        }
+    }
+
+    fn buffered_bytes(&self, batch: &Batch<D>) -> u64 {
         let buffered: usize = batch
             .partitions
             .values()
@@ -296,7 +310,7 @@ impl Sink for TableSink {
 
     /// Hands the decoded chunks of every partition (after decoding what is pending, with
     /// `all`) to the table's writer, which encodes them now.
-    async fn stage(&mut self, batch: &mut Batch, all: bool) -> Result<(), IngesterError> {
+    async fn stage(&mut self, batch: &mut Batch<D>, all: bool) -> Result<(), IngesterError> {
         if all {
             let partitions: Vec<i32> = batch.partitions.keys().copied().collect();
             for p in partitions {
@@ -322,7 +336,7 @@ impl Sink for TableSink {
         self.committer.sync_points(partitions).await
     }
 
-    async fn commit(&mut self, txn: Transaction<Batch>) -> Result<CommitOutcome, IngesterError> {
+    async fn commit(&mut self, txn: Transaction<Batch<D>>) -> Result<CommitOutcome, IngesterError> {
         let ranges = txn.ranges();
         let mut batch = txn.into_batch();
         if let Err(e) = self.stage(&mut batch, true).await {
@@ -332,7 +346,7 @@ impl Sink for TableSink {
         self.committer.commit(batch.staged, &ranges).await
     }
 
-    async fn discard(&mut self, batch: Batch) {
+    async fn discard(&mut self, batch: Batch<D>) {
         self.committer.discard(batch.staged).await;
     }
 }

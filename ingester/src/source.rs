@@ -223,16 +223,10 @@ pub fn consumer(
     };
     let consumer: StreamConsumer<Context> = client_config(source, client_id)?
         .create_with_context(context)
-        .map_err(|source| IngesterError::Kafka {
-            action: "create the consumer",
-            source,
-        })?;
+        .map_err(IngesterError::kafka(&source.topic, "create the consumer"))?;
     consumer
         .subscribe(&[&source.topic])
-        .map_err(|source| IngesterError::Kafka {
-            action: "subscribe",
-            source,
-        })?;
+        .map_err(IngesterError::kafka(&source.topic, "subscribe"))?;
     Ok(consumer)
 }
 

@@ -16,6 +16,8 @@ use kafkatable_crds::report::IngesterReport;
 use kafkatable_crds::spec::{SaslMechanism, SecurityProtocol};
 use kube::Api;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::error::OperatorError;
@@ -143,16 +145,20 @@ async fn secret_key(secrets: &Api<Secret>, name: &str, key: &str) -> Result<Stri
         .as_ref()
         .and_then(|d| d.get(key))
         .and_then(|v| String::from_utf8(v.0.clone()).ok())
-        .ok_or_else(|| OperatorError::Render(format!("Secret {name} has no key {key}")))
+        .ok_or_else(|| OperatorError::SecretKey {
+            secret: name.to_string(),
+            key: key.to_string(),
+        })
 }
 
 impl KafkaClients {
     fn client(&self, endpoint: &Endpoint) -> Result<Arc<BaseConsumer>, OperatorError> {
         let key = endpoint.key();
+        // A cache of clients stays sound if a holder panicked.
         let mut clients = self
             .clients
             .lock()
-            .map_err(|_| OperatorError::Render("kafka client cache poisoned".into()))?;
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(c) = clients.get(&key) {
             return Ok(c.clone());
         }
@@ -160,10 +166,10 @@ impl KafkaClients {
             endpoint
                 .config()
                 .create()
-                .map_err(|e| OperatorError::Kafka {
+                .map_err(|source| OperatorError::Kafka {
                     brokers: endpoint.brokers.clone(),
                     action: "create a client",
-                    reason: e.to_string(),
+                    source,
                 })?;
         let client = Arc::new(client);
         clients.insert(key, client.clone());
@@ -189,11 +195,12 @@ impl KafkaClients {
             .map(|(_, p)| p);
         let fresh = cached.is_none();
         let brokers = endpoint.brokers.clone();
+        let endpoint_brokers = brokers.clone();
         let topic = topic.to_string();
-        let err = move |action: &'static str, e: String| OperatorError::Kafka {
+        let err = move |action: &'static str, source: KafkaError| OperatorError::Kafka {
             brokers: brokers.clone(),
             action,
-            reason: e,
+            source,
         };
         let (partitions, marks) = tokio::task::spawn_blocking(move || {
             let partitions = match cached {
@@ -201,14 +208,21 @@ impl KafkaClients {
                 None => {
                     let metadata = client
                         .fetch_metadata(Some(&topic), KAFKA_TIMEOUT)
-                        .map_err(|e| err("read the topic metadata", e.to_string()))?;
-                    let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else {
-                        return Err(err("read the topic metadata", format!("no topic {topic}")));
+                        .map_err(|e| err("read the topic metadata", e))?;
+                    let found = metadata.topics().iter().find(|t| t.name() == topic);
+                    let Some(t) = found.filter(|t| {
+                        t.error() != Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
+                    }) else {
+                        return Err(OperatorError::NoTopic {
+                            brokers: endpoint_brokers,
+                            topic,
+                        });
                     };
                     if let Some(e) = t.error() {
+                        let code = RDKafkaErrorCode::from(e);
                         return Err(err(
                             "read the topic metadata",
-                            format!("topic {topic}: {e:?}"),
+                            KafkaError::MetadataFetch(code),
                         ));
                     }
                     t.partitions().iter().map(|p| p.id()).collect::<Vec<_>>()
@@ -220,11 +234,11 @@ impl KafkaClients {
                 let mut list = TopicPartitionList::new();
                 for &p in &partitions {
                     list.add_partition_offset(&topic, p, timestamp)
-                        .map_err(|e| err("read the watermarks", e.to_string()))?;
+                        .map_err(|e| err("read the watermarks", e))?;
                 }
                 let found = client
                     .offsets_for_times(list, KAFKA_TIMEOUT)
-                    .map_err(|e| err("read the watermarks", e.to_string()))?;
+                    .map_err(|e| err("read the watermarks", e))?;
                 Ok::<BTreeMap<i32, i64>, OperatorError>(
                     found
                         .elements()
@@ -248,8 +262,7 @@ impl KafkaClients {
                 .collect();
             Ok((partitions, marks))
         })
-        .await
-        .map_err(|e| OperatorError::Render(format!("kafka task: {e}")))??;
+        .await??;
         if fresh && let Ok(mut cache) = self.partitions.lock() {
             cache.insert(key, (std::time::Instant::now(), partitions));
         }
@@ -272,19 +285,17 @@ impl KafkaClients {
         let brokers = endpoint.brokers.clone();
         let topic = topic.to_string();
         tokio::task::spawn_blocking(move || {
-            let err = |e: String| OperatorError::Kafka {
+            let err = |source: KafkaError| OperatorError::Kafka {
                 brokers: brokers.clone(),
                 action: "read the group offsets",
-                reason: e,
+                source,
             };
-            let client: BaseConsumer = config.create().map_err(|e| err(e.to_string()))?;
+            let client: BaseConsumer = config.create().map_err(err)?;
             let mut list = TopicPartitionList::new();
             for p in partitions {
                 list.add_partition(&topic, p);
             }
-            let committed = client
-                .committed_offsets(list, KAFKA_TIMEOUT)
-                .map_err(|e| err(e.to_string()))?;
+            let committed = client.committed_offsets(list, KAFKA_TIMEOUT).map_err(err)?;
             Ok(committed
                 .elements()
                 .iter()
@@ -294,8 +305,7 @@ impl KafkaClients {
                 })
                 .collect())
         })
-        .await
-        .map_err(|e| OperatorError::Render(format!("kafka task: {e}")))?
+        .await?
     }
 }
 
@@ -384,24 +394,20 @@ pub fn http_client() -> HttpClient<HttpConnector, Empty<Bytes>> {
 pub async fn delete_group(endpoint: &Endpoint, group: &str) -> Result<(), OperatorError> {
     use rdkafka::admin::{AdminClient, AdminOptions};
     use rdkafka::client::DefaultClientContext;
-    let err = |e: String| OperatorError::Kafka {
+    let err = |source: KafkaError| OperatorError::Kafka {
         brokers: endpoint.brokers.clone(),
         action: "delete the consumer group",
-        reason: e,
+        source,
     };
-    let admin: AdminClient<DefaultClientContext> =
-        endpoint.config().create().map_err(|e| err(e.to_string()))?;
+    let admin: AdminClient<DefaultClientContext> = endpoint.config().create().map_err(err)?;
     let options = AdminOptions::new().request_timeout(Some(KAFKA_TIMEOUT));
-    let results = admin
-        .delete_groups(&[group], &options)
-        .await
-        .map_err(|e| err(e.to_string()))?;
+    let results = admin.delete_groups(&[group], &options).await.map_err(err)?;
     for result in results {
         match result {
             Ok(_) => {}
             // Already gone is fine.
             Err((_, rdkafka::types::RDKafkaErrorCode::GroupIdNotFound)) => {}
-            Err((g, code)) => return Err(err(format!("group {g}: {code}"))),
+            Err((_, code)) => return Err(err(KafkaError::AdminOp(code))),
         }
     }
     Ok(())
@@ -419,7 +425,10 @@ mod tests {
                 .iter()
                 .find(|((s, k), _)| *s == secret && *k == key)
                 .map(|(_, v)| v.to_string())
-                .ok_or_else(|| OperatorError::Render(format!("Secret {secret} has no key {key}")))
+                .ok_or_else(|| OperatorError::SecretKey {
+                    secret: secret.to_string(),
+                    key: key.to_string(),
+                })
         }
     }
 

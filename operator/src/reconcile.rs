@@ -254,7 +254,7 @@ async fn reconcile(kt: Arc<KafkaTable>, ctx: Arc<Context>) -> Result<Action, Ope
     .map_err(|e| match e {
         kube::runtime::finalizer::Error::ApplyFailed(e)
         | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-        other => OperatorError::Finalizer(other.to_string()),
+        other => OperatorError::Finalizer(Box::new(other)),
     });
     let label = if result.is_ok() { "ok" } else { "error" };
     ctx.metrics.reconciles.with_label_values(&[label]).inc();
@@ -266,15 +266,9 @@ async fn reconcile(kt: Arc<KafkaTable>, ctx: Arc<Context>) -> Result<Action, Ope
 }
 
 fn error_policy(kt: Arc<KafkaTable>, error: &OperatorError, ctx: Arc<Context>) -> Action {
-    let kind = match error {
-        OperatorError::InvalidSpec(_) => "invalid_spec",
-        OperatorError::Kube { .. } => "kubernetes",
-        OperatorError::Kafka { .. } => "kafka",
-        OperatorError::CleanupPending(_) => "cleanup_pending",
-        _ => "other",
-    };
+    let kind = error.kind().as_str();
     ctx.metrics.errors.with_label_values(&[kind]).inc();
-    tracing::warn!(table = %kt.name_any(), error = %error, "reconcile failed");
+    tracing::warn!(table = %kt.name_any(), error = %error, kind, "reconcile failed");
     if error.is_transient() {
         Action::requeue(Duration::from_secs(5))
     } else {
@@ -306,8 +300,7 @@ where
         + serde::de::DeserializeOwned,
 {
     let name = child.meta().name.clone().unwrap_or_default();
-    let mut value =
-        serde_json::to_value(child).map_err(|e| OperatorError::Render(e.to_string()))?;
+    let mut value = serde_json::to_value(child)?;
     // SSA wants apiVersion and kind in the body.
     value["apiVersion"] = K::api_version(&()).into();
     value["kind"] = K::kind(&()).into();
@@ -693,7 +686,7 @@ fn desired_replicas(
     let mut histories = ctx
         .history
         .lock()
-        .map_err(|_| OperatorError::Render("history poisoned".into()))?;
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let history = histories.entry(key).or_default();
     if let Some(lag) = lag {
         history.record(Sample { at_ms: now_ms, lag }, stabilization_ms);

@@ -21,7 +21,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kafkatable_crds::config::{DEFAULT_SECRETS_DIR, referenced_secrets};
 use kafkatable_crds::{IngesterConfig, KafkaTable};
-use kube::Resource;
+use kube::{Resource, ResourceExt};
 
 use crate::error::OperatorError;
 
@@ -194,7 +194,7 @@ fn metadata(kt: &KafkaTable, owner: &OwnerReference) -> ObjectMeta {
 /// ingester's secrets directory, where the pod mounts each Secret under its name.
 pub fn config_json(kt: &KafkaTable) -> Result<String, OperatorError> {
     let config = IngesterConfig::from_resource(kt, Path::new(""))?;
-    serde_json::to_string_pretty(&config).map_err(|e| OperatorError::Render(e.to_string()))
+    Ok(serde_json::to_string_pretty(&config)?)
 }
 
 /// FNV-1a: a hash that stays the same across builds, for the config annotation.
@@ -217,7 +217,7 @@ pub fn children(
 ) -> Result<Children, OperatorError> {
     let owner = kt
         .controller_owner_ref(&())
-        .ok_or_else(|| OperatorError::Render("the KafkaTable has no uid yet".into()))?;
+        .ok_or_else(|| OperatorError::NoUid(kt.name_any()))?;
     let config_map = ConfigMap {
         metadata: metadata(kt, &owner),
         data: Some(BTreeMap::from([(CONFIG_KEY.to_string(), config.clone())])),

@@ -22,7 +22,7 @@ use parquet::file::properties::WriterProperties;
 
 use super::delta_files::{DataFiles, delete_files};
 use super::{CommitOutcome, PartitionRange, SyncPoints, keys};
-use crate::error::IngesterError;
+use crate::error::{Cause, IngesterError};
 use crate::schema::{AlignError, align};
 
 /// The data files of the next commit (owned by its transaction): the open ones, and those
@@ -56,19 +56,19 @@ impl DeltaCommitter {
         target_file_size: u64,
         checkpoint_interval: u32,
     ) -> Result<Self, IngesterError> {
-        let url = url::Url::parse(location)
-            .map_err(|e| table_err(location, "parse the location", e.to_string()))?;
+        let url =
+            url::Url::parse(location).map_err(|e| table_err(location, "parse the location", e))?;
         if url.scheme() == "file" {
             // A local table starts as an empty directory.
-            let dir = url.to_file_path().map_err(|()| {
-                table_err(location, "parse the location", "not a local path".into())
-            })?;
+            let dir = url
+                .to_file_path()
+                .map_err(|()| table_err(location, "parse the location", "not a local path"))?;
             std::fs::create_dir_all(&dir)
-                .map_err(|e| table_err(location, "create the directory", e.to_string()))?;
+                .map_err(|e| table_err(location, "create the directory", e))?;
         }
         let table = DeltaTable::try_from_url_with_storage_options(url, storage_options)
             .await
-            .map_err(|e| table_err(location, "open", e.to_string()))?;
+            .map_err(|e| table_err(location, "open", e))?;
         let target_file_size = usize::try_from(target_file_size).unwrap_or(usize::MAX);
         // The writer's size counts closed pages compressed, and the open page and the
         // dictionary uncompressed: both small against the target keep that estimate close to
@@ -100,7 +100,7 @@ impl DeltaCommitter {
             Ok(()) => {}
             // Not created yet: no sync points.
             Err(DeltaTableError::NotATable(_)) => return Ok(()),
-            Err(e) => return Err(table_err(&self.location, "read the log", e.to_string())),
+            Err(e) => return Err(table_err(&self.location, "read the log", e)),
         }
         // The table may have gained a feature since it was opened (a constraint added by
         // another engine, say): stop before writing rows that would break it.
@@ -117,7 +117,7 @@ impl DeltaCommitter {
         let snapshot = self
             .table
             .snapshot()
-            .map_err(|e| table_err(&self.location, "read the snapshot", e.to_string()))?;
+            .map_err(|e| table_err(&self.location, "read the snapshot", e))?;
         let refuse = |what: String| {
             IngesterError::Unsupported(format!(
                 "Delta table {}: {what}; the ingester does not honour it, so it writes nothing \
@@ -172,7 +172,7 @@ impl DeltaCommitter {
         let snapshot = self
             .table
             .snapshot()
-            .map_err(|e| table_err(&self.location, "read the snapshot", e.to_string()))?;
+            .map_err(|e| table_err(&self.location, "read the snapshot", e))?;
         let log_store = self.table.log_store();
         for &partition in partitions {
             let version = snapshot
@@ -181,7 +181,7 @@ impl DeltaCommitter {
                     keys::delta_app_id(&self.topic, partition),
                 )
                 .await
-                .map_err(|e| table_err(&self.location, "read the sync points", e.to_string()))?;
+                .map_err(|e| table_err(&self.location, "read the sync points", e))?;
             if let Some(v) = version {
                 points.insert(partition, v);
             }
@@ -193,7 +193,7 @@ impl DeltaCommitter {
         let kernel: StructType = schema
             .as_ref()
             .try_into_kernel()
-            .map_err(|e| table_err(&self.location, "map the schema", e.to_string()))?;
+            .map_err(|e| table_err(&self.location, "map the schema", e))?;
         let created = self
             .table
             .clone()
@@ -208,7 +208,7 @@ impl DeltaCommitter {
             )
             .with_save_mode(SaveMode::Ignore)
             .await
-            .map_err(|e| table_err(&self.location, "create", e.to_string()))?;
+            .map_err(|e| table_err(&self.location, "create", e))?;
         self.table = created;
         Ok(())
     }
@@ -293,7 +293,7 @@ impl DeltaCommitter {
     /// The table's schema as Arrow, partition columns included.
     fn arrow_schema(&self) -> Result<SchemaRef, IngesterError> {
         Ok(RecordBatchWriter::for_table(&self.table)
-            .map_err(|e| table_err(&self.location, "read the table schema", e.to_string()))?
+            .map_err(|e| table_err(&self.location, "read the table schema", e))?
             .arrow_schema())
     }
 
@@ -371,16 +371,16 @@ impl DeltaCommitter {
         }
         let merged: StructType = (&Schema::new(fields))
             .try_into_kernel()
-            .map_err(|e| table_err(&self.location, "map the widened schema", e.to_string()))?;
+            .map_err(|e| table_err(&self.location, "map the widened schema", e))?;
         let snapshot = self
             .table
             .snapshot()
-            .map_err(|e| table_err(&self.location, "read the snapshot", e.to_string()))?;
+            .map_err(|e| table_err(&self.location, "read the snapshot", e))?;
         let metadata = snapshot
             .metadata()
             .clone()
             .with_schema(&merged)
-            .map_err(|e| table_err(&self.location, "widen the schema", e.to_string()))?;
+            .map_err(|e| table_err(&self.location, "widen the schema", e))?;
         let new_fields = merged
             .fields()
             .filter(|f| added.contains(f.name()))
@@ -425,7 +425,7 @@ impl DeltaCommitter {
         let snapshot = self
             .table
             .snapshot()
-            .map_err(|e| table_err(&self.location, "read the snapshot", e.to_string()))?;
+            .map_err(|e| table_err(&self.location, "read the snapshot", e))?;
         let base = snapshot.version();
         let operation = DeltaOperation::Write {
             mode: SaveMode::Append,
@@ -485,21 +485,17 @@ impl DeltaCommitter {
                     partitions: ranges.iter().map(|r| r.partition).collect(),
                 })
             }
-            e => Err(table_err(&self.location, "commit", e.to_string())),
+            e => Err(table_err(&self.location, "commit", e)),
         }
     }
 
     /// The version of the commit named `commit_id`, if one after `base` carries it.
-    async fn landed(&mut self, commit_id: &str, base: u64) -> Result<Option<i64>, String> {
-        self.table.update_state().await.map_err(|e| e.to_string())?;
+    async fn landed(&mut self, commit_id: &str, base: u64) -> Result<Option<i64>, DeltaTableError> {
+        self.table.update_state().await?;
         let latest = self.table.version().unwrap_or(0);
         let log_store = self.table.log_store();
         for version in base + 1..=latest {
-            let Some(entry) = log_store
-                .read_commit_entry(version)
-                .await
-                .map_err(|e| e.to_string())?
-            else {
+            let Some(entry) = log_store.read_commit_entry(version).await? else {
                 continue;
             };
             if commit_carries(&entry, commit_id) {
@@ -576,12 +572,8 @@ fn commit_builder() -> CommitBuilder {
     )
 }
 
-fn table_err(location: &str, action: &'static str, reason: String) -> IngesterError {
-    IngesterError::Table {
-        table: location.to_string(),
-        action,
-        reason,
-    }
+fn table_err(location: &str, action: &'static str, cause: impl Into<Cause>) -> IngesterError {
+    IngesterError::table(location, action, cause)
 }
 
 #[cfg(test)]

@@ -45,7 +45,7 @@ use kafkatable_crds::config::{CatalogConfig, Partition, StorageConfig, Transform
 use kafkatable_crds::spec::CatalogType;
 
 use super::{CommitOutcome, PartitionRange, SyncPoints, keys, moved};
-use crate::error::IngesterError;
+use crate::error::{Cause, IngesterError};
 use crate::schema::{AlignError, align};
 use crate::source::{read_credentials, read_secret};
 
@@ -136,7 +136,7 @@ impl IcebergCommitter {
         partition_by: Vec<Partition>,
     ) -> Result<Self, IngesterError> {
         let name = format!("{}.{}", catalog.namespace.join("."), catalog.table);
-        let err = |action: &'static str, e: iceberg::Error| table_err(&name, action, e.to_string());
+        let err = |action: &'static str, e: iceberg::Error| table_err(&name, action, e);
         let mut props = HashMap::new();
         let mut uri = catalog.uri.clone();
         match catalog_credentials(catalog)? {
@@ -224,7 +224,7 @@ impl IcebergCommitter {
                 self.table = None;
                 Ok(None)
             }
-            Err(e) => Err(table_err(&self.name(), "load the table", e.to_string())),
+            Err(e) => Err(table_err(&self.name(), "load the table", e)),
         }
     }
 
@@ -246,7 +246,7 @@ impl IcebergCommitter {
     async fn create(&mut self, batch: &RecordBatch) -> Result<(), IngesterError> {
         let name = self.name();
         let schema = arrow_schema_to_schema_auto_assign_ids(batch.schema().as_ref())
-            .map_err(|e| table_err(&name, "map the schema", e.to_string()))?;
+            .map_err(|e| table_err(&name, "map the schema", e))?;
         let namespace = self.ident.namespace().clone();
         // Another ingester may create it at the same moment, and not every catalog answers the
         // loser with "already exists": check before failing.
@@ -260,7 +260,7 @@ impl IcebergCommitter {
                 .await
                 .unwrap_or(false)
         {
-            return Err(table_err(&name, "create the namespace", e.to_string()));
+            return Err(table_err(&name, "create the namespace", e));
         }
         let spec = partition_spec(&schema, &self.partition_by)
             .map_err(|reason| table_err(&name, "plan the partitioning", reason))?;
@@ -273,7 +273,7 @@ impl IcebergCommitter {
             Ok(table) => self.table = Some(table),
             Err(e) => {
                 if self.load().await?.is_none() {
-                    return Err(table_err(&name, "create the table", e.to_string()));
+                    return Err(table_err(&name, "create the table", e));
                 }
             }
         }
@@ -295,11 +295,7 @@ impl IcebergCommitter {
         }
         if staged.0.is_none() {
             let Some(table) = self.table.clone() else {
-                return Err(table_err(
-                    &self.name(),
-                    "write",
-                    "the table vanished".into(),
-                ));
+                return Err(table_err(&self.name(), "write", "the table vanished"));
             };
             staged.0 = Some(self.open_writer(&table).await?);
         }
@@ -323,7 +319,7 @@ impl IcebergCommitter {
             staged
                 .write(batch)
                 .await
-                .map_err(|e| table_err(&name, "write a data file", e.to_string()))?;
+                .map_err(|e| table_err(&name, "write a data file", e))?;
         }
         Ok(())
     }
@@ -362,14 +358,14 @@ impl IcebergCommitter {
             return Err(table_err(
                 &name,
                 "commit",
-                "no table and no records to create it from".into(),
+                "no table and no records to create it from",
             ));
         };
         let data_files = match staged.0 {
             Some(staged) => staged
                 .close()
                 .await
-                .map_err(|e| table_err(&name, "close the data files", e.to_string()))?,
+                .map_err(|e| table_err(&name, "close the data files", e))?,
             None => Vec::new(),
         };
         // Iceberg's optimistic concurrency is table-wide: an append to other partitions also
@@ -405,13 +401,13 @@ impl IcebergCommitter {
             }
             let tx = props
                 .apply(tx)
-                .map_err(|e| table_err(&name, "prepare the snapshot", e.to_string()))?;
+                .map_err(|e| table_err(&name, "prepare the snapshot", e))?;
             let tx = tx
                 .fast_append()
                 .add_data_files(data_files.clone())
                 .set_snapshot_properties(properties)
                 .apply(tx)
-                .map_err(|e| table_err(&name, "prepare the snapshot", e.to_string()))?;
+                .map_err(|e| table_err(&name, "prepare the snapshot", e))?;
             let pinned = PinnedCatalog {
                 inner: self.catalog.clone(),
                 pinned: base.clone(),
@@ -432,9 +428,9 @@ impl IcebergCommitter {
                         .catalog
                         .load_table(&self.ident)
                         .await
-                        .map_err(|e| table_err(&name, "reload the table", e.to_string()))?;
+                        .map_err(|e| table_err(&name, "reload the table", e))?;
                 }
-                Err(e) => return Err(table_err(&name, "commit", e.to_string())),
+                Err(e) => return Err(table_err(&name, "commit", e)),
             }
         }
         tracing::info!(table = %name, attempts = COMMIT_ATTEMPTS, "the table kept moving; giving the batch up");
@@ -447,7 +443,7 @@ impl IcebergCommitter {
     /// A writer of data files for `table`'s current schema and partition spec.
     async fn open_writer(&self, table: &Table) -> Result<StagedFiles, IngesterError> {
         let name = self.name();
-        let err = |action: &'static str, e: iceberg::Error| table_err(&name, action, e.to_string());
+        let err = |action: &'static str, e: iceberg::Error| table_err(&name, action, e);
         let props = super::writer_properties().build();
         let schema = table.metadata().current_schema().clone();
         let parquet = ParquetWriterBuilder::new_with_match_mode(
@@ -669,12 +665,8 @@ pub fn table_sync_points(table: &Table, topic: &str) -> SyncPoints {
     SyncPoints::new()
 }
 
-fn table_err(name: &str, action: &'static str, reason: String) -> IngesterError {
-    IngesterError::Table {
-        table: name.to_string(),
-        action,
-        reason,
-    }
+fn table_err(name: &str, action: &'static str, cause: impl Into<Cause>) -> IngesterError {
+    IngesterError::table(name, action, cause)
 }
 
 /// A catalog that answers the reload before a commit with the table the commit was checked

@@ -230,6 +230,15 @@ impl Table {
 /// The table side, in memory: a batch is the records themselves.
 struct MemSink {
     table: Arc<Mutex<Table>>,
+    /// What a record `?<name>` needs looked up before it can be pushed (a registry's schema,
+    /// say): the names looked up so far, and how often each.
+    looked_up: Arc<Mutex<BTreeMap<String, u32>>>,
+}
+
+/// The name a record `?<name>` needs looked up.
+fn lookup_name(payload: &[u8]) -> Option<String> {
+    let name = payload.strip_prefix(b"?")?;
+    Some(String::from_utf8_lossy(name).into_owned())
 }
 
 #[derive(Default)]
@@ -251,8 +260,11 @@ impl Sink for MemSink {
         &mut self,
         batch: &mut MemBatch,
         record: &R,
-    ) -> Result<bool, IngesterError> {
+    ) -> Result<Pushed, IngesterError> {
         let payload = record.payload().unwrap_or_default().to_vec();
+        if lookup_name(&payload).is_some_and(|name| !lock(&self.looked_up).contains_key(&name)) {
+            return Ok(Pushed::NeedsLookup);
+        }
         if let Some(field) = payload.strip_prefix(b"+") {
             batch
                 .new_fields
@@ -261,7 +273,27 @@ impl Sink for MemSink {
         batch
             .records
             .push((record.partition(), record.offset(), payload));
-        Ok(!batch.new_fields.is_empty())
+        Ok(if batch.new_fields.is_empty() {
+            Pushed::Buffered
+        } else {
+            Pushed::Ready
+        })
+    }
+
+    async fn lookup<R: SourceRecord>(
+        &mut self,
+        batch: &mut MemBatch,
+        record: &R,
+    ) -> Result<Pushed, IngesterError> {
+        let payload = record.payload().unwrap_or_default();
+        if let Some(name) = lookup_name(payload) {
+            // A lookup takes a while; the paused clock moves on while it waits.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            *lock(&self.looked_up).entry(name).or_default() += 1;
+        }
+        let pushed = self.push(batch, record)?;
+        assert_ne!(pushed, Pushed::NeedsLookup, "a sink never asks twice");
+        Ok(pushed)
     }
 
     fn buffered_bytes(&self, batch: &MemBatch) -> u64 {
@@ -307,11 +339,7 @@ impl Sink for MemSink {
         }
         if table.failing_commits > 0 {
             table.failing_commits -= 1;
-            return Err(IngesterError::Table {
-                table: "mem".into(),
-                action: "commit",
-                reason: "the store is down".into(),
-            });
+            return Err(IngesterError::table("mem", "commit", "the store is down"));
         }
         table.rows.extend(batch.records);
         for r in &ranges {
@@ -330,6 +358,8 @@ impl Sink for MemSink {
 struct Harness {
     topic: Arc<Mutex<Topic>>,
     table: Arc<Mutex<Table>>,
+    /// The sinks' lookups, by name.
+    looked_up: Arc<Mutex<BTreeMap<String, u32>>>,
 }
 
 impl Harness {
@@ -347,6 +377,7 @@ impl Harness {
         Self {
             topic: Arc::new(Mutex::new(topic)),
             table: Arc::default(),
+            looked_up: Arc::default(),
         }
     }
 
@@ -361,6 +392,7 @@ impl Harness {
         };
         let sink = MemSink {
             table: self.table.clone(),
+            looked_up: self.looked_up.clone(),
         };
         let coordinator = Coordinator::new(
             source.clone(),
@@ -653,4 +685,39 @@ async fn failed_commits_back_off_and_lose_nothing() {
     stop(tx, task).await;
     h.assert_exactly_once();
     assert_eq!(retries.get(), 3);
+}
+
+/// Records whose decoding needs something fetched first (a registry's schema) wait for the
+/// sink's lookup in line: each is taken once, in offset order, and a name is fetched once.
+#[tokio::test(start_paused = true)]
+async fn a_record_that_needs_a_lookup_waits_for_it_in_line() {
+    let h = Harness::new(2, 40);
+    h.produce(0, &["?s1", "x", "?s1", "?s2", "y"]);
+    h.produce(1, &["?s2", "z", "?s3"]);
+    h.produce(0, &["after"]);
+    let (a, coordinator) = h.member(15);
+    a.assign(&[0, 1]);
+    let (tx, task) = spawn(coordinator);
+    h.caught_up().await;
+    stop(tx, task).await;
+    h.assert_exactly_once();
+    let table = lock(&h.table);
+    for p in 0..2 {
+        let offsets: Vec<i64> = table
+            .rows
+            .iter()
+            .filter(|r| r.0 == p)
+            .map(|r| r.1)
+            .collect();
+        assert!(
+            offsets.is_sorted(),
+            "partition {p}: a record that waited for its lookup moved: {offsets:?}"
+        );
+    }
+    let looked_up = lock(&h.looked_up).clone();
+    let expected: BTreeMap<String, u32> = [("s1", 1), ("s2", 1), ("s3", 1)]
+        .into_iter()
+        .map(|(n, c)| (n.to_string(), c))
+        .collect();
+    assert_eq!(looked_up, expected, "each name is looked up once");
 }

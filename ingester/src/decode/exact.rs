@@ -13,6 +13,8 @@
 
 use arrow::datatypes::{DataType, Fields};
 
+use super::Refusal;
+
 /// Checks one JSON record against `fields` (None: only that it is one object).
 pub fn check(record: &[u8], fields: Option<&Fields>) -> Result<(), Refusal> {
     let mut w = Walk {
@@ -24,31 +26,6 @@ pub fn check(record: &[u8], fields: Option<&Fields>) -> Result<(), Refusal> {
     match w.unknown {
         Some(field) => Err(Refusal::UnknownField(field)),
         None => Ok(()),
-    }
-}
-
-/// Why a record is refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
-    /// A field the value schema does not have, by its path ("a" or "a.b"): schema evolution
-    /// may add it.
-    UnknownField(String),
-    /// Anything else, with the reason.
-    Invalid(String),
-}
-
-impl std::fmt::Display for Refusal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::UnknownField(field) => write!(f, "field {field} is not in the table's schema"),
-            Self::Invalid(reason) => f.write_str(reason),
-        }
-    }
-}
-
-impl From<String> for Refusal {
-    fn from(reason: String) -> Self {
-        Self::Invalid(reason)
     }
 }
 

@@ -19,7 +19,7 @@ use arrow::datatypes::{DataType, Float32Type, Float64Type, Int32Type, Int64Type,
 use arrow::json::ReaderBuilder;
 use arrow::json::reader::Decoder;
 
-use super::exact::Refusal;
+use super::Refusal;
 
 /// Column builders for a flat schema.
 enum Column {

@@ -1,27 +1,36 @@
-//! Record payloads to Arrow.
+//! Record payloads to Arrow, through one [`Decoder`] per partition.
 //!
-//! JSON records of a table whose columns are all scalars are parsed as they arrive, straight
-//! into Arrow builders ([`flat`]). Otherwise (nested columns, or no schema yet because it is
-//! inferred from the first records) payloads are appended to one growing NDJSON buffer (no
-//! allocation per record) and decoded a chunk at a time with arrow-json. Both run in strict
-//! mode, so a field the table does not have is never dropped silently, and a record that fails
-//! is named by partition and offset with the reason. `string` and `bytes` payloads become a
-//! single `value` column. Metadata columns (`_kafka_*`) are added per chunk.
+//! A decoder takes each record's value as it arrives ([`Decoder::push`]) and, when the chunk is
+//! closed ([`CHUNK_RECORDS`] or [`CHUNK_BYTES`]), returns the value columns
+//! ([`Decoder::finish`]) against the value schema, which comes with the format
+//! ([`Decoder::fixed_schema`]), from the table or its declared columns, or from the first
+//! records ([`Decoder::infer`]). A value whose decoding needs something fetched first (a
+//! registry's writer schema) is refused with [`Refusal::NeedsLookup`] and pushed again after
+//! [`Decoder::lookup`]. Its implementations: [`JsonDecoder`] (objects, with a fast path for flat
+//! schemas), [`TextDecoder`] and [`BytesDecoder`] (a single `value` column). [`Pending`] holds
+//! a partition's decoder with what every format shares: offsets, timestamps, keys, tombstones;
+//! and it adds the metadata columns (`_kafka_*`) per chunk. A record that fails is named by
+//! topic, partition and offset with the reason, and nothing of it stays behind.
+//!
+//! The per-record path is statically dispatched: the table side is generic over its decoder.
 
 pub mod exact;
 mod flat;
+mod json;
+mod raw;
 
-use std::io::Cursor;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BinaryBuilder, Int32Array, Int64Array, RecordBatch, StringArray, StringBuilder,
+    ArrayRef, BinaryBuilder, Int32Array, Int64Array, RecordBatch, StringArray,
     TimestampMicrosecondArray,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use arrow::json::ReaderBuilder;
 
 use crate::error::DecodeError;
+
+pub use json::JsonDecoder;
+pub use raw::{BytesDecoder, TextDecoder};
 
 /// At most this many records are decoded into Arrow at a time, per partition: one chunk.
 pub const CHUNK_RECORDS: usize = 8192;
@@ -38,15 +47,86 @@ pub const OFFSET_COLUMN: &str = "_kafka_offset";
 pub const TIMESTAMP_COLUMN: &str = "_kafka_timestamp";
 pub const KEY_COLUMN: &str = "_kafka_key";
 
-/// How record values are interpreted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PayloadKind {
-    /// JSON objects (a Confluent wire-format prefix is skipped).
-    Json,
-    /// UTF-8 text in a `value` column.
-    Text,
-    /// Raw bytes in a `value` column.
-    Bytes,
+/// One partition's record values on their way to Arrow columns, for one payload format.
+///
+/// Records are numbered by their position among those pushed since the last chunk; [`Pending`]
+/// maps that to offsets.
+#[allow(async_fn_in_trait)] // used generically, never as a trait object
+pub trait Decoder: Default {
+    /// The value columns when they follow from the format alone (nothing to infer).
+    fn fixed_schema() -> Option<Schema> {
+        None
+    }
+
+    /// Decodes the records pushed from now on against `schema` as they arrive, where the
+    /// decoder can (None: they wait for [`Decoder::finish`]). Called between chunks.
+    fn use_schema(&mut self, _schema: Option<&SchemaRef>) {}
+
+    /// The schema the records pushed so far were decoded against as they arrived, if any:
+    /// [`Decoder::finish`] returns its columns whatever schema it is given.
+    fn schema(&self) -> Option<&SchemaRef> {
+        None
+    }
+
+    /// Adds one record's value (None: a tombstone, a row of nulls here). A value refused is
+    /// not kept.
+    fn push(&mut self, value: Option<&[u8]>) -> Result<(), Refusal>;
+
+    /// Fetches what `value` needs before it can be pushed (it was refused with
+    /// [`Refusal::NeedsLookup`]): a registry's schema, say. Formats that need nothing never
+    /// ask.
+    async fn lookup(&mut self, _value: &[u8]) -> Result<(), Refusal> {
+        Ok(())
+    }
+
+    /// The value schema of the records pushed so far, for a table that has none yet.
+    fn infer(&self) -> Result<Schema, Bad> {
+        Self::fixed_schema().ok_or_else(|| Bad::Chunk("this format has no schema to infer".into()))
+    }
+
+    /// The value columns of the records pushed since the last chunk, against `schema` (or
+    /// [`Decoder::schema`]), and empties the decoder. On error the records stay, so that they
+    /// can be decoded again against a wider schema.
+    fn finish(&mut self, schema: &SchemaRef) -> Result<Vec<ArrayRef>, Bad>;
+}
+
+/// Why a record is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// A field the value schema does not have, by its path ("a" or "a.b"): schema evolution
+    /// may add it.
+    UnknownField(String),
+    /// The decoder needs something fetched first ([`Decoder::lookup`]).
+    NeedsLookup,
+    /// Anything else, with the reason.
+    Invalid(String),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::UnknownField(field) => write!(f, "field {field} is not in the table's schema"),
+            Self::NeedsLookup => f.write_str("its schema could not be fetched"),
+            Self::Invalid(reason) => f.write_str(reason),
+        }
+    }
+}
+
+impl From<String> for Refusal {
+    fn from(reason: String) -> Self {
+        Self::Invalid(reason)
+    }
+}
+
+/// What a decoder could not decode in a chunk.
+#[derive(Debug)]
+pub enum Bad {
+    /// A record, by its position in the chunk.
+    Record { index: usize, reason: Refusal },
+    /// The records decoded into another number of rows.
+    Count { expected: usize, got: usize },
+    /// The chunk as a whole (a schema that cannot be inferred).
+    Chunk(String),
 }
 
 /// The metadata columns' fields.
@@ -64,30 +144,13 @@ pub fn metadata_fields() -> Vec<Field> {
     ]
 }
 
-/// The value columns of a `string` or `bytes` topic.
-pub fn raw_value_schema(kind: PayloadKind) -> Schema {
-    let data_type = if kind == PayloadKind::Text {
-        DataType::Utf8
-    } else {
-        DataType::Binary
-    };
-    Schema::new(vec![Field::new("value", data_type, true)])
-}
-
-/// Records of one partition waiting to become a chunk: their values (decoded already, or as
-/// NDJSON) and their metadata.
+/// Records of one partition waiting to become a chunk: their values in the decoder, and their
+/// metadata.
 #[derive(Default)]
-pub struct Pending {
-    /// Set when the value schema is known and flat: records are decoded as they arrive.
-    flat: Option<flat::FlatDecoder>,
+pub struct Pending<D> {
+    values: D,
     /// Payload bytes pushed since the last chunk.
     pushed_bytes: usize,
-    /// JSON payloads, one per line (JSON), or raw payloads back to back (text, bytes).
-    data: Vec<u8>,
-    /// End of each record's payload in `data`.
-    ends: Vec<usize>,
-    /// Whether each record's value was null (a tombstone), for the chunk path.
-    nulls: Vec<bool>,
     offsets: Vec<i64>,
     timestamps_us: Vec<Option<i64>>,
     keys: BinaryBuilder,
@@ -96,7 +159,14 @@ pub struct Pending {
     tombstones: Vec<i64>,
 }
 
-impl Pending {
+impl<D: Decoder> Pending<D> {
+    /// Pending records that decode against `schema` as they arrive, where the format can.
+    pub fn new(schema: Option<&SchemaRef>) -> Self {
+        let mut pending = Self::default();
+        pending.values.use_schema(schema);
+        pending
+    }
+
     pub fn len(&self) -> usize {
         self.offsets.len()
     }
@@ -122,51 +192,28 @@ impl Pending {
 
     /// The schema records are decoded against as they arrive, if any.
     pub fn schema(&self) -> Option<&SchemaRef> {
-        self.flat.as_ref().map(flat::FlatDecoder::schema)
+        self.values.schema()
     }
 
-    /// Decodes JSON records against `schema` as they arrive from now on, when its columns are
-    /// all scalars (otherwise, or with None, they wait for [`decode`]). Call it when empty.
-    pub fn use_schema(&mut self, kind: PayloadKind, schema: Option<&SchemaRef>) {
+    /// Decodes records against `schema` as they arrive from now on, where the format can
+    /// (otherwise, or with None, they wait for [`Pending::finish`]). Call it when empty.
+    pub fn use_schema(&mut self, schema: Option<&SchemaRef>) {
         debug_assert!(self.is_empty());
-        if self.schema() == schema {
-            return;
-        }
-        self.flat = match (kind, schema) {
-            (PayloadKind::Json, Some(s)) => flat::FlatDecoder::new(s),
-            _ => None,
-        };
-        if self.flat.is_some() {
-            // The NDJSON buffer of the chunk path is not needed any more: give its memory back.
-            self.data = Vec::new();
-            self.ends = Vec::new();
-        }
+        self.values.use_schema(schema);
     }
 
     /// Adds one record. `value` is None for a tombstone. A record that cannot be decoded is
     /// refused whole, with the reason.
     pub fn push(
         &mut self,
-        kind: PayloadKind,
         value: Option<&[u8]>,
         key: Option<&[u8]>,
         offset: i64,
         timestamp_ms: Option<i64>,
     ) -> Result<(), Refused> {
-        let payload = value.map(|v| {
-            if kind == PayloadKind::Json {
-                strip_wire_prefix(v)
-            } else {
-                v
-            }
-        });
-        if let Some(flat) = &mut self.flat {
-            flat.push(payload)
-                .map_err(|reason| Refused { offset, reason })?;
-        } else {
-            self.append_raw(kind, payload);
-            self.nulls.push(value.is_none());
-        }
+        self.values
+            .push(value)
+            .map_err(|reason| Refused { offset, reason })?;
         self.pushed_bytes += value.map_or(0, <[u8]>::len);
         if value.is_none() {
             self.tombstones.push(offset);
@@ -181,30 +228,103 @@ impl Pending {
         Ok(())
     }
 
-    fn append_raw(&mut self, kind: PayloadKind, value: Option<&[u8]>) {
-        match (kind, value) {
-            (PayloadKind::Json, Some(v)) => {
-                self.data.extend_from_slice(v);
-                self.data.push(b'\n');
-            }
-            // A tombstone is a row whose value columns are all null.
-            (PayloadKind::Json, None) => self.data.extend_from_slice(b"{}\n"),
-            (_, Some(v)) => self.data.extend_from_slice(v),
-            (_, None) => {}
-        }
-        self.ends.push(self.data.len());
+    /// Fetches what a value refused with [`Refusal::NeedsLookup`] needs; push it again then.
+    pub async fn lookup(&mut self, value: &[u8], offset: i64) -> Result<(), Refused> {
+        self.values
+            .lookup(value)
+            .await
+            .map_err(|reason| Refused { offset, reason })
     }
 
-    fn record(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        &self.data[start..self.ends[i]]
+    /// Infers the value schema of the pending records (of `topic`/`partition`).
+    pub fn infer(&self, topic: &str, partition: i32) -> Result<Schema, DecodeError> {
+        self.values
+            .infer()
+            .map_err(|bad| self.bad(bad, topic, partition))
+    }
+
+    /// Decodes the pending records of `topic`/`partition` into one RecordBatch with the value
+    /// columns of `value_schema` (or of the schema the records were decoded against as they
+    /// arrived, see [`Pending::use_schema`]) followed (when `metadata` is set) by the metadata
+    /// columns, and empties `self`, whose next records then decode against `value_schema`.
+    /// On error the records stay.
+    pub fn finish(
+        &mut self,
+        value_schema: &SchemaRef,
+        topic: &str,
+        partition: i32,
+        metadata: bool,
+    ) -> Result<RecordBatch, DecodeError> {
+        let rows = self.len();
+        let newest = value_schema.clone();
+        let value_schema = self
+            .schema()
+            .cloned()
+            .unwrap_or_else(|| value_schema.clone());
+        // A tombstone has no values: a column that may not be null cannot hold it.
+        if let (Some(&offset), Some(column)) = (
+            self.tombstones.first(),
+            value_schema.fields().iter().find(|f| !f.is_nullable()),
+        ) {
+            return Err(DecodeError::Record {
+                topic: topic.to_string(),
+                partition,
+                offset,
+                reason: format!(
+                    "a tombstone (a record without a value) cannot fill the non-nullable column {}",
+                    column.name()
+                ),
+            });
+        }
+        let mut columns = self
+            .values
+            .finish(&value_schema)
+            .map_err(|bad| self.bad(bad, topic, partition))?;
+        let mut fields: Vec<Field> = value_schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        if metadata {
+            fields.extend(metadata_fields());
+            columns.push(Arc::new(StringArray::from_iter_values(
+                std::iter::repeat_n(topic, rows),
+            )));
+            columns.push(Arc::new(Int32Array::from_value(partition, rows)));
+            columns.push(Arc::new(Int64Array::from(std::mem::take(
+                &mut self.offsets,
+            ))));
+            columns.push(Arc::new(
+                TimestampMicrosecondArray::from(std::mem::take(&mut self.timestamps_us))
+                    .with_timezone("UTC"),
+            ));
+            columns.push(Arc::new(self.keys.finish()));
+        }
+        self.clear();
+        self.values.use_schema(Some(&newest));
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+            .map_err(|e| DecodeError::Infer(e.to_string()))
+    }
+
+    /// A decoder's failure as the error that names the record.
+    fn bad(&self, bad: Bad, topic: &str, partition: i32) -> DecodeError {
+        match bad {
+            Bad::Record { index, reason } => {
+                let offset = self.offsets.get(index).copied().unwrap_or(-1);
+                refusal_error(reason, topic, partition, offset)
+            }
+            Bad::Count { expected, got } => DecodeError::Count {
+                topic: topic.to_string(),
+                partition,
+                expected,
+                got,
+            },
+            Bad::Chunk(reason) => DecodeError::Infer(reason),
+        }
     }
 
     fn clear(&mut self) {
         self.pushed_bytes = 0;
-        self.data.clear();
-        self.ends.clear();
-        self.nulls.clear();
         self.offsets.clear();
         self.timestamps_us.clear();
         // BinaryBuilder::finish resets the builder.
@@ -212,20 +332,11 @@ impl Pending {
     }
 }
 
-/// Skips the Confluent wire-format header (magic byte 0 and a 4-byte schema id) in front of JSON.
-fn strip_wire_prefix(value: &[u8]) -> &[u8] {
-    if value.len() > 5 && value[0] == 0 {
-        &value[5..]
-    } else {
-        value
-    }
-}
-
 /// A record that could not be decoded.
 #[derive(Debug)]
 pub struct Refused {
     pub offset: i64,
-    pub reason: exact::Refusal,
+    pub reason: Refusal,
 }
 
 impl Refused {
@@ -235,254 +346,22 @@ impl Refused {
 }
 
 /// A refused record as the error that names it.
-fn refusal_error(reason: exact::Refusal, topic: &str, partition: i32, offset: i64) -> DecodeError {
+fn refusal_error(reason: Refusal, topic: &str, partition: i32, offset: i64) -> DecodeError {
     let topic = topic.to_string();
     match reason {
-        exact::Refusal::UnknownField(field) => DecodeError::UnknownField {
+        Refusal::UnknownField(field) => DecodeError::UnknownField {
             topic,
             partition,
             offset,
             field,
         },
-        exact::Refusal::Invalid(reason) => DecodeError::Record {
+        reason @ (Refusal::NeedsLookup | Refusal::Invalid(_)) => DecodeError::Record {
             topic,
             partition,
             offset,
-            reason,
+            reason: reason.to_string(),
         },
     }
-}
-
-/// Infers the value schema of JSON records. Fields that are null in every record become
-/// nullable strings (tables have no null type).
-pub fn infer_json_schema(
-    pending: &Pending,
-    topic: &str,
-    partition: i32,
-) -> Result<Schema, DecodeError> {
-    // A record that is not one JSON object would make arrow-json infer from the wrong rows (or
-    // fail without naming the record).
-    check_records(pending, None, topic, partition)?;
-    let (schema, _) = arrow::json::reader::infer_json_schema(Cursor::new(&pending.data), None)
-        .map_err(|e| DecodeError::Infer(e.to_string()))?;
-    Ok(Schema::new(
-        schema
-            .fields()
-            .iter()
-            .map(|f| {
-                let field = f.as_ref().clone().with_nullable(true);
-                if field.data_type() == &DataType::Null {
-                    field.with_data_type(DataType::Utf8)
-                } else {
-                    field
-                }
-            })
-            .collect::<Vec<_>>(),
-    ))
-}
-
-/// Decodes the pending records of `topic`/`partition` into one RecordBatch with the value
-/// columns of `value_schema` (or of the schema the records were decoded against as they
-/// arrived, see [`Pending::use_schema`]) followed (when `metadata` is set) by the metadata
-/// columns, and empties `pending`, whose next records then decode against `value_schema`.
-pub fn decode(
-    kind: PayloadKind,
-    pending: &mut Pending,
-    value_schema: &SchemaRef,
-    topic: &str,
-    partition: i32,
-    metadata: bool,
-) -> Result<RecordBatch, DecodeError> {
-    let rows = pending.len();
-    let newest = value_schema.clone();
-    let value_schema = pending
-        .schema()
-        .cloned()
-        .unwrap_or_else(|| value_schema.clone());
-    // A tombstone has no values: a column that may not be null cannot hold it.
-    if let (Some(&offset), Some(column)) = (
-        pending.tombstones.first(),
-        value_schema.fields().iter().find(|f| !f.is_nullable()),
-    ) {
-        return Err(DecodeError::Record {
-            topic: topic.to_string(),
-            partition,
-            offset,
-            reason: format!(
-                "a tombstone (a record without a value) cannot fill the non-nullable column {}",
-                column.name()
-            ),
-        });
-    }
-    let mut columns: Vec<ArrayRef> = match kind {
-        PayloadKind::Json if pending.flat.is_some() => pending
-            .flat
-            .as_mut()
-            .map(flat::FlatDecoder::finish)
-            .unwrap_or_default(),
-        PayloadKind::Json => decode_json(pending, &value_schema, topic, partition)?
-            .columns()
-            .to_vec(),
-        PayloadKind::Text => {
-            let mut b = StringBuilder::with_capacity(rows, pending.data.len());
-            for i in 0..rows {
-                if pending.nulls[i] {
-                    b.append_null();
-                } else {
-                    let text = std::str::from_utf8(pending.record(i)).map_err(|e| {
-                        DecodeError::Record {
-                            topic: topic.to_string(),
-                            partition,
-                            offset: pending.offsets[i],
-                            reason: format!("value is not UTF-8: {e}"),
-                        }
-                    })?;
-                    b.append_value(text);
-                }
-            }
-            vec![Arc::new(b.finish())]
-        }
-        PayloadKind::Bytes => {
-            let mut b = BinaryBuilder::with_capacity(rows, pending.data.len());
-            for i in 0..rows {
-                if pending.nulls[i] {
-                    b.append_null()
-                } else {
-                    b.append_value(pending.record(i))
-                }
-            }
-            vec![Arc::new(b.finish())]
-        }
-    };
-    let mut fields: Vec<Field> = value_schema
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone())
-        .collect();
-    if metadata {
-        fields.extend(metadata_fields());
-        columns.push(Arc::new(StringArray::from_iter_values(
-            std::iter::repeat_n(topic, rows),
-        )));
-        columns.push(Arc::new(Int32Array::from_value(partition, rows)));
-        columns.push(Arc::new(Int64Array::from(std::mem::take(
-            &mut pending.offsets,
-        ))));
-        columns.push(Arc::new(
-            TimestampMicrosecondArray::from(std::mem::take(&mut pending.timestamps_us))
-                .with_timezone("UTC"),
-        ));
-        columns.push(Arc::new(pending.keys.finish()));
-    }
-    pending.clear();
-    pending.use_schema(kind, Some(&newest));
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
-        .map_err(|e| DecodeError::Infer(e.to_string()))
-}
-
-/// Checks every record of the chunk path with [`exact::check`]: exactly one JSON object each,
-/// numbers that fit their columns (`fields`) exactly. Tombstones are not JSON.
-fn check_records(
-    pending: &Pending,
-    fields: Option<&arrow::datatypes::Fields>,
-    topic: &str,
-    partition: i32,
-) -> Result<(), DecodeError> {
-    for i in 0..pending.len() {
-        if pending.nulls[i] {
-            continue;
-        }
-        exact::check(pending.record(i), fields)
-            .map_err(|reason| refusal_error(reason, topic, partition, pending.offsets[i]))?;
-    }
-    Ok(())
-}
-
-fn decode_json(
-    pending: &Pending,
-    schema: &SchemaRef,
-    topic: &str,
-    partition: i32,
-) -> Result<RecordBatch, DecodeError> {
-    let rows = pending.len();
-    check_records(pending, Some(schema.fields()), topic, partition)?;
-    let attempt = || -> Result<Option<RecordBatch>, arrow::error::ArrowError> {
-        let mut decoder = ReaderBuilder::new(schema.clone())
-            .with_strict_mode(true)
-            .with_batch_size(rows.max(1))
-            .build_decoder()?;
-        let mut rest = pending.data.as_slice();
-        while !rest.is_empty() {
-            let read = decoder.decode(rest)?;
-            if read == 0 {
-                break;
-            }
-            rest = &rest[read..];
-        }
-        decoder.flush()
-    };
-    match attempt() {
-        Ok(Some(batch)) if batch.num_rows() == rows => Ok(batch),
-        Ok(other) => {
-            // More or fewer rows than records: a payload held several JSON values or none.
-            let got = other.map_or(0, |b| b.num_rows());
-            Err(
-                first_bad_record(pending, schema, topic, partition).unwrap_or_else(|| {
-                    DecodeError::Count {
-                        topic: topic.to_string(),
-                        partition,
-                        expected: rows,
-                        got,
-                    }
-                }),
-            )
-        }
-        Err(e) => Err(
-            first_bad_record(pending, schema, topic, partition).unwrap_or_else(|| {
-                DecodeError::Record {
-                    topic: topic.to_string(),
-                    partition,
-                    offset: pending.offsets.first().copied().unwrap_or(-1),
-                    reason: e.to_string(),
-                }
-            }),
-        ),
-    }
-}
-
-/// Decodes records one at a time to find the first that fails, with its reason.
-fn first_bad_record(
-    pending: &Pending,
-    schema: &SchemaRef,
-    topic: &str,
-    partition: i32,
-) -> Option<DecodeError> {
-    (0..pending.len()).find_map(|i| {
-        let line = pending.record(i);
-        let reason = match single_record(line, schema) {
-            Ok(1) => return None,
-            Ok(n) => format!("expected one JSON object, found {n}"),
-            Err(e) => e,
-        };
-        Some(DecodeError::Record {
-            topic: topic.to_string(),
-            partition,
-            offset: pending.offsets[i],
-            reason,
-        })
-    })
-}
-
-fn single_record(line: &[u8], schema: &SchemaRef) -> Result<usize, String> {
-    let mut decoder = ReaderBuilder::new(schema.clone())
-        .with_strict_mode(true)
-        .build_decoder()
-        .map_err(|e| e.to_string())?;
-    decoder.decode(line).map_err(|e| e.to_string())?;
-    Ok(decoder
-        .flush()
-        .map_err(|e| e.to_string())?
-        .map_or(0, |b| b.num_rows()))
 }
 
 /// Whether a decode failure is a field the schema lacks (which schema evolution can add).
@@ -496,11 +375,10 @@ mod tests {
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::Int64Type;
 
-    fn pending(kind: PayloadKind, values: &[Option<&str>]) -> Pending {
+    fn pending<D: Decoder>(values: &[Option<&str>]) -> Pending<D> {
         let mut p = Pending::default();
         for (i, v) in values.iter().enumerate() {
             p.push(
-                kind,
                 v.map(str::as_bytes),
                 Some(b"k"),
                 100 + i as i64,
@@ -513,11 +391,11 @@ mod tests {
 
     #[test]
     fn a_chunk_closes_at_its_record_count_or_its_payload_bytes() {
-        let push = |p: &mut Pending, value: &[u8], offset: i64| {
-            p.push(PayloadKind::Bytes, Some(value), None, offset, None)
+        let push = |p: &mut Pending<BytesDecoder>, value: &[u8], offset: i64| {
+            p.push(Some(value), None, offset, None)
                 .expect("bytes are taken as they come");
         };
-        let mut narrow = Pending::default();
+        let mut narrow = Pending::<BytesDecoder>::default();
         for offset in 0..CHUNK_RECORDS as i64 - 1 {
             push(&mut narrow, b"0123456789", offset);
         }
@@ -526,7 +404,7 @@ mod tests {
         assert!(narrow.is_full(), "a chunk of records");
 
         let wide_value = vec![b'x'; 10_000];
-        let mut wide = Pending::default();
+        let mut wide = Pending::<BytesDecoder>::default();
         let whole = CHUNK_BYTES.div_ceil(wide_value.len());
         for offset in 0..whole as i64 - 1 {
             push(&mut wide, &wide_value, offset);
@@ -541,15 +419,12 @@ mod tests {
 
     #[test]
     fn json_decodes_with_inferred_schema_and_metadata() {
-        let mut p = pending(
-            PayloadKind::Json,
-            &[
-                Some(r#"{"id":1,"name":"a","tags":["x"],"geo":{"lat":1.5}}"#),
-                None,
-                Some(r#"{"id":3}"#),
-            ],
-        );
-        let schema = Arc::new(infer_json_schema(&p, "t", 0).expect("infer"));
+        let mut p = pending::<JsonDecoder>(&[
+            Some(r#"{"id":1,"name":"a","tags":["x"],"geo":{"lat":1.5}}"#),
+            None,
+            Some(r#"{"id":3}"#),
+        ]);
+        let schema = Arc::new(p.infer("t", 0).expect("infer"));
         assert_eq!(
             schema
                 .field_with_name("id")
@@ -567,7 +442,7 @@ mod tests {
             schema.field_with_name("geo").map(|f| f.data_type().clone()),
             Ok(DataType::Struct(_))
         ));
-        let batch = decode(PayloadKind::Json, &mut p, &schema, "t", 2, true).expect("decode");
+        let batch = p.finish(&schema, "t", 2, true).expect("decode");
         assert_eq!(batch.num_rows(), 3);
         let ids = batch
             .column_by_name("id")
@@ -588,18 +463,14 @@ mod tests {
 
     #[test]
     fn a_bad_record_is_named_by_offset() {
-        let mut p = pending(
-            PayloadKind::Json,
-            &[Some(r#"{"id":1}"#), Some(r#"{"id":2}"#)],
-        );
-        let schema = Arc::new(infer_json_schema(&p, "t", 0).expect("infer"));
-        decode(PayloadKind::Json, &mut p, &schema, "t", 0, false).expect("good chunk");
-        let mut p = pending(
-            PayloadKind::Json,
-            &[Some(r#"{"id":1}"#), Some("{not json"), Some(r#"{"id":3}"#)],
-        );
-        let err =
-            decode(PayloadKind::Json, &mut p, &schema, "events", 4, false).expect_err("bad chunk");
+        let mut p = pending::<JsonDecoder>(&[Some(r#"{"id":1}"#), Some(r#"{"id":2}"#)]);
+        let schema = Arc::new(p.infer("t", 0).expect("infer"));
+        p.finish(&schema, "t", 0, false).expect("good chunk");
+        let mut p =
+            pending::<JsonDecoder>(&[Some(r#"{"id":1}"#), Some("{not json"), Some(r#"{"id":3}"#)]);
+        let err = p
+            .finish(&schema, "events", 4, false)
+            .expect_err("bad chunk");
         match err {
             DecodeError::Record {
                 topic,
@@ -618,13 +489,12 @@ mod tests {
             None,
             Some(r#"{"name":"c\u00e9","id":3}"#),
         ];
-        let mut chunked = pending(PayloadKind::Json, &values);
-        let schema = Arc::new(infer_json_schema(&chunked, "t", 0).expect("infer"));
-        let expected =
-            decode(PayloadKind::Json, &mut chunked, &schema, "t", 2, true).expect("chunk path");
+        let mut chunked = pending::<JsonDecoder>(&values);
+        let schema = Arc::new(chunked.infer("t", 0).expect("infer"));
+        let expected = chunked.finish(&schema, "t", 2, true).expect("chunk path");
 
-        let mut arriving = Pending::default();
-        arriving.use_schema(PayloadKind::Json, Some(&schema));
+        let mut arriving = Pending::<JsonDecoder>::default();
+        arriving.use_schema(Some(&schema));
         assert_eq!(
             arriving.schema(),
             Some(&schema),
@@ -633,7 +503,6 @@ mod tests {
         for (i, v) in values.iter().enumerate() {
             arriving
                 .push(
-                    PayloadKind::Json,
                     v.map(str::as_bytes),
                     Some(b"k"),
                     100 + i as i64,
@@ -646,13 +515,13 @@ mod tests {
             56,
             "payload bytes are still counted"
         );
-        let got = decode(PayloadKind::Json, &mut arriving, &schema, "t", 2, true).expect("decode");
+        let got = arriving.finish(&schema, "t", 2, true).expect("decode");
         assert_eq!(got, expected);
         assert!(arriving.is_empty() && arriving.payload_bytes() == 0);
 
         // A bad record is refused whole and named by its offset; the rest carry on.
         let refused = arriving
-            .push(PayloadKind::Json, Some(b"{\"id\":"), None, 7, None)
+            .push(Some(b"{\"id\":"), None, 7, None)
             .expect_err("a broken record is refused");
         let e = refused.into_error("events", 4);
         assert!(e.to_string().contains("partition 4 offset 7"), "{e}");
@@ -681,52 +550,43 @@ mod tests {
     fn every_record_is_one_row_or_a_bad_record() {
         // Two objects in one record next to an empty one: the row count matches the record
         // count, but every row after them would sit under the wrong offset.
-        let mut p = pending(
-            PayloadKind::Json,
-            &[
-                Some(r#"{"id":0,"tags":[]}"#),
-                Some(r#"{"id":1,"tags":[]}{"id":2,"tags":[]}"#),
-                Some(""),
-                Some(r#"{"id":3,"tags":["x"]}"#),
-            ],
-        );
-        let e = decode(PayloadKind::Json, &mut p, &nested_schema(), "t", 0, true)
+        let mut p = pending::<JsonDecoder>(&[
+            Some(r#"{"id":0,"tags":[]}"#),
+            Some(r#"{"id":1,"tags":[]}{"id":2,"tags":[]}"#),
+            Some(""),
+            Some(r#"{"id":3,"tags":["x"]}"#),
+        ]);
+        let e = p
+            .finish(&nested_schema(), "t", 0, true)
             .expect_err("two objects in one record");
         let (offset, reason) = bad_offset(e);
         assert_eq!(offset, 101, "{reason}");
         assert!(reason.contains("found more"), "{reason}");
 
         // One object split across two records.
-        let mut p = pending(
-            PayloadKind::Json,
-            &[
-                Some(r#"{"id":0,"#),
-                Some(r#""tags":[]}"#),
-                Some(r#"{"id":1}"#),
-            ],
-        );
-        let e = decode(PayloadKind::Json, &mut p, &nested_schema(), "t", 0, true)
+        let mut p = pending::<JsonDecoder>(&[
+            Some(r#"{"id":0,"#),
+            Some(r#""tags":[]}"#),
+            Some(r#"{"id":1}"#),
+        ]);
+        let e = p
+            .finish(&nested_schema(), "t", 0, true)
             .expect_err("split object");
         assert_eq!(bad_offset(e).0, 100);
 
         // The same before a schema is inferred.
-        let p = pending(
-            PayloadKind::Json,
-            &[Some(r#"{"id":0}"#), Some(""), Some(r#"{"id":1}{"id":2}"#)],
-        );
-        let (offset, reason) = bad_offset(infer_json_schema(&p, "t", 0).expect_err("empty"));
+        let p =
+            pending::<JsonDecoder>(&[Some(r#"{"id":0}"#), Some(""), Some(r#"{"id":1}{"id":2}"#)]);
+        let (offset, reason) = bad_offset(p.infer("t", 0).expect_err("empty"));
         assert_eq!(offset, 101, "{reason}");
     }
 
     #[test]
     fn a_number_that_does_not_fit_its_column_is_a_bad_record() {
         // The chunk path (nested columns).
-        let mut p = pending(
-            PayloadKind::Json,
-            &[Some(r#"{"id":25.0}"#), Some(r#"{"id":25.7}"#)],
-        );
+        let mut p = pending::<JsonDecoder>(&[Some(r#"{"id":25.0}"#), Some(r#"{"id":25.7}"#)]);
         let (offset, reason) = bad_offset(
-            decode(PayloadKind::Json, &mut p, &nested_schema(), "t", 0, true)
+            p.finish(&nested_schema(), "t", 0, true)
                 .expect_err("25.7 is not a long"),
         );
         assert_eq!(offset, 101);
@@ -734,19 +594,18 @@ mod tests {
 
         // The flat path, which hands such records to arrow-json.
         let flat = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)]));
-        let mut p = Pending::default();
-        p.use_schema(PayloadKind::Json, Some(&flat));
+        let mut p = Pending::<JsonDecoder>::new(Some(&flat));
         assert!(p.schema().is_some(), "decodes as records arrive");
-        p.push(PayloadKind::Json, Some(br#"{"id":8.0}"#), None, 5, None)
+        p.push(Some(br#"{"id":8.0}"#), None, 5, None)
             .expect("a whole number");
         let refused = p
-            .push(PayloadKind::Json, Some(br#"{"id":25.7}"#), None, 6, None)
+            .push(Some(br#"{"id":25.7}"#), None, 6, None)
             .expect_err("25.7 is not a long");
         assert!(
             refused.reason.to_string().contains("not a whole number"),
             "{refused:?}"
         );
-        let batch = decode(PayloadKind::Json, &mut p, &flat, "t", 0, false).expect("decode");
+        let batch = p.finish(&flat, "t", 0, false).expect("decode");
         assert_eq!(
             batch
                 .column(0)
@@ -760,8 +619,8 @@ mod tests {
     #[test]
     fn unknown_fields_are_an_error_not_a_silent_drop() {
         let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)]));
-        let mut p = pending(PayloadKind::Json, &[Some(r#"{"id":1,"extra":true}"#)]);
-        let err = decode(PayloadKind::Json, &mut p, &schema, "t", 0, false).expect_err("strict");
+        let mut p = pending::<JsonDecoder>(&[Some(r#"{"id":1,"extra":true}"#)]);
+        let err = p.finish(&schema, "t", 0, false).expect_err("strict");
         assert!(is_unknown_field(&err), "{err}");
         assert!(err.to_string().contains("offset 100"), "{err}");
     }
@@ -770,31 +629,29 @@ mod tests {
     fn wire_format_prefix_is_skipped() {
         let mut framed = vec![0u8, 0, 0, 0, 7];
         framed.extend_from_slice(br#"{"id":5}"#);
-        let mut p = Pending::default();
-        p.push(PayloadKind::Json, Some(&framed), None, 0, None)
-            .expect("push");
-        let schema = Arc::new(infer_json_schema(&p, "t", 0).expect("infer"));
-        let batch = decode(PayloadKind::Json, &mut p, &schema, "t", 0, false).expect("decode");
+        let mut p = Pending::<JsonDecoder>::default();
+        p.push(Some(&framed), None, 0, None).expect("push");
+        let schema = Arc::new(p.infer("t", 0).expect("infer"));
+        let batch = p.finish(&schema, "t", 0, false).expect("decode");
         assert_eq!(batch.column(0).as_primitive::<Int64Type>().value(0), 5);
     }
 
     #[test]
     fn text_and_bytes_become_a_value_column() {
-        let mut p = pending(PayloadKind::Text, &[Some("héllo"), None]);
-        let schema = Arc::new(raw_value_schema(PayloadKind::Text));
-        let batch = decode(PayloadKind::Text, &mut p, &schema, "t", 0, true).expect("text");
+        let mut p = pending::<TextDecoder>(&[Some("héllo"), None]);
+        let schema = Arc::new(TextDecoder::fixed_schema().expect("a fixed schema"));
+        let batch = p.finish(&schema, "t", 0, true).expect("text");
         let values = batch.column(0).as_string::<i32>();
         assert_eq!((values.value(0), values.is_null(1)), ("héllo", true));
 
-        let mut p = Pending::default();
-        p.push(PayloadKind::Text, Some(&[0xff, 0xfe]), None, 9, None)
-            .expect("push");
-        let err = decode(PayloadKind::Text, &mut p, &schema, "t", 1, false).expect_err("not utf-8");
+        let mut p = Pending::<TextDecoder>::default();
+        p.push(Some(&[0xff, 0xfe]), None, 9, None).expect("push");
+        let err = p.finish(&schema, "t", 1, false).expect_err("not utf-8");
         assert!(err.to_string().contains("partition 1 offset 9"), "{err}");
 
-        let mut p = pending(PayloadKind::Bytes, &[Some("\u{1}\u{2}")]);
-        let schema = Arc::new(raw_value_schema(PayloadKind::Bytes));
-        let batch = decode(PayloadKind::Bytes, &mut p, &schema, "t", 0, false).expect("bytes");
+        let mut p = pending::<BytesDecoder>(&[Some("\u{1}\u{2}")]);
+        let schema = Arc::new(BytesDecoder::fixed_schema().expect("a fixed schema"));
+        let batch = p.finish(&schema, "t", 0, false).expect("bytes");
         assert_eq!(batch.column(0).as_binary::<i32>().value(0), &[1, 2]);
     }
 }
