@@ -15,7 +15,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kafkatable_e2e::broker::PrivateBroker;
 use kafkatable_e2e::env::TestEnv;
 use kafkatable_e2e::fixtures::{
-    TestBucket, TestNamespace, TestTopic, eventually, kube_client, produce_json, python,
+    TestBucket, TestNamespace, TestTopic, eventually, kube_client, produce_json, python, unique,
 };
 use kafkatable_e2e::operator::{OperatorRelease, condition, is_true};
 use kube::Api;
@@ -608,6 +608,38 @@ async fn a_setting_not_implemented_yet_is_reported_and_starts_no_pod() -> anyhow
         },
     )
     .await;
+    s.remove().await;
+    Ok(())
+}
+
+/// A KafkaTable whose topic does not exist says so (`TopicNotFound`, naming the topic), not
+/// that the brokers are unreachable.
+#[tokio::test]
+async fn a_topic_that_does_not_exist_is_named_in_the_status() -> anyhow::Result<()> {
+    let s = Setup::new("op-notopic").await?;
+    let missing = unique("op-notopic");
+    let manifest = delta_table(
+        "nowhere",
+        &s.env,
+        &s.env.kafka_bootstrap,
+        &missing,
+        &s.location("nowhere"),
+        json!({"minReplicas": 1, "maxReplicas": 1}),
+    );
+    s.operator.create_table(manifest).await?;
+    let status = s
+        .operator
+        .wait_status("nowhere", "Degraded: TopicNotFound", DEADLINE, |st| {
+            condition(st, "Degraded")
+                .is_some_and(|(st, reason, _)| st == "True" && reason == "TopicNotFound")
+        })
+        .await;
+    let (_, _, message) = condition(&status, "Degraded").unwrap_or_default();
+    assert!(
+        message.contains(&format!("topic {missing} does not exist")),
+        "{message}"
+    );
+    assert!(!is_true(&status, "Ready"));
     s.remove().await;
     Ok(())
 }

@@ -33,7 +33,7 @@ use crate::error::OperatorError;
 use crate::metrics::Metrics;
 use crate::observe::{self, KafkaClients};
 use crate::render::{self, IngesterDefaults};
-use crate::status::{self, Observation, Rollout};
+use crate::status::{self, Observation, Rollout, TopicError};
 
 /// The field manager of everything the operator writes.
 pub const MANAGER: &str = "kafkatable-operator";
@@ -398,7 +398,7 @@ async fn apply(kt: &KafkaTable, ctx: &Context) -> Result<Action, OperatorError> 
                 selector,
                 commit_interval_ms,
                 invalid_spec: Some(e.to_string()),
-                topic: Err("not asked: the spec is invalid".into()),
+                topic: Err(TopicError::unreachable("not asked: the spec is invalid")),
                 rollout: Rollout {
                     observed: true,
                     ..Rollout::default()
@@ -458,7 +458,7 @@ async fn apply(kt: &KafkaTable, ctx: &Context) -> Result<Action, OperatorError> 
 /// What a reconcile sees of a table: its topic, its pods and their reports, the group's
 /// offsets where no pod reports a sync point, and its Deployment.
 struct Seen {
-    topic: Result<BTreeMap<i32, status::Watermarks>, String>,
+    topic: Result<BTreeMap<i32, status::Watermarks>, TopicError>,
     pods: observe::Pods,
     /// The sync points known from the pods' reports and the previous status.
     known: BTreeMap<i32, i64>,
@@ -522,8 +522,8 @@ async fn observe(kt: &KafkaTable, ctx: &Context, previous: &KafkaTableStatus) ->
             .kafka
             .watermarks(ep, topic_name)
             .await
-            .map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
+            .map_err(|e| TopicError::from(&e)),
+        Err(e) => Err(TopicError::from(e)),
     };
     let kafka_ms = clock.elapsed().as_millis();
     let pods = observe::pods(&table_pods(ctx, &namespace, &name), &ctx.http).await;

@@ -43,12 +43,44 @@ pub struct Observation {
     pub crashing: Vec<String>,
     pub reports: Vec<IngesterReport>,
     /// The topic's partitions, or why Kafka could not be asked.
-    pub topic: Result<BTreeMap<i32, Watermarks>, String>,
+    pub topic: Result<BTreeMap<i32, Watermarks>, TopicError>,
     /// Committed group offsets, read when neither the reports nor the last status know a
     /// partition's sync point.
     pub group_offsets: BTreeMap<i32, i64>,
     pub scale: Option<(Time, String)>,
     pub now: Time,
+}
+
+/// Why the topic's partitions are unknown, with the Degraded reason it makes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicError {
+    /// `BrokerUnreachable`, `TopicNotFound` or `SecretKeyMissing`.
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl TopicError {
+    pub fn unreachable(message: impl Into<String>) -> Self {
+        Self {
+            reason: "BrokerUnreachable",
+            message: message.into(),
+        }
+    }
+}
+
+impl From<&crate::error::OperatorError> for TopicError {
+    fn from(e: &crate::error::OperatorError) -> Self {
+        use crate::error::OperatorError;
+        let reason = match e {
+            OperatorError::NoTopic { .. } => "TopicNotFound",
+            OperatorError::SecretKey { .. } => "SecretKeyMissing",
+            _ => "BrokerUnreachable",
+        };
+        Self {
+            reason,
+            message: e.to_string(),
+        }
+    }
 }
 
 impl Default for Observation {
@@ -170,8 +202,11 @@ pub fn compute(previous: &KafkaTableStatus, o: &Observation) -> KafkaTableStatus
         .topic
         .as_ref()
         .err()
-        .cloned()
-        .or_else(|| o.reports.iter().find_map(|r| r.broker_error.clone()));
+        .map(|e| (e.reason, e.message.clone()))
+        .or_else(|| {
+            let e = o.reports.iter().find_map(|r| r.broker_error.clone())?;
+            Some(("BrokerUnreachable", e))
+        });
     let degraded = if let Some(reason) = &o.invalid_spec {
         Some(("InvalidSpec", reason.clone()))
     } else if let Some(e) = &o.apply_failed {
@@ -184,8 +219,8 @@ pub fn compute(previous: &KafkaTableStatus, o: &Observation) -> KafkaTableStatus
                 o.shared_with.join(", ")
             ),
         ))
-    } else if let Some(e) = broker {
-        Some(("BrokerUnreachable", e))
+    } else if let Some(broker) = broker {
+        Some(broker)
     } else if let Some(e) = o.reports.iter().find_map(|r| r.table_error.clone()) {
         let failing = o
             .reports
@@ -524,7 +559,9 @@ mod tests {
     fn an_unreachable_broker_degrades_with_the_cause_and_keeps_the_last_lag() {
         let first = compute(&KafkaTableStatus::default(), &healthy(1));
         let mut o = healthy(1);
-        o.topic = Err("kafka:9092: metadata: all brokers down".into());
+        o.topic = Err(TopicError::unreachable(
+            "kafka:9092: metadata: all brokers down",
+        ));
         let s = compute(&first, &o);
         let d = condition(&s, "Degraded");
         assert_eq!(
@@ -538,6 +575,33 @@ mod tests {
         let back = compute(&s, &healthy(1));
         assert_eq!(condition(&back, "Ready").status, "True");
         assert_eq!(changed(&s.conditions, &back.conditions).len(), 2);
+    }
+
+    #[test]
+    fn a_missing_topic_or_secret_key_is_named_not_called_an_unreachable_broker() {
+        use crate::error::OperatorError;
+        let mut o = healthy(1);
+        o.topic = Err(TopicError::from(&OperatorError::NoTopic {
+            brokers: "kafka:9092".into(),
+            topic: "orders".into(),
+        }));
+        let d = condition(&compute(&KafkaTableStatus::default(), &o), "Degraded").clone();
+        assert_eq!(
+            (d.status.as_str(), d.reason.as_str()),
+            ("True", "TopicNotFound")
+        );
+        assert!(
+            d.message.contains("topic orders does not exist"),
+            "{}",
+            d.message
+        );
+        o.topic = Err(TopicError::from(&OperatorError::SecretKey {
+            secret: "kafka-creds".into(),
+            key: "password".into(),
+        }));
+        let d = condition(&compute(&KafkaTableStatus::default(), &o), "Degraded").clone();
+        assert_eq!(d.reason, "SecretKeyMissing");
+        assert!(d.message.contains("kafka-creds"), "{}", d.message);
     }
 
     #[test]

@@ -745,9 +745,13 @@ impl Catalog for PinnedCatalog {
     }
     async fn update_table(&self, commit: TableCommit) -> iceberg::Result<Table> {
         self.inner.update_table(commit).await.map_err(|e| {
-            if e.kind() == ErrorKind::CatalogCommitConflicts
-                || e.to_string().contains("Requirement failed")
-            {
+            // A requirement that failed is a conflict (iceberg 0.10's requirement checks and
+            // the SQL catalog's fenced update say so by kind), or the table was dropped
+            // meanwhile (`TableNotFound`): either way the commit was refused as a whole.
+            if matches!(
+                e.kind(),
+                ErrorKind::CatalogCommitConflicts | ErrorKind::TableNotFound
+            ) {
                 iceberg::Error::new(
                     ErrorKind::CatalogCommitConflicts,
                     format!("commit refused: {e}"),
