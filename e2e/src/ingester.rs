@@ -56,7 +56,18 @@ impl IngesterProcess {
         name: &str,
         envs: &[(&str, &str)],
     ) -> std::io::Result<Self> {
-        let bin = binary();
+        Self::start_binary(&binary(), manifest, secrets_dir, work_dir, name, envs)
+    }
+
+    /// As `start_with_env`, with the ingester binary `bin` (a benchmark's baseline).
+    pub fn start_binary(
+        bin: &Path,
+        manifest: &Path,
+        secrets_dir: &Path,
+        work_dir: &Path,
+        name: &str,
+        envs: &[(&str, &str)],
+    ) -> std::io::Result<Self> {
         if !bin.is_file() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::NotFound,

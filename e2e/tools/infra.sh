@@ -272,7 +272,7 @@ EOF
 # start_kafka: runs the broker of $RUN/kafka and waits for it (this start, not an earlier one).
 start_kafka() {
   local d=$RUN/kafka from
-  from=$(wc -l < "$d/log" 2>/dev/null || echo 0)
+  from=$( (wc -l < "$d/log") 2>/dev/null || echo 0)
   spawn kafka java -Dkafkatable.run="$RUN" -Xms256m -Xmx512m -XX:+UseG1GC -Dlog4j.configuration="file:$d/log4j.properties" \
     -Dkafka.logs.dir="$d" -cp "$(kafka_cp)" kafka.Kafka "$d/server.properties"
   wait_for kafka 120 logged_since "$d/log" "$from" 'Kafka Server started'

@@ -5,6 +5,11 @@
 //! intervals) and Iceberg (REST catalog), each the median of three runs; plus peak RSS against
 //! the bytes buffered for a commit, and produce-to-visible latency. It prints the ratios the
 //! targets are stated in and writes them as JSON.
+//!
+//! With `KAFKATABLE_BENCH_BASELINE_BIN` set to another build of the ingester, it also compares
+//! the two in the same run: decode, encode and Delta ingestion (10 s commits) alternate between
+//! the baseline and this build, three runs each, and the ratio of the medians is printed with
+//! every run's rate, so that a change is measured against the noise of the same minutes.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -161,8 +166,10 @@ fn status_kib(pid: u32, key: &str) -> f64 {
 /// Runs an ingester until it has committed `records` rows; then samples produce-to-visible
 /// latency with `latency_samples` single records. Each sample is sent shortly after a commit,
 /// so it measures close to the worst case (about one commit interval plus the commit).
+#[allow(clippy::too_many_arguments)]
 async fn ingest(
     env: &TestEnv,
+    bin: &Path,
     dir: &Path,
     manifest: &Path,
     topic: &str,
@@ -175,7 +182,8 @@ async fn ingest(
         .unwrap_or_default()
         .to_string_lossy()
         .into_owned();
-    let ingester = IngesterProcess::start_with_env(
+    let ingester = IngesterProcess::start_binary(
+        bin,
         manifest,
         &dir.join("secrets"),
         dir,
@@ -272,7 +280,8 @@ async fn ingest_median(
     let mut runs = Vec::new();
     for (i, manifest) in manifests.iter().enumerate() {
         let samples = if i == 0 { latency_samples } else { 0 };
-        runs.push(ingest(env, dir, manifest, topic, records, size, samples).await?);
+        let bin = kafkatable_e2e::ingester::binary();
+        runs.push(ingest(env, &bin, dir, manifest, topic, records, size, samples).await?);
     }
     let latency = runs[0]["latency_seconds"].clone();
     let over_bound = |v: &Value| v["peak_rss_mb"].as_f64().unwrap_or(0.0) - rss_bound(v);
@@ -312,6 +321,78 @@ fn seconds(v: &Value) -> String {
         .unwrap_or_default()
 }
 
+/// This build against `baseline` in the same minutes: decode and encode drains, and Delta
+/// ingestion with 10 s commits (one table per run, from `manifests`), alternating baseline
+/// and this build, three runs each. Prints and returns this build's median over the
+/// baseline's, with every run's rate.
+#[allow(clippy::too_many_arguments)]
+async fn compare(
+    env: &TestEnv,
+    bin: &Path,
+    baseline: &Path,
+    dir: &Path,
+    probe: &Path,
+    manifests: &[PathBuf],
+    topic: &str,
+    records: usize,
+    size: usize,
+) -> anyhow::Result<Value> {
+    let secrets = dir.join("secrets");
+    let mut result = json!({});
+    println!("baseline comparison (alternating runs; this build / baseline, medians):");
+    for mode in ["decode", "encode", "delta_10s"] {
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        for m in manifests.iter().take(3) {
+            for (b, runs) in [(baseline, &mut theirs), (bin, &mut ours)] {
+                let v = if mode == "delta_10s" {
+                    // Each run a table and a consumer group of its own.
+                    let who = if b == baseline { "base" } else { "this" };
+                    let mut manifest: Value = serde_yaml::from_str(&std::fs::read_to_string(m)?)?;
+                    let name = format!(
+                        "{}-{who}",
+                        manifest["metadata"]["name"].as_str().unwrap_or("ab")
+                    );
+                    let location = format!(
+                        "{}-{who}",
+                        manifest["spec"]["table"]["location"]
+                            .as_str()
+                            .unwrap_or_default()
+                    );
+                    manifest["metadata"]["name"] = json!(name);
+                    manifest["spec"]["table"]["location"] = json!(location);
+                    manifest["spec"]["source"]["consumerGroup"] = json!(unique("bench"));
+                    let copy = m.with_file_name(format!("{name}.yaml"));
+                    std::fs::write(&copy, serde_yaml::to_string(&manifest)?)?;
+                    ingest(env, b, dir, &copy, topic, records, size, 0).await?
+                } else {
+                    drain_once(b, probe, &secrets, mode, records)?
+                };
+                runs.push(rate(&v));
+            }
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (o, t) = (median(&mut ours), median(&mut theirs));
+        println!(
+            "  {mode:<10} {:.3}   this build {o:.0} ({}), baseline {t:.0} ({}) records/CPU-s",
+            o / t,
+            ours.iter()
+                .map(|r| format!("{r:.0}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            theirs
+                .iter()
+                .map(|r| format!("{r:.0}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
+        result[mode] = json!({"ratio": o / t, "this_build": ours, "baseline": theirs});
+    }
+    Ok(result)
+}
+
 fn rate(v: &Value) -> f64 {
     v["records_per_cpu_second"].as_f64().unwrap_or(0.0)
 }
@@ -327,6 +408,15 @@ async fn main() -> anyhow::Result<()> {
     std::fs::write(dir.join("secrets/s3/secretAccessKey"), &env.s3_secret_key)?;
     let storage = json!({"endpoint": env.s3_endpoint, "region": "us-east-1", "pathStyle": true, "credentialsSecretRef": {"name": "s3"}});
     let bucket = kafkatable_e2e::fixtures::TestBucket::create(&env, "bench").await?;
+    let baseline = std::env::var_os("KAFKATABLE_BENCH_BASELINE_BIN").map(PathBuf::from);
+    if let Some(b) = &baseline {
+        anyhow::ensure!(
+            b.is_file(),
+            "KAFKATABLE_BENCH_BASELINE_BIN: {} is missing",
+            b.display()
+        );
+        println!("comparing with the baseline ingester {}", b.display());
+    }
     println!(
         "kafkatable bench: ingester {} on {} cores",
         bin.display(),
@@ -440,9 +530,25 @@ async fn main() -> anyhow::Result<()> {
             seconds(&delta1["latency_seconds"]),
             seconds(&delta10["latency_seconds"])
         );
-        report.push(json!({"record_bytes": size, "records": n, "raw": raw, "copy": copy, "decode": decode, "encode": encode,
+        let mut entry = json!({"record_bytes": size, "records": n, "raw": raw, "copy": copy, "decode": decode, "encode": encode,
             "delta_10s": delta10, "delta_1s": delta1, "iceberg_10s": iceberg10, "ratios": ratios,
-            "rss_bound_mb": {"delta_10s": rss_bound(&delta10), "iceberg_10s": rss_bound(&iceberg10)}}));
+            "rss_bound_mb": {"delta_10s": rss_bound(&delta10), "iceberg_10s": rss_bound(&iceberg10)}});
+        if let Some(baseline) = &baseline {
+            let ab = compare(
+                &env,
+                &bin,
+                baseline,
+                &dir,
+                &probe,
+                &runs("10s", "ab")?,
+                &topic.name,
+                n,
+                size,
+            )
+            .await?;
+            entry["baseline_comparison"] = ab;
+        }
+        report.push(entry);
     }
     let path = dir.join("report.json");
     std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;

@@ -654,4 +654,72 @@ mod tests {
         let batch = p.finish(&schema, "t", 0, false).expect("bytes");
         assert_eq!(batch.column(0).as_binary::<i32>().value(0), &[1, 2]);
     }
+
+    /// A format whose values name a schema that must be fetched first (as a registry's do):
+    /// `<name>:<text>`.
+    #[derive(Default)]
+    struct Registered {
+        known: Vec<String>,
+        values: TextDecoder,
+    }
+
+    impl Decoder for Registered {
+        fn fixed_schema() -> Option<Schema> {
+            TextDecoder::fixed_schema()
+        }
+
+        fn push(&mut self, value: Option<&[u8]>) -> Result<(), Refusal> {
+            let Some(v) = value else {
+                return self.values.push(None);
+            };
+            let text = std::str::from_utf8(v).map_err(|e| Refusal::Invalid(e.to_string()))?;
+            let (name, rest) = text
+                .split_once(':')
+                .ok_or(Refusal::Invalid("no name".into()))?;
+            if !self.known.iter().any(|k| k == name) {
+                return Err(Refusal::NeedsLookup);
+            }
+            self.values.push(Some(rest.as_bytes()))
+        }
+
+        async fn lookup(&mut self, value: &[u8]) -> Result<(), Refusal> {
+            tokio::task::yield_now().await;
+            let text = String::from_utf8_lossy(value);
+            let name = text.split_once(':').map_or("", |(n, _)| n);
+            if name == "missing" {
+                return Err(Refusal::Invalid(
+                    "the registry has no schema missing".into(),
+                ));
+            }
+            self.known.push(name.to_string());
+            Ok(())
+        }
+
+        fn finish(&mut self, schema: &SchemaRef) -> Result<Vec<ArrayRef>, Bad> {
+            self.values.finish(schema)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_value_that_needs_a_lookup_is_refused_until_it_is_done_and_nothing_stays() {
+        let schema = Arc::new(Registered::fixed_schema().expect("a fixed schema"));
+        let mut p = Pending::<Registered>::new(Some(&schema));
+        let refused = p
+            .push(Some(b"s1:a"), None, 10, None)
+            .expect_err("s1 is not known yet");
+        assert_eq!(refused.reason, Refusal::NeedsLookup);
+        assert!(p.is_empty(), "nothing of a refused record stays");
+        p.lookup(b"s1:a", 10).await.expect("the lookup");
+        p.push(Some(b"s1:a"), None, 10, None).expect("known now");
+        p.push(Some(b"s1:b"), None, 11, None).expect("known");
+        let missing = p
+            .lookup(b"missing:c", 12)
+            .await
+            .expect_err("no such schema");
+        let e = missing.into_error("events", 2);
+        assert!(e.to_string().contains("partition 2 offset 12"), "{e}");
+        let batch = p.finish(&schema, "events", 2, true).expect("decode");
+        let values = batch.column(0).as_string::<i32>();
+        assert_eq!((values.value(0), values.value(1)), ("a", "b"));
+    }
 }
