@@ -182,7 +182,7 @@ async fn ingest(
         .unwrap_or_default()
         .to_string_lossy()
         .into_owned();
-    let ingester = IngesterProcess::start_binary(
+    let mut ingester = IngesterProcess::start_binary(
         bin,
         manifest,
         &dir.join("secrets"),
@@ -198,6 +198,12 @@ async fn ingest(
             .unwrap_or(0.0);
         if rows as usize >= records {
             break;
+        }
+        if let Some(code) = ingester.exited() {
+            anyhow::bail!(
+                "{name}: the ingester exited ({code:?}) after {rows} of {records} rows\n{}",
+                ingester.log_text()
+            );
         }
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(900),
@@ -540,7 +546,7 @@ async fn main() -> anyhow::Result<()> {
                 baseline,
                 &dir,
                 &probe,
-                &runs("10s", "ab")?,
+                &runs("ab", "10s")?,
                 &topic.name,
                 n,
                 size,
