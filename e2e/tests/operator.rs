@@ -612,7 +612,7 @@ async fn a_setting_not_implemented_yet_is_reported_and_starts_no_pod() -> anyhow
     Ok(())
 }
 
-/// A KafkaTable whose topic does not exist says so (`TopicNotFound`, naming the topic), not
+/// A KafkaTable whose topic does not exist says so (`TopicMissing`, naming the topic), not
 /// that the brokers are unreachable.
 #[tokio::test]
 async fn a_topic_that_does_not_exist_is_named_in_the_status() -> anyhow::Result<()> {
@@ -629,14 +629,47 @@ async fn a_topic_that_does_not_exist_is_named_in_the_status() -> anyhow::Result<
     s.operator.create_table(manifest).await?;
     let status = s
         .operator
-        .wait_status("nowhere", "Degraded: TopicNotFound", DEADLINE, |st| {
+        .wait_status("nowhere", "Degraded: TopicMissing", DEADLINE, |st| {
             condition(st, "Degraded")
-                .is_some_and(|(st, reason, _)| st == "True" && reason == "TopicNotFound")
+                .is_some_and(|(st, reason, _)| st == "True" && reason == "TopicMissing")
         })
         .await;
     let (_, _, message) = condition(&status, "Degraded").unwrap_or_default();
     assert!(
         message.contains(&format!("topic {missing} does not exist")),
+        "{message}"
+    );
+    assert!(!is_true(&status, "Ready"));
+    s.remove().await;
+    Ok(())
+}
+
+/// A Secret the spec names that does not exist keeps the pod from starting; the status says
+/// which (`SecretMissing`), instead of nothing while the pod waits.
+#[tokio::test]
+async fn a_secret_that_does_not_exist_is_named_in_the_status() -> anyhow::Result<()> {
+    let s = Setup::new("op-nosecret").await?;
+    let topic = TestTopic::create(&s.env, "op-nosecret", 1).await?;
+    let mut manifest = delta_table(
+        "locked",
+        &s.env,
+        &s.env.kafka_bootstrap,
+        &topic.name,
+        &s.location("locked"),
+        json!({"minReplicas": 1, "maxReplicas": 1}),
+    );
+    manifest["spec"]["table"]["storage"]["credentialsSecretRef"] = json!({"name": "absent-creds"});
+    s.operator.create_table(manifest).await?;
+    let status = s
+        .operator
+        .wait_status("locked", "Degraded: SecretMissing", DEADLINE, |st| {
+            condition(st, "Degraded")
+                .is_some_and(|(st, reason, _)| st == "True" && reason == "SecretMissing")
+        })
+        .await;
+    let (_, _, message) = condition(&status, "Degraded").unwrap_or_default();
+    assert!(
+        message.contains("Secret absent-creds does not exist"),
         "{message}"
     );
     assert!(!is_true(&status, "Ready"));

@@ -131,6 +131,46 @@ pub async fn endpoint(
     })
 }
 
+/// The Secrets the spec names that do not exist or lack a key the ingester reads, as messages
+/// naming each: a pod that mounts them would wait without a word in the status. (The
+/// catalog's Secret holds a token or a user and password, so only its existence is checked.)
+pub async fn missing_secrets(kt: &KafkaTable, secrets: &Api<Secret>) -> Vec<String> {
+    let catalog = kt
+        .spec
+        .table
+        .catalog
+        .as_ref()
+        .and_then(|c| c.credentials_secret_ref.as_ref())
+        .map(|r| r.name.as_str());
+    let mut wanted: BTreeMap<String, Vec<&'static str>> = BTreeMap::new();
+    for (name, keys) in kafkatable_crds::config::referenced_secrets(kt) {
+        let entry = wanted.entry(name.clone()).or_default();
+        if catalog != Some(name.as_str()) {
+            entry.extend(keys);
+        }
+    }
+    let mut missing = Vec::new();
+    for (name, keys) in wanted {
+        match secrets.get_opt(&name).await {
+            Ok(None) => missing.push(format!("Secret {name} does not exist")),
+            Ok(Some(secret)) => {
+                let data = secret.data.unwrap_or_default();
+                let absent: Vec<&str> = keys
+                    .iter()
+                    .copied()
+                    .filter(|k| !data.contains_key(*k))
+                    .collect();
+                if !absent.is_empty() {
+                    missing.push(format!("Secret {name} has no key {}", absent.join(", ")));
+                }
+            }
+            // Not knowing is not missing: the endpoint's own read reports API errors.
+            Err(e) => tracing::debug!(secret = %name, error = %e, "cannot read a Secret"),
+        }
+    }
+    missing
+}
+
 async fn secret_key(secrets: &Api<Secret>, name: &str, key: &str) -> Result<String, OperatorError> {
     let secret = secrets
         .get(name)

@@ -435,6 +435,7 @@ async fn apply(kt: &KafkaTable, ctx: &Context) -> Result<Action, OperatorError> 
         invalid_spec,
         apply_failed,
         shared_with: render::shared_with(kt, &ctx.tables.state()),
+        missing_secrets: seen.missing_secrets,
         rollout,
         crashing: seen.pods.crashing,
         reports: seen.pods.reports,
@@ -459,6 +460,8 @@ async fn apply(kt: &KafkaTable, ctx: &Context) -> Result<Action, OperatorError> 
 /// offsets where no pod reports a sync point, and its Deployment.
 struct Seen {
     topic: Result<BTreeMap<i32, status::Watermarks>, TopicError>,
+    /// Secrets the spec names that do not exist or lack a key.
+    missing_secrets: Vec<String>,
     pods: observe::Pods,
     /// The sync points known from the pods' reports and the previous status.
     known: BTreeMap<i32, i64>,
@@ -517,6 +520,7 @@ async fn observe(kt: &KafkaTable, ctx: &Context, previous: &KafkaTableStatus) ->
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let topic_name = &kt.spec.source.topic;
     let endpoint = observe::endpoint(kt, &secrets).await;
+    let missing_secrets = observe::missing_secrets(kt, &secrets).await;
     let topic = match &endpoint {
         Ok(ep) => ctx
             .kafka
@@ -559,6 +563,7 @@ async fn observe(kt: &KafkaTable, ctx: &Context, previous: &KafkaTableStatus) ->
         .get(&ObjectRef::new(&render::child_name(kt)).within(&namespace));
     Seen {
         topic,
+        missing_secrets,
         pods,
         known,
         group_offsets,

@@ -38,6 +38,8 @@ pub struct Observation {
     pub apply_failed: Option<String>,
     /// Other KafkaTables that write the same table from the same topic.
     pub shared_with: Vec<String>,
+    /// Secrets the spec names that do not exist or lack a key, as messages.
+    pub missing_secrets: Vec<String>,
     pub rollout: Rollout,
     /// Messages about pods that keep failing.
     pub crashing: Vec<String>,
@@ -54,7 +56,7 @@ pub struct Observation {
 /// Why the topic's partitions are unknown, with the Degraded reason it makes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicError {
-    /// `BrokerUnreachable`, `TopicNotFound` or `SecretKeyMissing`.
+    /// `BrokerUnreachable`, `TopicMissing` or `SecretKeyMissing`.
     pub reason: &'static str,
     pub message: String,
 }
@@ -72,7 +74,7 @@ impl From<&crate::error::OperatorError> for TopicError {
     fn from(e: &crate::error::OperatorError) -> Self {
         use crate::error::OperatorError;
         let reason = match e {
-            OperatorError::NoTopic { .. } => "TopicNotFound",
+            OperatorError::NoTopic { .. } => "TopicMissing",
             OperatorError::SecretKey { .. } => "SecretKeyMissing",
             _ => "BrokerUnreachable",
         };
@@ -94,6 +96,7 @@ impl Default for Observation {
             invalid_spec: None,
             apply_failed: None,
             shared_with: Vec::new(),
+            missing_secrets: Vec::new(),
             rollout: Rollout::default(),
             crashing: Vec::new(),
             reports: Vec::new(),
@@ -211,6 +214,14 @@ pub fn compute(previous: &KafkaTableStatus, o: &Observation) -> KafkaTableStatus
         Some(("InvalidSpec", reason.clone()))
     } else if let Some(e) = &o.apply_failed {
         Some(("ApplyFailed", e.clone()))
+    } else if !o.missing_secrets.is_empty() {
+        Some((
+            "SecretMissing",
+            format!(
+                "{}: the ingester pods cannot start until it is created",
+                o.missing_secrets.join("; ")
+            ),
+        ))
     } else if !o.shared_with.is_empty() {
         Some((
             "TableShared",
@@ -578,6 +589,25 @@ mod tests {
     }
 
     #[test]
+    fn a_secret_the_spec_names_that_does_not_exist_is_named() {
+        let mut o = healthy(1);
+        o.rollout.ready = 0;
+        o.missing_secrets = vec!["Secret s3-creds does not exist".into()];
+        let s = compute(&KafkaTableStatus::default(), &o);
+        let d = condition(&s, "Degraded");
+        assert_eq!(
+            (d.status.as_str(), d.reason.as_str()),
+            ("True", "SecretMissing")
+        );
+        assert!(
+            d.message.contains("Secret s3-creds does not exist"),
+            "{}",
+            d.message
+        );
+        assert_eq!(condition(&s, "Ready").status, "False");
+    }
+
+    #[test]
     fn a_missing_topic_or_secret_key_is_named_not_called_an_unreachable_broker() {
         use crate::error::OperatorError;
         let mut o = healthy(1);
@@ -588,7 +618,7 @@ mod tests {
         let d = condition(&compute(&KafkaTableStatus::default(), &o), "Degraded").clone();
         assert_eq!(
             (d.status.as_str(), d.reason.as_str()),
-            ("True", "TopicNotFound")
+            ("True", "TopicMissing")
         );
         assert!(
             d.message.contains("topic orders does not exist"),
