@@ -644,6 +644,79 @@ async fn a_topic_that_does_not_exist_is_named_in_the_status() -> anyhow::Result<
     Ok(())
 }
 
+/// A KafkaTable against the broker's SASL/SCRAM listener: with the right credentials (from a
+/// Secret) every record lands; with a wrong password the status says `AuthenticationFailed`
+/// rather than calling the brokers unreachable.
+#[tokio::test]
+async fn sasl_scram_ingests_and_wrong_credentials_are_named() -> anyhow::Result<()> {
+    let s = Setup::new("op-sasl").await?;
+    let topic = TestTopic::create(&s.env, "op-sasl", 2).await?;
+    produce_json(&s.env, &topic.name, 0..500, |i| json!({"id": i})).await?;
+    s.operator
+        .secret(
+            "kafka-user",
+            &[
+                ("username", &s.env.kafka_sasl_username),
+                ("password", &s.env.kafka_sasl_password),
+            ],
+        )
+        .await?;
+    s.operator
+        .secret(
+            "kafka-wrong",
+            &[
+                ("username", &s.env.kafka_sasl_username),
+                ("password", "not-the-password"),
+            ],
+        )
+        .await?;
+    let sasl_table = |name: &str, secret: &str| {
+        let mut manifest = delta_table(
+            name,
+            &s.env,
+            &s.env.kafka_sasl_bootstrap,
+            &topic.name,
+            &s.location(name),
+            json!({"minReplicas": 1, "maxReplicas": 1}),
+        );
+        manifest["spec"]["source"]["security"] = json!({"protocol": "SASL_PLAINTEXT",
+            "sasl": {"mechanism": "SCRAM-SHA-256", "credentialsSecretRef": {"name": secret}}});
+        manifest
+    };
+    s.operator
+        .create_table(sasl_table("secured", "kafka-user"))
+        .await?;
+    s.operator
+        .create_table(sasl_table("refused", "kafka-wrong"))
+        .await?;
+    let location = s.location("secured");
+    let seen = read_delta_until(&s.env, &location, 500).await;
+    assert_eq!(
+        (seen["rows"].as_u64(), seen["distinct"].as_u64()),
+        (Some(500), Some(500))
+    );
+    let status = s
+        .operator
+        .wait_status(
+            "refused",
+            "Degraded: AuthenticationFailed",
+            DEADLINE,
+            |st| {
+                condition(st, "Degraded")
+                    .is_some_and(|(st, reason, _)| st == "True" && reason == "AuthenticationFailed")
+            },
+        )
+        .await;
+    let (_, _, message) = condition(&status, "Degraded").unwrap_or_default();
+    assert!(message.contains("authentication failed"), "{message}");
+    assert!(
+        !message.contains("not-the-password"),
+        "the status must not show the secret: {message}"
+    );
+    s.remove().await;
+    Ok(())
+}
+
 /// A Secret the spec names that does not exist keeps the pod from starting; the status says
 /// which (`SecretMissing`), instead of nothing while the pod waits.
 #[tokio::test]

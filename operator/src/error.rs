@@ -23,6 +23,9 @@ pub enum OperatorError {
         action: &'static str,
         source: KafkaError,
     },
+    /// The brokers refused the credentials (SASL) the spec names.
+    #[error("kafka {brokers}: authentication failed: {reason}")]
+    AuthenticationFailed { brokers: String, reason: String },
     #[error("kafka {brokers}: topic {topic} does not exist")]
     NoTopic { brokers: String, topic: String },
     /// A blocking Kafka call's task did not finish (it panicked or was cancelled).
@@ -86,7 +89,9 @@ impl OperatorError {
             Self::Kube { .. } if self.is_refused() => ErrorKind::Refused,
             Self::Kube { .. } | Self::CrdMissing(_) => ErrorKind::Kubernetes,
             Self::SecretKey { .. } => ErrorKind::Secret,
-            Self::Kafka { .. } | Self::NoTopic { .. } => ErrorKind::Kafka,
+            Self::Kafka { .. } | Self::NoTopic { .. } | Self::AuthenticationFailed { .. } => {
+                ErrorKind::Kafka
+            }
             Self::CleanupPending(_) => ErrorKind::CleanupPending,
             Self::Task(_)
             | Self::NoUid(_)
@@ -119,7 +124,9 @@ impl OperatorError {
         match self {
             Self::Kube { object, .. } => Some(object),
             Self::SecretKey { secret, .. } => Some(secret),
-            Self::Kafka { brokers, .. } | Self::NoTopic { brokers, .. } => Some(brokers),
+            Self::Kafka { brokers, .. }
+            | Self::NoTopic { brokers, .. }
+            | Self::AuthenticationFailed { brokers, .. } => Some(brokers),
             _ => None,
         }
     }

@@ -33,11 +33,42 @@ const REPORT_TIMEOUT: Duration = Duration::from_secs(2);
 /// tables on one cluster cost one connection set.
 #[derive(Default)]
 pub struct KafkaClients {
-    clients: Mutex<HashMap<String, Arc<BaseConsumer>>>,
+    clients: Mutex<HashMap<String, Arc<BaseConsumer<Watch>>>>,
     /// Partition ids per (cluster, topic), read from the metadata at most every
     /// [`METADATA_MAX_AGE`].
     partitions: Mutex<HashMap<String, (std::time::Instant, Vec<i32>)>>,
 }
+
+/// A Kafka client's context that remembers the last authentication failure librdkafka
+/// reported: a request whose connection was refused authentication only times out, and the
+/// reason comes as an error event (served by [`BaseConsumer::poll`]).
+#[derive(Default)]
+pub struct Watch {
+    auth_failure: Mutex<Option<String>>,
+}
+
+impl Watch {
+    fn take_auth_failure(&self) -> Option<String> {
+        self.auth_failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+}
+
+impl rdkafka::ClientContext for Watch {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Authentication) {
+            *self
+                .auth_failure
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reason.to_string());
+        }
+        tracing::debug!(error = %error, reason, "kafka client error");
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for Watch {}
 
 /// How long a topic's partition list is reused before the metadata is read again.
 const METADATA_MAX_AGE: Duration = Duration::from_secs(30);
@@ -192,7 +223,7 @@ async fn secret_key(secrets: &Api<Secret>, name: &str, key: &str) -> Result<Stri
 }
 
 impl KafkaClients {
-    fn client(&self, endpoint: &Endpoint) -> Result<Arc<BaseConsumer>, OperatorError> {
+    fn client(&self, endpoint: &Endpoint) -> Result<Arc<BaseConsumer<Watch>>, OperatorError> {
         let key = endpoint.key();
         // A cache of clients stays sound if a holder panicked.
         let mut clients = self
@@ -202,15 +233,14 @@ impl KafkaClients {
         if let Some(c) = clients.get(&key) {
             return Ok(c.clone());
         }
-        let client: BaseConsumer =
-            endpoint
-                .config()
-                .create()
-                .map_err(|source| OperatorError::Kafka {
-                    brokers: endpoint.brokers.clone(),
-                    action: "create a client",
-                    source,
-                })?;
+        let client: BaseConsumer<Watch> = endpoint
+            .config()
+            .create_with_context(Watch::default())
+            .map_err(|source| OperatorError::Kafka {
+            brokers: endpoint.brokers.clone(),
+            action: "create a client",
+            source,
+        })?;
         let client = Arc::new(client);
         clients.insert(key, client.clone());
         Ok(client)
@@ -242,65 +272,20 @@ impl KafkaClients {
             action,
             source,
         };
+        let auth_brokers = endpoint.brokers.clone();
         let (partitions, marks) = tokio::task::spawn_blocking(move || {
-            let partitions = match cached {
-                Some(p) => p,
-                None => {
-                    let metadata = client
-                        .fetch_metadata(Some(&topic), KAFKA_TIMEOUT)
-                        .map_err(|e| err("read the topic metadata", e))?;
-                    let found = metadata.topics().iter().find(|t| t.name() == topic);
-                    let Some(t) = found.filter(|t| {
-                        t.error() != Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
-                    }) else {
-                        return Err(OperatorError::NoTopic {
-                            brokers: endpoint_brokers,
-                            topic,
-                        });
-                    };
-                    if let Some(e) = t.error() {
-                        let code = RDKafkaErrorCode::from(e);
-                        return Err(err(
-                            "read the topic metadata",
-                            KafkaError::MetadataFetch(code),
-                        ));
-                    }
-                    t.partitions().iter().map(|p| p.id()).collect::<Vec<_>>()
+            let result = read_watermarks(&client, cached, &topic, &endpoint_brokers, err);
+            // A failure that was refused authentication says so (its events are served now).
+            if result.is_err() {
+                let _ = client.poll(Duration::ZERO);
+                if let Some(reason) = client.context().take_auth_failure() {
+                    return Err(OperatorError::AuthenticationFailed {
+                        brokers: auth_brokers,
+                        reason,
+                    });
                 }
-            };
-            // As timestamps of ListOffsets, Beginning (-2) asks for the earliest and End (-1)
-            // for the latest offset.
-            let offsets = |timestamp: Offset| {
-                let mut list = TopicPartitionList::new();
-                for &p in &partitions {
-                    list.add_partition_offset(&topic, p, timestamp)
-                        .map_err(|e| err("read the watermarks", e))?;
-                }
-                let found = client
-                    .offsets_for_times(list, KAFKA_TIMEOUT)
-                    .map_err(|e| err("read the watermarks", e))?;
-                Ok::<BTreeMap<i32, i64>, OperatorError>(
-                    found
-                        .elements()
-                        .iter()
-                        .filter_map(|e| match e.offset() {
-                            Offset::Offset(o) => Some((e.partition(), o)),
-                            _ => None,
-                        })
-                        .collect(),
-                )
-            };
-            let low = offsets(Offset::Beginning)?;
-            let high = offsets(Offset::End)?;
-            let marks: BTreeMap<i32, Watermarks> = partitions
-                .iter()
-                .map(|p| {
-                    let high = high.get(p).copied().unwrap_or(0);
-                    let low = low.get(p).copied().unwrap_or(high);
-                    (*p, Watermarks { low, high })
-                })
-                .collect();
-            Ok((partitions, marks))
+            }
+            result
         })
         .await??;
         if fresh && let Ok(mut cache) = self.partitions.lock() {
@@ -308,7 +293,77 @@ impl KafkaClients {
         }
         Ok(marks)
     }
+}
 
+/// The partitions (`cached`, or from the metadata) and watermarks of `topic`.
+fn read_watermarks(
+    client: &BaseConsumer<Watch>,
+    cached: Option<Vec<i32>>,
+    topic: &str,
+    brokers: &str,
+    err: impl Fn(&'static str, KafkaError) -> OperatorError,
+) -> Result<(Vec<i32>, BTreeMap<i32, Watermarks>), OperatorError> {
+    let partitions = match cached {
+        Some(p) => p,
+        None => {
+            let metadata = client
+                .fetch_metadata(Some(topic), KAFKA_TIMEOUT)
+                .map_err(|e| err("read the topic metadata", e))?;
+            let found = metadata.topics().iter().find(|t| t.name() == topic);
+            let Some(t) = found.filter(|t| {
+                t.error() != Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
+            }) else {
+                return Err(OperatorError::NoTopic {
+                    brokers: brokers.to_string(),
+                    topic: topic.to_string(),
+                });
+            };
+            if let Some(e) = t.error() {
+                let code = RDKafkaErrorCode::from(e);
+                return Err(err(
+                    "read the topic metadata",
+                    KafkaError::MetadataFetch(code),
+                ));
+            }
+            t.partitions().iter().map(|p| p.id()).collect::<Vec<_>>()
+        }
+    };
+    // As timestamps of ListOffsets, Beginning (-2) asks for the earliest and End (-1)
+    // for the latest offset.
+    let offsets = |timestamp: Offset| {
+        let mut list = TopicPartitionList::new();
+        for &p in &partitions {
+            list.add_partition_offset(topic, p, timestamp)
+                .map_err(|e| err("read the watermarks", e))?;
+        }
+        let found = client
+            .offsets_for_times(list, KAFKA_TIMEOUT)
+            .map_err(|e| err("read the watermarks", e))?;
+        Ok::<BTreeMap<i32, i64>, OperatorError>(
+            found
+                .elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    Offset::Offset(o) => Some((e.partition(), o)),
+                    _ => None,
+                })
+                .collect(),
+        )
+    };
+    let low = offsets(Offset::Beginning)?;
+    let high = offsets(Offset::End)?;
+    let marks: BTreeMap<i32, Watermarks> = partitions
+        .iter()
+        .map(|p| {
+            let high = high.get(p).copied().unwrap_or(0);
+            let low = low.get(p).copied().unwrap_or(high);
+            (*p, Watermarks { low, high })
+        })
+        .collect();
+    Ok((partitions, marks))
+}
+
+impl KafkaClients {
     /// The group's committed offsets for the topic's partitions (a short-lived client: group
     /// offsets are only read when the table's own sync points are unknown).
     pub async fn group_offsets(

@@ -56,7 +56,7 @@ pub struct Observation {
 /// Why the topic's partitions are unknown, with the Degraded reason it makes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicError {
-    /// `BrokerUnreachable`, `TopicMissing` or `SecretKeyMissing`.
+    /// `BrokerUnreachable`, `TopicMissing`, `AuthenticationFailed` or `SecretKeyMissing`.
     pub reason: &'static str,
     pub message: String,
 }
@@ -75,6 +75,7 @@ impl From<&crate::error::OperatorError> for TopicError {
         use crate::error::OperatorError;
         let reason = match e {
             OperatorError::NoTopic { .. } => "TopicMissing",
+            OperatorError::AuthenticationFailed { .. } => "AuthenticationFailed",
             OperatorError::SecretKey { .. } => "SecretKeyMissing",
             _ => "BrokerUnreachable",
         };
