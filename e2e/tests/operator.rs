@@ -709,10 +709,41 @@ async fn sasl_scram_ingests_and_wrong_credentials_are_named() -> anyhow::Result<
         .await;
     let (_, _, message) = condition(&status, "Degraded").unwrap_or_default();
     assert!(message.contains("authentication failed"), "{message}");
+    // No secret value anywhere a person or a tool looks: the tables as `kubectl get -o yaml`
+    // shows them (spec and status), Events, ConfigMaps, the operator's and the ingesters' logs.
+    let ns = s.ns.name.as_str();
+    let mut seen = String::new();
+    for kind in ["kafkatables", "events", "configmaps", "deployments"] {
+        seen.push_str(&kubectl(&s.env, &["-n", ns, "get", kind, "-o", "yaml"]));
+    }
+    seen.push_str(&s.operator.logs());
+    let pods = s.env.run_dir.join("kubelet/pods").join(ns);
+    for pod in std::fs::read_dir(&pods).into_iter().flatten().flatten() {
+        for file in std::fs::read_dir(pod.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if file.path().extension().is_some_and(|e| e == "log") {
+                seen.push_str(&std::fs::read_to_string(file.path()).unwrap_or_default());
+            }
+        }
+    }
     assert!(
-        !message.contains("not-the-password"),
-        "the status must not show the secret: {message}"
+        seen.contains("kafka-user") && seen.contains("partition assigned"),
+        "the search read the objects and logs ({} bytes)",
+        seen.len()
     );
+    for secret in [
+        s.env.kafka_sasl_password.as_str(),
+        "not-the-password",
+        s.env.s3_secret_key.as_str(),
+    ] {
+        assert!(
+            !seen.contains(secret),
+            "a secret value shows in the objects or logs"
+        );
+    }
     s.remove().await;
     Ok(())
 }
