@@ -4,7 +4,7 @@
 //! -f manifest.yaml` derives it from a manifest the same way. It holds no secrets: credentials
 //! are files that the pod mounts from the Secrets the spec names, and the config says where.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -321,6 +321,39 @@ pub fn referenced_secrets(kt: &KafkaTable) -> Vec<(String, Vec<&'static str>)> {
         &["accessKeyId", "secretAccessKey"],
     );
     refs
+}
+
+/// A Secret as the ingester uses it: the keys it reads, those of them it needs, and whether
+/// it is the catalog's (which holds a token or a user and password, not all of them; its
+/// keys are optional).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecretUse {
+    pub keys: BTreeSet<&'static str>,
+    pub required: BTreeSet<&'static str>,
+    pub optional: bool,
+}
+
+/// [`referenced_secrets`] by Secret name, the keys of every reference to one Secret merged.
+pub fn secrets_by_name(kt: &KafkaTable) -> BTreeMap<String, SecretUse> {
+    let catalog = kt
+        .spec
+        .table
+        .catalog
+        .as_ref()
+        .and_then(|c| c.credentials_secret_ref.as_ref())
+        .map(|r| r.name.as_str());
+    let mut by_name = BTreeMap::<String, SecretUse>::new();
+    for (name, keys) in referenced_secrets(kt) {
+        let optional = catalog == Some(name.as_str());
+        let entry = by_name.entry(name).or_default();
+        entry.keys.extend(keys.iter().copied());
+        if optional {
+            entry.optional = true;
+        } else {
+            entry.required.extend(keys);
+        }
+    }
+    by_name
 }
 
 impl IngesterConfig {
@@ -859,6 +892,13 @@ spec:
         assert_eq!(
             secrets,
             vec!["registry-auth", "kafka-user", "kafka-ca", "s3-creds"]
+        );
+        let by_name = secrets_by_name(&kt);
+        let s3 = &by_name["s3-creds"];
+        assert_eq!(
+            (s3.optional, s3.required.len(), s3.keys.len()),
+            (false, 2, 2),
+            "{s3:?}"
         );
 
         let text = serde_json::to_string(&config).expect("serialize");

@@ -166,27 +166,14 @@ pub async fn endpoint(
 /// naming each: a pod that mounts them would wait without a word in the status. (The
 /// catalog's Secret holds a token or a user and password, so only its existence is checked.)
 pub async fn missing_secrets(kt: &KafkaTable, secrets: &Api<Secret>) -> Vec<String> {
-    let catalog = kt
-        .spec
-        .table
-        .catalog
-        .as_ref()
-        .and_then(|c| c.credentials_secret_ref.as_ref())
-        .map(|r| r.name.as_str());
-    let mut wanted: BTreeMap<String, Vec<&'static str>> = BTreeMap::new();
-    for (name, keys) in kafkatable_crds::config::referenced_secrets(kt) {
-        let entry = wanted.entry(name.clone()).or_default();
-        if catalog != Some(name.as_str()) {
-            entry.extend(keys);
-        }
-    }
     let mut missing = Vec::new();
-    for (name, keys) in wanted {
+    for (name, used) in kafkatable_crds::config::secrets_by_name(kt) {
         match secrets.get_opt(&name).await {
             Ok(None) => missing.push(format!("Secret {name} does not exist")),
             Ok(Some(secret)) => {
                 let data = secret.data.unwrap_or_default();
-                let absent: Vec<&str> = keys
+                let absent: Vec<&str> = used
+                    .required
                     .iter()
                     .copied()
                     .filter(|k| !data.contains_key(*k))
@@ -265,24 +252,14 @@ impl KafkaClients {
             .map(|(_, p)| p);
         let fresh = cached.is_none();
         let brokers = endpoint.brokers.clone();
-        let endpoint_brokers = brokers.clone();
         let topic = topic.to_string();
-        let err = move |action: &'static str, source: KafkaError| OperatorError::Kafka {
-            brokers: brokers.clone(),
-            action,
-            source,
-        };
-        let auth_brokers = endpoint.brokers.clone();
         let (partitions, marks) = tokio::task::spawn_blocking(move || {
-            let result = read_watermarks(&client, cached, &topic, &endpoint_brokers, err);
+            let result = read_watermarks(&client, cached, &topic, &brokers);
             // A failure that was refused authentication says so (its events are served now).
             if result.is_err() {
                 let _ = client.poll(Duration::ZERO);
                 if let Some(reason) = client.context().take_auth_failure() {
-                    return Err(OperatorError::AuthenticationFailed {
-                        brokers: auth_brokers,
-                        reason,
-                    });
+                    return Err(OperatorError::AuthenticationFailed { brokers, reason });
                 }
             }
             result
@@ -301,8 +278,12 @@ fn read_watermarks(
     cached: Option<Vec<i32>>,
     topic: &str,
     brokers: &str,
-    err: impl Fn(&'static str, KafkaError) -> OperatorError,
 ) -> Result<(Vec<i32>, BTreeMap<i32, Watermarks>), OperatorError> {
+    let err = |action: &'static str, source: KafkaError| OperatorError::Kafka {
+        brokers: brokers.to_string(),
+        action,
+        source,
+    };
     let partitions = match cached {
         Some(p) => p,
         None => {

@@ -19,7 +19,7 @@ use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec}
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kafkatable_crds::config::{DEFAULT_SECRETS_DIR, referenced_secrets};
+use kafkatable_crds::config::{DEFAULT_SECRETS_DIR, secrets_by_name};
 use kafkatable_crds::{IngesterConfig, KafkaTable};
 use kube::{Resource, ResourceExt};
 
@@ -355,25 +355,15 @@ fn deployment(
     // rendered config expects it. The catalog's Secret holds a token or a user and password,
     // so its keys are optional; a missing required Secret keeps the pod from starting, as
     // Kubernetes reports it.
-    let mut keys: BTreeMap<String, std::collections::BTreeSet<&str>> = BTreeMap::new();
-    for (secret, secret_keys) in referenced_secrets(kt) {
-        keys.entry(secret).or_default().extend(secret_keys);
-    }
-    let catalog_secret = kt
-        .spec
-        .table
-        .catalog
-        .as_ref()
-        .and_then(|c| c.credentials_secret_ref.as_ref())
-        .map(|r| r.name.clone());
-    if !keys.is_empty() {
-        let sources = keys
+    let secrets = secrets_by_name(kt);
+    if !secrets.is_empty() {
+        let sources = secrets
             .iter()
-            .map(|(secret, secret_keys)| VolumeProjection {
+            .map(|(secret, used)| VolumeProjection {
                 secret: Some(SecretProjection {
                     name: secret.clone(),
                     items: Some(
-                        secret_keys
+                        used.keys
                             .iter()
                             .map(|k| KeyToPath {
                                 key: (*k).to_string(),
@@ -382,7 +372,7 @@ fn deployment(
                             })
                             .collect(),
                     ),
-                    optional: Some(catalog_secret.as_deref() == Some(secret.as_str())),
+                    optional: Some(used.optional),
                 }),
                 ..VolumeProjection::default()
             })
