@@ -22,7 +22,7 @@ use parquet::file::properties::WriterProperties;
 
 use super::delta_files::{DataFiles, delete_files};
 use super::{CommitOutcome, PartitionRange, SyncPoints, keys};
-use crate::error::{Cause, IngesterError};
+use crate::error::IngesterError;
 use crate::schema::{AlignError, align};
 
 /// The data files of the next commit (owned by its transaction): the open ones, and those
@@ -56,19 +56,19 @@ impl DeltaCommitter {
         target_file_size: u64,
         checkpoint_interval: u32,
     ) -> Result<Self, IngesterError> {
-        let url =
-            url::Url::parse(location).map_err(|e| table_err(location, "parse the location", e))?;
+        let url = url::Url::parse(location)
+            .map_err(|e| IngesterError::table(location, "parse the location", e))?;
         if url.scheme() == "file" {
             // A local table starts as an empty directory.
-            let dir = url
-                .to_file_path()
-                .map_err(|()| table_err(location, "parse the location", "not a local path"))?;
+            let dir = url.to_file_path().map_err(|()| {
+                IngesterError::table(location, "parse the location", "not a local path")
+            })?;
             std::fs::create_dir_all(&dir)
-                .map_err(|e| table_err(location, "create the directory", e))?;
+                .map_err(|e| IngesterError::table(location, "create the directory", e))?;
         }
         let table = DeltaTable::try_from_url_with_storage_options(url, storage_options)
             .await
-            .map_err(|e| table_err(location, "open", e))?;
+            .map_err(|e| IngesterError::table(location, "open", e))?;
         let target_file_size = usize::try_from(target_file_size).unwrap_or(usize::MAX);
         // The writer's size counts closed pages compressed, and the open page and the
         // dictionary uncompressed: both small against the target keep that estimate close to
@@ -100,7 +100,7 @@ impl DeltaCommitter {
             Ok(()) => {}
             // Not created yet: no sync points.
             Err(DeltaTableError::NotATable(_)) => return Ok(()),
-            Err(e) => return Err(table_err(&self.location, "read the log", e)),
+            Err(e) => return Err(IngesterError::table(&self.location, "read the log", e)),
         }
         // The table may have gained a feature since it was opened (a constraint added by
         // another engine, say): stop before writing rows that would break it.
@@ -117,7 +117,7 @@ impl DeltaCommitter {
         let snapshot = self
             .table
             .snapshot()
-            .map_err(|e| table_err(&self.location, "read the snapshot", e))?;
+            .map_err(|e| IngesterError::table(&self.location, "read the snapshot", e))?;
         let refuse = |what: String| {
             IngesterError::Unsupported(format!(
                 "Delta table {}: {what}; the ingester does not honour it, so it writes nothing \
@@ -172,7 +172,7 @@ impl DeltaCommitter {
         let snapshot = self
             .table
             .snapshot()
-            .map_err(|e| table_err(&self.location, "read the snapshot", e))?;
+            .map_err(|e| IngesterError::table(&self.location, "read the snapshot", e))?;
         let log_store = self.table.log_store();
         for &partition in partitions {
             let version = snapshot
@@ -181,7 +181,7 @@ impl DeltaCommitter {
                     keys::delta_app_id(&self.topic, partition),
                 )
                 .await
-                .map_err(|e| table_err(&self.location, "read the sync points", e))?;
+                .map_err(|e| IngesterError::table(&self.location, "read the sync points", e))?;
             if let Some(v) = version {
                 points.insert(partition, v);
             }
@@ -193,7 +193,7 @@ impl DeltaCommitter {
         let kernel: StructType = schema
             .as_ref()
             .try_into_kernel()
-            .map_err(|e| table_err(&self.location, "map the schema", e))?;
+            .map_err(|e| IngesterError::table(&self.location, "map the schema", e))?;
         let created = self
             .table
             .clone()
@@ -208,7 +208,7 @@ impl DeltaCommitter {
             )
             .with_save_mode(SaveMode::Ignore)
             .await
-            .map_err(|e| table_err(&self.location, "create", e))?;
+            .map_err(|e| IngesterError::table(&self.location, "create", e))?;
         self.table = created;
         Ok(())
     }
@@ -241,10 +241,9 @@ impl DeltaCommitter {
         if outgrown {
             self.add_new_columns(&batches).await?;
             if let Some(files) = staged.open.take() {
-                let adds = files
-                    .finish()
-                    .await
-                    .map_err(|reason| table_err(&self.location, "write files", reason))?;
+                let adds = files.finish().await.map_err(|reason| {
+                    IngesterError::table(&self.location, "write files", reason)
+                })?;
                 staged.finished.extend(adds);
             }
         }
@@ -264,7 +263,7 @@ impl DeltaCommitter {
         for batch in batches {
             let batch = align(batch, files.table_schema()).map_err(|e| match e {
                 // The table was widened for these batches above: another writer's change.
-                AlignError::NewFields(fields) => table_err(
+                AlignError::NewFields(fields) => IngesterError::table(
                     &self.location,
                     "match the table schema",
                     format!(
@@ -273,14 +272,14 @@ impl DeltaCommitter {
                     ),
                 ),
                 AlignError::Schema(reason) => {
-                    table_err(&self.location, "match the table schema", reason)
+                    IngesterError::table(&self.location, "match the table schema", reason)
                 }
                 AlignError::Value(bad) => IngesterError::Decode(bad),
             })?;
             files
                 .write(&batch)
                 .await
-                .map_err(|reason| table_err(&self.location, "write files", reason))?;
+                .map_err(|reason| IngesterError::table(&self.location, "write files", reason))?;
         }
         Ok(())
     }
@@ -293,7 +292,7 @@ impl DeltaCommitter {
     /// The table's schema as Arrow, partition columns included.
     fn arrow_schema(&self) -> Result<SchemaRef, IngesterError> {
         Ok(RecordBatchWriter::for_table(&self.table)
-            .map_err(|e| table_err(&self.location, "read the table schema", e))?
+            .map_err(|e| IngesterError::table(&self.location, "read the table schema", e))?
             .arrow_schema())
     }
 
@@ -322,7 +321,7 @@ impl DeltaCommitter {
                 Ok(more) => adds.extend(more),
                 Err(reason) => {
                     delete_files(self.table.object_store().as_ref(), adds).await;
-                    return Err(table_err(&self.location, "write files", reason));
+                    return Err(IngesterError::table(&self.location, "write files", reason));
                 }
             }
         }
@@ -371,16 +370,16 @@ impl DeltaCommitter {
         }
         let merged: StructType = (&Schema::new(fields))
             .try_into_kernel()
-            .map_err(|e| table_err(&self.location, "map the widened schema", e))?;
+            .map_err(|e| IngesterError::table(&self.location, "map the widened schema", e))?;
         let snapshot = self
             .table
             .snapshot()
-            .map_err(|e| table_err(&self.location, "read the snapshot", e))?;
+            .map_err(|e| IngesterError::table(&self.location, "read the snapshot", e))?;
         let metadata = snapshot
             .metadata()
             .clone()
             .with_schema(&merged)
-            .map_err(|e| table_err(&self.location, "widen the schema", e))?;
+            .map_err(|e| IngesterError::table(&self.location, "widen the schema", e))?;
         let new_fields = merged
             .fields()
             .filter(|f| added.contains(f.name()))
@@ -425,7 +424,7 @@ impl DeltaCommitter {
         let snapshot = self
             .table
             .snapshot()
-            .map_err(|e| table_err(&self.location, "read the snapshot", e))?;
+            .map_err(|e| IngesterError::table(&self.location, "read the snapshot", e))?;
         let base = snapshot.version();
         let operation = DeltaOperation::Write {
             mode: SaveMode::Append,
@@ -469,7 +468,7 @@ impl DeltaCommitter {
             // The log cannot be read: whether the commit landed is unknown, so this is an error
             // (never a conflict, whose files would be deleted).
             Err(e) => {
-                return Err(table_err(
+                return Err(IngesterError::table(
                     &self.location,
                     "commit",
                     format!("{failure}; and whether it landed is unknown: {e}"),
@@ -485,7 +484,7 @@ impl DeltaCommitter {
                     partitions: ranges.iter().map(|r| r.partition).collect(),
                 })
             }
-            e => Err(table_err(&self.location, "commit", e)),
+            e => Err(IngesterError::table(&self.location, "commit", e)),
         }
     }
 
@@ -570,10 +569,6 @@ fn commit_builder() -> CommitBuilder {
             .with_create_checkpoint(true)
             .with_cleanup_expired_logs(Some(false)),
     )
-}
-
-fn table_err(location: &str, action: &'static str, cause: impl Into<Cause>) -> IngesterError {
-    IngesterError::table(location, action, cause)
 }
 
 #[cfg(test)]

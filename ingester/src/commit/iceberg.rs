@@ -45,7 +45,7 @@ use kafkatable_crds::config::{CatalogConfig, Partition, StorageConfig, Transform
 use kafkatable_crds::spec::CatalogType;
 
 use super::{CommitOutcome, PartitionRange, SyncPoints, keys, moved};
-use crate::error::{Cause, IngesterError};
+use crate::error::IngesterError;
 use crate::schema::{AlignError, align};
 use crate::source::{read_credentials, read_secret};
 
@@ -136,7 +136,7 @@ impl IcebergCommitter {
         partition_by: Vec<Partition>,
     ) -> Result<Self, IngesterError> {
         let name = format!("{}.{}", catalog.namespace.join("."), catalog.table);
-        let err = |action: &'static str, e: iceberg::Error| table_err(&name, action, e);
+        let err = |action: &'static str, e: iceberg::Error| IngesterError::table(&name, action, e);
         let mut props = HashMap::new();
         let mut uri = catalog.uri.clone();
         match catalog_credentials(catalog)? {
@@ -224,7 +224,7 @@ impl IcebergCommitter {
                 self.table = None;
                 Ok(None)
             }
-            Err(e) => Err(table_err(&self.name(), "load the table", e)),
+            Err(e) => Err(IngesterError::table(&self.name(), "load the table", e)),
         }
     }
 
@@ -246,7 +246,7 @@ impl IcebergCommitter {
     async fn create(&mut self, batch: &RecordBatch) -> Result<(), IngesterError> {
         let name = self.name();
         let schema = arrow_schema_to_schema_auto_assign_ids(batch.schema().as_ref())
-            .map_err(|e| table_err(&name, "map the schema", e))?;
+            .map_err(|e| IngesterError::table(&name, "map the schema", e))?;
         let namespace = self.ident.namespace().clone();
         // Another ingester may create it at the same moment, and not every catalog answers the
         // loser with "already exists": check before failing.
@@ -260,10 +260,10 @@ impl IcebergCommitter {
                 .await
                 .unwrap_or(false)
         {
-            return Err(table_err(&name, "create the namespace", e));
+            return Err(IngesterError::table(&name, "create the namespace", e));
         }
         let spec = partition_spec(&schema, &self.partition_by)
-            .map_err(|reason| table_err(&name, "plan the partitioning", reason))?;
+            .map_err(|reason| IngesterError::table(&name, "plan the partitioning", reason))?;
         let creation = TableCreation::builder()
             .name(self.ident.name().to_string())
             .schema(schema)
@@ -273,7 +273,7 @@ impl IcebergCommitter {
             Ok(table) => self.table = Some(table),
             Err(e) => {
                 if self.load().await?.is_none() {
-                    return Err(table_err(&name, "create the table", e));
+                    return Err(IngesterError::table(&name, "create the table", e));
                 }
             }
         }
@@ -295,7 +295,11 @@ impl IcebergCommitter {
         }
         if staged.0.is_none() {
             let Some(table) = self.table.clone() else {
-                return Err(table_err(&self.name(), "write", "the table vanished"));
+                return Err(IngesterError::table(
+                    &self.name(),
+                    "write",
+                    "the table vanished",
+                ));
             };
             staged.0 = Some(self.open_writer(&table).await?);
         }
@@ -305,7 +309,7 @@ impl IcebergCommitter {
         };
         for batch in batches {
             let batch = align(batch, &staged.arrow_schema).map_err(|e| match e {
-                AlignError::NewFields(fields) => table_err(
+                AlignError::NewFields(fields) => IngesterError::table(
                     &name,
                     "match the table schema",
                     format!(
@@ -313,13 +317,13 @@ impl IcebergCommitter {
                         fields.join(", ")
                     ),
                 ),
-                AlignError::Schema(reason) => table_err(&name, "match the table schema", reason),
+                AlignError::Schema(reason) => IngesterError::table(&name, "match the table schema", reason),
                 AlignError::Value(bad) => IngesterError::Decode(bad),
             })?;
             staged
                 .write(batch)
                 .await
-                .map_err(|e| table_err(&name, "write a data file", e))?;
+                .map_err(|e| IngesterError::table(&name, "write a data file", e))?;
         }
         Ok(())
     }
@@ -355,7 +359,7 @@ impl IcebergCommitter {
     ) -> Result<CommitOutcome, IngesterError> {
         let name = self.name();
         let Some(table) = self.table.clone() else {
-            return Err(table_err(
+            return Err(IngesterError::table(
                 &name,
                 "commit",
                 "no table and no records to create it from",
@@ -365,7 +369,7 @@ impl IcebergCommitter {
             Some(staged) => staged
                 .close()
                 .await
-                .map_err(|e| table_err(&name, "close the data files", e))?,
+                .map_err(|e| IngesterError::table(&name, "close the data files", e))?,
             None => Vec::new(),
         };
         // Iceberg's optimistic concurrency is table-wide: an append to other partitions also
@@ -401,13 +405,13 @@ impl IcebergCommitter {
             }
             let tx = props
                 .apply(tx)
-                .map_err(|e| table_err(&name, "prepare the snapshot", e))?;
+                .map_err(|e| IngesterError::table(&name, "prepare the snapshot", e))?;
             let tx = tx
                 .fast_append()
                 .add_data_files(data_files.clone())
                 .set_snapshot_properties(properties)
                 .apply(tx)
-                .map_err(|e| table_err(&name, "prepare the snapshot", e))?;
+                .map_err(|e| IngesterError::table(&name, "prepare the snapshot", e))?;
             let pinned = PinnedCatalog {
                 inner: self.catalog.clone(),
                 pinned: base.clone(),
@@ -428,9 +432,9 @@ impl IcebergCommitter {
                         .catalog
                         .load_table(&self.ident)
                         .await
-                        .map_err(|e| table_err(&name, "reload the table", e))?;
+                        .map_err(|e| IngesterError::table(&name, "reload the table", e))?;
                 }
-                Err(e) => return Err(table_err(&name, "commit", e)),
+                Err(e) => return Err(IngesterError::table(&name, "commit", e)),
             }
         }
         tracing::info!(table = %name, attempts = COMMIT_ATTEMPTS, "the table kept moving; giving the batch up");
@@ -443,7 +447,7 @@ impl IcebergCommitter {
     /// A writer of data files for `table`'s current schema and partition spec.
     async fn open_writer(&self, table: &Table) -> Result<StagedFiles, IngesterError> {
         let name = self.name();
-        let err = |action: &'static str, e: iceberg::Error| table_err(&name, action, e);
+        let err = |action: &'static str, e: iceberg::Error| IngesterError::table(&name, action, e);
         let props = super::writer_properties().build();
         let schema = table.metadata().current_schema().clone();
         let parquet = ParquetWriterBuilder::new_with_match_mode(
@@ -663,10 +667,6 @@ pub fn table_sync_points(table: &Table, topic: &str) -> SyncPoints {
             .and_then(|id| metadata.snapshot_by_id(id).cloned());
     }
     SyncPoints::new()
-}
-
-fn table_err(name: &str, action: &'static str, cause: impl Into<Cause>) -> IngesterError {
-    IngesterError::table(name, action, cause)
 }
 
 /// A catalog that answers the reload before a commit with the table the commit was checked
