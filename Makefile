@@ -7,7 +7,7 @@ export KAFKATABLE_RUN ?= $(KAFKATABLE_CACHE)/run
 export CARGO_TARGET_DIR ?= $(KAFKATABLE_CACHE)/target
 TOOLS := e2e/tools
 
-.PHONY: help setup tools build crds lint unit-test integration-test test chaos bench infra-up infra-down infra-status demo
+.PHONY: help setup tools build crds lint unit-test integration-test test chaos bench images infra-up infra-down infra-status demo
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -27,9 +27,10 @@ crds: ## Regenerate crds/kafkatable.yaml (and the chart's copy) from the Rust ty
 
 setup: tools build ## Everything the tests and the demo need, without starting it
 
-lint: ## rustfmt and clippy, warnings are errors
+lint: ## rustfmt, clippy (warnings are errors) and helm lint --strict against the chart's values.schema.json
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
+	$(KAFKATABLE_CACHE)/helm-$$(sed -n 's/^HELM_VERSION=//p' $(TOOLS)/versions.env)/helm lint --strict charts/kafkatable-operator
 
 unit-test: ## Unit tests (no infrastructure)
 	cargo test --workspace --lib --bins --locked
@@ -49,6 +50,11 @@ bench: setup ## Benchmarks on release builds: ingester rates, ratios, RSS, laten
 	$(TOOLS)/infra.sh up k8s kafka minio iceberg
 	KAFKATABLE_INGESTER_BIN=$(CARGO_TARGET_DIR)/release/kafkatable-ingester cargo run -q --locked -p kafkatable-e2e --bin kafkatable-bench
 	KAFKATABLE_OPERATOR_BIN=$(CARGO_TARGET_DIR)/release/kafkatable-operator cargo run -q --locked -p kafkatable-e2e --bin kafkatable-operator-bench
+
+images: ## Release images of the operator and the ingester as OCI archives in $(KAFKATABLE_CACHE)/images/release, then --help inside each
+	cargo build --release --locked -p kafkatable-ingester -p kafkatable-operator
+	$(TOOLS)/images.sh release
+	KT_IMAGES_UNDER_TEST=$(KAFKATABLE_CACHE)/images/release cargo test --locked -p kafkatable-e2e --test images -- --nocapture
 
 infra-up: ## Start the infrastructure (idempotent); addresses land in $(KAFKATABLE_RUN)/env
 	$(TOOLS)/infra.sh up

@@ -7,13 +7,14 @@ use serde::{Deserialize, Serialize};
 
 /// Condition types the operator writes.
 pub mod condition {
-    /// All desired ingesters are ready and commits progress.
+    /// All desired ingesters are ready and nothing is wrong.
     pub const READY: &str = "Ready";
-    /// A rollout or a catch-up is under way.
-    pub const PROGRESSING: &str = "Progressing";
-    /// Something fails: commits, the broker, the catalog, the registry, the dead-letter rate.
+    /// A rollout or a catch-up is under way (kstatus: in progress).
+    pub const RECONCILING: &str = "Reconciling";
+    /// Something fails: the broker, a Secret, the table or catalog, commits, the pods.
     pub const DEGRADED: &str = "Degraded";
-    /// Lag does not shrink and nothing was committed for several commit intervals.
+    /// What will not fix itself without a change: an invalid spec, or ingesters that
+    /// crash-loop while nothing is committed (kstatus: failed).
     pub const STALLED: &str = "Stalled";
 }
 
@@ -25,7 +26,8 @@ pub struct KafkaTableStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// Ready, Progressing, Degraded and Stalled, one entry per type.
+    /// Ready, Reconciling, Degraded and Stalled, one entry per type, each with the generation
+    /// it was computed for.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

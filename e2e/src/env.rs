@@ -23,6 +23,10 @@ pub struct TestEnv {
     /// SCRAM user and password known to the broker.
     pub kafka_sasl_username: String,
     pub kafka_sasl_password: String,
+    /// The broker's TLS listener, the CA that signed its certificate, and a CA that did not.
+    pub kafka_tls_bootstrap: String,
+    pub kafka_tls_ca: PathBuf,
+    pub kafka_tls_other_ca: PathBuf,
     /// S3 endpoint (MinIO) and credentials.
     pub s3_endpoint: String,
     pub s3_access_key: String,
@@ -39,6 +43,10 @@ pub struct TestEnv {
     pub python: PathBuf,
     /// Run directory of the infrastructure (logs, pod dirs).
     pub run_dir: PathBuf,
+    /// The OCI archives the process kubelet runs pods from (`images.sh test`).
+    pub images: PathBuf,
+    /// kt-health: kstatus and Argo CD's Lua VM over KafkaTable objects (go-tools.sh).
+    pub health: PathBuf,
 }
 
 /// The env file could not be read or lacks a variable.
@@ -107,6 +115,9 @@ impl TestEnv {
             kafka_sasl_bootstrap: get("KT_KAFKA_SASL_BOOTSTRAP")?,
             kafka_sasl_username: get("KT_KAFKA_SASL_USERNAME")?,
             kafka_sasl_password: get("KT_KAFKA_SASL_PASSWORD")?,
+            kafka_tls_bootstrap: get("KT_KAFKA_TLS_BOOTSTRAP")?,
+            kafka_tls_ca: get("KT_KAFKA_TLS_CA")?.into(),
+            kafka_tls_other_ca: get("KT_KAFKA_TLS_OTHER_CA")?.into(),
             s3_endpoint: get("KT_S3_ENDPOINT")?,
             s3_access_key: get("KT_S3_ACCESS_KEY")?,
             s3_secret_key: get("KT_S3_SECRET_KEY")?,
@@ -117,6 +128,8 @@ impl TestEnv {
             registry_url: get("KT_REGISTRY_URL")?,
             python: get("KT_PYTHON")?.into(),
             run_dir: get("KAFKATABLE_RUN")?.into(),
+            images: get("KT_IMAGES")?.into(),
+            health: get("KT_HEALTH")?.into(),
         })
     }
 }

@@ -5,19 +5,22 @@
 //! a condition; deleting the KafkaTable removes its children.
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kafkatable_crds::KafkaTable;
 use kafkatable_e2e::broker::PrivateBroker;
 use kafkatable_e2e::env::TestEnv;
 use kafkatable_e2e::fixtures::{
     TestBucket, TestNamespace, TestTopic, eventually, kube_client, produce_json, python, unique,
 };
-use kafkatable_e2e::operator::{OperatorRelease, condition, is_true};
+use kafkatable_e2e::operator::{OperatorRelease, chart_dir, condition, is_true};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams};
 use rdkafka::ClientConfig;
@@ -165,6 +168,60 @@ impl Setup {
     }
 }
 
+/// Checks, through /proc, that a pod's container process runs from its image: the image's
+/// binary as its executable inside a root of its own that is read-only, as uid 65532, and
+/// that the kubelet reports the image digest.
+fn assert_runs_from_image(pod: &Pod, image: &str, binary: &str) -> anyhow::Result<()> {
+    let status = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c.first())
+        .ok_or_else(|| anyhow::anyhow!("no container status"))?;
+    assert!(
+        status.image_id.starts_with(&format!("{image}@sha256:")),
+        "imageID {}",
+        status.image_id
+    );
+    let pid: u32 = status
+        .container_id
+        .as_deref()
+        .and_then(|id| id.strip_prefix("process://"))
+        .ok_or_else(|| anyhow::anyhow!("no containerID"))?
+        .parse()?;
+    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    // The process has a root of its own (the overlay over the image's unpacked root
+    // filesystem) and its executable is the image's binary in it.
+    let own_root = std::fs::read_link(proc_dir.join("root"))?;
+    assert!(own_root.ends_with("merged"), "root {}", own_root.display());
+    assert_eq!(
+        std::fs::read_link(proc_dir.join("exe"))?,
+        own_root.join(binary.trim_start_matches('/'))
+    );
+    // The binary is there, the host's checkout is not.
+    let root = proc_dir.join("root");
+    assert!(root.join(binary.trim_start_matches('/')).is_file());
+    assert!(
+        !root
+            .join(env!("CARGO_MANIFEST_DIR").trim_start_matches('/'))
+            .exists()
+    );
+    let uid_line = std::fs::read_to_string(proc_dir.join("status"))?
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .map(str::to_string)
+        .unwrap_or_default();
+    assert_eq!(
+        uid_line.split_whitespace().skip(1).collect::<Vec<_>>(),
+        ["65532"; 4],
+        "{uid_line}"
+    );
+    let err = std::fs::write(root.join("written-by-the-test"), b"x")
+        .expect_err("the root filesystem is read-only");
+    assert_eq!(err.kind(), std::io::ErrorKind::ReadOnlyFilesystem, "{err}");
+    Ok(())
+}
+
 /// Whether object `name` of kind `K` is absent from `ns` (None: the API did not answer).
 async fn gone<K>(client: &kube::Client, ns: &str, name: &str) -> Option<bool>
 where
@@ -236,6 +293,30 @@ async fn helm_install_then_a_table_lands_reports_ready_and_cleans_up() -> anyhow
     assert_eq!(status.partitions, Some(3));
     assert!(!is_true(&status, "Degraded"), "{:?}", status.conditions);
     assert!(status.last_commit_time.is_some());
+
+    // The operator and the ingester run from their images, as the pod's security context says.
+    let pods: Api<Pod> = Api::namespaced(s.client.clone(), &s.ns.name);
+    for (selector, image, binary) in [
+        (
+            "app.kubernetes.io/name=kafkatable-operator",
+            "ghcr.io/kafkatable/kafkatable-operator",
+            "/usr/local/bin/kafkatable-operator",
+        ),
+        (
+            "kafkatable.io/table=orders",
+            "ghcr.io/kafkatable/kafkatable-ingester",
+            "/usr/local/bin/kafkatable-ingester",
+        ),
+    ] {
+        let pod = pods
+            .list(&ListParams::default().labels(selector))
+            .await?
+            .items
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("no pod {selector}"))?;
+        assert_runs_from_image(&pod, image, binary)?;
+    }
 
     // An independent reader sees every record once.
     let seen = read_delta_until(&s.env, &location, 3000).await;
@@ -644,6 +725,64 @@ async fn a_topic_that_does_not_exist_is_named_in_the_status() -> anyhow::Result<
     Ok(())
 }
 
+/// A KafkaTable against the broker's TLS listener, trusting the CA from a Secret
+/// (`tls.caSecretRef`): every record lands. With a CA that did not sign the broker's
+/// certificate the status says `TlsHandshakeFailed`, naming the certificate check.
+#[tokio::test]
+async fn tls_with_the_right_ca_ingests_and_a_wrong_ca_is_named() -> anyhow::Result<()> {
+    let s = Setup::new("op-tls").await?;
+    let topic = TestTopic::create(&s.env, "op-tls", 2).await?;
+    produce_json(&s.env, &topic.name, 0..400, |i| json!({"id": i})).await?;
+    let ca = std::fs::read_to_string(&s.env.kafka_tls_ca)?;
+    let other = std::fs::read_to_string(&s.env.kafka_tls_other_ca)?;
+    s.operator.secret("kafka-ca", &[("ca.crt", &ca)]).await?;
+    s.operator.secret("other-ca", &[("ca.crt", &other)]).await?;
+    let tls_table = |name: &str, secret: &str| {
+        let mut manifest = delta_table(
+            name,
+            &s.env,
+            &s.env.kafka_tls_bootstrap,
+            &topic.name,
+            &s.location(name),
+            json!({"minReplicas": 1, "maxReplicas": 1}),
+        );
+        manifest["spec"]["source"]["security"] =
+            json!({"protocol": "SSL", "tls": {"caSecretRef": {"name": secret}}});
+        manifest
+    };
+    s.operator
+        .create_table(tls_table("trusted", "kafka-ca"))
+        .await?;
+    s.operator
+        .create_table(tls_table("untrusted", "other-ca"))
+        .await?;
+    let seen = read_delta_until(&s.env, &s.location("trusted"), 400).await;
+    assert_eq!(
+        (seen["rows"].as_u64(), seen["distinct"].as_u64()),
+        (Some(400), Some(400))
+    );
+    let status = s
+        .operator
+        .wait_status(
+            "untrusted",
+            "Degraded: TlsHandshakeFailed",
+            DEADLINE,
+            |st| {
+                condition(st, "Degraded")
+                    .is_some_and(|(st, reason, _)| st == "True" && reason == "TlsHandshakeFailed")
+            },
+        )
+        .await;
+    let (_, _, message) = condition(&status, "Degraded").unwrap_or_default();
+    assert!(
+        message.contains("TLS handshake failed") && message.contains("certificate verify failed"),
+        "{message}"
+    );
+    assert!(!is_true(&status, "Ready"));
+    s.remove().await;
+    Ok(())
+}
+
 /// A KafkaTable against the broker's SASL/SCRAM listener: with the right credentials (from a
 /// Secret) every record lands; with a wrong password the status says `AuthenticationFailed`
 /// rather than calling the brokers unreachable.
@@ -966,7 +1105,7 @@ async fn two_operators_kubectl_scale_suspend_and_group_deletion() -> anyhow::Res
         })
         .await;
     let (ready, reason, _) = condition(&status, "Ready").unwrap_or_default();
-    assert_eq!((ready.as_str(), reason.as_str()), ("False", "Suspended"));
+    assert_eq!((ready.as_str(), reason.as_str()), ("True", "Suspended"));
     assert_eq!(
         status.sync_points.iter().map(|p| p.offset).sum::<i64>(),
         200,
@@ -1143,5 +1282,227 @@ async fn chart_rbac_is_least_privilege_in_both_modes() -> anyhow::Result<()> {
     if let Err(panic) = result {
         std::panic::resume_unwind(panic);
     }
+    Ok(())
+}
+
+/// What GitOps tools make of a KafkaTable, checked with their own code on objects captured from
+/// a real operator: the kstatus library (Flux, Helm 4's watcher, kstatus-based waiters) and the
+/// chart's Argo CD health script run by gopher-lua, the Lua VM Argo CD embeds (kt-health).
+#[tokio::test]
+async fn gitops_tools_read_each_state_as_meant() -> anyhow::Result<()> {
+    let s = Setup::new("op-health").await?;
+    let topic = TestTopic::create(&s.env, "op-health", 2).await?;
+    produce_json(&s.env, &topic.name, 0..200, |i| json!({"id": i})).await?;
+    let dir = s.env.run_dir.join("health-objects").join(&s.ns.name);
+    std::fs::create_dir_all(&dir)?;
+    let tables = s.operator.tables();
+    let capture = async |name: &str, state: &str| -> anyhow::Result<()> {
+        let kt = tables.get(name).await?;
+        std::fs::write(
+            dir.join(format!("{state}.json")),
+            serde_json::to_vec_pretty(&kt)?,
+        )?;
+        Ok(())
+    };
+    let one = json!({"minReplicas": 1, "maxReplicas": 1});
+
+    // Created, rolling out, ready, then suspended. A watch keeps every version of the object,
+    // so the short-lived first states are caught whatever the timing.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<KafkaTable>::new()));
+    let watch = {
+        let (tables, seen) = (tables.clone(), seen.clone());
+        tokio::spawn(async move {
+            let config = kube::runtime::watcher::Config::default().fields("metadata.name=ready");
+            let mut events = kube::runtime::watcher(tables, config).boxed();
+            while let Some(Ok(event)) = events.next().await {
+                if let kube::runtime::watcher::Event::Apply(kt)
+                | kube::runtime::watcher::Event::InitApply(kt) = event
+                {
+                    seen.lock().expect("lock").push(kt);
+                }
+            }
+        })
+    };
+    let location = s.location("ready");
+    let manifest = delta_table(
+        "ready",
+        &s.env,
+        &s.env.kafka_bootstrap,
+        &topic.name,
+        &location,
+        one.clone(),
+    );
+    s.operator.create_table(manifest).await?;
+    s.operator
+        .wait_status("ready", "Ready", DEADLINE, |st| {
+            is_true(st, "Ready") && st.lag.as_ref().is_some_and(|l| l.total == 0)
+        })
+        .await;
+    capture("ready", "ready").await?;
+    watch.abort();
+    let versions = seen.lock().expect("lock").clone();
+    for (state, reason) in [("created", "Created"), ("rolling-out", "RollingOut")] {
+        let kt = versions
+            .iter()
+            .find(|kt| {
+                kt.status.as_ref().is_some_and(|st| {
+                    condition(st, "Reconciling").is_some_and(|(v, r, _)| v == "True" && r == reason)
+                })
+            })
+            .ok_or_else(|| anyhow::anyhow!("no version with Reconciling {reason}"))?;
+        std::fs::write(
+            dir.join(format!("{state}.json")),
+            serde_json::to_vec_pretty(kt)?,
+        )?;
+    }
+    tables
+        .patch(
+            "ready",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"suspend": true}})),
+        )
+        .await?;
+    s.operator
+        .wait_status("ready", "suspended and scaled down", DEADLINE, |st| {
+            condition(st, "Ready").is_some_and(|(_, reason, _)| reason == "Suspended")
+                && !is_true(st, "Reconciling")
+        })
+        .await;
+    capture("ready", "suspended").await?;
+
+    // Degraded: the topic does not exist (it may yet be created: not stalled).
+    let missing = unique("op-health-missing");
+    let manifest = delta_table(
+        "nowhere",
+        &s.env,
+        &s.env.kafka_bootstrap,
+        &missing,
+        &s.location("nowhere"),
+        one.clone(),
+    );
+    s.operator.create_table(manifest).await?;
+    s.operator
+        .wait_status("nowhere", "Degraded: TopicMissing", DEADLINE, |st| {
+            condition(st, "Degraded")
+                .is_some_and(|(v, reason, _)| v == "True" && reason == "TopicMissing")
+        })
+        .await;
+    capture("nowhere", "degraded").await?;
+
+    // Invalid: a setting not implemented yet (stalled until the spec changes).
+    let mut manifest = delta_table(
+        "later",
+        &s.env,
+        &s.env.kafka_bootstrap,
+        &topic.name,
+        &s.location("later"),
+        one,
+    );
+    manifest["spec"]["source"]["format"] = json!("avro");
+    manifest["spec"]["source"]["schemaRegistry"] = json!({"url": s.env.registry_url});
+    s.operator.create_table(manifest).await?;
+    s.operator
+        .wait_status("later", "Stalled: InvalidSpec", DEADLINE, |st| {
+            condition(st, "Stalled")
+                .is_some_and(|(v, reason, _)| v == "True" && reason == "InvalidSpec")
+        })
+        .await;
+    capture("later", "invalid").await?;
+
+    // Deleting: a finalizer of the test's own holds the object while it is captured.
+    tables
+        .patch(
+            "nowhere",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Json::<()>(serde_json::from_value(json!([
+                {"op": "add", "path": "/metadata/finalizers/-", "value": "e2e.kafkatable.io/hold"}
+            ]))?),
+        )
+        .await?;
+    tables.delete("nowhere", &DeleteParams::default()).await?;
+    eventually("the deletion to be under way", DEADLINE, || async {
+        tables
+            .get("nowhere")
+            .await
+            .ok()?
+            .metadata
+            .deletion_timestamp
+            .map(|_| ())
+    })
+    .await;
+    capture("nowhere", "deleting").await?;
+    tables
+        .patch(
+            "nowhere",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await?;
+
+    // A spec change the operator has not seen yet: the ready object one generation on (made
+    // from the capture, as a watch would show it between the update and the next status).
+    let mut unobserved: Value = serde_json::from_slice(&std::fs::read(dir.join("ready.json"))?)?;
+    let generation = unobserved["metadata"]["generation"].as_i64().unwrap_or(1);
+    unobserved["metadata"]["generation"] = json!(generation + 1);
+    std::fs::write(
+        dir.join("unobserved.json"),
+        serde_json::to_vec_pretty(&unobserved)?,
+    )?;
+
+    let states = [
+        "created",
+        "rolling-out",
+        "ready",
+        "unobserved",
+        "suspended",
+        "degraded",
+        "invalid",
+        "deleting",
+    ];
+    let script = chart_dir().join("argocd/health.lua");
+    let out = Command::new(&s.env.health)
+        .arg(&script)
+        .args(states.iter().map(|st| dir.join(format!("{st}.json"))))
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "kt-health failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let verdicts: Vec<Value> = String::from_utf8(out.stdout)?
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    println!("| object | kstatus | Argo CD | Argo CD message |\n|---|---|---|---|");
+    for (state, v) in states.iter().zip(&verdicts) {
+        println!(
+            "| {state} | {} | {} | {} |",
+            v["kstatus"], v["argo"], v["argoMessage"]
+        );
+    }
+    let got: Vec<(&str, &str)> = verdicts
+        .iter()
+        .map(|v| {
+            (
+                v["kstatus"].as_str().unwrap_or(""),
+                v["argo"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("InProgress", "Progressing"),
+            ("InProgress", "Progressing"),
+            ("Current", "Healthy"),
+            ("InProgress", "Progressing"),
+            ("Current", "Suspended"),
+            ("InProgress", "Degraded"),
+            ("Failed", "Degraded"),
+            ("Terminating", "Progressing"),
+        ],
+        "verdicts for {states:?}: {verdicts:#?}"
+    );
+    s.remove().await;
     Ok(())
 }

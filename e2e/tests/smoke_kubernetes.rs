@@ -13,6 +13,8 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::json;
 
 const TIMEOUT: Duration = Duration::from_secs(90);
+/// The test image with busybox and kubectl (e2e/images/toolbox.Containerfile).
+const TOOLBOX: &str = "localhost/kafkatable-e2e-toolbox:test";
 
 fn web_deployment(replicas: i32) -> anyhow::Result<Deployment> {
     Ok(serde_json::from_value(json!({
@@ -28,9 +30,8 @@ fn web_deployment(replicas: i32) -> anyhow::Result<Deployment> {
                     "terminationGracePeriodSeconds": 5,
                     "containers": [{
                         "name": "web",
-                        "image": "python:3",
-                        "command": ["python3", "-m", "http.server"],
-                        "args": ["--bind", "$(POD_IP)", "--directory", "/srv/www", "8080"],
+                        "image": TOOLBOX,
+                        "command": ["busybox", "httpd", "-f", "-p", "$(POD_IP):8080", "-h", "/srv/www"],
                         "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
                         "ports": [{"name": "http", "containerPort": 8080}],
                         "readinessProbe": {"httpGet": {"path": "/index.html", "port": "http"}, "periodSeconds": 1},
@@ -202,7 +203,7 @@ async fn crashing_container_is_restarted_and_reports_its_exit_code() -> anyhow::
         "metadata": {"name": "crasher"},
         "spec": {
             "restartPolicy": "Always",
-            "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", "exit 3"]}],
+            "containers": [{"name": "main", "image": TOOLBOX, "command": ["sh", "-c", "exit 3"]}],
         },
     }))?;
     pods.create(&PostParams::default(), &pod).await?;
@@ -221,20 +222,43 @@ async fn crashing_container_is_restarted_and_reports_its_exit_code() -> anyhow::
 
     let missing: Pod = serde_json::from_value(json!({
         "metadata": {"name": "no-such-binary"},
-        "spec": {"containers": [{"name": "main", "image": "x", "command": ["kafkatable-does-not-exist"]}]},
+        "spec": {"containers": [{"name": "main", "image": TOOLBOX, "command": ["kafkatable-does-not-exist"]}]},
     }))?;
     pods.create(&PostParams::default(), &missing).await?;
     eventually("a start error that names the program", TIMEOUT, || async {
         let p = pods.get("no-such-binary").await.ok()?;
         let cs = p.status?.container_statuses?.into_iter().next()?;
-        let waiting = cs.state?.waiting?;
-        (waiting.reason.as_deref() == Some("CreateContainerConfigError")
-            && waiting
+        let last = cs.last_state?.terminated?;
+        (last.reason.as_deref() == Some("StartError")
+            && last.exit_code == 128
+            && last
                 .message
                 .as_deref()
                 .is_some_and(|m| m.contains("kafkatable-does-not-exist")))
         .then_some(())
     })
+    .await;
+
+    let no_image: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "no-such-image"},
+        "spec": {"containers": [{"name": "main", "image": "localhost/kafkatable-nope:1", "command": ["sh"]}]},
+    }))?;
+    pods.create(&PostParams::default(), &no_image).await?;
+    eventually(
+        "an image pull back-off that names the image",
+        TIMEOUT,
+        || async {
+            let p = pods.get("no-such-image").await.ok()?;
+            let cs = p.status?.container_statuses?.into_iter().next()?;
+            let waiting = cs.state?.waiting?;
+            (waiting.reason.as_deref() == Some("ImagePullBackOff")
+                && waiting
+                    .message
+                    .as_deref()
+                    .is_some_and(|m| m.contains("localhost/kafkatable-nope:1")))
+            .then_some(())
+        },
+    )
     .await;
     Ok(())
 }
@@ -245,12 +269,11 @@ async fn pods_reach_the_api_server_as_their_service_account() -> anyhow::Result<
     let client = kube_client(&env).await?;
     let ns = TestNamespace::create(&env, &client, "smoke-sa").await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
-    let kubectl = env.kubectl.display().to_string();
     let pod: Pod = serde_json::from_value(json!({
         "metadata": {"name": "whoami"},
         "spec": {
             "restartPolicy": "Never",
-            "containers": [{"name": "main", "image": "kubectl", "command": [kubectl, "get", "secrets"]}],
+            "containers": [{"name": "main", "image": TOOLBOX, "command": ["kubectl", "get", "secrets"]}],
         },
     }))?;
     pods.create(&PostParams::default(), &pod).await?;

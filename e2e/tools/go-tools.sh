@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Go-based infrastructure from the Go module proxy into the cache:
-#   kube-apiserver, kube-controller-manager, kubectl, etcd, helm, minio. (No kube-scheduler:
+#   kube-apiserver, kube-controller-manager, kubectl, etcd, helm, minio, and kt-health (the
+#   kstatus library and Argo CD's Lua VM, for the GitOps health tests). (No kube-scheduler:
 #   the process kubelet binds pods to its one node itself.)
 # Idempotent: a binary that is already in the cache is not rebuilt.
 # Usage: go-tools.sh [k8s|etcd|helm|minio]...   (default: all)
@@ -86,5 +87,19 @@ minio() {
   rm -rf "$out"; mv "$out.tmp" "$out"
 }
 
-targets=("$@"); [[ ${#targets[@]} -eq 0 ]] && targets=(k8s etcd helm minio)
+# kt-health (e2e/tools/health): kstatus and Argo CD's Lua VM over captured KafkaTables. Keyed
+# by its sources, which pin the module versions.
+health() {
+  local src="$here/health"
+  local key; key=$(cat "$src/go.mod" "$src/go.sum" "$src/main.go" | sha256sum | cut -c1-16)
+  local out="$CACHE/kt-health-$key"
+  [[ -x $out/kt-health ]] && return 0
+  log "building kt-health (kstatus, gopher-lua)"
+  mkdir -p "$out.tmp"
+  (cd "$src" && go build -trimpath -ldflags "-s -w" -o "$out.tmp/kt-health" .)
+  rm -rf "$out"; mv "$out.tmp" "$out"
+  ln -sfn "$out" "$CACHE/kt-health"
+}
+
+targets=("$@"); [[ ${#targets[@]} -eq 0 ]] && targets=(k8s etcd helm minio health)
 for t in "${targets[@]}"; do "$t"; done

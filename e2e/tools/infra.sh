@@ -187,14 +187,24 @@ EOF
       --use-service-account-credentials=true --v 1
     wait_for controller-manager 60 curl -sfk "https://127.0.0.1:$port/healthz"
   fi
+  # Pods run from the images (the test images: the Containerfiles around the debug binaries);
+  # KT_HOST_BINARIES=DIR is the inner-loop fast path that runs DIR's binaries on the host.
+  local runtime
+  if [[ -n ${KT_HOST_BINARIES:-} ]]; then
+    runtime=(--host-binaries "$KT_HOST_BINARIES")
+  else
+    "$here/images.sh" test
+    runtime=(--images "$CACHE/images/test" --image-cache "$CACHE/rootfs")
+  fi
+  setenv KT_IMAGES "$CACHE/images/test"
+  setenv KT_HEALTH "$CACHE/kt-health/kt-health"
   if ! alive kubelet; then
     local bin=${KT_KUBELET_BIN:-$TARGET/debug/process-kubelet}
     [[ -x $bin ]] || die "process kubelet missing at $bin: run cargo build -p kafkatable-e2e"
     mkdir -p "$RUN/kubelet"
-    log "starting the process kubelet (pods run from ${KT_POD_BIN_DIR:-$TARGET/debug})"
+    log "starting the process kubelet (${runtime[*]})"
     spawn kubelet "$bin" --kubeconfig "$RUN/kubeconfig" --node-name kafkatable-node \
-      --root-dir "$RUN/kubelet/pods" --bin-dir "${KT_POD_BIN_DIR:-$TARGET/debug}" \
-      --ca-file "$RUN/pki/ca.crt"
+      --root-dir "$RUN/kubelet/pods" "${runtime[@]}" --ca-file "$RUN/pki/ca.crt"
     wait_for kubelet 60 "$K8S_BIN/kubectl" --kubeconfig "$RUN/kubeconfig" wait --for=condition=Ready \
       node/kafkatable-node --timeout=2s
   fi
@@ -218,18 +228,22 @@ up_kafka() {
     log "restarting Kafka in place (same ports and data)"
     start_kafka
   elif ! alive kafka; then
-    local p1 p2 p3
-    p1=$(free_port); p2=$(free_port); p3=$(free_port)
+    local p1 p2 p3 p4
+    p1=$(free_port); p2=$(free_port); p3=$(free_port); p4=$(free_port)
     rm -rf "$d"; mkdir -p "$d"
+    kafka_tls "$d/tls"
     cat > "$d/server.properties" <<EOF
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$p3
-listeners=PLAINTEXT://127.0.0.1:$p1,SASL_PLAINTEXT://127.0.0.1:$p2,CONTROLLER://127.0.0.1:$p3
-advertised.listeners=PLAINTEXT://127.0.0.1:$p1,SASL_PLAINTEXT://127.0.0.1:$p2
+listeners=PLAINTEXT://127.0.0.1:$p1,SASL_PLAINTEXT://127.0.0.1:$p2,CONTROLLER://127.0.0.1:$p3,SSL://127.0.0.1:$p4
+advertised.listeners=PLAINTEXT://127.0.0.1:$p1,SASL_PLAINTEXT://127.0.0.1:$p2,SSL://127.0.0.1:$p4
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL
+listener.name.ssl.ssl.keystore.type=PEM
+listener.name.ssl.ssl.keystore.location=$d/tls/broker.pem
+listener.name.ssl.ssl.client.auth=none
 sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512
 listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
@@ -259,15 +273,35 @@ EOF
       --add-scram "SCRAM-SHA-256=[name=$SASL_USER,password=$SASL_PASSWORD]" \
       --add-scram "SCRAM-SHA-512=[name=$SASL_USER,password=$SASL_PASSWORD]" > "$d/format.log" 2>&1 \
       || { cat "$d/format.log" >&2; die "kafka storage format failed"; }
-    echo "$p1" > "$d/port"; echo "$p2" > "$d/sasl_port"
-    log "starting Kafka $KAFKA_VERSION on 127.0.0.1:$p1 (SASL/SCRAM on $p2)"
+    echo "$p1" > "$d/port"; echo "$p2" > "$d/sasl_port"; echo "$p4" > "$d/tls_port"
+    log "starting Kafka $KAFKA_VERSION on 127.0.0.1:$p1 (SASL/SCRAM on $p2, TLS on $p4)"
     start_kafka
   fi
   setenv KT_KAFKA_BOOTSTRAP "127.0.0.1:$(cat "$RUN/kafka/port")"
   setenv KT_KAFKA_SASL_BOOTSTRAP "127.0.0.1:$(cat "$RUN/kafka/sasl_port")"
+  setenv KT_KAFKA_TLS_BOOTSTRAP "127.0.0.1:$(cat "$RUN/kafka/tls_port")"
+  setenv KT_KAFKA_TLS_CA "$RUN/kafka/tls/ca.crt"
+  setenv KT_KAFKA_TLS_OTHER_CA "$RUN/kafka/tls/other-ca.crt"
   setenv KT_KAFKA_SASL_USERNAME "$SASL_USER"
   setenv KT_KAFKA_SASL_PASSWORD "$SASL_PASSWORD"
   setenv KT_KAFKA_CLASSPATH "$(kafka_cp)"
+}
+# kafka_tls DIR: a CA, the broker's certificate for 127.0.0.1/localhost signed by it (with its
+# key in one PEM keystore file), and a second CA that signed nothing, for the wrong-CA tests.
+kafka_tls() {
+  local t=$1
+  mkdir -p "$t"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN=kafkatable-kafka-ca \
+    -keyout "$t/ca.key" -out "$t/ca.crt" 2>/dev/null
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN=kafkatable-other-ca \
+    -keyout "$t/other-ca.key" -out "$t/other-ca.crt" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj /CN=kafka-broker -keyout "$t/broker.key" \
+    -out "$t/broker.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' > "$t/ext"
+  openssl x509 -req -in "$t/broker.csr" -CA "$t/ca.crt" -CAkey "$t/ca.key" -CAcreateserial \
+    -days 3650 -extfile "$t/ext" -out "$t/broker.crt" 2>/dev/null
+  # Kafka's PEM keystore: the PKCS#8 key, then the certificate chain.
+  { openssl pkcs8 -topk8 -nocrypt -in "$t/broker.key"; cat "$t/broker.crt" "$t/ca.crt"; } > "$t/broker.pem"
 }
 # start_kafka: runs the broker of $RUN/kafka and waits for it (this start, not an earlier one).
 start_kafka() {

@@ -26,6 +26,9 @@ pub enum OperatorError {
     /// The brokers refused the credentials (SASL) the spec names.
     #[error("kafka {brokers}: authentication failed: {reason}")]
     AuthenticationFailed { brokers: String, reason: String },
+    /// The TLS handshake with the brokers failed (spec.source.security.tls).
+    #[error("kafka {brokers}: TLS handshake failed: {reason}")]
+    TlsFailed { brokers: String, reason: String },
     #[error("kafka {brokers}: topic {topic} does not exist")]
     NoTopic { brokers: String, topic: String },
     /// A blocking Kafka call's task did not finish (it panicked or was cancelled).
@@ -89,9 +92,10 @@ impl OperatorError {
             Self::Kube { .. } if self.is_refused() => ErrorKind::Refused,
             Self::Kube { .. } | Self::CrdMissing(_) => ErrorKind::Kubernetes,
             Self::SecretKey { .. } => ErrorKind::Secret,
-            Self::Kafka { .. } | Self::NoTopic { .. } | Self::AuthenticationFailed { .. } => {
-                ErrorKind::Kafka
-            }
+            Self::Kafka { .. }
+            | Self::NoTopic { .. }
+            | Self::AuthenticationFailed { .. }
+            | Self::TlsFailed { .. } => ErrorKind::Kafka,
             Self::CleanupPending(_) => ErrorKind::CleanupPending,
             Self::Task(_)
             | Self::NoUid(_)
@@ -126,7 +130,8 @@ impl OperatorError {
             Self::SecretKey { secret, .. } => Some(secret),
             Self::Kafka { brokers, .. }
             | Self::NoTopic { brokers, .. }
-            | Self::AuthenticationFailed { brokers, .. } => Some(brokers),
+            | Self::AuthenticationFailed { brokers, .. }
+            | Self::TlsFailed { brokers, .. } => Some(brokers),
             _ => None,
         }
     }

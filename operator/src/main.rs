@@ -28,12 +28,8 @@ struct Args {
     /// Ingester image for tables that name none.
     #[arg(long, env = "KAFKATABLE_INGESTER_IMAGE", default_value_t = IngesterDefaults::default().image)]
     ingester_image: String,
-    /// The ingester binary in the image.
-    #[arg(
-        long,
-        env = "KAFKATABLE_INGESTER_COMMAND",
-        default_value = "kafkatable-ingester"
-    )]
+    /// The ingester's command in its image; empty runs the image's entrypoint.
+    #[arg(long, env = "KAFKATABLE_INGESTER_COMMAND", default_value = "")]
     ingester_command: String,
     /// Seconds an ingester gets to commit what it holds when stopped.
     #[arg(long, default_value_t = 60)]

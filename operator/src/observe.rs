@@ -44,12 +44,22 @@ pub struct KafkaClients {
 /// reason comes as an error event (served by [`BaseConsumer::poll`]).
 #[derive(Default)]
 pub struct Watch {
-    auth_failure: Mutex<Option<String>>,
+    refusal: Mutex<Option<Refusal>>,
+}
+
+/// Why the brokers refused the connection, as librdkafka's error events say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// SASL authentication failed.
+    Authentication(String),
+    /// The TLS handshake failed (an unknown CA, a name that does not match, a TLS/plaintext
+    /// mix-up).
+    Tls(String),
 }
 
 impl Watch {
-    fn take_auth_failure(&self) -> Option<String> {
-        self.auth_failure
+    fn take_refusal(&self) -> Option<Refusal> {
+        self.refusal
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take()
@@ -58,11 +68,16 @@ impl Watch {
 
 impl rdkafka::ClientContext for Watch {
     fn error(&self, error: KafkaError, reason: &str) {
-        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Authentication) {
+        let refusal = match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::Authentication) => Some(Refusal::Authentication(reason.into())),
+            Some(RDKafkaErrorCode::SSL) => Some(Refusal::Tls(reason.into())),
+            _ => None,
+        };
+        if refusal.is_some() {
             *self
-                .auth_failure
+                .refusal
                 .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reason.to_string());
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = refusal;
         }
         tracing::debug!(error = %error, reason, "kafka client error");
     }
@@ -255,11 +270,21 @@ impl KafkaClients {
         let topic = topic.to_string();
         let (partitions, marks) = tokio::task::spawn_blocking(move || {
             let result = read_watermarks(&client, cached, &topic, &brokers);
-            // A failure that was refused authentication says so (its events are served now).
+            // A connection the brokers refused says why: its error events are served now, one
+            // per poll, behind the others the failed request queued.
             if result.is_err() {
-                let _ = client.poll(Duration::ZERO);
-                if let Some(reason) = client.context().take_auth_failure() {
-                    return Err(OperatorError::AuthenticationFailed { brokers, reason });
+                let refusal = (0..32).find_map(|_| {
+                    let _ = client.poll(Duration::ZERO);
+                    client.context().take_refusal()
+                });
+                match refusal {
+                    Some(Refusal::Authentication(reason)) => {
+                        return Err(OperatorError::AuthenticationFailed { brokers, reason });
+                    }
+                    Some(Refusal::Tls(reason)) => {
+                        return Err(OperatorError::TlsFailed { brokers, reason });
+                    }
+                    None => {}
                 }
             }
             result

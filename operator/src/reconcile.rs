@@ -388,6 +388,17 @@ async fn apply(kt: &KafkaTable, ctx: &Context) -> Result<Action, OperatorError> 
     let now = Time(jiff::Timestamp::now());
     let selector = render::selector_string(kt);
     let commit_interval_ms = duration_ms(&kt.spec.commit.interval, 60_000);
+    // A new table says at once that it is not ready yet, before Kafka is asked anything, so
+    // that `kubectl wait` and GitOps tools never read a fresh object as current.
+    let previous = if previous.conditions.is_empty() {
+        let initial = status::created(kt.metadata.generation, &selector, &now);
+        let tables: Api<KafkaTable> =
+            Api::namespaced(ctx.client.clone(), &kt.namespace().unwrap_or_default());
+        write_status(kt, &tables, ctx, &previous, initial.clone()).await?;
+        initial
+    } else {
+        previous
+    };
 
     // A spec the ingester cannot run is reported, not applied.
     let config = match render::config_json(kt) {
@@ -432,6 +443,11 @@ async fn apply(kt: &KafkaTable, ctx: &Context) -> Result<Action, OperatorError> 
         suspended: kt.spec.suspend,
         desired: replicas,
         commit_interval_ms,
+        catch_up_lag: kt
+            .spec
+            .scaling
+            .lag_per_replica
+            .saturating_mul(i64::from(replicas.max(1))),
         invalid_spec,
         apply_failed,
         shared_with: render::shared_with(kt, &ctx.tables.state()),
@@ -715,9 +731,14 @@ async fn write_status(
     previous: &KafkaTableStatus,
     new: KafkaTableStatus,
 ) -> Result<(), OperatorError> {
+    // The initial status and the first observed one only announce problems.
+    let first = previous.conditions.is_empty()
+        || previous
+            .conditions
+            .iter()
+            .any(|c| c.type_ == kafkatable_crds::status::condition::READY && c.reason == "Created");
     for c in status::changed(&previous.conditions, &new.conditions) {
-        // The first status of a table only announces problems.
-        if previous.conditions.is_empty() && (c.type_ != "Degraded" || c.status != "True") {
+        if first && (c.type_ != "Degraded" || c.status != "True") {
             continue;
         }
         let warning = (c.type_ == "Degraded" || c.type_ == "Stalled") && c.status == "True";

@@ -42,7 +42,7 @@ pub const TABLE_LABEL: &str = "kafkatable.io/table";
 pub struct IngesterDefaults {
     /// Image when the spec names none.
     pub image: String,
-    /// The ingester binary in the image.
+    /// The ingester's command; empty runs the image's entrypoint.
     pub command: String,
     /// Seconds a pod gets to commit what it holds after SIGTERM.
     pub termination_grace_seconds: i64,
@@ -51,8 +51,12 @@ pub struct IngesterDefaults {
 impl Default for IngesterDefaults {
     fn default() -> Self {
         Self {
-            image: "ghcr.io/kafkatable/kafkatable-ingester:0.1.0".into(),
-            command: "kafkatable-ingester".into(),
+            image: concat!(
+                "ghcr.io/kafkatable/kafkatable-ingester:",
+                env!("CARGO_PKG_VERSION")
+            )
+            .into(),
+            command: String::new(),
             termination_grace_seconds: 60,
         }
     }
@@ -404,7 +408,7 @@ fn deployment(
     let container = Container {
         name: "ingester".into(),
         image: Some(pod.image.clone().unwrap_or_else(|| defaults.image.clone())),
-        command: Some(vec![defaults.command.clone()]),
+        command: (!defaults.command.is_empty()).then(|| vec![defaults.command.clone()]),
         args: Some(vec![
             "run".into(),
             "-f".into(),

@@ -1,5 +1,5 @@
 //! Observations -> the KafkaTable status: replicas, lag, sync points, table version, freshness
-//! and the Ready, Progressing, Degraded and Stalled conditions. Pure functions.
+//! and the Ready, Reconciling, Degraded and Stalled conditions. Pure functions.
 
 use std::collections::BTreeMap;
 
@@ -32,6 +32,9 @@ pub struct Observation {
     pub suspended: bool,
     pub desired: i32,
     pub commit_interval_ms: i64,
+    /// Lag above which the table is catching up (`Reconciling`): more than the autoscaler's
+    /// target per replica for the replicas wanted. A lag at or below it is a healthy table's.
+    pub catch_up_lag: i64,
     /// Why the spec cannot run, when it cannot.
     pub invalid_spec: Option<String>,
     /// Applying a child failed for another reason (the API server did not answer, say).
@@ -56,7 +59,8 @@ pub struct Observation {
 /// Why the topic's partitions are unknown, with the Degraded reason it makes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicError {
-    /// `BrokerUnreachable`, `TopicMissing`, `AuthenticationFailed` or `SecretKeyMissing`.
+    /// `BrokerUnreachable`, `TopicMissing`, `AuthenticationFailed`, `TlsHandshakeFailed` or
+    /// `SecretKeyMissing`.
     pub reason: &'static str,
     pub message: String,
 }
@@ -76,6 +80,7 @@ impl From<&crate::error::OperatorError> for TopicError {
         let reason = match e {
             OperatorError::NoTopic { .. } => "TopicMissing",
             OperatorError::AuthenticationFailed { .. } => "AuthenticationFailed",
+            OperatorError::TlsFailed { .. } => "TlsHandshakeFailed",
             OperatorError::SecretKey { .. } => "SecretKeyMissing",
             _ => "BrokerUnreachable",
         };
@@ -94,6 +99,7 @@ impl Default for Observation {
             suspended: false,
             desired: 0,
             commit_interval_ms: 60_000,
+            catch_up_lag: 0,
             invalid_spec: None,
             apply_failed: None,
             shared_with: Vec::new(),
@@ -159,6 +165,55 @@ fn millis_time(ms: i64) -> Option<Time> {
     jiff::Timestamp::from_millisecond(ms).ok().map(Time)
 }
 
+/// The status of a table the operator has just seen for the first time: not ready, reconciling.
+pub fn created(generation: Option<i64>, selector: &str, now: &Time) -> KafkaTableStatus {
+    let mut status = KafkaTableStatus {
+        observed_generation: generation,
+        selector: Some(selector.to_string()),
+        ..KafkaTableStatus::default()
+    };
+    let c = &mut status.conditions;
+    let waiting = "the operator is creating the ingesters";
+    set(
+        c,
+        condition::READY,
+        false,
+        "Created",
+        waiting,
+        generation,
+        now,
+    );
+    set(
+        c,
+        condition::RECONCILING,
+        true,
+        "Created",
+        waiting,
+        generation,
+        now,
+    );
+    set(
+        c,
+        condition::DEGRADED,
+        false,
+        "AsExpected",
+        "no errors observed",
+        generation,
+        now,
+    );
+    let nothing = "nothing that needs a change of the spec or the environment";
+    set(
+        c,
+        condition::STALLED,
+        false,
+        "AsExpected",
+        nothing,
+        generation,
+        now,
+    );
+    status
+}
+
 /// The new status, given the previous one.
 pub fn compute(previous: &KafkaTableStatus, o: &Observation) -> KafkaTableStatus {
     let points = sync_points(&previous.sync_points, &o.reports);
@@ -200,6 +255,15 @@ pub fn compute(previous: &KafkaTableStatus, o: &Observation) -> KafkaTableStatus
         status.last_scale_time = Some(at.clone());
         status.last_scale_reason = Some(reason.clone());
     }
+
+    // Records wait while ingesters run, and nothing was committed for three commit intervals.
+    let quiet_ms = 3 * o.commit_interval_ms.max(1000);
+    let since_commit_ms = status
+        .last_commit_time
+        .as_ref()
+        .map(|t| now_ms - t.0.as_millisecond());
+    let quiet = since_commit_ms.is_none_or(|ms| ms > quiet_ms);
+    let waiting = lag.as_ref().is_some_and(|l| l.total > 0) && !o.suspended;
 
     // Degraded: the first cause found, most fundamental first.
     let broker = o
@@ -248,8 +312,19 @@ pub fn compute(previous: &KafkaTableStatus, o: &Observation) -> KafkaTableStatus
         } else {
             Some(("TableUnreachable", e))
         }
+    } else if let Some(m) = o.crashing.first() {
+        Some(("PodsCrashLooping", m.clone()))
+    } else if waiting && o.rollout.ready > 0 && since_commit_ms.is_some_and(|ms| ms > quiet_ms) {
+        Some((
+            "NoCommits",
+            format!(
+                "{} records wait and the last commit was {} s ago",
+                lag.as_ref().map_or(0, |l| l.total),
+                since_commit_ms.unwrap_or_default() / 1000
+            ),
+        ))
     } else {
-        o.crashing.first().map(|m| ("PodsCrashLooping", m.clone()))
+        None
     };
     let generation = o.generation;
     let now = &o.now;
@@ -274,20 +349,31 @@ pub fn compute(previous: &KafkaTableStatus, o: &Observation) -> KafkaTableStatus
         ),
     }
 
-    // Progressing: a rollout, a scale or a catch-up is under way.
+    // Reconciling (kstatus): a rollout or a catch-up is under way. A lag within the
+    // autoscaler's target is a healthy table's, not a catch-up, so a busy topic settles.
     let rolling = !o.rollout.observed
         || o.rollout.updated < o.desired
         || o.rollout.replicas != o.desired
         || o.rollout.ready < o.desired;
-    let catching_up = lag.as_ref().is_some_and(|l| l.total > 0) && !o.suspended;
-    if rolling {
+    let catching_up = waiting && lag.as_ref().is_some_and(|l| l.total > o.catch_up_lag);
+    if o.invalid_spec.is_some() {
+        set(
+            &mut status.conditions,
+            condition::RECONCILING,
+            false,
+            "InvalidSpec",
+            "nothing to roll out until the spec is fixed",
+            generation,
+            now,
+        );
+    } else if rolling {
         let message = format!(
             "{} of {} ingesters ready, {} up to date",
             o.rollout.ready, o.desired, o.rollout.updated
         );
         set(
             &mut status.conditions,
-            condition::PROGRESSING,
+            condition::RECONCILING,
             true,
             "RollingOut",
             &message,
@@ -298,66 +384,84 @@ pub fn compute(previous: &KafkaTableStatus, o: &Observation) -> KafkaTableStatus
         let total = lag.as_ref().map_or(0, |l| l.total);
         set(
             &mut status.conditions,
-            condition::PROGRESSING,
+            condition::RECONCILING,
             true,
             "CatchingUp",
-            &format!("{total} records behind the topic"),
+            &format!(
+                "{total} records behind the topic (more than {} for {} ingesters)",
+                o.catch_up_lag, o.desired
+            ),
             generation,
             now,
         );
     } else {
         set(
             &mut status.conditions,
-            condition::PROGRESSING,
+            condition::RECONCILING,
             false,
             "UpToDate",
-            "all records committed",
+            "rolled out; lag within the target",
             generation,
             now,
         );
     }
 
-    // Stalled: records wait and nothing was committed for three commit intervals.
-    let quiet_ms = 3 * o.commit_interval_ms.max(1000);
-    let since_commit_ms = status
-        .last_commit_time
-        .as_ref()
-        .map(|t| now_ms - t.0.as_millisecond());
-    let stalled =
-        catching_up && o.rollout.ready > 0 && since_commit_ms.is_some_and(|ms| ms > quiet_ms);
-    if stalled {
-        let message = format!(
-            "{} records wait and the last commit was {} s ago",
-            lag.as_ref().map_or(0, |l| l.total),
-            since_commit_ms.unwrap_or_default() / 1000
+    // Stalled (kstatus): what will not fix itself without a change, so GitOps tools fail fast
+    // here and wait on everything else: a spec that cannot run, or ingesters that crash-loop
+    // while nothing is committed.
+    let stalled = if let Some(reason) = &o.invalid_spec {
+        Some(("InvalidSpec", reason.clone()))
+    } else if let Some(m) = o.crashing.first().filter(|_| quiet) {
+        let since = since_commit_ms.map_or_else(
+            || "nothing was ever committed".to_string(),
+            |ms| format!("nothing committed for {} s", ms / 1000),
         );
-        set(
+        Some(("PodsCrashLooping", format!("{m}; {since}")))
+    } else {
+        None
+    };
+    match stalled {
+        Some((reason, message)) => set(
             &mut status.conditions,
             condition::STALLED,
             true,
-            "NoCommits",
+            reason,
             &message,
             generation,
             now,
-        );
-    } else {
-        set(
+        ),
+        None => set(
             &mut status.conditions,
             condition::STALLED,
             false,
-            "Committing",
-            "commits keep up",
+            "AsExpected",
+            "nothing that needs a change of the spec or the environment",
             generation,
             now,
-        );
+        ),
     }
 
-    // Ready: everything wanted runs and nothing is wrong.
-    if o.suspended {
+    // Ready: everything wanted runs and nothing is wrong. A suspended table whose ingesters
+    // are gone is in the state its spec asks for, so it is Ready (kstatus reads Ready=False as
+    // in progress, and a GitOps apply of `suspend: true` would never finish).
+    if o.suspended && o.rollout.replicas > 0 {
         set(
             &mut status.conditions,
             condition::READY,
             false,
+            "Suspending",
+            &format!(
+                "spec.suspend is true: {} ingesters still stop",
+                o.rollout.replicas
+            ),
+            generation,
+            now,
+        );
+    } else if o.suspended {
+        set(
+            &mut status.conditions,
+            condition::READY,
+            true,
             "Suspended",
             "spec.suspend is true: no ingesters run; the table and its sync points stay",
             generation,
@@ -439,7 +543,7 @@ pub fn set(
 fn order(type_: &str) -> usize {
     [
         condition::READY,
-        condition::PROGRESSING,
+        condition::RECONCILING,
         condition::DEGRADED,
         condition::STALLED,
     ]
@@ -559,7 +663,14 @@ mod tests {
         let s = compute(&KafkaTableStatus::default(), &healthy(2));
         assert_eq!(condition(&s, "Ready").status, "True");
         assert_eq!(condition(&s, "Degraded").status, "False");
-        assert_eq!(condition(&s, "Progressing").status, "False");
+        assert_eq!(condition(&s, "Reconciling").status, "False");
+        assert_eq!(condition(&s, "Stalled").status, "False");
+        assert!(
+            s.conditions
+                .iter()
+                .all(|c| c.observed_generation == Some(2)),
+            "every condition names the generation it describes"
+        );
         assert_eq!(s.lag.as_ref().map(|l| l.total), Some(0));
         assert_eq!(s.table_version, Some(7));
         assert_eq!(s.partitions, Some(2));
@@ -659,18 +770,90 @@ mod tests {
         let r = condition(&s, "Ready");
         assert_eq!(
             (r.status.as_str(), r.reason.as_str()),
-            ("False", "Suspended")
+            ("True", "Suspended"),
+            "the spec's state is reached"
+        );
+        o.rollout.replicas = 2;
+        let s = compute(&KafkaTableStatus::default(), &o);
+        let r = condition(&s, "Ready");
+        assert_eq!(
+            (r.status.as_str(), r.reason.as_str()),
+            ("False", "Suspending")
         );
     }
 
     #[test]
-    fn no_commit_for_three_intervals_with_lag_is_stalled() {
+    fn no_commit_for_three_intervals_with_lag_is_degraded_not_stalled() {
         let mut o = healthy(1);
         o.topic = Ok(topic(&[500, 50]));
         o.reports[0].last_commit_ms = Some(now().0.as_millisecond() - 60_000);
         let s = compute(&KafkaTableStatus::default(), &o);
-        assert_eq!(condition(&s, "Stalled").status, "True");
-        assert_eq!(condition(&s, "Progressing").reason, "CatchingUp");
+        assert_eq!(condition(&s, "Degraded").reason, "NoCommits");
+        assert_eq!(condition(&s, "Stalled").status, "False");
+        assert_eq!(condition(&s, "Reconciling").reason, "CatchingUp");
+    }
+
+    #[test]
+    fn a_lag_within_the_target_is_not_a_catch_up() {
+        let mut o = healthy(1);
+        o.topic = Ok(topic(&[130, 50]));
+        o.catch_up_lag = 1000;
+        let s = compute(&KafkaTableStatus::default(), &o);
+        assert_eq!(s.lag.as_ref().map(|l| l.total), Some(30));
+        let r = condition(&s, "Reconciling");
+        assert_eq!(
+            (r.status.as_str(), r.reason.as_str()),
+            ("False", "UpToDate")
+        );
+        o.catch_up_lag = 10;
+        let s = compute(&KafkaTableStatus::default(), &o);
+        assert_eq!(condition(&s, "Reconciling").reason, "CatchingUp");
+        assert_eq!(
+            condition(&s, "Ready").status,
+            "True",
+            "a backlog is healthy"
+        );
+        assert_eq!(condition(&s, "Stalled").status, "False");
+    }
+
+    #[test]
+    fn only_what_will_not_fix_itself_is_stalled() {
+        let mut o = healthy(1);
+        o.invalid_spec = Some("spec.table.location: not a URL".into());
+        let s = compute(&KafkaTableStatus::default(), &o);
+        let st = condition(&s, "Stalled");
+        assert_eq!(
+            (st.status.as_str(), st.reason.as_str()),
+            ("True", "InvalidSpec")
+        );
+        assert_eq!(condition(&s, "Reconciling").status, "False");
+
+        // Crash-looping pods with a recent commit are Degraded only...
+        let mut o = healthy(1);
+        o.crashing = vec!["pod x restarted 3 times".into()];
+        let s = compute(&KafkaTableStatus::default(), &o);
+        assert_eq!(condition(&s, "Degraded").reason, "PodsCrashLooping");
+        assert_eq!(condition(&s, "Stalled").status, "False");
+        // ...and Stalled once nothing was committed for three commit intervals.
+        o.reports[0].last_commit_ms = None;
+        let s = compute(&KafkaTableStatus::default(), &o);
+        let st = condition(&s, "Stalled");
+        assert_eq!(
+            (st.status.as_str(), st.reason.as_str()),
+            ("True", "PodsCrashLooping")
+        );
+        assert!(
+            st.message.contains("nothing was ever committed"),
+            "{}",
+            st.message
+        );
+
+        // An unreachable broker fixes itself when the broker returns: not Stalled.
+        let mut o = healthy(1);
+        o.topic = Err(TopicError::unreachable("connection refused"));
+        let s = compute(&KafkaTableStatus::default(), &o);
+        assert_eq!(condition(&s, "Degraded").reason, "BrokerUnreachable");
+        assert_eq!(condition(&s, "Stalled").status, "False");
     }
 
     #[test]

@@ -19,9 +19,17 @@ struct Args {
     /// Directory for per-pod files (volumes, logs, HOME).
     #[arg(long)]
     root_dir: PathBuf,
-    /// Directory searched first for a container's command (locally built binaries).
-    #[arg(long)]
-    bin_dir: PathBuf,
+    /// Directory of OCI image archives (`make images`): containers run from their image's
+    /// root filesystem, as uid and with the mounts their pod says.
+    #[arg(long, required_unless_present = "host_binaries")]
+    images: Option<PathBuf>,
+    /// Where images are unpacked, once per manifest digest.
+    #[arg(long, default_value = "/tmp/process-kubelet-images")]
+    image_cache: PathBuf,
+    /// The inner development loop's fast path, instead of images: run each container's command
+    /// as a host process of the binary of that name in this directory.
+    #[arg(long, conflicts_with = "images")]
+    host_binaries: Option<PathBuf>,
     /// CA certificate of the API server, handed to pods in their kubeconfig.
     #[arg(long)]
     ca_file: PathBuf,
@@ -30,8 +38,32 @@ struct Args {
     shutdown_grace_seconds: u64,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some(kubelet::RUN_IN_ROOTFS) {
+        return run_in_rootfs(argv.get(2));
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(serve())
+}
+
+/// `process-kubelet run-in-rootfs <spec.json>`: become one container's process. Errors go to
+/// the container's log, and the exit code is what a runtime's start error gives (128).
+fn run_in_rootfs(spec: Option<&String>) -> anyhow::Result<()> {
+    let result = (|| -> anyhow::Result<std::convert::Infallible> {
+        let path =
+            spec.ok_or_else(|| anyhow::anyhow!("usage: process-kubelet run-in-rootfs SPEC"))?;
+        let sandbox: kubelet::sandbox::Sandbox = serde_json::from_slice(&std::fs::read(path)?)?;
+        Ok(kubelet::sandbox::enter(&sandbox)?)
+    })();
+    let Err(e) = result;
+    eprintln!("{}{e:#}", kubelet::START_ERROR_PREFIX);
+    std::process::exit(128);
+}
+
+async fn serve() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -54,7 +86,14 @@ async fn main() -> anyhow::Result<()> {
         kubelet::Config {
             node_name: args.node_name,
             root_dir: args.root_dir,
-            bin_dir: args.bin_dir,
+            runtime: match (args.images, args.host_binaries) {
+                (_, Some(bin_dir)) => kubelet::Runtime::HostBinaries { bin_dir },
+                (Some(archives), None) => kubelet::Runtime::Images {
+                    archives,
+                    cache: args.image_cache,
+                },
+                (None, None) => anyhow::bail!("--images or --host-binaries"),
+            },
             server,
             ca_file: args.ca_file,
             shutdown_grace: Duration::from_secs(args.shutdown_grace_seconds),

@@ -162,7 +162,10 @@ pub async fn supervise(mut s: Supervised) -> i32 {
         };
         let mut t = terminated(code, started_at);
         t.reason = reason.into();
-        if code != 0
+        if let Some(message) = start_error(code, &s.log_path) {
+            t.reason = "StartError".into();
+            t.message = Some(message);
+        } else if code != 0
             && s.container.termination_message_policy.as_deref() == Some("FallbackToLogsOnError")
         {
             t.message = log_tail(&s.log_path);
@@ -198,6 +201,21 @@ pub async fn supervise(mut s: Supervised) -> i32 {
         restart_count += 1;
     }
 }
+
+/// A container whose process never became the command (`run-in-rootfs` could not set up its
+/// root or find its program) exits 128 after one line in its log; a runtime reports that as a
+/// `StartError` with the line as the message.
+fn start_error(code: i32, log: &PathBuf) -> Option<String> {
+    if code != 128 {
+        return None;
+    }
+    let text = std::fs::read_to_string(log).ok()?;
+    let line = text.lines().last()?;
+    line.strip_prefix(START_ERROR_PREFIX).map(str::to_string)
+}
+
+/// What `process-kubelet run-in-rootfs` prints before it exits 128.
+pub const START_ERROR_PREFIX: &str = "process-kubelet: cannot start container: ";
 
 /// The end of a log as Kubernetes takes it for a termination message: at most 80 lines and
 /// 2 KiB.

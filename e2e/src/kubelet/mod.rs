@@ -11,9 +11,11 @@
 //! Service cluster IPs (no kube-proxy), `kubectl logs/exec` (logs are files in the pod dir).
 
 mod container;
+pub mod image;
 mod node;
 mod pod;
 mod probe;
+pub mod sandbox;
 pub mod spec;
 mod volumes;
 
@@ -33,6 +35,7 @@ use kube::runtime::watcher::{self, Event};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use container::START_ERROR_PREFIX;
 use container::Stop;
 
 /// What went wrong in the process kubelet, with the object or file it concerns.
@@ -55,9 +58,7 @@ pub enum KubeletError {
         name: String,
         key: Option<String>,
     },
-    #[error(
-        "container {container}: no command (the process kubelet has no images to take an entrypoint from)"
-    )]
+    #[error("container {container}: no command and no image to name a host binary")]
     NoCommand { container: String },
     #[error("container {container}: program {program:?} found neither in {} nor on PATH", bin_dir.display())]
     ProgramNotFound {
@@ -67,17 +68,44 @@ pub enum KubeletError {
     },
     #[error("container {container}: unsupported {what}")]
     Unsupported { container: String, what: String },
+    #[error("container {container}: {what}")]
+    Refused { container: String, what: String },
+    #[error(transparent)]
+    Image(#[from] image::ImageError),
     #[error("cannot encode JSON: {0}")]
     Json(serde_json::Error),
 }
 
+/// The subcommand of `process-kubelet` that runs a container inside its image's root
+/// filesystem (`sandbox::enter`).
+pub const RUN_IN_ROOTFS: &str = "run-in-rootfs";
+
 impl KubeletError {
+    /// The reason a container waits with when its pod cannot start for this error.
+    pub fn waiting_reason(&self) -> &'static str {
+        match self {
+            Self::Image(image::ImageError::NotFound { .. }) => "ImagePullBackOff",
+            Self::Image(_) => "ErrImagePull",
+            _ => "CreateContainerConfigError",
+        }
+    }
+
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
         Self::Io {
             path: path.to_path_buf(),
             source,
         }
     }
+}
+
+/// How the process kubelet runs a container.
+#[derive(Debug, Clone)]
+pub enum Runtime {
+    /// From its image: the OCI archives in `archives`, unpacked into `cache` once per digest.
+    Images { archives: PathBuf, cache: PathBuf },
+    /// As a host process of the binary its command names, found first in `bin_dir` (the
+    /// inner development loop's fast path: no image build).
+    HostBinaries { bin_dir: PathBuf },
 }
 
 /// Settings of the process kubelet.
@@ -87,8 +115,8 @@ pub struct Config {
     pub node_name: String,
     /// Directory that holds one directory per pod (volumes, logs, HOME, TMPDIR).
     pub root_dir: PathBuf,
-    /// Directory searched first for a container's command (the locally built binaries).
-    pub bin_dir: PathBuf,
+    /// How containers run: from images, or as host binaries (the inner-loop fast path).
+    pub runtime: Runtime,
     /// API server URL that pods' kubeconfigs point at.
     pub server: String,
     /// CA certificate of the API server, for pods' kubeconfigs.
@@ -103,8 +131,12 @@ pub struct Context {
     pub client: kube::Client,
     /// Directory that holds one directory per pod.
     pub root_dir: PathBuf,
-    /// Directory searched first for container commands.
-    pub bin_dir: PathBuf,
+    /// Directory searched first for container commands (host fast path only).
+    pub bin_dir: Option<PathBuf>,
+    /// Where images are looked up and unpacked; `None` on the host fast path.
+    pub images: Option<image::ImageStore>,
+    /// This program, which re-runs itself as `run-in-rootfs` for each container.
+    pub self_exe: PathBuf,
     /// API server URL for pods' kubeconfigs.
     pub server: String,
     /// API server CA for pods' kubeconfigs.
@@ -144,10 +176,24 @@ pub async fn run(client: kube::Client, config: Config) -> Result<(), KubeletErro
         .iter()
         .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
         .collect();
+    let (bin_dir, images) = match &config.runtime {
+        Runtime::Images { archives, cache } => (
+            None,
+            Some(image::ImageStore::new(archives.clone(), cache.clone())),
+        ),
+        Runtime::HostBinaries { bin_dir } => (Some(bin_dir.clone()), None),
+    };
+    if let Some(store) = &images {
+        store.prune()?;
+    }
+    let self_exe =
+        std::env::current_exe().map_err(|e| KubeletError::io(Path::new("/proc/self/exe"), e))?;
     let ctx = Arc::new(Context {
         client: client.clone(),
         root_dir: config.root_dir.clone(),
-        bin_dir: config.bin_dir.clone(),
+        bin_dir,
+        images,
+        self_exe,
         server: config.server.clone(),
         ca_file: config.ca_file.clone(),
         base_env,

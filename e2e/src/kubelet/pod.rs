@@ -2,17 +2,20 @@
 //! supervises its containers and keeps the pod's status in the API server up to date.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, PodSpec, Secret};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
+use super::RUN_IN_ROOTFS;
 use super::container::{self, Report, RestartPolicy, State, Stop, Supervised};
+use super::image::Image;
+use super::sandbox::{BindMount, Sandbox};
 use super::spec::{self, PodFields, Refs};
 use super::volumes::{self, ApiAccess, SERVICE_ACCOUNT_DIR};
 use super::{Context, KubeletError};
@@ -34,7 +37,7 @@ pub async fn run(
             Err(e) => {
                 tracing::warn!(pod = %runner.key(), error = %e, "cannot start pod yet");
                 runner
-                    .patch_waiting("CreateContainerConfigError", &e.to_string())
+                    .patch_waiting(e.waiting_reason(), &e.to_string())
                     .await;
                 tokio::select! {
                     _ = tokio::time::sleep(PREPARE_RETRY) => {}
@@ -78,6 +81,7 @@ pub async fn run(
     for (i, (c, launch)) in main.into_iter().enumerate() {
         runner.reports.push(None);
         runner.names.push(c.name.clone());
+        runner.image_ids.push(launch.image_id.clone());
         let s = runner.supervised(i, c, launch, policy, tx.clone(), stop.clone());
         tasks.push(tokio::spawn(container::supervise(s)));
     }
@@ -116,6 +120,8 @@ struct Runner {
     started_at: Timestamp,
     initialized: bool,
     names: Vec<String>,
+    /// Per container, the `imageID` to report (empty on the host fast path).
+    image_ids: Vec<String>,
     reports: Vec<Option<Report>>,
     /// Last transition time of each pod condition, so that times only move on a change.
     transitions: BTreeMap<&'static str, (bool, Timestamp)>,
@@ -136,6 +142,7 @@ impl Runner {
             started_at: Timestamp::now(),
             initialized: false,
             names: Vec::new(),
+            image_ids: Vec::new(),
             reports: Vec::new(),
             transitions: BTreeMap::new(),
         }
@@ -208,7 +215,23 @@ impl Runner {
         let tmp = self.pod_dir.join("tmp");
         std::fs::create_dir_all(&tmp).map_err(|e| KubeletError::io(&tmp, e))?;
         let spec = self.pod.spec.clone().unwrap_or_default();
+        let mut images = BTreeMap::new();
+        if let Some(store) = &self.ctx.images {
+            for c in spec
+                .init_containers
+                .iter()
+                .flatten()
+                .chain(&spec.containers)
+            {
+                let reference = c.image.clone().unwrap_or_default();
+                images.insert(c.name.clone(), store.resolve(&reference).await?);
+            }
+        }
         let build = |c: &Container| -> Result<(Container, spec::Launch), KubeletError> {
+            if let Some(image) = images.get(&c.name) {
+                let launch = self.image_launch(c, image, &spec, &fields, &refs, &dirs)?;
+                return Ok((c.clone(), launch));
+            }
             let mounts = volumes::mounts_for(c, &dirs);
             let mut base = self.ctx.base_env.clone();
             base.insert("HOME".into(), self.pod_dir.display().to_string());
@@ -223,7 +246,10 @@ impl Runner {
                 &fields,
                 &refs,
                 &mounts,
-                &self.ctx.bin_dir,
+                self.ctx
+                    .bin_dir
+                    .as_deref()
+                    .unwrap_or(Path::new("/nonexistent")),
                 &self.pod_dir,
                 &base,
             )?;
@@ -241,6 +267,116 @@ impl Runner {
             .map(build)
             .collect::<Result<_, _>>()?;
         Ok((init, main))
+    }
+
+    /// The launch of a container from its image: the process kubelet re-runs itself as
+    /// `run-in-rootfs`, which builds the container's root and execs the command in it.
+    fn image_launch(
+        &self,
+        c: &Container,
+        image: &Image,
+        spec: &PodSpec,
+        fields: &PodFields,
+        refs: &Refs,
+        dirs: &BTreeMap<String, PathBuf>,
+    ) -> Result<spec::Launch, KubeletError> {
+        let refused = |what: String| KubeletError::Refused {
+            container: c.name.clone(),
+            what,
+        };
+        let mut kubelet_env = BTreeMap::from([("HOSTNAME".to_string(), fields.name.clone())]);
+        if let Ok(url) = url::Url::parse(&self.ctx.server) {
+            let host = url.host_str().unwrap_or("127.0.0.1").to_string();
+            let port = url.port_or_known_default().unwrap_or(443).to_string();
+            kubelet_env.insert("KUBERNETES_SERVICE_HOST".into(), host);
+            kubelet_env.insert("KUBERNETES_SERVICE_PORT".into(), port);
+        }
+        let env = spec::image_env(
+            &image.config,
+            &kubelet_env,
+            spec::resolve_env(c, fields, refs)?,
+        );
+        let argv = spec::image_argv(c, &image.config, &env);
+        let passwd = std::fs::read_to_string(image.rootfs.join("etc/passwd")).unwrap_or_default();
+        let (uid, gid, groups) = spec::run_as(
+            c,
+            spec.security_context.as_ref(),
+            image.config.user.as_deref(),
+            &passwd,
+        )
+        .map_err(refused)?;
+        let etc = self.write_etc_files()?;
+        let mut mounts = volumes::bind_mounts(c, spec, dirs);
+        mounts.extend(etc);
+        let containers = self.pod_dir.join("containers");
+        std::fs::create_dir_all(&containers).map_err(|e| KubeletError::io(&containers, e))?;
+        let sandbox = Sandbox {
+            rootfs: image.rootfs.clone(),
+            state_dir: containers.join(&c.name),
+            read_only_root: c
+                .security_context
+                .as_ref()
+                .and_then(|s| s.read_only_root_filesystem)
+                .unwrap_or(false),
+            mounts,
+            uid,
+            gid,
+            groups,
+            workdir: c
+                .working_dir
+                .clone()
+                .or_else(|| image.config.working_dir.clone())
+                .filter(|d| !d.is_empty())
+                .unwrap_or_else(|| "/".into()),
+            argv,
+            env: env.into_iter().collect(),
+        };
+        let path = containers.join(format!("{}.json", c.name));
+        let text = serde_json::to_vec_pretty(&sandbox).map_err(KubeletError::Json)?;
+        std::fs::write(&path, text).map_err(|e| KubeletError::io(&path, e))?;
+        let repository = c.image.as_deref().unwrap_or_default();
+        let repository = repository.split('@').next().unwrap_or_default();
+        let repository = match repository.rsplit_once(':') {
+            Some((r, tag)) if !tag.contains('/') => r,
+            _ => repository,
+        };
+        Ok(spec::Launch {
+            program: self.ctx.self_exe.clone(),
+            args: vec![RUN_IN_ROOTFS.into(), path.display().to_string()],
+            env: BTreeMap::new(),
+            workdir: self.pod_dir.clone(),
+            image_id: format!("{repository}@{}", image.digest),
+        })
+    }
+
+    /// `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf` as the kubelet writes them for a pod.
+    fn write_etc_files(&self) -> Result<Vec<BindMount>, KubeletError> {
+        let dir = self.pod_dir.join("etc");
+        std::fs::create_dir_all(&dir).map_err(|e| KubeletError::io(&dir, e))?;
+        let name = self.pod.metadata.name.clone().unwrap_or_default();
+        let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let files = [
+            (
+                "hosts",
+                format!(
+                    "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{}\t{name}\n",
+                    self.pod_ip
+                ),
+            ),
+            ("hostname", format!("{name}\n")),
+            ("resolv.conf", resolv),
+        ];
+        let mut mounts = Vec::new();
+        for (file, content) in files {
+            let path = dir.join(file);
+            std::fs::write(&path, content).map_err(|e| KubeletError::io(&path, e))?;
+            mounts.push(BindMount {
+                source: path,
+                target: format!("/etc/{file}"),
+                read_only: false,
+            });
+        }
+        Ok(mounts)
     }
 
     async fn fetch_refs(&self, ns: &str) -> Result<Refs, KubeletError> {
@@ -341,7 +477,10 @@ impl Runner {
             .names
             .iter()
             .zip(&self.reports)
-            .map(|(name, r)| container_status(name, r.as_ref(), &self.container_image(name)))
+            .zip(&self.image_ids)
+            .map(|((name, r), id)| {
+                container_status(name, r.as_ref(), &self.container_image(name), id)
+            })
             .collect();
         let mut status = self.base_status("Running", all_ready);
         status["containerStatuses"] = Value::Array(statuses);
@@ -377,7 +516,10 @@ impl Runner {
                 .names
                 .iter()
                 .zip(&self.reports)
-                .map(|(name, r)| container_status(name, r.as_ref(), &self.container_image(name)))
+                .zip(&self.image_ids)
+                .map(|((name, r), id)| {
+                    container_status(name, r.as_ref(), &self.container_image(name), id)
+                })
                 .collect();
             status["containerStatuses"] = Value::Array(statuses);
         }
@@ -409,11 +551,11 @@ impl Runner {
 }
 
 /// One entry of `status.containerStatuses`.
-fn container_status(name: &str, report: Option<&Report>, image: &str) -> Value {
+fn container_status(name: &str, report: Option<&Report>, image: &str, image_id: &str) -> Value {
     let Some(r) = report else {
         return json!({
             "name": name, "ready": false, "started": false, "restartCount": 0, "image": image,
-            "imageID": "", "state": {"waiting": {"reason": "ContainerCreating"}},
+            "imageID": image_id, "state": {"waiting": {"reason": "ContainerCreating"}},
         });
     };
     let terminated = |t: &container::Terminated| {
@@ -441,7 +583,7 @@ fn container_status(name: &str, report: Option<&Report>, image: &str) -> Value {
     };
     let mut status = json!({
         "name": name, "ready": r.ready, "started": started, "restartCount": r.restart_count,
-        "image": image, "imageID": "", "state": state,
+        "image": image, "imageID": image_id, "state": state,
     });
     if let Some(id) = container_id {
         status["containerID"] = json!(id);

@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, EnvVar, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, EnvVar, Pod, PodSecurityContext, Secret};
+
+use super::image::RunConfig;
 
 use super::KubeletError;
 
@@ -19,6 +21,8 @@ pub struct Launch {
     pub args: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub workdir: PathBuf,
+    /// `image@sha256:...` when the container runs from an image, empty on the host fast path.
+    pub image_id: String,
 }
 
 /// Values of the pod that `fieldRef` env vars and downward API volumes can read.
@@ -353,19 +357,22 @@ pub fn launch(
     for (k, v) in resolved {
         env.insert(k, map_paths_in(&v, mounts));
     }
-    let mut argv: Vec<String> = container
-        .command
+    // Without a command, the image's entrypoint would run: on the host that is the binary
+    // named like the image (`ghcr.io/kafkatable/kafkatable-ingester:0.1.0` runs
+    // `kafkatable-ingester`).
+    let entrypoint = match container.command.as_ref().filter(|c| !c.is_empty()) {
+        Some(command) => command.clone(),
+        None => vec![
+            image_binary(container).ok_or_else(|| KubeletError::NoCommand {
+                container: container.name.clone(),
+            })?,
+        ],
+    };
+    let mut argv: Vec<String> = entrypoint
         .iter()
-        .flatten()
         .chain(container.args.iter().flatten())
         .map(|a| map_paths_in(&expand(a, &env), mounts))
         .collect();
-    if container.command.as_ref().is_none_or(|c| c.is_empty()) {
-        // There is no image to supply an entrypoint.
-        return Err(KubeletError::NoCommand {
-            container: container.name.clone(),
-        });
-    }
     let command0 = argv.remove(0);
     let path_env = env.get("PATH").cloned().unwrap_or_default();
     let program = resolve_program(&command0, bin_dir, &path_env).ok_or_else(|| {
@@ -384,7 +391,155 @@ pub fn launch(
         args: argv,
         env,
         workdir,
+        image_id: String::new(),
     })
+}
+
+/// The last path segment of a container's image reference, without tag or digest.
+fn image_binary(container: &Container) -> Option<String> {
+    let image = container.image.as_deref()?;
+    let name = image.split('@').next()?.rsplit('/').next()?;
+    let name = name.split(':').next()?;
+    (!name.is_empty()).then(|| name.to_string())
+}
+
+/// The argv of a container run from an image, by Kubernetes' rules: a `command` replaces the
+/// image's entrypoint and drops its cmd; `args` alone replace the cmd; neither runs the image's
+/// entrypoint with its cmd. `$(VAR)` in the pod's command and args expands from `env`.
+pub fn image_argv(
+    container: &Container,
+    image: &RunConfig,
+    env: &BTreeMap<String, String>,
+) -> Vec<String> {
+    let given = |v: &Option<Vec<String>>| {
+        v.as_ref()
+            .filter(|v| !v.is_empty())
+            .map(|v| v.iter().map(|a| expand(a, env)).collect::<Vec<_>>())
+    };
+    let image_part = |v: &Option<Vec<String>>| v.clone().unwrap_or_default();
+    match (given(&container.command), given(&container.args)) {
+        (Some(mut command), args) => {
+            command.extend(args.unwrap_or_default());
+            command
+        }
+        (None, Some(args)) => {
+            let mut argv = image_part(&image.entrypoint);
+            argv.extend(args);
+            argv
+        }
+        (None, None) => {
+            let mut argv = image_part(&image.entrypoint);
+            argv.extend(image_part(&image.cmd));
+            argv
+        }
+    }
+}
+
+/// The user, group and supplementary groups a container runs as: the container's security
+/// context over the pod's over the image's `User` (numeric, or a name looked up in the image's
+/// `/etc/passwd`). With `runAsNonRoot`, root or a user that cannot be checked is refused, with
+/// the kubelet's words.
+pub fn run_as(
+    container: &Container,
+    pod: Option<&PodSecurityContext>,
+    image_user: Option<&str>,
+    passwd: &str,
+) -> Result<(u32, u32, Vec<u32>), String> {
+    let sc = container.security_context.as_ref();
+    let users: Vec<(&str, u32, u32)> = passwd
+        .lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split(':').collect();
+            Some((
+                *f.first()?,
+                f.get(2)?.parse().ok()?,
+                f.get(3)?.parse().ok()?,
+            ))
+        })
+        .collect();
+    // The image's user as (uid, gid), or the name that could not be resolved.
+    let image = match image_user.filter(|u| !u.is_empty()) {
+        None => Ok((0, 0)),
+        Some(spec) => {
+            let (user, group) = match spec.split_once(':') {
+                Some((u, g)) => (u, Some(g)),
+                None => (spec, None),
+            };
+            let found = match user.parse::<u32>() {
+                Ok(uid) => Some(
+                    users
+                        .iter()
+                        .find(|u| u.1 == uid)
+                        .map_or((uid, 0), |u| (uid, u.2)),
+                ),
+                Err(_) => users.iter().find(|u| u.0 == user).map(|u| (u.1, u.2)),
+            };
+            match (found, group.map(str::parse::<u32>)) {
+                (Some((uid, _)), Some(Ok(gid))) => Ok((uid, gid)),
+                (Some(ids), _) => Ok(ids),
+                (None, _) => Err(user.to_string()),
+            }
+        }
+    };
+    let non_root = sc
+        .and_then(|c| c.run_as_non_root)
+        .or(pod.and_then(|p| p.run_as_non_root))
+        .unwrap_or(false);
+    let uid = sc
+        .and_then(|c| c.run_as_user)
+        .or(pod.and_then(|p| p.run_as_user))
+        .map(|u| u as u32);
+    let uid = match (uid, &image) {
+        (Some(uid), _) => uid,
+        (None, Ok((uid, _))) => *uid,
+        (None, Err(name)) if non_root => {
+            return Err(format!(
+                "container has runAsNonRoot and image has non-numeric user ({name}), cannot verify user is non-root"
+            ));
+        }
+        (None, Err(name)) => return Err(format!("image user {name:?} is not in its /etc/passwd")),
+    };
+    if non_root && uid == 0 {
+        return Err("container has runAsNonRoot and image will run as root".into());
+    }
+    let gid = sc
+        .and_then(|c| c.run_as_group)
+        .or(pod.and_then(|p| p.run_as_group))
+        .map(|g| g as u32)
+        .or(image.as_ref().ok().map(|(_, g)| *g))
+        .unwrap_or(0);
+    let mut groups: Vec<u32> = pod
+        .into_iter()
+        .flat_map(|p| {
+            p.fs_group
+                .into_iter()
+                .chain(p.supplemental_groups.iter().flatten().copied())
+        })
+        .map(|g| g as u32)
+        .collect();
+    groups.sort_unstable();
+    groups.dedup();
+    Ok((uid, gid, groups))
+}
+
+/// A container's environment when it runs from an image: the image's `Env`, then what the
+/// kubelet adds for every container (`HOSTNAME`, the API server as `KUBERNETES_SERVICE_*`),
+/// then the container's own `envFrom` and `env`.
+pub fn image_env(
+    image: &RunConfig,
+    kubelet: &BTreeMap<String, String>,
+    container: BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut env: BTreeMap<String, String> = image
+        .env
+        .iter()
+        .flatten()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    env.extend(kubelet.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env.extend(container);
+    env
 }
 
 #[cfg(test)]
@@ -559,5 +714,99 @@ mod tests {
         );
         assert_eq!(resolve_program("/nonexistent/tool", &dir, "/usr/bin"), None);
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    fn image(entrypoint: &[&str], cmd: &[&str]) -> RunConfig {
+        let list = |v: &[&str]| Some(v.iter().map(|s| s.to_string()).collect());
+        RunConfig {
+            entrypoint: list(entrypoint),
+            cmd: list(cmd),
+            env: Some(vec!["PATH=/usr/local/bin".into(), "TZ=UTC".into()]),
+            user: Some("65532:65532".into()),
+            working_dir: None,
+        }
+    }
+
+    fn strings(v: &[&str]) -> Option<Vec<String>> {
+        Some(v.iter().map(|s| s.to_string()).collect())
+    }
+
+    #[test]
+    fn command_and_args_override_the_image_as_kubernetes_says() {
+        let img = image(&["/usr/local/bin/app"], &["--help"]);
+        let env = vars(&[("POD_IP", "127.1.0.7")]);
+        let mut c = Container::default();
+        assert_eq!(image_argv(&c, &img, &env), ["/usr/local/bin/app", "--help"]);
+        c.args = strings(&["--listen=$(POD_IP)"]);
+        assert_eq!(
+            image_argv(&c, &img, &env),
+            ["/usr/local/bin/app", "--listen=127.1.0.7"]
+        );
+        c.command = strings(&["other"]);
+        assert_eq!(image_argv(&c, &img, &env), ["other", "--listen=127.1.0.7"]);
+        c.args = None;
+        assert_eq!(
+            image_argv(&c, &img, &env),
+            ["other"],
+            "a command drops the image's cmd"
+        );
+    }
+
+    #[test]
+    fn the_user_comes_from_the_security_context_or_the_image_and_root_is_refused() {
+        use k8s_openapi::api::core::v1::SecurityContext;
+        let passwd =
+            "root:x:0:0::/root:/sbin/nologin\nnonroot:x:65532:65532::/home/nonroot:/sbin/nologin\n";
+        let c = Container::default();
+        let pod = PodSecurityContext {
+            run_as_user: Some(1000),
+            run_as_group: Some(2000),
+            fs_group: Some(3000),
+            ..Default::default()
+        };
+        assert_eq!(
+            run_as(&c, Some(&pod), Some("65532:65532"), passwd),
+            Ok((1000, 2000, vec![3000]))
+        );
+        assert_eq!(
+            run_as(&c, None, Some("65532:65532"), passwd),
+            Ok((65532, 65532, vec![]))
+        );
+        assert_eq!(
+            run_as(&c, None, Some("nonroot"), passwd),
+            Ok((65532, 65532, vec![]))
+        );
+        assert_eq!(run_as(&c, None, None, passwd), Ok((0, 0, vec![])));
+        let non_root = PodSecurityContext {
+            run_as_non_root: Some(true),
+            ..Default::default()
+        };
+        assert_eq!(
+            run_as(&c, Some(&non_root), None, passwd),
+            Err("container has runAsNonRoot and image will run as root".into())
+        );
+        assert!(
+            run_as(&c, Some(&non_root), Some("ghost"), passwd)
+                .expect_err("refused")
+                .contains("non-numeric user (ghost)")
+        );
+        let as_root = Container {
+            security_context: Some(SecurityContext {
+                run_as_user: Some(0),
+                ..Default::default()
+            }),
+            ..Container::default()
+        };
+        assert!(run_as(&as_root, Some(&non_root), Some("65532"), passwd).is_err());
+    }
+
+    #[test]
+    fn a_containers_env_is_the_images_then_the_kubelets_then_its_own() {
+        let img = image(&[], &[]);
+        let kubelet = vars(&[("HOSTNAME", "web-1"), ("TZ", "kubelet")]);
+        let env = image_env(&img, &kubelet, vars(&[("TZ", "Europe/Paris")]));
+        assert_eq!(env["PATH"], "/usr/local/bin");
+        assert_eq!(env["HOSTNAME"], "web-1");
+        assert_eq!(env["TZ"], "Europe/Paris");
     }
 }

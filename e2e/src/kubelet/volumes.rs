@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{
-    Container, KeyToPath, Pod, ServiceAccount, ServiceAccountTokenProjection, Volume,
+    Container, KeyToPath, Pod, PodSpec, ServiceAccount, ServiceAccountTokenProjection, Volume,
 };
 use kube::api::{Api, PostParams};
 
 use super::KubeletError;
+use super::sandbox::BindMount;
 use super::spec::{Mounts, PodFields, Refs};
 
 /// The mount path of the service-account token in every pod that automounts one.
@@ -43,6 +44,12 @@ pub async fn materialize(
             None => pod_dir.join("volumes").join(&volume.name),
         };
         std::fs::create_dir_all(&dir).map_err(|e| KubeletError::io(&dir, e))?;
+        if volume.empty_dir.is_some() {
+            // As the kubelet makes them: writable by whatever user the containers run as.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
+                .map_err(|e| KubeletError::io(&dir, e))?;
+        }
         write_volume(volume, &dir, pod, fields, refs, api).await?;
         dirs.insert(volume.name.clone(), dir);
     }
@@ -253,6 +260,41 @@ pub fn mounts_for(container: &Container, dirs: &BTreeMap<String, PathBuf>) -> Mo
                 _ => dir.clone(),
             };
             Some((m.mount_path.clone(), host))
+        })
+        .collect()
+}
+
+/// A container's volume mounts as bind mounts into its root filesystem. Secret, ConfigMap,
+/// downward API and projected volumes are read-only whatever the mount says, as in Kubernetes.
+pub fn bind_mounts(
+    container: &Container,
+    spec: &PodSpec,
+    dirs: &BTreeMap<String, PathBuf>,
+) -> Vec<BindMount> {
+    let always_read_only = |name: &str| {
+        spec.volumes.iter().flatten().any(|v| {
+            v.name == name
+                && (v.secret.is_some()
+                    || v.config_map.is_some()
+                    || v.downward_api.is_some()
+                    || v.projected.is_some())
+        })
+    };
+    container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .filter_map(|m| {
+            let dir = dirs.get(&m.name)?;
+            let source = match m.sub_path.as_deref() {
+                Some(sub) if !sub.is_empty() => dir.join(sub),
+                _ => dir.clone(),
+            };
+            Some(BindMount {
+                source,
+                target: m.mount_path.clone(),
+                read_only: m.read_only == Some(true) || always_read_only(&m.name),
+            })
         })
         .collect()
 }
