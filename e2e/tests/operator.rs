@@ -1285,6 +1285,67 @@ async fn chart_rbac_is_least_privilege_in_both_modes() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Ingesters that crash-loop before committing anything will not get better on their own: the
+/// table is `Stalled` (kstatus: Failed, Argo CD: Degraded), not merely in progress, so a GitOps
+/// rollout fails fast instead of waiting out its timeout.
+#[tokio::test]
+async fn pods_that_crash_loop_with_nothing_committed_stall_the_table() -> anyhow::Result<()> {
+    let s = Setup::new("op-crash").await?;
+    let topic = TestTopic::create(&s.env, "op-crash", 1).await?;
+    produce_json(&s.env, &topic.name, 0..50, |i| json!({"id": i})).await?;
+    let mut manifest = delta_table(
+        "broken",
+        &s.env,
+        &s.env.kafka_bootstrap,
+        &topic.name,
+        &s.location("broken"),
+        json!({"minReplicas": 1, "maxReplicas": 1}),
+    );
+    // An image that is not the ingester (the test toolbox: its shell cannot run `run -f
+    // <config>`): the container exits at start, every time.
+    manifest["spec"]["ingester"] = json!({"image": "localhost/kafkatable-e2e-toolbox:test"});
+    s.operator.create_table(manifest).await?;
+    let status = s
+        .operator
+        .wait_status("broken", "Stalled: PodsCrashLooping", DEADLINE, |st| {
+            condition(st, "Stalled")
+                .is_some_and(|(v, reason, _)| v == "True" && reason == "PodsCrashLooping")
+        })
+        .await;
+    let (_, _, message) = condition(&status, "Stalled").unwrap_or_default();
+    assert!(
+        message.contains("restarted") && message.contains("nothing was ever committed"),
+        "{message}"
+    );
+    let (_, reason, _) = condition(&status, "Degraded").unwrap_or_default();
+    assert_eq!(reason, "PodsCrashLooping");
+    assert!(status.sync_points.iter().all(|p| p.offset == 0) || status.sync_points.is_empty());
+
+    let dir = s.env.run_dir.join("health-objects").join(&s.ns.name);
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("crash-looping.json");
+    std::fs::write(
+        &path,
+        serde_json::to_vec_pretty(&s.operator.tables().get("broken").await?)?,
+    )?;
+    let out = Command::new(&s.env.health)
+        .arg(chart_dir().join("argocd/health.lua"))
+        .arg(&path)
+        .output()?;
+    let verdict: Value = serde_json::from_slice(&out.stdout)?;
+    println!(
+        "| crash-looping | {} | {} | {} |",
+        verdict["kstatus"], verdict["argo"], verdict["argoMessage"]
+    );
+    assert_eq!(
+        (verdict["kstatus"].as_str(), verdict["argo"].as_str()),
+        (Some("Failed"), Some("Degraded")),
+        "{verdict}"
+    );
+    s.remove().await;
+    Ok(())
+}
+
 /// What GitOps tools make of a KafkaTable, checked with their own code on objects captured from
 /// a real operator: the kstatus library (Flux, Helm 4's watcher, kstatus-based waiters) and the
 /// chart's Argo CD health script run by gopher-lua, the Lua VM Argo CD embeds (kt-health).

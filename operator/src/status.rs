@@ -349,6 +349,41 @@ pub fn compute(previous: &KafkaTableStatus, o: &Observation) -> KafkaTableStatus
         ),
     }
 
+    // Stalled (kstatus): what will not fix itself without a change, so GitOps tools fail fast
+    // here and wait on everything else: a spec that cannot run, or ingesters that crash-loop
+    // while nothing is committed.
+    let stalled = if let Some(reason) = &o.invalid_spec {
+        Some(("InvalidSpec", reason.clone()))
+    } else if let Some(m) = o.crashing.first().filter(|_| quiet) {
+        let since = since_commit_ms.map_or_else(
+            || "nothing was ever committed".to_string(),
+            |ms| format!("nothing committed for {} s", ms / 1000),
+        );
+        Some(("PodsCrashLooping", format!("{m}; {since}")))
+    } else {
+        None
+    };
+    match &stalled {
+        Some((reason, message)) => set(
+            &mut status.conditions,
+            condition::STALLED,
+            true,
+            reason,
+            message,
+            generation,
+            now,
+        ),
+        None => set(
+            &mut status.conditions,
+            condition::STALLED,
+            false,
+            "AsExpected",
+            "nothing that needs a change of the spec or the environment",
+            generation,
+            now,
+        ),
+    }
+
     // Reconciling (kstatus): a rollout or a catch-up is under way. A lag within the
     // autoscaler's target is a healthy table's, not a catch-up, so a busy topic settles.
     let rolling = !o.rollout.observed
@@ -356,13 +391,14 @@ pub fn compute(previous: &KafkaTableStatus, o: &Observation) -> KafkaTableStatus
         || o.rollout.replicas != o.desired
         || o.rollout.ready < o.desired;
     let catching_up = waiting && lag.as_ref().is_some_and(|l| l.total > o.catch_up_lag);
-    if o.invalid_spec.is_some() {
+    // A stalled table is not making progress: kstatus reads Reconciling first.
+    if let Some((reason, _)) = &stalled {
         set(
             &mut status.conditions,
             condition::RECONCILING,
             false,
-            "InvalidSpec",
-            "nothing to roll out until the spec is fixed",
+            reason,
+            "stalled: no progress until the spec or the environment changes",
             generation,
             now,
         );
@@ -404,41 +440,6 @@ pub fn compute(previous: &KafkaTableStatus, o: &Observation) -> KafkaTableStatus
             generation,
             now,
         );
-    }
-
-    // Stalled (kstatus): what will not fix itself without a change, so GitOps tools fail fast
-    // here and wait on everything else: a spec that cannot run, or ingesters that crash-loop
-    // while nothing is committed.
-    let stalled = if let Some(reason) = &o.invalid_spec {
-        Some(("InvalidSpec", reason.clone()))
-    } else if let Some(m) = o.crashing.first().filter(|_| quiet) {
-        let since = since_commit_ms.map_or_else(
-            || "nothing was ever committed".to_string(),
-            |ms| format!("nothing committed for {} s", ms / 1000),
-        );
-        Some(("PodsCrashLooping", format!("{m}; {since}")))
-    } else {
-        None
-    };
-    match stalled {
-        Some((reason, message)) => set(
-            &mut status.conditions,
-            condition::STALLED,
-            true,
-            reason,
-            &message,
-            generation,
-            now,
-        ),
-        None => set(
-            &mut status.conditions,
-            condition::STALLED,
-            false,
-            "AsExpected",
-            "nothing that needs a change of the spec or the environment",
-            generation,
-            now,
-        ),
     }
 
     // Ready: everything wanted runs and nothing is wrong. A suspended table whose ingesters
