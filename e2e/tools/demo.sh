@@ -28,6 +28,8 @@ echo "== helm install kafkatable-operator (watching $ns)"
 "$KT_HELM" install kafkatable "$root/charts/kafkatable-operator" -n "$ns" --wait --timeout 120s \
   --set watchNamespace="$ns" --set statusIntervalSeconds=2 --set logFormat=text >/dev/null
 kubectl -n "$ns" get deployment,pods -l app.kubernetes.io/name=kafkatable-operator
+echo "(pods run from the images: $(kubectl -n "$ns" get pods -l app.kubernetes.io/name=kafkatable-operator \
+  -o jsonpath='{.items[0].status.containerStatuses[0].imageID}'))"
 
 "$KT_PYTHON" "$here/demo.py" produce "$KT_KAFKA_BOOTSTRAP" "$topic" "$records"
 

@@ -1,14 +1,16 @@
 //! The process kubelet: a test stand-in for the kubelet and its container runtime.
 //!
-//! It registers a Node, binds unscheduled pods to it, and runs each pod's containers as local
-//! processes of locally built binaries (the container's `command` names the binary; the bin dir
-//! is searched first, then `PATH`). Each pod gets its own loopback address (127.1.x.y) as its
-//! pod IP, so replicas can listen on the same port; programs should bind `$(POD_IP)`.
-//! Readiness and liveness probes (HTTP GET, TCP, exec), restart policies with back-off,
-//! ConfigMap/Secret/emptyDir/downward API/projected service-account token volumes (mount paths
-//! in args and env are mapped to the pod's directory), `$(VAR)` expansion and graceful
-//! termination and termination messages (`FallbackToLogsOnError`) work as in Kubernetes. Not emulated: images, resource limits (no cgroups),
-//! Service cluster IPs (no kube-proxy), `kubectl logs/exec` (logs are files in the pod dir).
+//! It registers a Node, binds unscheduled pods to it, and runs each pod's containers from their
+//! images (`image`: OCI archives unpacked once per digest; `sandbox`: a mount namespace, an
+//! overlay root, the volumes bound in, `chroot`, the security context's user), or, on the
+//! inner loop's fast path, as host processes of locally built binaries. Each pod gets its own
+//! loopback address (127.1.x.y) as its pod IP, so replicas can listen on the same port;
+//! programs should bind `$(POD_IP)`. Readiness and liveness probes (HTTP GET, TCP, exec on the
+//! host), restart policies with back-off, ConfigMap/Secret/emptyDir/downward API/projected
+//! service-account token volumes, `$(VAR)` expansion, graceful termination and termination
+//! messages (`FallbackToLogsOnError`) work as in Kubernetes. Not emulated: namespaces other
+//! than mounts, resource limits (no cgroups), Service cluster IPs (no kube-proxy),
+//! `kubectl logs/exec` (logs are files in the pod dir).
 
 mod container;
 pub mod image;

@@ -809,4 +809,47 @@ mod tests {
         assert_eq!(env["HOSTNAME"], "web-1");
         assert_eq!(env["TZ"], "Europe/Paris");
     }
+
+    #[test]
+    fn the_host_fast_path_runs_the_binary_named_like_the_image() {
+        let bin = std::env::temp_dir().join(format!("kt-bin-{}", std::process::id()));
+        std::fs::create_dir_all(&bin).expect("fixture");
+        std::fs::write(bin.join("kafkatable-ingester"), b"").expect("fixture");
+        let c = Container {
+            name: "ingester".into(),
+            image: Some("ghcr.io/kafkatable/kafkatable-ingester:0.1.0".into()),
+            args: strings(&["run", "-f", "/etc/kafkatable/ingester.json"]),
+            ..Container::default()
+        };
+        let mounts: Mounts = vec![("/etc/kafkatable".into(), PathBuf::from("/run/p/config"))];
+        let l = launch(
+            &c,
+            &fields(),
+            &Refs::default(),
+            &mounts,
+            &bin,
+            Path::new("/run/p"),
+            &BTreeMap::new(),
+        )
+        .expect("launch");
+        assert_eq!(l.program, bin.join("kafkatable-ingester"));
+        assert_eq!(l.args, ["run", "-f", "/run/p/config/ingester.json"]);
+        let no_image = Container {
+            name: "x".into(),
+            ..Container::default()
+        };
+        assert!(matches!(
+            launch(
+                &no_image,
+                &fields(),
+                &Refs::default(),
+                &Mounts::new(),
+                &bin,
+                Path::new("/"),
+                &BTreeMap::new()
+            ),
+            Err(KubeletError::NoCommand { .. })
+        ));
+        std::fs::remove_dir_all(&bin).expect("cleanup");
+    }
 }
