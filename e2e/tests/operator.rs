@@ -1470,6 +1470,26 @@ async fn gitops_tools_read_each_state_as_meant() -> anyhow::Result<()> {
         .await;
     capture("later", "invalid").await?;
 
+    // `kubectl wait` reads the same conditions.
+    let ns = s.ns.name.as_str();
+    for (table, condition) in [("ready", "Ready"), ("later", "Stalled")] {
+        let waited = kubectl(
+            &s.env,
+            &[
+                "-n",
+                ns,
+                "wait",
+                &format!("--for=condition={condition}"),
+                &format!("kt/{table}"),
+                "--timeout=30s",
+            ],
+        );
+        assert!(
+            waited.contains("condition met"),
+            "kubectl wait {condition} on {table}: {waited}"
+        );
+    }
+
     // Deleting: a finalizer of the test's own holds the object while it is captured.
     tables
         .patch(
