@@ -33,6 +33,7 @@ pub mod http;
 pub mod load;
 pub mod metrics;
 pub mod partition;
+pub mod registry;
 pub mod schema;
 pub mod sink;
 pub mod source;
