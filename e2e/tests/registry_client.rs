@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use kafkatable_e2e::env::TestEnv;
 use kafkatable_e2e::fixtures::unique;
-use kafkatable_ingester::registry::{Registry, RegistryError, SchemaKind, Version};
+use kafkatable_ingester::registry::{Registry, RegistryError, SchemaKind, Version, inline_avro};
 use serde_json::{Value, json};
 
 async fn register(
@@ -62,6 +62,11 @@ async fn schemas_come_back_by_id_and_version_with_their_references() -> anyhow::
         ("io.shop.Money", money_subject.as_str(), 1)
     );
     assert!(r.schema.text.contains("\"Money\""), "{}", r.schema.text);
+    // Written out as one schema for a single-schema Avro reader: the reference's definition
+    // takes the place of its name.
+    let inlined: Value = serde_json::from_str(&inline_avro(&schema).map_err(anyhow::Error::msg)?)?;
+    assert_eq!(inlined["fields"][1]["type"]["name"], "Money", "{inlined}");
+    assert_eq!(inlined["fields"][1]["type"]["fields"][0]["name"], "cents");
     // Cached: the same schema object comes back.
     assert!(std::sync::Arc::ptr_eq(&schema, &registry.by_id(id).await?));
     assert_eq!(

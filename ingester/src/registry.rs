@@ -339,6 +339,102 @@ fn encode(subject: &str) -> String {
     out
 }
 
+/// Avro's primitive type names: every other name in a type position names a named type.
+const AVRO_PRIMITIVES: [&str; 8] = [
+    "null", "boolean", "int", "long", "float", "double", "bytes", "string",
+];
+
+/// One Avro schema text with its references' named types written in, as an Avro reader that
+/// takes a single schema needs it: the first use of a referenced full name becomes its
+/// definition (with the referenced schema's own references inlined the same way), later uses
+/// stay names. Names resolve as Avro resolves them: a name without a dot is in the enclosing
+/// namespace.
+pub fn inline_avro(schema: &Schema) -> Result<String, String> {
+    let mut defined = std::collections::HashSet::new();
+    let mut root: serde_json::Value =
+        serde_json::from_str(&schema.text).map_err(|e| format!("the Avro schema: {e}"))?;
+    inline_into(&mut root, "", schema, &mut defined)?;
+    Ok(root.to_string())
+}
+
+fn inline_into(
+    node: &mut serde_json::Value,
+    namespace: &str,
+    schema: &Schema,
+    defined: &mut std::collections::HashSet<String>,
+) -> Result<(), String> {
+    use serde_json::Value;
+    match node {
+        Value::String(name) if !AVRO_PRIMITIVES.contains(&name.as_str()) => {
+            let full = full_name(name, namespace);
+            if defined.contains(&full) {
+                return Ok(());
+            }
+            let Some(r) = schema.references.iter().find(|r| r.name == full) else {
+                return Ok(()); // defined further on in this schema, or unknown: the reader says
+            };
+            let mut definition: Value = serde_json::from_str(&r.schema.text)
+                .map_err(|e| format!("the Avro schema of reference {}: {e}", r.name))?;
+            inline_into(&mut definition, "", &r.schema, defined)?;
+            *node = definition;
+            Ok(())
+        }
+        Value::Array(union) => union
+            .iter_mut()
+            .try_for_each(|branch| inline_into(branch, namespace, schema, defined)),
+        Value::Object(map) => {
+            let kind = map
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let keyword = matches!(
+                kind.as_str(),
+                "record" | "error" | "enum" | "fixed" | "array" | "map"
+            );
+            let mut inner = namespace.to_string();
+            if matches!(kind.as_str(), "record" | "error" | "enum" | "fixed") {
+                let name = map.get("name").and_then(Value::as_str).unwrap_or_default();
+                let own = map.get("namespace").and_then(Value::as_str);
+                let full = match own {
+                    Some(ns) if !name.contains('.') && !ns.is_empty() => format!("{ns}.{name}"),
+                    _ => full_name(name, namespace),
+                };
+                inner = full
+                    .rsplit_once('.')
+                    .map_or(String::new(), |(ns, _)| ns.to_string());
+                defined.insert(full);
+            }
+            // `{"type": "record", ...}` names its kind; `{"type": <schema>}` wraps a schema.
+            for key in ["type", "items", "values"] {
+                if key == "type" && keyword {
+                    continue;
+                }
+                if let Some(child) = map.get_mut(key) {
+                    inline_into(child, &inner, schema, defined)?;
+                }
+            }
+            if let Some(Value::Array(fields)) = map.get_mut("fields") {
+                for field in fields {
+                    if let Some(t) = field.get_mut("type") {
+                        inline_into(t, &inner, schema, defined)?;
+                    }
+                }
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+fn full_name(name: &str, namespace: &str) -> String {
+    if name.contains('.') || namespace.is_empty() {
+        name.to_string()
+    } else {
+        format!("{namespace}.{name}")
+    }
+}
+
 /// Why a value is not in the Confluent wire format.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
@@ -478,6 +574,62 @@ mod tests {
                 body: String::new()
             }
             .is_retryable()
+        );
+    }
+
+    fn avro(text: serde_json::Value, references: Vec<Reference>) -> Schema {
+        Schema {
+            kind: SchemaKind::Avro,
+            text: text.to_string(),
+            references,
+        }
+    }
+
+    fn reference(name: &str, schema: Schema) -> Reference {
+        Reference {
+            name: name.into(),
+            subject: name.into(),
+            version: 1,
+            schema: Arc::new(schema),
+        }
+    }
+
+    #[test]
+    fn avro_references_are_written_in_at_their_first_use() {
+        use serde_json::json;
+        let currency = avro(
+            json!({"type": "enum", "name": "Currency", "namespace": "io.shop", "symbols": ["EUR", "USD"]}),
+            vec![],
+        );
+        let money = avro(
+            json!({"type": "record", "name": "Money", "namespace": "io.shop", "fields": [
+                {"name": "cents", "type": "long"}, {"name": "currency", "type": "Currency"}]}),
+            vec![reference("io.shop.Currency", currency)],
+        );
+        let order = avro(
+            json!({"type": "record", "name": "Order", "namespace": "io.shop", "fields": [
+                {"name": "total", "type": "Money"},
+                {"name": "refund", "type": ["null", "io.shop.Money"]},
+                {"name": "wrapped", "type": {"type": "io.shop.Money"}},
+                {"name": "lines", "type": {"type": "array", "items": "string"}}]}),
+            vec![reference("io.shop.Money", money)],
+        );
+        let inlined: serde_json::Value =
+            serde_json::from_str(&inline_avro(&order).expect("inlined")).expect("json");
+        let fields = &inlined["fields"];
+        // The first use holds the definition, with its own reference written in...
+        assert_eq!(fields[0]["type"]["name"], "Money");
+        assert_eq!(fields[0]["type"]["fields"][1]["type"]["type"], "enum");
+        // ...the second stays a name, and primitives stay as they are.
+        assert_eq!(fields[1]["type"], json!(["null", "io.shop.Money"]));
+        assert_eq!(fields[2]["type"], json!({"type": "io.shop.Money"}));
+        assert_eq!(fields[3]["type"]["items"], "string");
+        // A schema without references comes back the same.
+        let plain = avro(json!({"type": "record", "name": "A", "fields": []}), vec![]);
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&inline_avro(&plain).expect("inlined"))
+                .expect("json"),
+            json!({"type": "record", "name": "A", "fields": []})
         );
     }
 }
