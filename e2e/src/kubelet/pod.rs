@@ -232,7 +232,7 @@ impl Runner {
                 let launch = self.image_launch(c, image, &spec, &fields, &refs, &dirs)?;
                 return Ok((c.clone(), launch));
             }
-            let mounts = volumes::mounts_for(c, &dirs);
+            let mounts = volumes::mounts_for(c, &spec, &dirs);
             let mut base = self.ctx.base_env.clone();
             base.insert("HOME".into(), self.pod_dir.display().to_string());
             base.insert("TMPDIR".into(), tmp.display().to_string());

@@ -247,20 +247,16 @@ async fn request_token(
         })
 }
 
-/// Pairs a container's volume mounts with the volumes' host directories.
-pub fn mounts_for(container: &Container, dirs: &BTreeMap<String, PathBuf>) -> Mounts {
-    container
-        .volume_mounts
-        .iter()
-        .flatten()
-        .filter_map(|m| {
-            let dir = dirs.get(&m.name)?;
-            let host = match m.sub_path.as_deref() {
-                Some(sub) if !sub.is_empty() => dir.join(sub),
-                _ => dir.clone(),
-            };
-            Some((m.mount_path.clone(), host))
-        })
+/// Pairs a container's volume mounts with the volumes' host directories (the host fast path,
+/// which rewrites mount paths instead of mounting).
+pub fn mounts_for(
+    container: &Container,
+    spec: &PodSpec,
+    dirs: &BTreeMap<String, PathBuf>,
+) -> Mounts {
+    bind_mounts(container, spec, dirs)
+        .into_iter()
+        .map(|m| (m.target, m.source))
         .collect()
 }
 
