@@ -207,14 +207,17 @@ async fn crashing_container_is_restarted_and_reports_its_exit_code() -> anyhow::
         },
     }))?;
     pods.create(&PostParams::default(), &pod).await?;
+    // Between two runs (in back-off) the container waits and is not ready; while it runs, a
+    // container without a readiness probe counts as ready, as in Kubernetes.
     let status = eventually(
-        "two restarts with the exit code in lastState",
+        "two restarts with the exit code in lastState, waiting in back-off",
         TIMEOUT,
         || async {
             let p = pods.get("crasher").await.ok()?;
             let cs = p.status?.container_statuses?.into_iter().next()?;
             let code = cs.last_state.as_ref()?.terminated.as_ref()?.exit_code;
-            (cs.restart_count >= 2 && code == 3).then_some(cs)
+            let waiting = cs.state.as_ref()?.waiting.as_ref()?.reason.clone()?;
+            (cs.restart_count >= 2 && code == 3 && waiting == "CrashLoopBackOff").then_some(cs)
         },
     )
     .await;
