@@ -165,7 +165,7 @@ pub fn drain(config: &IngesterConfig, mode: Mode, records: u64) -> Result<Report
         }
         let buf = pending
             .entry(m.partition())
-            .or_insert_with(|| Pending::new(schema.as_ref()));
+            .or_insert_with(|| Pending::new(&(), schema.as_ref()));
         buf.push(m.payload(), m.key(), m.offset(), m.timestamp().to_millis())
             .map_err(|refused| refused.into_error(&source.topic, m.partition()))?;
         if buf.is_full()

@@ -148,13 +148,40 @@ async fn run(
     // One coordinator per payload format, each with its decoder statically dispatched.
     let result = match config.source.format {
         Format::Json => {
-            ingest::<JsonDecoder>(&config, committer, metrics, health, shutdown, &client_id).await
+            ingest::<JsonDecoder>(
+                (),
+                &config,
+                committer,
+                metrics,
+                health,
+                shutdown,
+                &client_id,
+            )
+            .await
         }
         Format::String => {
-            ingest::<TextDecoder>(&config, committer, metrics, health, shutdown, &client_id).await
+            ingest::<TextDecoder>(
+                (),
+                &config,
+                committer,
+                metrics,
+                health,
+                shutdown,
+                &client_id,
+            )
+            .await
         }
         Format::Bytes => {
-            ingest::<BytesDecoder>(&config, committer, metrics, health, shutdown, &client_id).await
+            ingest::<BytesDecoder>(
+                (),
+                &config,
+                committer,
+                metrics,
+                health,
+                shutdown,
+                &client_id,
+            )
+            .await
         }
         // Refused when the config was read (`IngesterConfig::check_implemented`).
         registry @ (Format::Avro | Format::Protobuf | Format::JsonSchema) => Err(
@@ -167,6 +194,7 @@ async fn run(
 
 /// Consumes the topic into the table with `D`'s decoders until `shutdown`.
 async fn ingest<D: Decoder>(
+    context: D::Context,
     config: &kafkatable_crds::IngesterConfig,
     committer: Committer,
     metrics: Metrics,
@@ -174,7 +202,7 @@ async fn ingest<D: Decoder>(
     shutdown: impl std::future::Future<Output = ()>,
     client_id: &str,
 ) -> Result<(), IngesterError> {
-    let sink = TableSink::<D>::new(config, committer, metrics.clone())?;
+    let sink = TableSink::<D>::new(config, committer, metrics.clone(), context)?;
     let (source, events) =
         KafkaSource::subscribe(&config.source, client_id, metrics.clone(), health.clone())?;
     let faults = Faults {

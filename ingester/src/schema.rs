@@ -111,7 +111,10 @@ pub enum AlignError {
 
 /// `column` cast to `field`'s type, when every value survives the round trip; else the first
 /// row that does not, and why.
-fn exact_cast(column: &ArrayRef, field: &Field) -> Result<ArrayRef, (Option<usize>, String)> {
+pub(crate) fn exact_cast(
+    column: &ArrayRef,
+    field: &Field,
+) -> Result<ArrayRef, (Option<usize>, String)> {
     // The default (safe) cast turns a value it cannot convert into a null, and casting back
     // shows what else it changed: together they find the first value that would not survive.
     let unsupported = |e: arrow::error::ArrowError| {

@@ -9,7 +9,6 @@
 //! with the transaction's offsets.
 
 use std::collections::BTreeMap;
-use std::marker::PhantomData;
 use std::sync::Arc;
 
 use arrow::array::{AsArray, RecordBatch};
@@ -28,15 +27,15 @@ use crate::source::SourceRecord;
 use crate::txn::Transaction;
 
 /// Decodes records into rows and writes them into one table.
-pub struct TableSink<D> {
+pub struct TableSink<D: Decoder> {
     topic: String,
     table: TableConfig,
     /// The newest value schema: every partition's next chunk decodes against it.
     value_schema: Option<SchemaRef>,
     committer: Committer,
     metrics: Metrics,
-    /// The partitions' decoders are of this type (they live in the batch).
-    decoder: PhantomData<fn() -> D>,
+    /// What the partitions' decoders share (they live in the batch).
+    context: D::Context,
 }
 
 /// What the next commit holds on the table side: per partition, records not decoded yet and
@@ -58,6 +57,7 @@ impl<D: Decoder> TableSink<D> {
         config: &IngesterConfig,
         committer: Committer,
         metrics: Metrics,
+        context: D::Context,
     ) -> Result<Self, IngesterError> {
         // What is not implemented was refused when the config was read
         // (`IngesterConfig::check_implemented`).
@@ -79,7 +79,7 @@ impl<D: Decoder> TableSink<D> {
             value_schema,
             committer,
             metrics,
-            decoder: PhantomData,
+            context,
         })
     }
 
@@ -244,8 +244,9 @@ impl<D: Decoder> Sink for TableSink<D> {
     ) -> Result<Pushed, IngesterError> {
         let p = r.partition();
         let schema = self.value_schema.as_ref();
+        let context = &self.context;
         let buffer = batch.partitions.entry(p).or_insert_with(|| Buffer {
-            pending: Pending::new(schema),
+            pending: Pending::new(context, schema),
             chunks: Vec::new(),
         });
         let pushed = buffer

@@ -32,6 +32,12 @@ pub struct JsonDecoder {
 }
 
 impl Decoder for JsonDecoder {
+    type Context = ();
+
+    fn new(_: &()) -> Self {
+        Self::default()
+    }
+
     fn use_schema(&mut self, schema: Option<&SchemaRef>) {
         if self.schema() == schema {
             return;

@@ -50,6 +50,12 @@ fn value_schema(data_type: DataType) -> Option<Schema> {
 pub struct TextDecoder(Raw);
 
 impl Decoder for TextDecoder {
+    type Context = ();
+
+    fn new(_: &()) -> Self {
+        Self::default()
+    }
+
     fn fixed_schema() -> Option<Schema> {
         value_schema(DataType::Utf8)
     }
@@ -83,6 +89,12 @@ impl Decoder for TextDecoder {
 pub struct BytesDecoder(Raw);
 
 impl Decoder for BytesDecoder {
+    type Context = ();
+
+    fn new(_: &()) -> Self {
+        Self::default()
+    }
+
     fn fixed_schema() -> Option<Schema> {
         value_schema(DataType::Binary)
     }

@@ -1,0 +1,685 @@
+//! Avro values in the Confluent wire format (magic byte 0, the 4-byte schema id, the Avro
+//! body), decoded straight into Arrow by `arrow-avro` as they arrive.
+//!
+//! Every partition's decoder shares an [`AvroContext`]: the registry client and the writer
+//! schemas read from it, by id. A value whose id is not known yet is refused with
+//! [`Refusal::NeedsLookup`] and pushed again once [`Decoder::lookup`] has fetched the schema.
+//! A chunk may hold records of several writer schemas (a producer upgraded mid-stream): each
+//! id decodes into its own Arrow batch, the batches are conformed to the value schema (a column
+//! the writer lacks is null, a narrower type is widened where every value survives) and
+//! interleaved back into offset order. Types are normalized to what both table formats hold:
+//! timestamps and times in microseconds, enums as strings, no Avro field metadata.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{Array, ArrayRef, RecordBatch, new_null_array};
+use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+use arrow_avro::codec::Tz;
+use arrow_avro::reader::{Decoder as StreamDecoder, ReaderBuilder};
+use arrow_avro::schema::{AvroSchema, Fingerprint, FingerprintAlgorithm, SchemaStore};
+
+use super::{Bad, CHUNK_RECORDS, Decoder, Refusal};
+use crate::registry::{self, Registry, SchemaKind};
+
+/// A writer schema: its Avro text (references written in) and the Arrow schema its values
+/// decode to, normalized.
+#[derive(Debug)]
+struct Writer {
+    id: u32,
+    avro: String,
+    arrow: SchemaRef,
+}
+
+/// What the Avro decoders of every partition share.
+pub struct AvroContext {
+    registry: Option<Arc<Registry>>,
+    writers: Mutex<HashMap<u32, Arc<Writer>>>,
+}
+
+impl AvroContext {
+    /// Writer schemas read from `registry` as records name them.
+    pub fn new(registry: Option<Arc<Registry>>) -> Arc<Self> {
+        Arc::new(Self {
+            registry,
+            writers: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Makes `avro` the writer schema of id `id` (from the registry, or given).
+    pub fn insert(&self, id: u32, avro: &str) -> Result<(), String> {
+        let arrow = Arc::new(normalized_schema(&stream_decoder(id, avro)?.schema()));
+        let writer = Arc::new(Writer {
+            id,
+            avro: avro.to_string(),
+            arrow,
+        });
+        self.lock().insert(id, writer);
+        Ok(())
+    }
+
+    fn writer(&self, id: u32) -> Option<Arc<Writer>> {
+        self.lock().get(&id).cloned()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Arc<Writer>>> {
+        self.writers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A streaming decoder of the one writer schema `id`.
+fn stream_decoder(id: u32, avro: &str) -> Result<StreamDecoder, String> {
+    let mut store = SchemaStore::new_with_type(FingerprintAlgorithm::Id);
+    store
+        .set(Fingerprint::Id(id), AvroSchema::new(avro.to_string()))
+        .map_err(|e| format!("schema id {id}: {e}"))?;
+    ReaderBuilder::new()
+        .with_batch_size(CHUNK_RECORDS)
+        .with_tz(Tz::Utc)
+        .with_writer_schema_store(store)
+        .with_active_fingerprint(Fingerprint::Id(id))
+        .build_decoder()
+        .map_err(|e| format!("schema id {id} cannot be read as Avro into Arrow: {e}"))
+}
+
+/// The records of one writer schema in the chunk being made.
+struct Run {
+    writer: Arc<Writer>,
+    decoder: StreamDecoder,
+    /// Batches flushed from the decoder so far (it flushes at [`CHUNK_RECORDS`] rows).
+    batches: Vec<RecordBatch>,
+    /// The values decoded since the last flush, back to back, and where each ends: to decode
+    /// them again into a fresh decoder when a value breaks the one in use.
+    values: Vec<u8>,
+    ends: Vec<usize>,
+    rows: usize,
+}
+
+impl Run {
+    fn new(writer: Arc<Writer>) -> Result<Self, String> {
+        Ok(Self {
+            decoder: stream_decoder(writer.id, &writer.avro)?,
+            writer,
+            batches: Vec::new(),
+            values: Vec::new(),
+            ends: Vec::new(),
+            rows: 0,
+        })
+    }
+
+    /// Decodes one whole value; on failure nothing of it stays.
+    fn push(&mut self, value: &[u8]) -> Result<(), String> {
+        if self.decoder.batch_is_full() {
+            self.flush()?;
+        }
+        match self.decoder.decode(value) {
+            Ok(n) if n == value.len() => {
+                self.values.extend_from_slice(value);
+                self.ends.push(self.values.len());
+                self.rows += 1;
+                Ok(())
+            }
+            outcome => {
+                let reason = match outcome {
+                    Ok(n) => format!(
+                        "the value ends {} bytes into its Avro body, before the record does",
+                        n.saturating_sub(5)
+                    ),
+                    Err(e) => e.to_string(),
+                };
+                self.replay()?;
+                Err(format!(
+                    "not a value of Avro schema id {}: {reason}",
+                    self.writer.id
+                ))
+            }
+        }
+    }
+
+    /// A fresh decoder holding the values decoded since the last flush.
+    fn replay(&mut self) -> Result<(), String> {
+        self.decoder = stream_decoder(self.writer.id, &self.writer.avro)?;
+        let mut start = 0;
+        for &end in &self.ends {
+            self.decoder
+                .decode(&self.values[start..end])
+                .map_err(|e| format!("decoding again: {e}"))?;
+            start = end;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), String> {
+        if let Some(batch) = self.decoder.flush().map_err(|e| e.to_string())? {
+            self.batches.push(batch);
+        }
+        self.values.clear();
+        self.ends.clear();
+        Ok(())
+    }
+}
+
+/// Where a row of the chunk comes from.
+#[derive(Clone, Copy)]
+enum Row {
+    /// The `row`th record of run `run`.
+    Value {
+        run: usize,
+        row: usize,
+    },
+    Tombstone,
+}
+
+/// One partition's Avro records on their way to Arrow.
+pub struct AvroDecoder {
+    context: Arc<AvroContext>,
+    /// The value schema records are checked against as they arrive.
+    target: Option<SchemaRef>,
+    runs: Vec<Run>,
+    rows: Vec<Row>,
+}
+
+impl Decoder for AvroDecoder {
+    type Context = Arc<AvroContext>;
+
+    fn new(context: &Arc<AvroContext>) -> Self {
+        Self {
+            context: context.clone(),
+            target: None,
+            runs: Vec::new(),
+            rows: Vec::new(),
+        }
+    }
+
+    fn use_schema(&mut self, schema: Option<&SchemaRef>) {
+        self.target = schema.cloned();
+    }
+
+    fn push(&mut self, value: Option<&[u8]>) -> Result<(), Refusal> {
+        let Some(value) = value else {
+            self.rows.push(Row::Tombstone);
+            return Ok(());
+        };
+        let (id, _) = registry::split_wire(value).map_err(|e| Refusal::Invalid(e.to_string()))?;
+        let run = match self.runs.iter().position(|r| r.writer.id == id) {
+            Some(run) => run,
+            None => {
+                let writer = self.context.writer(id).ok_or(Refusal::NeedsLookup)?;
+                self.runs.push(Run::new(writer)?);
+                self.runs.len() - 1
+            }
+        };
+        if let Some(target) = &self.target
+            && let Some(field) = unknown_field(&self.runs[run].writer.arrow, target)
+        {
+            return Err(Refusal::UnknownField(field));
+        }
+        let row = self.runs[run].rows;
+        self.runs[run].push(value)?;
+        self.rows.push(Row::Value { run, row });
+        Ok(())
+    }
+
+    async fn lookup(&mut self, value: &[u8]) -> Result<(), Refusal> {
+        let (id, _) = registry::split_wire(value).map_err(|e| Refusal::Invalid(e.to_string()))?;
+        let Some(registry) = &self.context.registry else {
+            return Err(Refusal::Invalid(format!(
+                "schema id {id} is not among the schemas given, and no registry is configured"
+            )));
+        };
+        // Retried while the registry does not answer; an answer that is not a schema is final.
+        let schema = registry
+            .by_id(id)
+            .await
+            .map_err(|e| Refusal::Invalid(format!("schema id {id}: {e}")))?;
+        if schema.kind != SchemaKind::Avro {
+            return Err(Refusal::Invalid(format!(
+                "schema id {id} is a {:?} schema, not Avro",
+                schema.kind
+            )));
+        }
+        let avro = registry::inline_avro(&schema)
+            .map_err(|e| Refusal::Invalid(format!("schema id {id}: {e}")))?;
+        self.context.insert(id, &avro).map_err(Refusal::Invalid)
+    }
+
+    fn infer(&self) -> Result<Schema, Bad> {
+        let mut writers = self.runs.iter().map(|r| r.writer.arrow.as_ref());
+        let first = writers
+            .next()
+            .ok_or_else(|| Bad::Chunk("no Avro record to take the schema from".into()))?;
+        Ok(writers.fold(first.clone(), |schema, writer| {
+            crate::schema::widen(&schema, writer, None)
+        }))
+    }
+
+    fn finish(&mut self, schema: &SchemaRef) -> Result<Vec<ArrayRef>, Bad> {
+        let first_row = |run: usize| {
+            self.rows
+                .iter()
+                .position(|r| matches!(r, Row::Value { run: r, .. } if *r == run))
+                .unwrap_or(0)
+        };
+        // Every run's values as one batch against `schema`.
+        let mut conformed: Vec<Vec<ArrayRef>> = Vec::with_capacity(self.runs.len());
+        for (i, run) in self.runs.iter_mut().enumerate() {
+            let id = run.writer.id;
+            run.flush().map_err(|reason| Bad::Record {
+                index: first_row(i),
+                reason: Refusal::Invalid(reason),
+            })?;
+            // Kept whole in the run, so that a failure below leaves the records there.
+            let batch = match run.batches.len() {
+                1 => run.batches[0].clone(),
+                _ => {
+                    let merged =
+                        arrow::compute::concat_batches(&run.decoder.schema(), run.batches.iter())
+                            .map_err(|e| Bad::Chunk(e.to_string()))?;
+                    run.batches = vec![merged.clone()];
+                    merged
+                }
+            };
+            conformed.push(conform(&batch, id, schema).map_err(|reason| Bad::Record {
+                index: first_row(i),
+                reason,
+            })?);
+        }
+        let rows = self.rows.len();
+        let single = conformed.len() == 1 && !self.rows.iter().any(|r| matches!(r, Row::Tombstone));
+        let columns = if single {
+            conformed.pop().unwrap_or_default()
+        } else {
+            interleave(&conformed, &self.rows, schema).map_err(Bad::Chunk)?
+        };
+        if let Some(got) = columns.first().map(|c| c.len())
+            && got != rows
+        {
+            return Err(Bad::Count {
+                expected: rows,
+                got,
+            });
+        }
+        // Decoders are kept for the next chunk; their values are gone.
+        for run in &mut self.runs {
+            run.batches.clear();
+            run.rows = 0;
+        }
+        self.rows.clear();
+        Ok(columns)
+    }
+}
+
+/// The rows of the chunk in offset order: each run's columns interleaved, nulls for tombstones.
+fn interleave(
+    conformed: &[Vec<ArrayRef>],
+    rows: &[Row],
+    schema: &SchemaRef,
+) -> Result<Vec<ArrayRef>, String> {
+    let tombstone_source = conformed.len();
+    let indices: Vec<(usize, usize)> = rows
+        .iter()
+        .map(|r| match *r {
+            Row::Value { run, row } => (run, row),
+            Row::Tombstone => (tombstone_source, 0),
+        })
+        .collect();
+    schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(c, field)| {
+            let null = new_null_array(field.data_type(), 1);
+            let mut sources: Vec<&dyn Array> = conformed
+                .iter()
+                .map(|columns| columns[c].as_ref())
+                .collect();
+            sources.push(null.as_ref());
+            arrow::compute::interleave(&sources, &indices).map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+/// A writer's batch as the columns of `schema`: in its order, a column the writer lacks null,
+/// another type cast where every value survives.
+fn conform(batch: &RecordBatch, id: u32, schema: &SchemaRef) -> Result<Vec<ArrayRef>, Refusal> {
+    let writer = batch.schema();
+    if let Some(field) = unknown_field(&normalized_schema(&writer), schema) {
+        return Err(Refusal::UnknownField(field));
+    }
+    schema
+        .fields()
+        .iter()
+        .map(|field| match batch.column_by_name(field.name()) {
+            Some(column) => {
+                let normalized = normalize(column, field.name(), id)?;
+                if normalized.data_type() == field.data_type() {
+                    Ok(normalized)
+                } else {
+                    crate::schema::exact_cast(&normalized, field).map_err(|(_, reason)| {
+                        Refusal::Invalid(format!(
+                            "field {} of Avro schema id {id}: {reason}",
+                            field.name()
+                        ))
+                    })
+                }
+            }
+            None if field.is_nullable() => Ok(new_null_array(field.data_type(), batch.num_rows())),
+            None => Err(Refusal::Invalid(format!(
+                "field {} is required by the table, and Avro schema id {id} does not have it",
+                field.name()
+            ))),
+        })
+        .collect()
+}
+
+/// A column as decoded, in its normalized type.
+fn normalize(column: &ArrayRef, name: &str, id: u32) -> Result<ArrayRef, Refusal> {
+    let to = normalized_type(column.data_type());
+    if &to == column.data_type() {
+        return Ok(column.clone());
+    }
+    arrow::compute::cast(column, &to).map_err(|e| {
+        Refusal::Invalid(format!(
+            "field {name} of Avro schema id {id}: {} has no table column type ({e})",
+            column.data_type()
+        ))
+    })
+}
+
+/// The first field of `writer` (a top-level name) that `target` lacks.
+fn unknown_field(writer: &Schema, target: &Schema) -> Option<String> {
+    writer
+        .fields()
+        .iter()
+        .find(|f| target.field_with_name(f.name()).is_err())
+        .map(|f| f.name().to_string())
+}
+
+/// `schema` with every type normalized and the Avro metadata dropped.
+fn normalized_schema(schema: &Schema) -> Schema {
+    Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| normalized_field(f))
+            .collect::<Vec<_>>(),
+    )
+}
+
+fn normalized_field(field: &Field) -> Field {
+    Field::new(
+        field.name(),
+        normalized_type(field.data_type()),
+        field.is_nullable(),
+    )
+}
+
+/// The type a decoded Avro type is stored as: timestamps (`timestamp-millis`, `-micros`,
+/// `local-timestamp-*`) and times in microseconds (what Delta and Iceberg hold), enums as
+/// strings, nested fields without metadata.
+fn normalized_type(data_type: &DataType) -> DataType {
+    let fields =
+        |fields: &Fields| -> Fields { fields.iter().map(|f| normalized_field(f)).collect() };
+    match data_type {
+        DataType::Timestamp(TimeUnit::Second | TimeUnit::Millisecond, tz) => {
+            DataType::Timestamp(TimeUnit::Microsecond, tz.clone())
+        }
+        DataType::Time32(_) => DataType::Time64(TimeUnit::Microsecond),
+        DataType::Dictionary(_, values) => normalized_type(values),
+        DataType::Struct(children) => DataType::Struct(fields(children)),
+        DataType::List(item) => DataType::List(Arc::new(normalized_field(item))),
+        DataType::LargeList(item) => DataType::LargeList(Arc::new(normalized_field(item))),
+        DataType::Map(entries, sorted) => {
+            DataType::Map(Arc::new(normalized_field(entries)), *sorted)
+        }
+        other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::Pending;
+    use arrow::array::AsArray;
+    use arrow::datatypes::{Int32Type, Int64Type, TimestampMicrosecondType};
+
+    const V1: &str = r#"{"type":"record","name":"Event","namespace":"shop","fields":[
+        {"name":"id","type":"long"},
+        {"name":"name","type":"string"},
+        {"name":"at","type":{"type":"long","logicalType":"timestamp-millis"}},
+        {"name":"kind","type":{"type":"enum","name":"Kind","symbols":["A","B"]}},
+        {"name":"price","type":{"type":"bytes","logicalType":"decimal","precision":9,"scale":2}},
+        {"name":"note","type":["null","string"],"default":null}]}"#;
+    /// V1 with `qty` added (optional).
+    const V2: &str = r#"{"type":"record","name":"Event","namespace":"shop","fields":[
+        {"name":"id","type":"long"},
+        {"name":"name","type":"string"},
+        {"name":"at","type":{"type":"long","logicalType":"timestamp-millis"}},
+        {"name":"kind","type":{"type":"enum","name":"Kind","symbols":["A","B"]}},
+        {"name":"price","type":{"type":"bytes","logicalType":"decimal","precision":9,"scale":2}},
+        {"name":"note","type":["null","string"],"default":null},
+        {"name":"qty","type":["null","int"],"default":null}]}"#;
+
+    fn zigzag(out: &mut Vec<u8>, v: i64) {
+        let mut n = ((v << 1) ^ (v >> 63)) as u64;
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+
+    fn bytes(out: &mut Vec<u8>, b: &[u8]) {
+        zigzag(out, b.len() as i64);
+        out.extend_from_slice(b);
+    }
+
+    /// One record of V1 (V2 with `qty`) in the wire format, written by hand from the Avro spec.
+    fn event(id_of_schema: u32, id: i64, note: Option<&str>, qty: Option<Option<i32>>) -> Vec<u8> {
+        let mut out = vec![0];
+        out.extend_from_slice(&id_of_schema.to_be_bytes());
+        zigzag(&mut out, id);
+        bytes(&mut out, format!("n{id}").as_bytes());
+        zigzag(&mut out, 1_700_000_000_000 + id);
+        zigzag(&mut out, id % 2); // kind
+        bytes(&mut out, &(12_345i32 + id as i32).to_be_bytes()); // price, unscaled
+        match note {
+            None => zigzag(&mut out, 0),
+            Some(n) => {
+                zigzag(&mut out, 1);
+                bytes(&mut out, n.as_bytes());
+            }
+        }
+        if let Some(qty) = qty {
+            match qty {
+                None => zigzag(&mut out, 0),
+                Some(q) => {
+                    zigzag(&mut out, 1);
+                    zigzag(&mut out, q.into());
+                }
+            }
+        }
+        out
+    }
+
+    fn context() -> Arc<AvroContext> {
+        let context = AvroContext::new(None);
+        context.insert(1, V1).expect("v1");
+        context.insert(2, V2).expect("v2");
+        context
+    }
+
+    #[test]
+    fn logical_types_are_normalized_for_the_tables() {
+        let context = context();
+        let mut p = Pending::<AvroDecoder>::new(&context, None);
+        p.push(Some(&event(1, 7, Some("hi"), None)), None, 0, None)
+            .expect("a v1 record");
+        let schema = Arc::new(p.infer("t", 0).expect("inferred from the writer schema"));
+        let types: Vec<(String, DataType, bool)> = schema
+            .fields()
+            .iter()
+            .map(|f| (f.name().clone(), f.data_type().clone(), f.is_nullable()))
+            .collect();
+        assert_eq!(
+            types,
+            vec![
+                ("id".into(), DataType::Int64, false),
+                ("name".into(), DataType::Utf8, false),
+                (
+                    "at".into(),
+                    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                    false
+                ),
+                ("kind".into(), DataType::Utf8, false),
+                ("price".into(), DataType::Decimal128(9, 2), false),
+                ("note".into(), DataType::Utf8, true),
+            ]
+        );
+        let batch = p.finish(&schema, "t", 0, false).expect("decoded");
+        let at = batch.column(2).as_primitive::<TimestampMicrosecondType>();
+        assert_eq!(at.value(0), (1_700_000_000_000 + 7) * 1000);
+        assert_eq!(batch.column(3).as_string::<i32>().value(0), "B");
+        let price = batch
+            .column(4)
+            .as_primitive::<arrow::datatypes::Decimal128Type>();
+        assert_eq!(price.value(0), 12_352);
+        assert_eq!(batch.column(5).as_string::<i32>().value(0), "hi");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_id_waits_for_its_lookup_and_without_a_registry_is_named() {
+        let context = context();
+        let mut p = Pending::<AvroDecoder>::new(&context, None);
+        let refused = p
+            .push(Some(&event(9, 1, None, None)), None, 40, None)
+            .expect_err("id 9 is not known");
+        assert_eq!(refused.reason, Refusal::NeedsLookup);
+        assert!(p.is_empty());
+        let e = p
+            .lookup(&event(9, 1, None, None), 40)
+            .await
+            .expect_err("no registry")
+            .into_error("orders", 3);
+        let text = e.to_string();
+        assert!(
+            text.contains("schema id 9") && text.contains("offset 40"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn writers_of_two_schemas_interleave_in_offset_order_against_the_wider_schema() {
+        let context = context();
+        let mut p = Pending::<AvroDecoder>::new(&context, None);
+        p.push(Some(&event(1, 0, None, None)), None, 0, None)
+            .expect("v1");
+        p.push(Some(&event(2, 1, None, Some(Some(5)))), None, 1, None)
+            .expect("v2");
+        p.push(None, Some(b"k"), 2, None).expect("a tombstone");
+        p.push(Some(&event(1, 3, Some("x"), None)), None, 3, None)
+            .expect("v1");
+        let schema = Arc::new(p.infer("t", 0).expect("both writers"));
+        assert_eq!(schema.field(6).name(), "qty");
+        assert!(schema.field(6).is_nullable());
+        // A tombstone needs nullable columns: the table's, say.
+        let nullable = Arc::new(Schema::new(
+            schema
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
+        ));
+        let batch = p.finish(&nullable, "t", 0, true).expect("decoded");
+        let ids = batch.column(0).as_primitive::<Int64Type>();
+        assert_eq!(
+            (0..4)
+                .map(|i| ids.is_valid(i).then(|| ids.value(i)))
+                .collect::<Vec<_>>(),
+            vec![Some(0), Some(1), None, Some(3)]
+        );
+        let qty = batch.column(6).as_primitive::<Int32Type>();
+        assert_eq!(
+            (0..4)
+                .map(|i| qty.is_valid(i).then(|| qty.value(i)))
+                .collect::<Vec<_>>(),
+            vec![None, Some(5), None, None]
+        );
+        let offsets = batch
+            .column_by_name(crate::decode::OFFSET_COLUMN)
+            .expect("offsets")
+            .as_primitive::<Int64Type>();
+        assert_eq!(offsets.values().to_vec(), vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn a_new_field_is_refused_against_the_old_schema_so_evolution_can_add_it() {
+        let context = context();
+        let mut p = Pending::<AvroDecoder>::new(&context, None);
+        p.push(Some(&event(1, 0, None, None)), None, 0, None)
+            .expect("v1");
+        let v1 = Arc::new(p.infer("t", 0).expect("v1"));
+        p.finish(&v1, "t", 0, false).expect("decoded");
+        p.use_schema(Some(&v1));
+        let refused = p
+            .push(Some(&event(2, 1, None, Some(None))), None, 1, None)
+            .expect_err("qty is new");
+        assert_eq!(refused.reason, Refusal::UnknownField("qty".into()));
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn a_broken_value_is_refused_and_the_records_before_it_stay_whole() {
+        let context = context();
+        let mut p = Pending::<AvroDecoder>::new(&context, None);
+        p.push(Some(&event(1, 0, None, None)), None, 0, None)
+            .expect("v1");
+        let whole = event(1, 1, Some("cut"), None);
+        let refused = p
+            .push(Some(&whole[..whole.len() - 2]), None, 1, None)
+            .expect_err("cut short");
+        match &refused.reason {
+            Refusal::Invalid(reason) => assert!(reason.contains("schema id 1"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        let not_wire = p
+            .push(Some(b"{\"id\":1}"), None, 2, None)
+            .expect_err("JSON");
+        assert!(matches!(not_wire.reason, Refusal::Invalid(ref r) if r.contains("magic")));
+        p.push(Some(&event(1, 3, None, None)), None, 3, None)
+            .expect("v1 again");
+        let schema = Arc::new(p.infer("t", 0).expect("v1"));
+        let batch = p.finish(&schema, "t", 0, false).expect("decoded");
+        let ids = batch.column(0).as_primitive::<Int64Type>();
+        assert_eq!(ids.values().to_vec(), vec![0, 3]);
+    }
+
+    #[test]
+    fn a_type_the_table_cannot_hold_unchanged_names_the_field_and_the_schema_id() {
+        let context = context();
+        let mut p = Pending::<AvroDecoder>::new(&context, None);
+        p.push(Some(&event(1, 3_000_000_000, None, None)), None, 0, None)
+            .expect("v1");
+        let mut fields: Vec<Field> = p
+            .infer("t", 0)
+            .expect("v1")
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields[0] = Field::new("id", DataType::Int32, false);
+        let narrow = Arc::new(Schema::new(fields));
+        let e = p
+            .finish(&narrow, "t", 5, false)
+            .expect_err("a long in an int");
+        let text = e.to_string();
+        assert!(text.contains("field id of Avro schema id 1"), "{text}");
+        assert!(!p.is_empty(), "the records stay for a wider schema");
+    }
+}
