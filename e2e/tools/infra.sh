@@ -90,7 +90,11 @@ wait_for() {
   local name=$1 secs=$2; shift 2
   local deadline=$((SECONDS + secs))
   until "$@" >/dev/null 2>&1; do
-    if ! alive "$name"; then tail -n 40 "$RUN/$name/log" >&2; die "$name exited during start-up"; fi
+    # Read while the process execs, /proc/PID/cmdline can be empty for an instant: a process
+    # only counts as gone when two looks agree.
+    if ! alive "$name" && { sleep 0.2; ! alive "$name"; }; then
+      tail -n 40 "$RUN/$name/log" >&2; die "$name exited during start-up"
+    fi
     if ((SECONDS >= deadline)); then tail -n 40 "$RUN/$name/log" >&2; die "$name not healthy after ${secs}s"; fi
     sleep 0.5
   done
