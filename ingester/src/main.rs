@@ -146,43 +146,17 @@ async fn run(
     };
     health.table(None);
     // One coordinator per payload format, each with its decoder statically dispatched.
+    let ingest = Ingest {
+        config: &config,
+        committer,
+        metrics,
+        health,
+        client_id: &client_id,
+    };
     let result = match config.source.format {
-        Format::Json => {
-            ingest::<JsonDecoder>(
-                (),
-                &config,
-                committer,
-                metrics,
-                health,
-                shutdown,
-                &client_id,
-            )
-            .await
-        }
-        Format::String => {
-            ingest::<TextDecoder>(
-                (),
-                &config,
-                committer,
-                metrics,
-                health,
-                shutdown,
-                &client_id,
-            )
-            .await
-        }
-        Format::Bytes => {
-            ingest::<BytesDecoder>(
-                (),
-                &config,
-                committer,
-                metrics,
-                health,
-                shutdown,
-                &client_id,
-            )
-            .await
-        }
+        Format::Json => ingest.run::<JsonDecoder>((), shutdown).await,
+        Format::String => ingest.run::<TextDecoder>((), shutdown).await,
+        Format::Bytes => ingest.run::<BytesDecoder>((), shutdown).await,
         // Refused when the config was read (`IngesterConfig::check_implemented`).
         registry @ (Format::Avro | Format::Protobuf | Format::JsonSchema) => Err(
             IngesterError::Unsupported(format!("format {registry:?} (not implemented yet)")),
@@ -192,37 +166,52 @@ async fn run(
     result
 }
 
-/// Consumes the topic into the table with `D`'s decoders until `shutdown`.
-async fn ingest<D: Decoder>(
-    context: D::Context,
-    config: &kafkatable_crds::IngesterConfig,
+/// What the coordinator of any payload format is made of.
+struct Ingest<'a> {
+    config: &'a kafkatable_crds::IngesterConfig,
     committer: Committer,
     metrics: Metrics,
     health: Arc<Health>,
-    shutdown: impl std::future::Future<Output = ()>,
-    client_id: &str,
-) -> Result<(), IngesterError> {
-    let sink = TableSink::<D>::new(config, committer, metrics.clone(), context)?;
-    let (source, events) =
-        KafkaSource::subscribe(&config.source, client_id, metrics.clone(), health.clone())?;
-    let faults = Faults {
-        crash_after_table_commit: std::env::var("KAFKATABLE_FAULT_CRASH_AFTER_TABLE_COMMIT")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0),
-    };
-    Coordinator::new(
-        source,
-        events,
-        sink,
-        config.source.start,
-        config.commit.clone(),
-        metrics,
-        health,
-    )
-    .with_faults(faults)
-    .run(shutdown)
-    .await
+    client_id: &'a str,
+}
+
+impl Ingest<'_> {
+    /// Consumes the topic into the table with `D`'s decoders (sharing `context`) until
+    /// `shutdown`.
+    async fn run<D: Decoder>(
+        self,
+        context: D::Context,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), IngesterError> {
+        let Self {
+            config,
+            committer,
+            metrics,
+            health,
+            client_id,
+        } = self;
+        let sink = TableSink::<D>::new(config, committer, metrics.clone(), context)?;
+        let (source, events) =
+            KafkaSource::subscribe(&config.source, client_id, metrics.clone(), health.clone())?;
+        let faults = Faults {
+            crash_after_table_commit: std::env::var("KAFKATABLE_FAULT_CRASH_AFTER_TABLE_COMMIT")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0),
+        };
+        Coordinator::new(
+            source,
+            events,
+            sink,
+            config.source.start,
+            config.commit.clone(),
+            metrics,
+            health,
+        )
+        .with_faults(faults)
+        .run(shutdown)
+        .await
+    }
 }
 
 /// The committer of the configured table format.

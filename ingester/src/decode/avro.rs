@@ -95,18 +95,28 @@ struct Run {
     values: Vec<u8>,
     ends: Vec<usize>,
     rows: usize,
+    /// The first field of this writer that the value schema records are checked against
+    /// lacks: its records are refused until the schema has it.
+    unknown: Option<String>,
 }
 
 impl Run {
-    fn new(writer: Arc<Writer>) -> Result<Self, String> {
-        Ok(Self {
+    fn new(writer: Arc<Writer>, target: Option<&SchemaRef>) -> Result<Self, String> {
+        let mut run = Self {
             decoder: stream_decoder(writer.id, &writer.avro)?,
             writer,
             batches: Vec::new(),
             values: Vec::new(),
             ends: Vec::new(),
             rows: 0,
-        })
+            unknown: None,
+        };
+        run.check_against(target);
+        Ok(run)
+    }
+
+    fn check_against(&mut self, target: Option<&SchemaRef>) {
+        self.unknown = target.and_then(|t| unknown_field(&self.writer.arrow, t));
     }
 
     /// Decodes one whole value; on failure nothing of it stays.
@@ -195,6 +205,9 @@ impl Decoder for AvroDecoder {
 
     fn use_schema(&mut self, schema: Option<&SchemaRef>) {
         self.target = schema.cloned();
+        for run in &mut self.runs {
+            run.check_against(schema);
+        }
     }
 
     fn push(&mut self, value: Option<&[u8]>) -> Result<(), Refusal> {
@@ -207,14 +220,12 @@ impl Decoder for AvroDecoder {
             Some(run) => run,
             None => {
                 let writer = self.context.writer(id).ok_or(Refusal::NeedsLookup)?;
-                self.runs.push(Run::new(writer)?);
+                self.runs.push(Run::new(writer, self.target.as_ref())?);
                 self.runs.len() - 1
             }
         };
-        if let Some(target) = &self.target
-            && let Some(field) = unknown_field(&self.runs[run].writer.arrow, target)
-        {
-            return Err(Refusal::UnknownField(field));
+        if let Some(field) = &self.runs[run].unknown {
+            return Err(Refusal::UnknownField(field.clone()));
         }
         let row = self.runs[run].rows;
         self.runs[run].push(value)?;
@@ -265,7 +276,6 @@ impl Decoder for AvroDecoder {
         // Every run's values as one batch against `schema`.
         let mut conformed: Vec<Vec<ArrayRef>> = Vec::with_capacity(self.runs.len());
         for (i, run) in self.runs.iter_mut().enumerate() {
-            let id = run.writer.id;
             run.flush().map_err(|reason| Bad::Record {
                 index: first_row(i),
                 reason: Refusal::Invalid(reason),
@@ -281,10 +291,12 @@ impl Decoder for AvroDecoder {
                     merged
                 }
             };
-            conformed.push(conform(&batch, id, schema).map_err(|reason| Bad::Record {
-                index: first_row(i),
-                reason,
-            })?);
+            conformed.push(
+                conform(&batch, &run.writer, schema).map_err(|reason| Bad::Record {
+                    index: first_row(i),
+                    reason,
+                })?,
+            );
         }
         let rows = self.rows.len();
         let single = conformed.len() == 1 && !self.rows.iter().any(|r| matches!(r, Row::Tombstone));
@@ -343,9 +355,13 @@ fn interleave(
 
 /// A writer's batch as the columns of `schema`: in its order, a column the writer lacks null,
 /// another type cast where every value survives.
-fn conform(batch: &RecordBatch, id: u32, schema: &SchemaRef) -> Result<Vec<ArrayRef>, Refusal> {
-    let writer = batch.schema();
-    if let Some(field) = unknown_field(&normalized_schema(&writer), schema) {
+fn conform(
+    batch: &RecordBatch,
+    writer: &Writer,
+    schema: &SchemaRef,
+) -> Result<Vec<ArrayRef>, Refusal> {
+    let id = writer.id;
+    if let Some(field) = unknown_field(&writer.arrow, schema) {
         return Err(Refusal::UnknownField(field));
     }
     schema
@@ -453,14 +469,12 @@ mod tests {
         {"name":"price","type":{"type":"bytes","logicalType":"decimal","precision":9,"scale":2}},
         {"name":"note","type":["null","string"],"default":null}]}"#;
     /// V1 with `qty` added (optional).
-    const V2: &str = r#"{"type":"record","name":"Event","namespace":"shop","fields":[
-        {"name":"id","type":"long"},
-        {"name":"name","type":"string"},
-        {"name":"at","type":{"type":"long","logicalType":"timestamp-millis"}},
-        {"name":"kind","type":{"type":"enum","name":"Kind","symbols":["A","B"]}},
-        {"name":"price","type":{"type":"bytes","logicalType":"decimal","precision":9,"scale":2}},
-        {"name":"note","type":["null","string"],"default":null},
-        {"name":"qty","type":["null","int"],"default":null}]}"#;
+    fn v2() -> String {
+        let fields = V1
+            .strip_suffix("]}")
+            .expect("V1 ends its fields and the record");
+        format!(r#"{fields},{{"name":"qty","type":["null","int"],"default":null}}]}}"#)
+    }
 
     fn zigzag(out: &mut Vec<u8>, v: i64) {
         let mut n = ((v << 1) ^ (v >> 63)) as u64;
@@ -511,7 +525,7 @@ mod tests {
     fn context() -> Arc<AvroContext> {
         let context = AvroContext::new(None);
         context.insert(1, V1).expect("v1");
-        context.insert(2, V2).expect("v2");
+        context.insert(2, &v2()).expect("v2");
         context
     }
 
