@@ -606,12 +606,12 @@ impl IngesterConfig {
             })
         };
         match self.source.format {
-            Format::Json | Format::String | Format::Bytes => {}
+            Format::Json | Format::String | Format::Bytes | Format::Avro => {}
             other => {
                 return refuse(
                     "spec.source.format",
                     spec_value(&other),
-                    "json, string and bytes are",
+                    "json, avro, string and bytes are",
                 );
             }
         }
@@ -714,8 +714,8 @@ spec:
         let cases = [
             (
                 "source",
-                "{brokers: k, topic: clicks, format: avro}",
-                "spec.source.format: avro",
+                "{brokers: k, topic: clicks, format: protobuf}",
+                "spec.source.format: protobuf",
             ),
             (
                 "source",

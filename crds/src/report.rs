@@ -28,6 +28,8 @@ pub struct IngesterReport {
     pub newest_record_ms: Option<i64>,
     /// Why the broker is unreachable, when it is.
     pub broker_error: Option<String>,
+    /// Why the schema registry does not answer, while a request to it is being retried.
+    pub registry_error: Option<String>,
     /// Why the last table or catalog operation failed, when it did.
     pub table_error: Option<String>,
     /// Table commits that failed in a row.

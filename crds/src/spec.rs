@@ -173,13 +173,16 @@ pub struct Source {
     ))]
     pub start_timestamp: Option<String>,
 
-    /// Encoding of the record values: json, string or bytes. avro, protobuf and jsonSchema are
-    /// accepted by the schema but not implemented yet (the table reports InvalidSpec).
+    /// Encoding of the record values: json, avro (Confluent wire format, writer schemas from
+    /// schemaRegistry), string or bytes. protobuf and jsonSchema are accepted by the schema but
+    /// not implemented yet (the table reports InvalidSpec).
     #[serde(default)]
     pub format: Format,
 
-    /// Confluent-compatible schema registry, for avro, protobuf and jsonSchema (not
-    /// implemented yet).
+    /// Confluent-compatible schema registry, required for avro (and for protobuf and
+    /// jsonSchema, not implemented yet). Schemas are read by the id each record carries and
+    /// cached; while the registry does not answer, records wait (none is skipped) and the
+    /// table is Degraded with reason RegistryUnreachable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema_registry: Option<SchemaRegistry>,
 

@@ -39,6 +39,9 @@ pub struct TestEnv {
     pub iceberg_warehouse: String,
     /// Confluent-compatible schema registry base URL.
     pub registry_url: String,
+    /// A Java 21+ binary and Apicurio's jar, for a test's own registry.
+    pub registry_java: PathBuf,
+    pub registry_jar: PathBuf,
     /// Python of the venv with deltalake, pyiceberg, polars, duckdb, confluent-kafka.
     pub python: PathBuf,
     /// Run directory of the infrastructure (logs, pod dirs).
@@ -126,6 +129,8 @@ impl TestEnv {
             iceberg_rest_uri: get("KT_ICEBERG_REST_URI")?,
             iceberg_warehouse: get("KT_ICEBERG_WAREHOUSE")?,
             registry_url: get("KT_REGISTRY_URL")?,
+            registry_java: get("KT_REGISTRY_JAVA")?.into(),
+            registry_jar: get("KT_REGISTRY_JAR")?.into(),
             python: get("KT_PYTHON")?.into(),
             run_dir: get("KAFKATABLE_RUN")?.into(),
             images: get("KT_IMAGES")?.into(),

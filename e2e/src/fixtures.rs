@@ -347,6 +347,12 @@ os._exit(code)
 #[error("python: {0}")]
 pub struct PythonError(String);
 
+impl PythonError {
+    pub fn new(message: String) -> Self {
+        Self(message)
+    }
+}
+
 /// The log file the process kubelet writes for a container of a pod (there is no `kubectl
 /// logs`): `$KAFKATABLE_RUN/kubelet/pods/<namespace>/<pod>-<uid prefix>/<container>.log`.
 pub fn pod_log(env: &TestEnv, namespace: &str, pod: &str, container: &str) -> Option<String> {

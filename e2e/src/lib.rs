@@ -1,5 +1,6 @@
 //! The kafkatable test harness.
 //!
+//! - [`avro`]: Avro records from the `confluent-kafka` Python serializer.
 //! - [`env`]: where the real infrastructure started by `e2e/tools/infra.sh` listens.
 //! - [`fixtures`]: a fresh namespace, topic or bucket per test, removed afterwards.
 //! - [`ingester`]: the ingester binary as a process of a test.
@@ -7,8 +8,10 @@
 //! - [`operator`]: the operator installed with its Helm chart into a test's namespace.
 //! - [`broker`]: a Kafka broker of a test's own, for tests that stop it.
 //! - [`store`]: a MinIO server of a test's own, for tests that kill it.
+//! - [`registry`]: an Apicurio Registry of a test's own, for tests that stop it.
 //! - [`proxy`]: an HTTP proxy that loses chosen responses (fault injection in front of MinIO).
 
+pub mod avro;
 pub mod broker;
 pub mod env;
 pub mod fixtures;
@@ -16,6 +19,7 @@ pub mod ingester;
 pub mod kubelet;
 pub mod operator;
 pub mod proxy;
+pub mod registry;
 pub mod store;
 
 /// Selects rustls' ring provider for this process (the dependency graph enables two, so rustls

@@ -1,7 +1,7 @@
 //! The operator end to end, installed with its Helm chart into a namespace of each test's own:
 //! a KafkaTable becomes running ingesters and a table that deltalake reads; `kubectl get kt`
 //! tells the truth; a backlog scales the ingesters up and back down with Events, exactly once;
-//! a broker outage degrades the table and recovery clears it; an unreachable catalog shows in
+//! a broker or registry outage degrades the table and recovery clears it; an unreachable catalog shows in
 //! a condition; deleting the KafkaTable removes its children.
 
 use std::collections::BTreeSet;
@@ -15,12 +15,15 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kafkatable_crds::KafkaTable;
+use kafkatable_e2e::avro::{order_fields, order_schema, produce_avro, serialize_avro};
 use kafkatable_e2e::broker::PrivateBroker;
 use kafkatable_e2e::env::TestEnv;
 use kafkatable_e2e::fixtures::{
-    TestBucket, TestNamespace, TestTopic, eventually, kube_client, produce_json, python, unique,
+    TestBucket, TestNamespace, TestTopic, eventually, kube_client, produce_json, produce_raw,
+    python, unique,
 };
 use kafkatable_e2e::operator::{OperatorRelease, chart_dir, condition, is_true};
+use kafkatable_e2e::registry::PrivateRegistry;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams};
 use rdkafka::ClientConfig;
@@ -582,6 +585,103 @@ async fn a_broker_outage_degrades_the_table_and_recovery_clears_it() -> anyhow::
     Ok(())
 }
 
+/// The registry goes away while records of a schema the ingester has not seen yet arrive: they
+/// wait (none is skipped, no row of theirs lands), the table shows `Degraded/RegistryUnreachable`,
+/// and when the registry returns they all land once and the condition clears.
+#[tokio::test]
+async fn a_registry_outage_holds_records_back_and_recovery_lands_them() -> anyhow::Result<()> {
+    let s = Setup::new("op-registry").await?;
+    let mut registry = PrivateRegistry::start(&s.env).await?;
+    let topic = TestTopic::create(&s.env, "op-registry", 1).await?;
+    let v1 = order_fields();
+    produce_avro(
+        &s.env,
+        &registry.url,
+        &topic.name,
+        &order_schema(&v1),
+        0..100,
+    )?;
+    let location = s.location("orders");
+    let mut manifest = delta_table(
+        "orders",
+        &s.env,
+        &s.env.kafka_bootstrap,
+        &topic.name,
+        &location,
+        json!({"minReplicas": 1, "maxReplicas": 1}),
+    );
+    manifest["spec"]["source"]["format"] = json!("avro");
+    manifest["spec"]["source"]["schemaRegistry"] = json!({"url": registry.url});
+    s.operator.create_table(manifest).await?;
+    s.operator
+        .wait_status("orders", "Ready with v1 committed", DEADLINE, |st| {
+            is_true(st, "Ready") && st.sync_points.iter().map(|p| p.offset).sum::<i64>() == 100
+        })
+        .await;
+
+    // v2 (v1 plus an optional field) is registered while the registry is up, under a schema
+    // id the ingester has never looked up; its records reach the topic once it is down.
+    let mut v2 = v1.clone();
+    v2.push(json!({"name": "qty", "type": ["null", "int"], "default": null}));
+    let values = serialize_avro(
+        &s.env,
+        &registry.url,
+        &topic.name,
+        &order_schema(&v2),
+        100..200,
+    )?;
+    registry.stop();
+    let payloads: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
+    produce_raw(&s.env, &topic.name, 100, &payloads).await?;
+    let status = s
+        .operator
+        .wait_status(
+            "orders",
+            "Degraded: the registry is unreachable",
+            DEADLINE,
+            |st| {
+                condition(st, "Degraded")
+                    .is_some_and(|(st, reason, _)| st == "True" && reason == "RegistryUnreachable")
+            },
+        )
+        .await;
+    let (_, _, message) = condition(&status, "Degraded").unwrap_or_default();
+    assert!(message.contains("none is skipped"), "{message}");
+    assert!(!is_true(&status, "Ready"));
+    assert_eq!(
+        status.sync_points.iter().map(|p| p.offset).sum::<i64>(),
+        100,
+        "nothing past the records that wait is committed"
+    );
+    let held = read_delta(&s.env, &location).unwrap_or_default();
+    assert_eq!(
+        held["rows"],
+        json!(100),
+        "no v2 record skipped past: {held}"
+    );
+
+    registry.resume().await?;
+    s.operator
+        .wait_status("orders", "Ready again with v2 committed", DEADLINE, |st| {
+            is_true(st, "Ready")
+                && !is_true(st, "Degraded")
+                && st.sync_points.iter().map(|p| p.offset).sum::<i64>() == 200
+        })
+        .await;
+    let seen = read_delta_until(&s.env, &location, 200).await;
+    assert_eq!(
+        (
+            seen["rows"].as_u64(),
+            seen["distinct"].as_u64(),
+            seen["ids"].as_u64()
+        ),
+        (Some(200), Some(200), Some(200)),
+        "every record once: {seen}"
+    );
+    s.remove().await;
+    Ok(())
+}
+
 #[tokio::test]
 async fn an_unreachable_catalog_shows_in_a_condition() -> anyhow::Result<()> {
     let s = Setup::new("op-catalog").await?;
@@ -648,7 +748,7 @@ async fn a_setting_not_implemented_yet_is_reported_and_starts_no_pod() -> anyhow
         &s.location("later"),
         json!({"minReplicas": 1, "maxReplicas": 1}),
     );
-    manifest["spec"]["source"]["format"] = json!("avro");
+    manifest["spec"]["source"]["format"] = json!("protobuf");
     manifest["spec"]["source"]["schemaRegistry"] = json!({"url": s.env.registry_url});
     s.operator.create_table(manifest).await?;
     let status = s
@@ -660,7 +760,7 @@ async fn a_setting_not_implemented_yet_is_reported_and_starts_no_pod() -> anyhow
         .await;
     let (_, _, message) = condition(&status, "Degraded").unwrap_or_default();
     assert!(
-        message.contains("spec.source.format: avro is not implemented yet"),
+        message.contains("spec.source.format: protobuf is not implemented yet"),
         "{message}"
     );
     assert!(!is_true(&status, "Ready"));
@@ -1459,7 +1559,7 @@ async fn gitops_tools_read_each_state_as_meant() -> anyhow::Result<()> {
         &s.location("later"),
         one,
     );
-    manifest["spec"]["source"]["format"] = json!("avro");
+    manifest["spec"]["source"]["format"] = json!("protobuf");
     manifest["spec"]["source"]["schemaRegistry"] = json!({"url": s.env.registry_url});
     s.operator.create_table(manifest).await?;
     s.operator

@@ -409,10 +409,13 @@ up_registry() {
     rm -rf "$RUN/registry"; mkdir -p "$RUN/registry"; echo "$port" > "$RUN/registry/port"
     log "starting Apicurio Registry $APICURIO_VERSION on 127.0.0.1:$port ($java)"
     spawn registry "$java" -Dkafkatable.run="$RUN" -Xms128m -Xmx384m -Dquarkus.http.host=127.0.0.1 -Dquarkus.http.port="$port" \
-      -Dquarkus.management.enabled=false -jar "$dir/quarkus-run.jar"
+      -Dquarkus.management.host=127.0.0.1 -Dquarkus.management.port="$(free_port)" -jar "$dir/quarkus-run.jar"
     wait_for registry 120 curl -sf "http://127.0.0.1:$port/apis/ccompat/v7/subjects"
   fi
   setenv KT_REGISTRY_URL "http://127.0.0.1:$(cat "$RUN/registry/port")/apis/ccompat/v7"
+  # For tests that run a registry of their own (stopped and started again mid-test).
+  setenv KT_REGISTRY_JAVA "$(java_at_least 21)"
+  setenv KT_REGISTRY_JAR "$dir/quarkus-run.jar"
 }
 down_registry() { stop registry; }
 status_registry() { report registry; }

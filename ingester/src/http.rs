@@ -25,6 +25,8 @@ pub struct Health {
     pub table_ok: AtomicBool,
     /// The client has a connection to a broker (from librdkafka's statistics and errors).
     pub broker_ok: AtomicBool,
+    /// A schema-registry request is being retried: records that need it wait.
+    pub registry_down: AtomicBool,
     report: Mutex<IngesterReport>,
 }
 
@@ -33,6 +35,7 @@ impl Health {
         self.assigned.load(Ordering::Relaxed)
             && self.table_ok.load(Ordering::Relaxed)
             && self.broker_ok.load(Ordering::Relaxed)
+            && !self.registry_down.load(Ordering::Relaxed)
     }
 
     /// Changes the report (never held across an await).
@@ -50,6 +53,19 @@ impl Health {
     pub fn table(&self, error: Option<String>) {
         self.table_ok.store(error.is_none(), Ordering::Relaxed);
         self.update(|r| r.table_error = error);
+    }
+
+    pub fn registry(&self, error: Option<String>) {
+        let down = error.is_some();
+        if self.registry_down.swap(down, Ordering::Relaxed) != down {
+            match &error {
+                Some(e) => {
+                    tracing::warn!(error = %e, "the schema registry does not answer; records that need a schema wait")
+                }
+                None => tracing::info!("the schema registry answers again"),
+            }
+        }
+        self.update(|r| r.registry_error = error);
     }
 
     pub fn report(&self) -> IngesterReport {

@@ -9,11 +9,14 @@ use kafkatable_crds::config::DEFAULT_SECRETS_DIR;
 use kafkatable_crds::spec::{Format, TableFormat};
 use kafkatable_ingester::commit::{Committer, delta::DeltaCommitter, iceberg::IcebergCommitter};
 use kafkatable_ingester::coordinator::{Coordinator, Faults};
-use kafkatable_ingester::decode::{BytesDecoder, Decoder, JsonDecoder, TextDecoder};
+use kafkatable_ingester::decode::{
+    AvroContext, AvroDecoder, BytesDecoder, Decoder, JsonDecoder, TextDecoder,
+};
 use kafkatable_ingester::error::IngesterError;
 use kafkatable_ingester::http::{self, Health};
 use kafkatable_ingester::load;
 use kafkatable_ingester::metrics::Metrics;
+use kafkatable_ingester::registry::Registry;
 use kafkatable_ingester::sink::TableSink;
 use kafkatable_ingester::source::KafkaSource;
 
@@ -150,17 +153,23 @@ async fn run(
         config: &config,
         committer,
         metrics,
-        health,
+        health: health.clone(),
         client_id: &client_id,
     };
     let result = match config.source.format {
         Format::Json => ingest.run::<JsonDecoder>((), shutdown).await,
         Format::String => ingest.run::<TextDecoder>((), shutdown).await,
         Format::Bytes => ingest.run::<BytesDecoder>((), shutdown).await,
+        Format::Avro => {
+            let registry = open_registry(&config, &health)?;
+            ingest
+                .run::<AvroDecoder>(AvroContext::new(registry), shutdown)
+                .await
+        }
         // Refused when the config was read (`IngesterConfig::check_implemented`).
-        registry @ (Format::Avro | Format::Protobuf | Format::JsonSchema) => Err(
-            IngesterError::Unsupported(format!("format {registry:?} (not implemented yet)")),
-        ),
+        registry @ (Format::Protobuf | Format::JsonSchema) => Err(IngesterError::Unsupported(
+            format!("format {registry:?} (not implemented yet)"),
+        )),
     };
     server.abort();
     result
@@ -212,6 +221,37 @@ impl Ingest<'_> {
         .run(shutdown)
         .await
     }
+}
+
+/// The configured schema registry's client, with its credentials read; while it is being
+/// waited for, the reason shows at `/status`.
+fn open_registry(
+    config: &kafkatable_crds::IngesterConfig,
+    health: &Arc<Health>,
+) -> Result<Option<Arc<Registry>>, IngesterError> {
+    let Some(registry) = &config.source.schema_registry else {
+        return Ok(None);
+    };
+    let auth = registry
+        .basic_auth
+        .as_ref()
+        .map(kafkatable_ingester::source::read_credentials)
+        .transpose()?;
+    let client = Registry::new(&registry.url, auth, None)
+        .map_err(|e| IngesterError::Unsupported(e.to_string()))?;
+    let client = Arc::new(client);
+    let (watched, health) = (Arc::downgrade(&client), health.clone());
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_millis(500));
+        loop {
+            every.tick().await;
+            let Some(client) = watched.upgrade() else {
+                return;
+            };
+            health.registry(client.unreachable());
+        }
+    });
+    Ok(Some(client))
 }
 
 /// The committer of the configured table format.

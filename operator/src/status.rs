@@ -297,6 +297,11 @@ pub fn compute(previous: &KafkaTableStatus, o: &Observation) -> KafkaTableStatus
         ))
     } else if let Some(broker) = broker {
         Some(broker)
+    } else if let Some(e) = o.reports.iter().find_map(|r| r.registry_error.clone()) {
+        Some((
+            "RegistryUnreachable",
+            format!("records that need a schema wait, none is skipped: {e}"),
+        ))
     } else if let Some(e) = o.reports.iter().find_map(|r| r.table_error.clone()) {
         let failing = o
             .reports
@@ -757,6 +762,24 @@ mod tests {
         o.reports[0].commit_failures = 2;
         let s = compute(&KafkaTableStatus::default(), &o);
         assert_eq!(condition(&s, "Degraded").reason, "CommitFailing");
+    }
+
+    #[test]
+    fn an_unreachable_registry_is_named_before_the_table() {
+        let mut o = healthy(2);
+        o.reports.push(IngesterReport::default());
+        o.reports[1].registry_error = Some(
+            "schema registry http://registry:8080/apis/ccompat/v7/schemas/ids/7: connection refused"
+                .into(),
+        );
+        o.reports[0].table_error = Some("table lake.orders: connection refused".into());
+        let s = compute(&KafkaTableStatus::default(), &o);
+        let d = condition(&s, "Degraded");
+        assert_eq!(d.reason, "RegistryUnreachable");
+        assert!(d.message.contains("ids/7"), "{}", d.message);
+        o.reports[1].registry_error = None;
+        let s = compute(&KafkaTableStatus::default(), &o);
+        assert_eq!(condition(&s, "Degraded").reason, "TableUnreachable");
     }
 
     #[test]

@@ -8,10 +8,8 @@
 //! registry's writer schema) is refused with [`Refusal::NeedsLookup`] and pushed again after
 //! [`Decoder::lookup`]. Its implementations: [`JsonDecoder`] (objects, with a fast path for flat
 //! schemas), [`TextDecoder`] and [`BytesDecoder`] (a single `value` column), and
-//! [`AvroDecoder`] (Confluent wire format, writer schemas from the registry; unit-tested, not
-//! yet selectable: `format: avro` is still refused as not implemented). A format's partition
-//! decoders share its [`Decoder::Context`]. [`Pending`] holds
-//! a partition's decoder with what every format shares: offsets, timestamps, keys, tombstones;
+//! [`AvroDecoder`] (Confluent wire format, writer schemas from the registry). A format's
+//! partition decoders share its [`Decoder::Context`]. [`Pending`] holds a partition's decoder with what every format shares: offsets, timestamps, keys, tombstones;
 //! and it adds the metadata columns (`_kafka_*`) per chunk. A record that fails is named by
 //! topic, partition and offset with the reason, and nothing of it stays behind.
 //!

@@ -1,0 +1,295 @@
+//! Avro records from an independent producer (the `confluent-kafka` Python serializer against
+//! the real registry) into Delta and Iceberg, read back by deltalake and pyiceberg: the
+//! table's column types follow the writer schema (logical types, enums, arrays, maps, nested
+//! records, nullability), every value arrives as written, one row per (partition, offset).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kafkatable_e2e::avro::{order_fields, order_schema, produce_avro};
+use kafkatable_e2e::env::TestEnv;
+use kafkatable_e2e::fixtures::{TestTopic, eventually, python, unique};
+use kafkatable_e2e::ingester::{IngesterProcess, WorkDir};
+use serde_json::{Value, json};
+
+const PARTITIONS: i32 = 3;
+const RECORDS: usize = 600;
+const DEADLINE: Duration = Duration::from_secs(120);
+
+/// What both readers print: row and (partition, offset) counts, the ids, the table's own
+/// column types, and record 7 as Python values written out as text.
+const SUMMARY: &str = r#"
+def summary(t, types, nullable):
+    pairs = set(zip(t["_kafka_partition"].to_pylist(), t["_kafka_offset"].to_pylist()))
+    rows = t.to_pylist()
+    seven = next((r for r in rows if r["id"] == 7), None)
+    if seven is not None:
+        seven = {k: v for k, v in seven.items() if not k.startswith("_kafka")}
+    print(json.dumps({"rows": t.num_rows, "distinct": len(pairs), "ids": sorted(t["id"].to_pylist()),
+                      "types": types, "nullable": nullable, "seven": seven}, default=str))
+"#;
+
+const DELTA_READER: &str = r#"
+import json, sys
+from deltalake import DeltaTable
+try:
+    dt = DeltaTable(sys.argv[1])
+except Exception as e:
+    print(json.dumps({"rows": 0, "missing": str(e)})); sys.exit(0)
+fields = json.loads(dt.schema().to_json())["fields"]
+summary(dt.to_pyarrow_table(), {f["name"]: f["type"] for f in fields},
+        {f["name"]: f["nullable"] for f in fields})
+"#;
+
+const ICEBERG_READER: &str = r#"
+import json, sys
+from pyiceberg.catalog import load_catalog
+uri, endpoint, key, secret, ident = sys.argv[1:6]
+catalog = load_catalog("kafkatable", type="rest", uri=uri, **{"s3.endpoint": endpoint,
+    "s3.access-key-id": key, "s3.secret-access-key": secret, "s3.region": "us-east-1",
+    "s3.path-style-access": "true"})
+try:
+    table = catalog.load_table(ident)
+except Exception as e:
+    print(json.dumps({"rows": 0, "missing": str(e)})); sys.exit(0)
+fields = table.schema().fields
+summary(table.scan().to_arrow(), {f.name: str(f.field_type) for f in fields},
+        {f.name: not f.required for f in fields})
+"#;
+
+/// A topic, a KafkaTable manifest for it, and an ingester run on it.
+struct Setup {
+    env: TestEnv,
+    topic: TestTopic,
+    dir: WorkDir,
+    manifest: PathBuf,
+}
+
+impl Setup {
+    async fn new(tag: &str, table: Value) -> anyhow::Result<Self> {
+        let env = TestEnv::load()?;
+        let topic = TestTopic::create(&env, tag, PARTITIONS).await?;
+        let dir = WorkDir::new(&format!("kt-{tag}"))?;
+        dir.s3_secret(&env)?;
+        let manifest = json!({
+            "apiVersion": "kafkatable.io/v1alpha1",
+            "kind": "KafkaTable",
+            "metadata": {"name": "orders", "namespace": "e2e"},
+            "spec": {
+                "source": {"brokers": env.kafka_bootstrap, "topic": topic.name,
+                           "consumerGroup": unique("avro-group"), "format": "avro",
+                           "schemaRegistry": {"url": env.registry_url}},
+                "table": table,
+                "commit": {"interval": "1s"},
+            },
+        });
+        let path = dir.join("table.yaml");
+        std::fs::write(&path, serde_yaml::to_string(&manifest)?)?;
+        Ok(Self {
+            env,
+            topic,
+            dir,
+            manifest: path,
+        })
+    }
+
+    fn start(&self) -> anyhow::Result<IngesterProcess> {
+        Ok(IngesterProcess::start(
+            &self.manifest,
+            &self.dir.join("secrets"),
+            &self.dir,
+            "ingester",
+        )?)
+    }
+
+    /// Waits until `read` sees every record, and checks each is there once.
+    async fn expect_all(&self, read: impl Fn() -> Option<Value>) -> Value {
+        let seen = eventually(&format!("{RECORDS} rows"), DEADLINE, || async {
+            let view = read()?;
+            (view["rows"].as_u64()? as usize >= RECORDS).then_some(view)
+        })
+        .await;
+        assert_eq!(seen["rows"], json!(RECORDS), "no row twice");
+        assert_eq!(
+            seen["distinct"],
+            json!(RECORDS),
+            "one row per (partition, offset)"
+        );
+        assert_eq!(
+            seen["ids"],
+            json!((0..RECORDS).collect::<Vec<_>>()),
+            "every record once"
+        );
+        seen
+    }
+}
+
+/// Record 7's values as the readers print them, both formats alike.
+fn assert_record_seven(seen: &Value) {
+    let seven = &seen["seven"];
+    assert_eq!(seven["name"], "n7");
+    assert_eq!(seven["at"], "2026-01-01 00:00:07+00:00", "{seven}");
+    assert_eq!(seven["at_micros"], "2026-01-01 00:00:07.000007+00:00");
+    assert_eq!(seven["local_at"], "2026-01-01 00:07:00");
+    assert_eq!(seven["day"], "2026-01-08");
+    assert_eq!(seven["price"], "7.25", "the decimal keeps its scale");
+    assert_eq!(seven["kind"], "PAID", "enums are their symbols");
+    assert_eq!(seven["tags"], json!(["t2", "x"]));
+    assert_eq!(seven["address"], json!({"street": "s7", "zip": 10007}));
+    assert_eq!(seven["note"], Value::Null, "a null union branch is null");
+    let mut attrs: Vec<(String, i64)> =
+        serde_json::from_value(seven["attrs"].clone()).unwrap_or_default();
+    attrs.sort();
+    assert_eq!(attrs, [("qty".into(), 0), ("rank".into(), 7)], "{seven}");
+}
+
+#[tokio::test]
+async fn avro_from_the_confluent_serializer_into_delta_with_its_types() -> anyhow::Result<()> {
+    let location = std::env::temp_dir().join(unique("kt-avro-delta"));
+    let s = Setup::new(
+        "avro-delta",
+        json!({"format": "delta", "location": format!("file://{}", location.display())}),
+    )
+    .await?;
+    let schema = order_schema(&order_fields());
+    produce_avro(
+        &s.env,
+        &s.env.registry_url,
+        &s.topic.name,
+        &schema,
+        0..RECORDS,
+    )?;
+    let _ingester = s.start()?;
+    let reader = format!("{SUMMARY}{DELTA_READER}");
+    let path = location.display().to_string();
+    let seen = s
+        .expect_all(|| {
+            let out = python(&s.env, &reader, &[&path]).ok()?;
+            serde_json::from_str(out.trim()).ok()
+        })
+        .await;
+
+    let types = &seen["types"];
+    for (column, delta_type) in [
+        ("id", json!("long")),
+        ("name", json!("string")),
+        ("at", json!("timestamp")),
+        ("at_micros", json!("timestamp")),
+        ("local_at", json!("timestamp_ntz")),
+        ("day", json!("date")),
+        ("price", json!("decimal(9,2)")),
+        ("kind", json!("string")),
+        ("note", json!("string")),
+    ] {
+        assert_eq!(types[column], delta_type, "column {column}: {types}");
+    }
+    assert_eq!(types["tags"]["type"], "array", "{types}");
+    assert_eq!(types["tags"]["elementType"], "string");
+    assert_eq!(types["attrs"]["type"], "map");
+    assert_eq!(
+        (&types["attrs"]["keyType"], &types["attrs"]["valueType"]),
+        (&json!("string"), &json!("long"))
+    );
+    let address: Vec<(String, Value, bool)> = types["address"]["fields"]
+        .as_array()
+        .map(|f| {
+            f.iter()
+                .map(|f| {
+                    (
+                        f["name"].as_str().unwrap_or_default().to_string(),
+                        f["type"].clone(),
+                        f["nullable"].as_bool().unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        address,
+        [
+            ("street".into(), json!("string"), false),
+            ("zip".into(), json!("integer"), true)
+        ],
+        "the nested record keeps its fields and their nullability"
+    );
+    let nullable = &seen["nullable"];
+    assert_eq!(
+        (&nullable["id"], &nullable["note"]),
+        (&json!(false), &json!(true)),
+        "a field is nullable exactly when its type is a union with null"
+    );
+    assert_record_seven(&seen);
+    Ok(())
+}
+
+#[tokio::test]
+async fn avro_from_the_confluent_serializer_into_iceberg_with_its_types() -> anyhow::Result<()> {
+    let env = TestEnv::load()?;
+    let namespace = unique("avro").replace('-', "_");
+    let table = json!({
+        "format": "iceberg",
+        "catalog": {"type": "rest", "uri": env.iceberg_rest_uri, "namespace": namespace, "table": "orders"},
+        "storage": {"endpoint": env.s3_endpoint, "region": "us-east-1", "pathStyle": true,
+                    "credentialsSecretRef": {"name": "s3"}},
+    });
+    let s = Setup::new("avro-iceberg", table).await?;
+    // Iceberg has a time type (Delta has none).
+    let mut fields = order_fields();
+    fields.push(json!({"name": "at_time", "type": {"type": "long", "logicalType": "time-micros"}}));
+    let schema = order_schema(&fields);
+    produce_avro(
+        &s.env,
+        &s.env.registry_url,
+        &s.topic.name,
+        &schema,
+        0..RECORDS,
+    )?;
+    let _ingester = s.start()?;
+    let reader = format!("{SUMMARY}{ICEBERG_READER}");
+    let ident = format!("{namespace}.orders");
+    let seen = s
+        .expect_all(|| {
+            let args = [
+                s.env.iceberg_rest_uri.as_str(),
+                &s.env.s3_endpoint,
+                &s.env.s3_access_key,
+                &s.env.s3_secret_key,
+                &ident,
+            ];
+            let out = python(&s.env, &reader, &args).ok()?;
+            serde_json::from_str(out.trim()).ok()
+        })
+        .await;
+
+    let types = &seen["types"];
+    for (column, iceberg_type) in [
+        ("id", "long"),
+        ("name", "string"),
+        ("at", "timestamptz"),
+        ("at_micros", "timestamptz"),
+        ("local_at", "timestamp"),
+        ("day", "date"),
+        ("at_time", "time"),
+        ("price", "decimal(9, 2)"),
+        ("kind", "string"),
+        ("tags", "list<string>"),
+        ("attrs", "map<string, long>"),
+        ("note", "string"),
+    ] {
+        assert_eq!(types[column], iceberg_type, "column {column}: {types}");
+    }
+    let address = types["address"].as_str().unwrap_or_default();
+    assert!(
+        address.starts_with("struct<") && address.contains("street") && address.contains("zip"),
+        "{address}"
+    );
+    let nullable = &seen["nullable"];
+    assert_eq!(
+        (&nullable["id"], &nullable["note"]),
+        (&json!(false), &json!(true)),
+        "a field is optional exactly when its type is a union with null"
+    );
+    assert_record_seven(&seen);
+    assert_eq!(seen["seven"]["at_time"], "12:07:00.000007");
+    Ok(())
+}
