@@ -39,6 +39,7 @@ def record(i):
         "address": {"street": f"s{i}", "zip": None if i % 4 == 0 else 10000 + i, "floor": i % 9},
         "note": None if i % 2 else f"note {i}",
         "qty": i % 11,
+        "shipping": {"carrier": f"c{i % 3}", "days": i % 5},
         "score": i / 4,
     }
 

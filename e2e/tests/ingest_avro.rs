@@ -25,8 +25,10 @@ def summary(t, types, nullable):
     seven = next((r for r in rows if r["id"] == 7), None)
     if seven is not None:
         seven = {k: v for k, v in seven.items() if not k.startswith("_kafka")}
+    # After schema evolution: each record's id with its value of the columns v2 added.
+    added = sorted([r["id"], r["qty"], r["shipping"]] for r in rows) if "qty" in t.column_names else None
     print(json.dumps({"rows": t.num_rows, "distinct": len(pairs), "ids": sorted(t["id"].to_pylist()),
-                      "types": types, "nullable": nullable, "seven": seven}, default=str))
+                      "types": types, "nullable": nullable, "seven": seven, "added": added}, default=str))
 "#;
 
 const DELTA_READER: &str = r#"
@@ -291,5 +293,168 @@ async fn avro_from_the_confluent_serializer_into_iceberg_with_its_types() -> any
     );
     assert_record_seven(&seen);
     assert_eq!(seen["seven"]["at_time"], "12:07:00.000007");
+    Ok(())
+}
+
+/// v1 records, then (while the ingester runs) v2 records with two new optional fields, one of
+/// them a record: the table gains both columns, the v1 rows read null in them, and every
+/// record is there once. Then v3 drops a required field: the ingester stops, naming the field,
+/// v3's schema id and v2's, and commits nothing of v3. Returns what the reader saw at the end.
+async fn evolve(s: &Setup, read: impl Fn() -> Option<Value>) -> anyhow::Result<Value> {
+    const V2_FROM: usize = RECORDS / 2;
+    let v1 = order_fields();
+    produce_avro(
+        &s.env,
+        &s.env.registry_url,
+        &s.topic.name,
+        &order_schema(&v1),
+        0..V2_FROM,
+    )?;
+    let mut ingester = s.start()?;
+    eventually(&format!("{V2_FROM} v1 rows"), DEADLINE, || async {
+        (read()?["rows"].as_u64()? as usize >= V2_FROM).then_some(())
+    })
+    .await;
+    let mut v2 = v1.clone();
+    v2.push(json!({"name": "qty", "type": ["null", "int"], "default": null}));
+    v2.push(json!({"name": "shipping", "default": null, "type": ["null", {"type": "record",
+        "name": "Shipping", "fields": [{"name": "carrier", "type": "string"}, {"name": "days", "type": "int"}]}]}));
+    produce_avro(
+        &s.env,
+        &s.env.registry_url,
+        &s.topic.name,
+        &order_schema(&v2),
+        V2_FROM..RECORDS,
+    )?;
+    let seen = s.expect_all(&read).await;
+    let added: Vec<(u64, Value, Value)> =
+        serde_json::from_value(seen["added"].clone()).unwrap_or_default();
+    assert_eq!(added.len(), RECORDS, "the added columns are read: {seen}");
+    for (id, qty, shipping) in added {
+        let id = id as usize;
+        if id < V2_FROM {
+            assert_eq!(
+                (&qty, &shipping),
+                (&Value::Null, &Value::Null),
+                "v1 record {id} reads null"
+            );
+        } else {
+            assert_eq!(qty, json!(id % 11), "record {id}");
+            assert_eq!(
+                shipping,
+                json!({"carrier": format!("c{}", id % 3), "days": id % 5}),
+                "record {id}"
+            );
+        }
+    }
+    assert_eq!(seen["nullable"]["qty"], json!(true), "{seen}");
+    assert_eq!(seen["nullable"]["shipping"], json!(true), "{seen}");
+
+    let v3: Vec<Value> = v2.into_iter().filter(|f| f["name"] != "name").collect();
+    produce_avro(
+        &s.env,
+        &s.env.registry_url,
+        &s.topic.name,
+        &order_schema(&v3),
+        RECORDS..RECORDS + 30,
+    )?;
+    let ids = schema_ids(&s.env.registry_url, &format!("{}-value", s.topic.name)).await?;
+    let [_, v2_id, v3_id] = ids[..] else {
+        anyhow::bail!("three versions of the value schema: {ids:?}");
+    };
+    let ingester_ref = &mut ingester;
+    let exit = eventually("the ingester to stop at v3", DEADLINE, || {
+        let exited = ingester_ref.exited();
+        async move { exited }
+    })
+    .await;
+    let log = ingester.log_text();
+    assert!(
+        matches!(exit, Some(c) if c != 0),
+        "the ingester stops:\n{log}"
+    );
+    let named = format!(
+        "field name is required by the table (as in Avro schema id {v2_id}), and Avro schema id {v3_id} does not have it"
+    );
+    assert!(
+        log.contains(&named) && log.contains(&s.topic.name),
+        "the error says {named:?}:\n{log}"
+    );
+    let after = read().unwrap_or_default();
+    assert_eq!(after["rows"], json!(RECORDS), "nothing of v3 is committed");
+    Ok(seen)
+}
+
+/// The ids of every version of `subject`, oldest first.
+async fn schema_ids(registry: &str, subject: &str) -> anyhow::Result<Vec<u64>> {
+    let versions: Vec<u64> = reqwest::get(format!("{registry}/subjects/{subject}/versions"))
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let mut ids = Vec::new();
+    for version in versions {
+        let answer: Value =
+            reqwest::get(format!("{registry}/subjects/{subject}/versions/{version}"))
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+        ids.push(answer["id"].as_u64().unwrap_or_default());
+    }
+    Ok(ids)
+}
+
+#[tokio::test]
+async fn avro_schema_evolution_adds_columns_to_delta() -> anyhow::Result<()> {
+    let location = std::env::temp_dir().join(unique("kt-avro-evolve"));
+    let s = Setup::new(
+        "avro-evolve-delta",
+        json!({"format": "delta", "location": format!("file://{}", location.display())}),
+    )
+    .await?;
+    let reader = format!("{SUMMARY}{DELTA_READER}");
+    let path = location.display().to_string();
+    let seen = evolve(&s, || {
+        let out = python(&s.env, &reader, &[&path]).ok()?;
+        serde_json::from_str(out.trim()).ok()
+    })
+    .await?;
+    assert_eq!(seen["types"]["qty"], "integer", "{seen}");
+    assert_eq!(seen["types"]["shipping"]["type"], "struct", "{seen}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn avro_schema_evolution_adds_columns_to_iceberg() -> anyhow::Result<()> {
+    let env = TestEnv::load()?;
+    let namespace = unique("avro_evolve").replace('-', "_");
+    let table = json!({
+        "format": "iceberg",
+        "catalog": {"type": "rest", "uri": env.iceberg_rest_uri, "namespace": namespace, "table": "orders"},
+        "storage": {"endpoint": env.s3_endpoint, "region": "us-east-1", "pathStyle": true,
+                    "credentialsSecretRef": {"name": "s3"}},
+    });
+    let s = Setup::new("avro-evolve-iceberg", table).await?;
+    let reader = format!("{SUMMARY}{ICEBERG_READER}");
+    let ident = format!("{namespace}.orders");
+    let seen = evolve(&s, || {
+        let args = [
+            s.env.iceberg_rest_uri.as_str(),
+            &s.env.s3_endpoint,
+            &s.env.s3_access_key,
+            &s.env.s3_secret_key,
+            &ident,
+        ];
+        let out = python(&s.env, &reader, &args).ok()?;
+        serde_json::from_str(out.trim()).ok()
+    })
+    .await?;
+    assert_eq!(seen["types"]["qty"], "int", "{seen}");
+    let shipping = seen["types"]["shipping"].as_str().unwrap_or_default();
+    assert!(
+        shipping.starts_with("struct<") && shipping.contains("carrier"),
+        "{shipping}"
+    );
     Ok(())
 }

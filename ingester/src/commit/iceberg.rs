@@ -22,12 +22,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arrow::array::RecordBatch;
+use arrow::datatypes::Field;
 use async_trait::async_trait;
 use iceberg::arrow::RecordBatchPartitionSplitter;
 use iceberg::arrow::arrow_schema_to_schema_auto_assign_ids;
 use iceberg::spec::{DataFile, DataFileFormat, PartitionKey, UnboundPartitionSpec};
 use iceberg::table::Table;
-use iceberg::transaction::{ApplyTransactionAction, Transaction};
+use iceberg::transaction::{AddColumn, ApplyTransactionAction, Transaction};
 use iceberg::writer::base_writer::data_file_writer::{DataFileWriter, DataFileWriterBuilder};
 use iceberg::writer::file_writer::ParquetWriterBuilder;
 use iceberg::writer::file_writer::location_generator::{
@@ -111,9 +112,13 @@ fn sql_uri_with_login(
     Ok(url.to_string())
 }
 
-/// The data files of the next commit (owned by its transaction).
+/// The data files of the next commit (owned by its transaction): those still open, and those
+/// finished when the table gained columns (written with the schema before).
 #[derive(Default)]
-pub struct IcebergFiles(Option<StagedFiles>);
+pub struct IcebergFiles {
+    open: Option<StagedFiles>,
+    finished: Vec<DataFile>,
+}
 
 /// Commits to one Iceberg table.
 pub struct IcebergCommitter {
@@ -293,7 +298,25 @@ impl IcebergCommitter {
         if self.table.is_none() && self.load().await?.is_none() {
             self.create(first).await?;
         }
-        if staged.0.is_none() {
+        // Batches with fields the open files lack widen the table first (the ingester only
+        // makes such batches with `schemaEvolution: addColumns`); the open files, written
+        // with the schema before, are finished, and files of the new schema opened.
+        let outgrown = staged.open.as_ref().is_none_or(|files| {
+            batches
+                .iter()
+                .any(|b| !new_fields(&b.schema(), &files.arrow_schema).is_empty())
+        });
+        if outgrown {
+            self.add_new_columns(&batches).await?;
+            if let Some(files) = staged.open.take() {
+                let finished = files
+                    .close()
+                    .await
+                    .map_err(|e| IngesterError::table(&self.name(), "close the data files", e))?;
+                staged.finished.extend(finished);
+            }
+        }
+        if staged.open.is_none() {
             let Some(table) = self.table.clone() else {
                 return Err(IngesterError::table(
                     &self.name(),
@@ -301,31 +324,92 @@ impl IcebergCommitter {
                     "the table vanished",
                 ));
             };
-            staged.0 = Some(self.open_writer(&table).await?);
+            staged.open = Some(self.open_writer(&table).await?);
         }
         let name = self.name();
-        let Some(staged) = staged.0.as_mut() else {
+        let Some(files) = staged.open.as_mut() else {
             return Ok(());
         };
         for batch in batches {
-            let batch = align(batch, &staged.arrow_schema).map_err(|e| match e {
+            let batch = align(batch, &files.arrow_schema).map_err(|e| match e {
+                // The table was widened for these batches above: another writer's change.
                 AlignError::NewFields(fields) => IngesterError::table(
                     &name,
                     "match the table schema",
                     format!(
-                        "the records have fields the table lacks: {} (adding columns to iceberg tables is not implemented yet)",
+                        "the records have fields the table lacks: {}",
                         fields.join(", ")
                     ),
                 ),
-                AlignError::Schema(reason) => IngesterError::table(&name, "match the table schema", reason),
+                AlignError::Schema(reason) => {
+                    IngesterError::table(&name, "match the table schema", reason)
+                }
                 AlignError::Value(bad) => IngesterError::Decode(bad),
             })?;
-            staged
+            files
                 .write(batch)
                 .await
                 .map_err(|e| IngesterError::table(&name, "write a data file", e))?;
         }
         Ok(())
+    }
+
+    /// Adds the top-level fields the batches carry and the table lacks as optional columns, in
+    /// a schema-only commit of its own: new optional columns are harmless even if the data
+    /// commit after it loses a race, and data files must be written with the new field ids.
+    async fn add_new_columns(&mut self, batches: &[RecordBatch]) -> Result<(), IngesterError> {
+        let name = self.name();
+        let err = |action: &'static str, e: iceberg::Error| IngesterError::table(&name, action, e);
+        let Some(table) = self.table.clone() else {
+            return Ok(());
+        };
+        let current = arrow_schema(&table).map_err(|e| err("map the table schema", e))?;
+        let mut added: Vec<Field> = Vec::new();
+        for batch in batches {
+            for field in new_fields(&batch.schema(), &current) {
+                if !added.iter().any(|a| a.name() == field.name()) {
+                    added.push(field);
+                }
+            }
+        }
+        if added.is_empty() {
+            return Ok(());
+        }
+        let tx = Transaction::new(&table);
+        let mut update = tx.update_schema();
+        for field in &added {
+            let column_type = iceberg_type(field).map_err(|e| err("map a new column", e))?;
+            update = update.add_column(AddColumn::optional(field.name(), column_type));
+        }
+        let tx = update
+            .apply(tx)
+            .map_err(|e| err("prepare the schema change", e))?;
+        let columns: Vec<&str> = added.iter().map(|f| f.name().as_str()).collect();
+        match tx.commit(self.catalog.as_ref()).await {
+            Ok(widened) => {
+                tracing::info!(table = %name, ?columns, "added columns to the table");
+                self.table = Some(widened);
+                Ok(())
+            }
+            Err(e) => {
+                // Another ingester may have added the same columns first: then use its schema.
+                self.load().await?;
+                let widened = self
+                    .table
+                    .as_ref()
+                    .map(arrow_schema)
+                    .transpose()
+                    .map_err(|e| err("map the table schema", e))?;
+                if widened
+                    .is_some_and(|w| added.iter().all(|f| w.field_with_name(f.name()).is_ok()))
+                {
+                    tracing::info!(table = %name, ?columns, "another writer added the columns first");
+                    Ok(())
+                } else {
+                    Err(err("add columns", e))
+                }
+            }
+        }
     }
 
     /// The table's columns as of the last read (None before the table exists).
@@ -339,7 +423,7 @@ impl IcebergCommitter {
     /// 5 MiB), and the encoders' other working memory is not in it.
     pub fn staged_bytes(staged: &IcebergFiles) -> usize {
         staged
-            .0
+            .open
             .as_ref()
             .map_or(0, |s| s.open_bytes.load(Ordering::Relaxed))
     }
@@ -365,13 +449,14 @@ impl IcebergCommitter {
                 "no table and no records to create it from",
             ));
         };
-        let data_files = match staged.0 {
-            Some(staged) => staged
+        let mut data_files = staged.finished;
+        if let Some(open) = staged.open {
+            let closed = open
                 .close()
                 .await
-                .map_err(|e| IngesterError::table(&name, "close the data files", e))?,
-            None => Vec::new(),
-        };
+                .map_err(|e| IngesterError::table(&name, "close the data files", e))?;
+            data_files.extend(closed);
+        }
         // Iceberg's optimistic concurrency is table-wide: an append to other partitions also
         // refuses ours. Then re-read the table and re-check only our partitions; if nobody
         // moved them, commit the same files again, pinned to the new snapshot.
@@ -598,6 +683,29 @@ impl StagedFiles {
             FileWriter::Partitioned(parts) => parts.0.close().await,
         }
     }
+}
+
+/// The top-level fields of `batch` that `table` lacks.
+fn new_fields(batch: &arrow::datatypes::Schema, table: &arrow::datatypes::Schema) -> Vec<Field> {
+    batch
+        .fields()
+        .iter()
+        .filter(|f| table.field_with_name(f.name()).is_err())
+        .map(|f| f.as_ref().clone())
+        .collect()
+}
+
+/// The Iceberg type of an Arrow field, nested fields included (their ids are placeholders: the
+/// schema change assigns fresh ones).
+fn iceberg_type(field: &Field) -> iceberg::Result<iceberg::spec::Type> {
+    let single = arrow::datatypes::Schema::new(vec![field.clone().with_nullable(true)]);
+    let schema = arrow_schema_to_schema_auto_assign_ids(&single)?;
+    schema
+        .as_struct()
+        .fields()
+        .first()
+        .map(|f| f.field_type.as_ref().clone())
+        .ok_or_else(|| iceberg::Error::new(ErrorKind::DataInvalid, "an empty schema"))
 }
 
 /// The table's current schema as Arrow (with the field ids as metadata).

@@ -62,6 +62,31 @@ impl AvroContext {
         self.lock().get(&id).cloned()
     }
 
+    /// Another writer schema known here whose field has the table's `column` type, the
+    /// schema an incompatible one is compared with: one of `used` (the partition's) first,
+    /// then the newest below `id`.
+    fn compatible_other(&self, id: u32, column: &Field, used: &[u32]) -> Option<u32> {
+        let writers = self.lock();
+        let mut ids: Vec<u32> = writers
+            .values()
+            .filter(|w| w.id != id)
+            .filter(|w| {
+                w.arrow
+                    .field_with_name(column.name())
+                    .is_ok_and(|f| f.data_type() == column.data_type())
+            })
+            .map(|w| w.id)
+            .collect();
+        ids.sort_by_key(|other| {
+            (
+                !used.contains(other),
+                *other > id,
+                std::cmp::Reverse(*other),
+            )
+        });
+        ids.first().copied()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Arc<Writer>>> {
         self.writers
             .lock()
@@ -273,6 +298,7 @@ impl Decoder for AvroDecoder {
                 .position(|r| matches!(r, Row::Value { run: r, .. } if *r == run))
                 .unwrap_or(0)
         };
+        let used: Vec<u32> = self.runs.iter().map(|r| r.writer.id).collect();
         // Every run's values as one batch against `schema`.
         let mut conformed: Vec<Vec<ArrayRef>> = Vec::with_capacity(self.runs.len());
         for (i, run) in self.runs.iter_mut().enumerate() {
@@ -292,9 +318,11 @@ impl Decoder for AvroDecoder {
                 }
             };
             conformed.push(
-                conform(&batch, &run.writer, schema).map_err(|reason| Bad::Record {
-                    index: first_row(i),
-                    reason,
+                conform(&batch, &run.writer, schema, &self.context, &used).map_err(|reason| {
+                    Bad::Record {
+                        index: first_row(i),
+                        reason,
+                    }
                 })?,
             );
         }
@@ -359,35 +387,73 @@ fn conform(
     batch: &RecordBatch,
     writer: &Writer,
     schema: &SchemaRef,
+    context: &AvroContext,
+    used: &[u32],
 ) -> Result<Vec<ArrayRef>, Refusal> {
     let id = writer.id;
     if let Some(field) = unknown_field(&writer.arrow, schema) {
         return Err(Refusal::UnknownField(field));
     }
+    // Which schema the table's column agrees with, for the message of an incompatible change.
+    let compared = |field: &Field| match context.compatible_other(id, field, used) {
+        Some(other) => format!(" (as in Avro schema id {other})"),
+        None => String::new(),
+    };
     schema
         .fields()
         .iter()
         .map(|field| match batch.column_by_name(field.name()) {
             Some(column) => {
                 let normalized = normalize(column, field.name(), id)?;
-                if normalized.data_type() == field.data_type() {
-                    Ok(normalized)
-                } else {
-                    crate::schema::exact_cast(&normalized, field).map_err(|(_, reason)| {
-                        Refusal::Invalid(format!(
-                            "field {} of Avro schema id {id}: {reason}",
-                            field.name()
-                        ))
-                    })
+                let from = normalized.data_type();
+                if from == field.data_type() {
+                    return Ok(normalized);
                 }
+                if !from.is_nested() && !field.data_type().is_nested() && !widens(from, field.data_type()) {
+                    return Err(Refusal::Invalid(format!(
+                        "field {}: Avro schema id {id} writes it as {from}, and the table's column is {}{}; \
+                         an incompatible schema change (only int to long, float to double and a decimal's \
+                         precision up go into an existing column)",
+                        field.name(),
+                        field.data_type(),
+                        compared(field)
+                    )));
+                }
+                crate::schema::exact_cast(&normalized, field).map_err(|(_, reason)| {
+                    Refusal::Invalid(format!(
+                        "field {} of Avro schema id {id}: {reason}",
+                        field.name()
+                    ))
+                })
             }
             None if field.is_nullable() => Ok(new_null_array(field.data_type(), batch.num_rows())),
             None => Err(Refusal::Invalid(format!(
-                "field {} is required by the table, and Avro schema id {id} does not have it",
-                field.name()
+                "field {} is required by the table{}, and Avro schema id {id} does not have it; \
+                 an incompatible schema change",
+                field.name(),
+                compared(field)
             ))),
         })
         .collect()
+}
+
+/// Whether values of Avro type `from` go into a table column of type `to` unchanged, as the
+/// safe widenings both table formats know: int to long, float to double, and a decimal's
+/// precision up at the same scale.
+fn widens(from: &DataType, to: &DataType) -> bool {
+    let decimal = |t: &DataType| match *t {
+        DataType::Decimal32(p, s)
+        | DataType::Decimal64(p, s)
+        | DataType::Decimal128(p, s)
+        | DataType::Decimal256(p, s) => Some((p, s)),
+        _ => None,
+    };
+    match (from, to) {
+        (DataType::Int32, DataType::Int64) | (DataType::Float32, DataType::Float64) => true,
+        _ => {
+            matches!((decimal(from), decimal(to)), (Some((p, s)), Some((q, t))) if s == t && q >= p)
+        }
+    }
 }
 
 /// A column as decoded, in its normalized type.
@@ -693,7 +759,65 @@ mod tests {
             .finish(&narrow, "t", 5, false)
             .expect_err("a long in an int");
         let text = e.to_string();
-        assert!(text.contains("field id of Avro schema id 1"), "{text}");
+        assert!(
+            text.contains("field id: Avro schema id 1 writes it as Int64")
+                && text.contains("incompatible schema change"),
+            "{text}"
+        );
         assert!(!p.is_empty(), "the records stay for a wider schema");
+    }
+
+    #[test]
+    fn a_safe_widening_goes_into_the_existing_column() {
+        let context = context();
+        let mut p = Pending::<AvroDecoder>::new(&context, None);
+        p.push(Some(&event(2, 4, None, Some(Some(7)))), None, 0, None)
+            .expect("v2");
+        let mut fields: Vec<Field> = p
+            .infer("t", 0)
+            .expect("v2")
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        let qty = fields.len() - 1;
+        fields[qty] = Field::new("qty", DataType::Int64, true);
+        let wider = Arc::new(Schema::new(fields));
+        let batch = p
+            .finish(&wider, "t", 0, false)
+            .expect("an int in a long column");
+        let column = batch.column(qty).as_primitive::<Int64Type>();
+        assert_eq!(column.value(0), 7);
+    }
+
+    #[test]
+    fn a_required_field_removed_names_the_field_and_both_schema_ids() {
+        let context = context();
+        // V1 without `name`, registered as id 3.
+        let v3 = V1.replace(r#"{"name":"name","type":"string"},"#, "");
+        context.insert(3, &v3).expect("v3");
+        let mut p = Pending::<AvroDecoder>::new(&context, None);
+        p.push(Some(&event(1, 0, None, None)), None, 0, None)
+            .expect("v1");
+        let v1 = Arc::new(p.infer("t", 0).expect("v1"));
+        p.finish(&v1, "t", 0, false).expect("decoded");
+        p.use_schema(Some(&v1));
+        let mut record = vec![0, 0, 0, 0, 3];
+        zigzag(&mut record, 1); // id
+        zigzag(&mut record, 1_700_000_000_001); // at
+        zigzag(&mut record, 1); // kind
+        bytes(&mut record, &12_346i32.to_be_bytes()); // price
+        zigzag(&mut record, 0); // note: null
+        p.push(Some(&record), None, 1, None).expect("v3 decodes");
+        let text = p
+            .finish(&v1, "t", 2, false)
+            .expect_err("name is gone")
+            .to_string();
+        assert!(
+            text.contains("offset 1")
+                && text.contains("field name is required by the table (as in Avro schema id 1)")
+                && text.contains("Avro schema id 3 does not have it"),
+            "{text}"
+        );
     }
 }
