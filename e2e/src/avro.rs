@@ -19,7 +19,10 @@ from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 bootstrap, registry, topic, schema, first, count, mode = sys.argv[1:8]
 first, count = int(first), int(count)
-serialize = AvroSerializer(SchemaRegistryClient({"url": registry}), schema)
+# Apicurio now and then leaves a registration unanswered when two arrive together: a request
+# gives up after 15 s and the client retries it (registering a schema again returns its id).
+client = SchemaRegistryClient({"url": registry, "timeout": 15, "max.retries": 4})
+serialize = AvroSerializer(client, schema)
 context = SerializationContext(topic, MessageField.VALUE)
 base = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
