@@ -1,13 +1,12 @@
 //! A Kafka broker of a test's own (one KRaft node from the cached distribution), for tests
 //! that stop and start the broker without disturbing the tests sharing the main one.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::env::TestEnv;
-use crate::fixtures::unique;
+use crate::fixtures::{free_port, unique};
 
 /// A single-node KRaft broker with a PLAINTEXT listener on a fixed port.
 pub struct PrivateBroker {
@@ -15,10 +14,6 @@ pub struct PrivateBroker {
     dir: PathBuf,
     classpath: String,
     child: Option<Child>,
-}
-
-fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 impl PrivateBroker {

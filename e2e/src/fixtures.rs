@@ -533,3 +533,41 @@ pub async fn install_crd(client: &kube::Client) -> Result<(), FixtureError> {
     .await;
     Ok(())
 }
+
+/// A port on the loopback nothing listens on now.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Waits until GET `url` succeeds, polling every 250 ms for up to `timeout`; fails early, with
+/// the server's log, when `child` (the server `what`, logging to `log`) exits.
+pub async fn wait_answering(
+    what: &str,
+    url: &str,
+    child: &mut std::process::Child,
+    log: &std::path::Path,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let read_log = || std::fs::read_to_string(log).unwrap_or_default();
+    let deadline = Instant::now() + timeout;
+    loop {
+        if reqwest::get(url)
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            anyhow::bail!("{what} exited with {status}: {}", read_log());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{what} did not answer within {} s: {}",
+            timeout.as_secs(),
+            read_log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

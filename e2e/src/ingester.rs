@@ -31,12 +31,6 @@ pub fn binary() -> PathBuf {
         .unwrap_or_default()
 }
 
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 impl IngesterProcess {
     /// Starts `kafkatable-ingester run -f manifest` with secrets from `secrets_dir`.
     pub fn start(
@@ -77,7 +71,7 @@ impl IngesterProcess {
                 ),
             ));
         }
-        let http_addr = format!("127.0.0.1:{}", free_port()?);
+        let http_addr = format!("127.0.0.1:{}", crate::fixtures::free_port()?);
         let log = work_dir.join(format!("{name}.log"));
         let out = std::fs::OpenOptions::new()
             .create(true)

@@ -2,13 +2,12 @@
 //! H2 file database so that it can be stopped and started again on the same port and schemas,
 //! without disturbing the tests that share the main one.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::env::TestEnv;
-use crate::fixtures::unique;
+use crate::fixtures::{free_port, unique, wait_answering};
 
 pub struct PrivateRegistry {
     /// The Confluent-compatible API: `http://127.0.0.1:PORT/apis/ccompat/v7`.
@@ -65,31 +64,16 @@ impl PrivateRegistry {
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
             .spawn()?;
-        self.child = Some(child);
+        let child = self.child.insert(child);
         let subjects = format!("{}/subjects", self.url);
-        let deadline = Instant::now() + Duration::from_secs(180);
-        loop {
-            if reqwest::get(&subjects)
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                return Ok(());
-            }
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                anyhow::bail!(
-                    "the registry exited with {status}: {}",
-                    std::fs::read_to_string(&log_path).unwrap_or_default()
-                );
-            }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "the registry did not answer within 180 s: {}",
-                std::fs::read_to_string(&log_path).unwrap_or_default()
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        wait_answering(
+            "the registry",
+            &subjects,
+            child,
+            &log_path,
+            Duration::from_secs(180),
+        )
+        .await
     }
 
     /// Stops the registry: SIGTERM, so that it closes its database with every schema
@@ -107,10 +91,6 @@ impl PrivateRegistry {
             let _ = child.wait();
         }
     }
-}
-
-fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 impl Drop for PrivateRegistry {

@@ -2,13 +2,12 @@
 //! object store and start it again on the same port and data, without disturbing the tests
 //! that share the main one.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::env::TestEnv;
-use crate::fixtures::unique;
+use crate::fixtures::{free_port, unique, wait_answering};
 
 pub struct PrivateMinio {
     /// `http://127.0.0.1:PORT`
@@ -19,10 +18,6 @@ pub struct PrivateMinio {
     console_port: u16,
     dir: PathBuf,
     child: Option<Child>,
-}
-
-fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 impl PrivateMinio {
@@ -69,27 +64,10 @@ impl PrivateMinio {
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
             .spawn()?;
-        self.child = Some(child);
+        let child = self.child.insert(child);
         let ready = format!("{}/minio/health/ready", self.endpoint);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if reqwest::get(&ready)
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                return Ok(());
-            }
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                anyhow::bail!(
-                    "MinIO exited with {status}: {}",
-                    std::fs::read_to_string(self.dir.join("minio.log")).unwrap_or_default()
-                );
-            }
-            anyhow::ensure!(Instant::now() < deadline, "MinIO did not get ready");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let log = self.dir.join("minio.log");
+        wait_answering("MinIO", &ready, child, &log, Duration::from_secs(60)).await
     }
 
     /// Kills the server (SIGKILL): clients see it vanish mid-request.
