@@ -605,16 +605,6 @@ impl IngesterConfig {
                 works,
             })
         };
-        match self.source.format {
-            Format::Json | Format::String | Format::Bytes | Format::Avro => {}
-            other => {
-                return refuse(
-                    "spec.source.format",
-                    spec_value(&other),
-                    "json, avro, string and bytes are",
-                );
-            }
-        }
         if self.errors.policy != ErrorPolicy::Fail {
             return refuse(
                 "spec.errors.policy",
@@ -712,16 +702,6 @@ spec:
     #[test]
     fn settings_not_implemented_yet_are_refused_naming_the_field() {
         let cases = [
-            (
-                "source",
-                "{brokers: k, topic: clicks, format: protobuf}",
-                "spec.source.format: protobuf",
-            ),
-            (
-                "source",
-                "{brokers: k, topic: clicks, format: jsonSchema}",
-                "spec.source.format: jsonSchema",
-            ),
             ("errors", "{policy: skip}", "spec.errors.policy: skip"),
             (
                 "errors",

@@ -173,16 +173,15 @@ pub struct Source {
     ))]
     pub start_timestamp: Option<String>,
 
-    /// Encoding of the record values: json, avro (Confluent wire format, writer schemas from
-    /// schemaRegistry), string or bytes. protobuf and jsonSchema are accepted by the schema but
-    /// not implemented yet (the table reports InvalidSpec).
+    /// Encoding of the record values: json, avro, protobuf or jsonSchema (the last three in
+    /// Confluent's wire format, writer schemas from schemaRegistry), string or bytes.
     #[serde(default)]
     pub format: Format,
 
-    /// Confluent-compatible schema registry, required for avro (and for protobuf and
-    /// jsonSchema, not implemented yet). Schemas are read by the id each record carries and
-    /// cached; while the registry does not answer, records wait (none is skipped) and the
-    /// table is Degraded with reason RegistryUnreachable.
+    /// Confluent-compatible schema registry, required for avro, protobuf and jsonSchema.
+    /// Schemas are read by the id each record carries and cached; while the registry does not
+    /// answer, records wait (none is skipped) and the table is Degraded with reason
+    /// RegistryUnreachable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema_registry: Option<SchemaRegistry>,
 
@@ -246,9 +245,11 @@ pub enum Format {
     Json,
     /// Avro in Confluent's wire format (schema id prefix); schemas from the registry.
     Avro,
-    /// Protobuf in Confluent's wire format; schemas from the registry.
+    /// Protobuf in Confluent's wire format (schema id and message indexes); schemas (`.proto`
+    /// text or descriptors) from the registry.
     Protobuf,
-    /// JSON validated against a JSON Schema from the registry (Confluent's wire format).
+    /// JSON in Confluent's wire format; column types from the writer's JSON Schema in the
+    /// registry, and a field the schema does not declare is refused.
     JsonSchema,
     /// UTF-8 text, stored in a single `value` column.
     String,

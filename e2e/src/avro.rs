@@ -1,6 +1,7 @@
-//! Avro records written by an independent producer: the `confluent-kafka` Python package's
-//! `AvroSerializer` against a real registry (it registers the schema under `<topic>-value` and
-//! writes the Confluent wire format), each value made from its record id.
+//! Records written by an independent producer: the `confluent-kafka` Python package's
+//! `AvroSerializer` or `JSONSerializer` (JSON Schema) against a real registry (it registers the
+//! schema under `<topic>-value` and writes the Confluent wire format), each value made from its
+//! record id.
 
 use serde_json::{Value, json};
 
@@ -16,13 +17,34 @@ from decimal import Decimal
 from confluent_kafka import Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroSerializer
+from confluent_kafka.schema_registry.json_schema import JSONSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
-bootstrap, registry, topic, schema, first, count, mode = sys.argv[1:8]
+bootstrap, registry, topic, schema, first, count, mode, kind = sys.argv[1:9]
 first, count = int(first), int(count)
 # Apicurio now and then leaves a registration unanswered when two arrive together: a request
 # gives up after 15 s and the client retries it (registering a schema again returns its id).
 client = SchemaRegistryClient({"url": registry, "timeout": 15, "max.retries": 4})
-serialize = AvroSerializer(client, schema)
+
+def as_json(value, schema):
+    """The value as JSON Schema's types have it: only the fields the schema declares, times
+    and dates as ISO 8601 text, decimals as numbers."""
+    if "$ref" in schema:
+        schema = json_schema["definitions"][schema["$ref"].rsplit("/", 1)[1]]
+    if isinstance(value, dict) and "properties" in schema:
+        props = schema["properties"]
+        return {k: as_json(v, props[k]) for k, v in value.items() if k in props}
+    if isinstance(value, (datetime, date, time)):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    return value
+
+if kind == "avro":
+    serialize = AvroSerializer(client, schema)
+else:
+    json_schema = json.loads(schema)
+    to_json = JSONSerializer(schema, client)
+    serialize = lambda r, c: to_json(as_json(r, json_schema), c)
 context = SerializationContext(topic, MessageField.VALUE)
 base = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -98,6 +120,67 @@ pub fn produce_avro(
     run(env, registry_url, topic, schema, ids, "produce").map(drop)
 }
 
+/// A JSON Schema of the orders: the fields of [`order_fields`] that JSON Schema has types for
+/// (timestamps and dates as formatted strings, the decimal as a number), `required` where the
+/// Avro field is not a union with null.
+pub fn order_json_schema() -> String {
+    json!({
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "title": "Order",
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["id", "name", "at", "at_micros", "day", "price", "kind", "tags", "attrs", "address"],
+        "properties": {
+            "id": {"type": "integer"},
+            "name": {"type": "string"},
+            "at": {"type": "string", "format": "date-time"},
+            "at_micros": {"type": "string", "format": "date-time"},
+            "day": {"type": "string", "format": "date"},
+            "price": {"type": "number"},
+            "kind": {"type": "string", "enum": ["NEW", "PAID", "SHIPPED"]},
+            "tags": {"type": "array", "items": {"type": "string"}},
+            "attrs": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "address": {"$ref": "#/definitions/Address"},
+            "note": {"oneOf": [{"type": "null"}, {"type": "string"}]},
+        },
+        "definitions": {
+            "Address": {
+                "type": "object",
+                "additionalProperties": false,
+                "required": ["street"],
+                "properties": {
+                    "street": {"type": "string"},
+                    "zip": {"type": ["null", "integer"]},
+                },
+            },
+        },
+    })
+    .to_string()
+}
+
+/// Produces records `ids` of JSON Schema `schema` to `topic` (key: the id) with the Python
+/// `JSONSerializer`, which checks each record against the schema.
+pub fn produce_json_schema(
+    env: &TestEnv,
+    registry_url: &str,
+    topic: &str,
+    schema: &str,
+    ids: std::ops::Range<usize>,
+) -> Result<(), PythonError> {
+    let (first, count) = (ids.start.to_string(), ids.len().to_string());
+    let args = [
+        env.kafka_bootstrap.as_str(),
+        registry_url,
+        topic,
+        schema,
+        &first,
+        &count,
+        "produce",
+        "json",
+    ];
+    python(env, PRODUCER, &args).map(drop)
+}
+
 /// The wire-format values of records `ids` of `schema`, as the Python serializer writes them
 /// (registering the schema), without producing them.
 pub fn serialize_avro(
@@ -141,6 +224,111 @@ fn run(
             &first,
             &count,
             mode,
+            "avro",
         ],
     )
+}
+
+/// Produces Protobuf orders with the `confluent-kafka` `ProtobufSerializer` (which registers the
+/// file as a base64 descriptor, the well-known types it imports left to the reader). The message
+/// type is built here from a descriptor, as `protoc` would generate it: `shop.Order` with a
+/// timestamp, an enum, a repeated field, a map, a nested message with a wrapper, a proto3
+/// `optional` field, a double, a uint64 and a sint32.
+const PROTO_PRODUCER: &str = r#"
+import json, sys
+from datetime import datetime, timedelta, timezone
+from confluent_kafka import Producer
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf import timestamp_pb2, wrappers_pb2  # noqa: F401 (the pool needs them)
+bootstrap, registry, topic, first, count = sys.argv[1:6]
+first, count = int(first), int(count)
+F = descriptor_pb2.FieldDescriptorProto
+
+def field(name, number, kind, type_name=None, label=F.LABEL_OPTIONAL, **extra):
+    f = F(name=name, number=number, type=kind, label=label, **extra)
+    if type_name:
+        f.type_name = type_name
+    return f
+
+file = descriptor_pb2.FileDescriptorProto(
+    name="shop/orders.proto", package="shop", syntax="proto3",
+    dependency=["google/protobuf/timestamp.proto", "google/protobuf/wrappers.proto"])
+order = file.message_type.add(name="Order")
+order.field.extend([
+    field("id", 1, F.TYPE_INT64),
+    field("name", 2, F.TYPE_STRING),
+    field("at", 3, F.TYPE_MESSAGE, ".google.protobuf.Timestamp"),
+    field("kind", 4, F.TYPE_ENUM, ".shop.Kind"),
+    field("tags", 5, F.TYPE_STRING, label=F.LABEL_REPEATED),
+    field("attrs", 6, F.TYPE_MESSAGE, ".shop.Order.AttrsEntry", label=F.LABEL_REPEATED),
+    field("address", 7, F.TYPE_MESSAGE, ".shop.Address"),
+    field("note", 8, F.TYPE_STRING, proto3_optional=True, oneof_index=0),
+    field("price", 9, F.TYPE_DOUBLE),
+    field("big", 10, F.TYPE_UINT64),
+    field("small", 11, F.TYPE_SINT32),
+])
+order.oneof_decl.add(name="_note")
+entry = order.nested_type.add(name="AttrsEntry")
+entry.field.extend([field("key", 1, F.TYPE_STRING), field("value", 2, F.TYPE_INT64)])
+entry.options.map_entry = True
+address = file.message_type.add(name="Address")
+address.field.extend([
+    field("street", 1, F.TYPE_STRING),
+    field("zip", 2, F.TYPE_MESSAGE, ".google.protobuf.Int32Value"),
+])
+kind = file.enum_type.add(name="Kind")
+for number, symbol in enumerate(["NEW", "PAID", "SHIPPED"]):
+    kind.value.add(name=symbol, number=number)
+pool = descriptor_pool.Default()
+pool.Add(file)
+Order = message_factory.GetMessageClass(pool.FindMessageTypeByName("shop.Order"))
+
+client = SchemaRegistryClient({"url": registry, "timeout": 15, "max.retries": 4})
+serialize = ProtobufSerializer(Order, client, {"use.deprecated.format": False})
+context = SerializationContext(topic, MessageField.VALUE)
+base = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+def record(i):
+    m = Order(id=i, name=f"n{i}", kind=i % 3, price=i + 0.25, big=2**63 + i, small=-i)
+    m.at.FromDatetime(base + timedelta(seconds=i, microseconds=i))
+    m.tags.extend([f"t{i % 5}", "x"])
+    m.attrs["qty"] = i % 7
+    m.attrs["rank"] = i
+    m.address.street = f"s{i}"
+    if i % 4:
+        m.address.zip.value = 10000 + i
+    if i % 2 == 0:
+        m.note = f"note {i}"
+    return m
+
+producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True})
+for i in range(first, first + count):
+    producer.produce(topic, key=str(i), value=serialize(record(i), context))
+    producer.poll(0)
+left = producer.flush(60)
+if left:
+    sys.exit(f"{left} records were not delivered")
+print(json.dumps({"produced": count}))
+"#;
+
+/// Produces Protobuf orders `ids` to `topic` (key: the id) with the Python
+/// `ProtobufSerializer`: see [`PROTO_PRODUCER`].
+pub fn produce_protobuf(
+    env: &TestEnv,
+    registry_url: &str,
+    topic: &str,
+    ids: std::ops::Range<usize>,
+) -> Result<(), PythonError> {
+    let (first, count) = (ids.start.to_string(), ids.len().to_string());
+    let args = [
+        env.kafka_bootstrap.as_str(),
+        registry_url,
+        topic,
+        &first,
+        &count,
+    ];
+    python(env, PROTO_PRODUCER, &args).map(drop)
 }

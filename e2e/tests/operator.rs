@@ -748,8 +748,7 @@ async fn a_setting_not_implemented_yet_is_reported_and_starts_no_pod() -> anyhow
         &s.location("later"),
         json!({"minReplicas": 1, "maxReplicas": 1}),
     );
-    manifest["spec"]["source"]["format"] = json!("protobuf");
-    manifest["spec"]["source"]["schemaRegistry"] = json!({"url": s.env.registry_url});
+    manifest["spec"]["errors"] = json!({"policy": "skip"});
     s.operator.create_table(manifest).await?;
     let status = s
         .operator
@@ -760,7 +759,7 @@ async fn a_setting_not_implemented_yet_is_reported_and_starts_no_pod() -> anyhow
         .await;
     let (_, _, message) = condition(&status, "Degraded").unwrap_or_default();
     assert!(
-        message.contains("spec.source.format: protobuf is not implemented yet"),
+        message.contains("spec.errors.policy: skip is not implemented yet"),
         "{message}"
     );
     assert!(!is_true(&status, "Ready"));
@@ -775,9 +774,7 @@ async fn a_setting_not_implemented_yet_is_reported_and_starts_no_pod() -> anyhow
         .patch(
             "later",
             &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(
-                json!({"spec": {"source": {"format": "json", "schemaRegistry": null}}}),
-            ),
+            &kube::api::Patch::Merge(json!({"spec": {"errors": {"policy": "fail"}}})),
         )
         .await?;
     eventually(
@@ -1559,8 +1556,7 @@ async fn gitops_tools_read_each_state_as_meant() -> anyhow::Result<()> {
         &s.location("later"),
         one,
     );
-    manifest["spec"]["source"]["format"] = json!("protobuf");
-    manifest["spec"]["source"]["schemaRegistry"] = json!({"url": s.env.registry_url});
+    manifest["spec"]["errors"] = json!({"policy": "skip"});
     s.operator.create_table(manifest).await?;
     s.operator
         .wait_status("later", "Stalled: InvalidSpec", DEADLINE, |st| {

@@ -10,7 +10,8 @@ use kafkatable_crds::spec::{Format, TableFormat};
 use kafkatable_ingester::commit::{Committer, delta::DeltaCommitter, iceberg::IcebergCommitter};
 use kafkatable_ingester::coordinator::{Coordinator, Faults};
 use kafkatable_ingester::decode::{
-    AvroContext, AvroDecoder, BytesDecoder, Decoder, JsonDecoder, TextDecoder,
+    AvroContext, AvroDecoder, BytesDecoder, Decoder, JsonDecoder, JsonSchemaContext,
+    JsonSchemaDecoder, ProtobufContext, ProtobufDecoder, TextDecoder,
 };
 use kafkatable_ingester::error::IngesterError;
 use kafkatable_ingester::http::{self, Health};
@@ -166,10 +167,18 @@ async fn run(
                 .run::<AvroDecoder>(AvroContext::new(registry), shutdown)
                 .await
         }
-        // Refused when the config was read (`IngesterConfig::check_implemented`).
-        registry @ (Format::Protobuf | Format::JsonSchema) => Err(IngesterError::Unsupported(
-            format!("format {registry:?} (not implemented yet)"),
-        )),
+        Format::JsonSchema => {
+            let registry = open_registry(&config, &health)?;
+            ingest
+                .run::<JsonSchemaDecoder>(JsonSchemaContext::new(registry), shutdown)
+                .await
+        }
+        Format::Protobuf => {
+            let registry = open_registry(&config, &health)?;
+            ingest
+                .run::<ProtobufDecoder>(ProtobufContext::new(registry), shutdown)
+                .await
+        }
     };
     server.abort();
     result

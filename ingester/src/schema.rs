@@ -187,6 +187,41 @@ fn misfit(batch: &RecordBatch, column: &str, row: Option<usize>, reason: String)
     }
 }
 
+/// Whether values of type `from` (a writer schema's) go into a table column of type `to` unchanged, as the
+/// safe widenings both table formats know: int to long, float to double, and a decimal's
+/// precision up at the same scale.
+pub fn widens(from: &DataType, to: &DataType) -> bool {
+    let decimal = |t: &DataType| match *t {
+        DataType::Decimal32(p, s)
+        | DataType::Decimal64(p, s)
+        | DataType::Decimal128(p, s)
+        | DataType::Decimal256(p, s) => Some((p, s)),
+        _ => None,
+    };
+    match (from, to) {
+        (DataType::Int32, DataType::Int64) | (DataType::Float32, DataType::Float64) => true,
+        _ => {
+            matches!((decimal(from), decimal(to)), (Some((p, s)), Some((q, t))) if s == t && q >= p)
+        }
+    }
+}
+
+/// Whether columns of types `a` and `b` hold the same values: the same type, or timestamps of
+/// one unit whose time zones both mean UTC (iceberg-rust reads a `timestamptz` column back as
+/// "+00:00", the decoders write "UTC").
+pub fn same_values(a: &DataType, b: &DataType) -> bool {
+    let utc = |tz: &Option<Arc<str>>| {
+        tz.as_deref()
+            .map(|tz| matches!(tz, "UTC" | "+00:00" | "Z" | "Etc/UTC"))
+    };
+    match (a, b) {
+        (DataType::Timestamp(u, s), DataType::Timestamp(v, t)) => {
+            u == v && (s == t || (utc(s) == Some(true) && utc(t) == Some(true)))
+        }
+        _ => a == b,
+    }
+}
+
 /// Maps a column type of the spec to Arrow.
 pub fn column_type(name: &str) -> Option<DataType> {
     if let Some(inner) = name.strip_prefix("list<").and_then(|r| r.strip_suffix('>')) {

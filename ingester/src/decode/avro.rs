@@ -13,12 +13,13 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use arrow::array::{Array, ArrayRef, RecordBatch, new_null_array};
+use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use arrow_avro::codec::Tz;
 use arrow_avro::reader::{Decoder as StreamDecoder, ReaderBuilder};
 use arrow_avro::schema::{AvroSchema, Fingerprint, FingerprintAlgorithm, SchemaStore};
 
+use super::writers::{self, Row};
 use super::{Bad, CHUNK_RECORDS, Decoder, Refusal};
 use crate::registry::{self, Registry, SchemaKind};
 
@@ -62,29 +63,12 @@ impl AvroContext {
         self.lock().get(&id).cloned()
     }
 
-    /// Another writer schema known here whose field has the table's `column` type, the
-    /// schema an incompatible one is compared with: one of `used` (the partition's) first,
-    /// then the newest below `id`.
+    /// Another writer schema known here whose field has the table's `column` type (see
+    /// [`super::compatible_other`]).
     fn compatible_other(&self, id: u32, column: &Field, used: &[u32]) -> Option<u32> {
         let writers = self.lock();
-        let mut ids: Vec<u32> = writers
-            .values()
-            .filter(|w| w.id != id)
-            .filter(|w| {
-                w.arrow
-                    .field_with_name(column.name())
-                    .is_ok_and(|f| f.data_type() == column.data_type())
-            })
-            .map(|w| w.id)
-            .collect();
-        ids.sort_by_key(|other| {
-            (
-                !used.contains(other),
-                *other > id,
-                std::cmp::Reverse(*other),
-            )
-        });
-        ids.first().copied()
+        let known = writers.values().map(|w| (w.id, w.arrow.as_ref()));
+        super::compatible_other(known, id, column, used)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Arc<Writer>>> {
@@ -141,7 +125,7 @@ impl Run {
     }
 
     fn check_against(&mut self, target: Option<&SchemaRef>) {
-        self.unknown = target.and_then(|t| unknown_field(&self.writer.arrow, t));
+        self.unknown = target.and_then(|t| super::unknown_field(&self.writer.arrow, t));
     }
 
     /// Decodes one whole value; on failure nothing of it stays.
@@ -194,17 +178,6 @@ impl Run {
         self.ends.clear();
         Ok(())
     }
-}
-
-/// Where a row of the chunk comes from.
-#[derive(Clone, Copy)]
-enum Row {
-    /// The `row`th record of run `run`.
-    Value {
-        run: usize,
-        row: usize,
-    },
-    Tombstone,
 }
 
 /// One partition's Avro records on their way to Arrow.
@@ -292,20 +265,15 @@ impl Decoder for AvroDecoder {
     }
 
     fn finish(&mut self, schema: &SchemaRef) -> Result<Vec<ArrayRef>, Bad> {
-        let first_row = |run: usize| {
-            self.rows
-                .iter()
-                .position(|r| matches!(r, Row::Value { run: r, .. } if *r == run))
-                .unwrap_or(0)
-        };
         let used: Vec<u32> = self.runs.iter().map(|r| r.writer.id).collect();
         // Every run's values as one batch against `schema`.
         let mut conformed: Vec<Vec<ArrayRef>> = Vec::with_capacity(self.runs.len());
         for (i, run) in self.runs.iter_mut().enumerate() {
-            run.flush().map_err(|reason| Bad::Record {
-                index: first_row(i),
-                reason: Refusal::Invalid(reason),
-            })?;
+            let bad = |reason| Bad::Record {
+                index: writers::first_row(&self.rows, i),
+                reason,
+            };
+            run.flush().map_err(|e| bad(Refusal::Invalid(e)))?;
             // Kept whole in the run, so that a failure below leaves the records there.
             let batch = match run.batches.len() {
                 1 => run.batches[0].clone(),
@@ -317,22 +285,16 @@ impl Decoder for AvroDecoder {
                     merged
                 }
             };
-            conformed.push(
-                conform(&batch, &run.writer, schema, &self.context, &used).map_err(|reason| {
-                    Bad::Record {
-                        index: first_row(i),
-                        reason,
-                    }
-                })?,
-            );
+            let id = run.writer.id;
+            writers::check(&run.writer.arrow, id, "Avro", schema, |column| {
+                self.context.compatible_other(id, column, &used)
+            })
+            .map_err(bad)?;
+            let batch = normalize(&batch, &run.writer).map_err(bad)?;
+            conformed.push(writers::conform(&batch, id, "Avro", schema).map_err(bad)?);
         }
         let rows = self.rows.len();
-        let single = conformed.len() == 1 && !self.rows.iter().any(|r| matches!(r, Row::Tombstone));
-        let columns = if single {
-            conformed.pop().unwrap_or_default()
-        } else {
-            interleave(&conformed, &self.rows, schema).map_err(Bad::Chunk)?
-        };
+        let columns = writers::assemble(conformed, &self.rows, schema).map_err(Bad::Chunk)?;
         if let Some(got) = columns.first().map(|c| c.len())
             && got != rows
         {
@@ -351,132 +313,30 @@ impl Decoder for AvroDecoder {
     }
 }
 
-/// The rows of the chunk in offset order: each run's columns interleaved, nulls for tombstones.
-fn interleave(
-    conformed: &[Vec<ArrayRef>],
-    rows: &[Row],
-    schema: &SchemaRef,
-) -> Result<Vec<ArrayRef>, String> {
-    let tombstone_source = conformed.len();
-    let indices: Vec<(usize, usize)> = rows
-        .iter()
-        .map(|r| match *r {
-            Row::Value { run, row } => (run, row),
-            Row::Tombstone => (tombstone_source, 0),
-        })
-        .collect();
-    schema
+/// A writer's batch as decoded, with its columns in their normalized types.
+fn normalize(batch: &RecordBatch, writer: &Writer) -> Result<RecordBatch, Refusal> {
+    let columns = batch
+        .schema()
         .fields()
         .iter()
-        .enumerate()
-        .map(|(c, field)| {
-            let null = new_null_array(field.data_type(), 1);
-            let mut sources: Vec<&dyn Array> = conformed
-                .iter()
-                .map(|columns| columns[c].as_ref())
-                .collect();
-            sources.push(null.as_ref());
-            arrow::compute::interleave(&sources, &indices).map_err(|e| e.to_string())
-        })
-        .collect()
-}
-
-/// A writer's batch as the columns of `schema`: in its order, a column the writer lacks null,
-/// another type cast where every value survives.
-fn conform(
-    batch: &RecordBatch,
-    writer: &Writer,
-    schema: &SchemaRef,
-    context: &AvroContext,
-    used: &[u32],
-) -> Result<Vec<ArrayRef>, Refusal> {
-    let id = writer.id;
-    if let Some(field) = unknown_field(&writer.arrow, schema) {
-        return Err(Refusal::UnknownField(field));
-    }
-    // Which schema the table's column agrees with, for the message of an incompatible change.
-    let compared = |field: &Field| match context.compatible_other(id, field, used) {
-        Some(other) => format!(" (as in Avro schema id {other})"),
-        None => String::new(),
-    };
-    schema
-        .fields()
-        .iter()
-        .map(|field| match batch.column_by_name(field.name()) {
-            Some(column) => {
-                let normalized = normalize(column, field.name(), id)?;
-                let from = normalized.data_type();
-                if from == field.data_type() {
-                    return Ok(normalized);
-                }
-                if !from.is_nested() && !field.data_type().is_nested() && !widens(from, field.data_type()) {
-                    return Err(Refusal::Invalid(format!(
-                        "field {}: Avro schema id {id} writes it as {from}, and the table's column is {}{}; \
-                         an incompatible schema change (only int to long, float to double and a decimal's \
-                         precision up go into an existing column)",
-                        field.name(),
-                        field.data_type(),
-                        compared(field)
-                    )));
-                }
-                crate::schema::exact_cast(&normalized, field).map_err(|(_, reason)| {
-                    Refusal::Invalid(format!(
-                        "field {} of Avro schema id {id}: {reason}",
-                        field.name()
-                    ))
-                })
+        .zip(batch.columns())
+        .map(|(field, column)| {
+            let to = normalized_type(column.data_type());
+            if &to == column.data_type() {
+                return Ok(column.clone());
             }
-            None if field.is_nullable() => Ok(new_null_array(field.data_type(), batch.num_rows())),
-            None => Err(Refusal::Invalid(format!(
-                "field {} is required by the table{}, and Avro schema id {id} does not have it; \
-                 an incompatible schema change",
-                field.name(),
-                compared(field)
-            ))),
+            arrow::compute::cast(column, &to).map_err(|e| {
+                Refusal::Invalid(format!(
+                    "field {} of Avro schema id {}: {} has no table column type ({e})",
+                    field.name(),
+                    writer.id,
+                    column.data_type()
+                ))
+            })
         })
-        .collect()
-}
-
-/// Whether values of Avro type `from` go into a table column of type `to` unchanged, as the
-/// safe widenings both table formats know: int to long, float to double, and a decimal's
-/// precision up at the same scale.
-fn widens(from: &DataType, to: &DataType) -> bool {
-    let decimal = |t: &DataType| match *t {
-        DataType::Decimal32(p, s)
-        | DataType::Decimal64(p, s)
-        | DataType::Decimal128(p, s)
-        | DataType::Decimal256(p, s) => Some((p, s)),
-        _ => None,
-    };
-    match (from, to) {
-        (DataType::Int32, DataType::Int64) | (DataType::Float32, DataType::Float64) => true,
-        _ => {
-            matches!((decimal(from), decimal(to)), (Some((p, s)), Some((q, t))) if s == t && q >= p)
-        }
-    }
-}
-
-/// A column as decoded, in its normalized type.
-fn normalize(column: &ArrayRef, name: &str, id: u32) -> Result<ArrayRef, Refusal> {
-    let to = normalized_type(column.data_type());
-    if &to == column.data_type() {
-        return Ok(column.clone());
-    }
-    arrow::compute::cast(column, &to).map_err(|e| {
-        Refusal::Invalid(format!(
-            "field {name} of Avro schema id {id}: {} has no table column type ({e})",
-            column.data_type()
-        ))
-    })
-}
-
-/// The first field of `writer` (a top-level name) that `target` lacks.
-fn unknown_field(writer: &Schema, target: &Schema) -> Option<String> {
-    writer
-        .fields()
-        .iter()
-        .find(|f| target.field_with_name(f.name()).is_err())
-        .map(|f| f.name().to_string())
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(writer.arrow.clone(), columns)
+        .map_err(|e| Refusal::Invalid(format!("Avro schema id {}: {e}", writer.id)))
 }
 
 /// `schema` with every type normalized and the Avro metadata dropped.
@@ -524,7 +384,7 @@ fn normalized_type(data_type: &DataType) -> DataType {
 mod tests {
     use super::*;
     use crate::decode::Pending;
-    use arrow::array::AsArray;
+    use arrow::array::{Array, AsArray};
     use arrow::datatypes::{Int32Type, Int64Type, TimestampMicrosecondType};
 
     const V1: &str = r#"{"type":"record","name":"Event","namespace":"shop","fields":[
@@ -765,6 +625,33 @@ mod tests {
             "{text}"
         );
         assert!(!p.is_empty(), "the records stay for a wider schema");
+    }
+
+    #[test]
+    fn a_timestamp_column_read_back_from_an_iceberg_table_takes_the_values() {
+        // iceberg-rust reads a timestamptz column back as Timestamp(µs, "+00:00"): a restarted
+        // ingester decodes against that.
+        let context = context();
+        let mut p = Pending::<AvroDecoder>::new(&context, None);
+        p.push(Some(&event(1, 7, None, None)), None, 0, None)
+            .expect("v1");
+        let mut fields: Vec<Field> = p
+            .infer("t", 0)
+            .expect("v1")
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields[2] = Field::new(
+            "at",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+            false,
+        );
+        let table = Arc::new(Schema::new(fields));
+        let batch = p.finish(&table, "t", 0, false).expect("the same instants");
+        assert_eq!(batch.column(2).data_type(), table.field(2).data_type());
+        let at = batch.column(2).as_primitive::<TimestampMicrosecondType>();
+        assert_eq!(at.value(0), (1_700_000_000_000 + 7) * 1000);
     }
 
     #[test]

@@ -19,7 +19,10 @@ mod avro;
 pub mod exact;
 mod flat;
 mod json;
+mod jsonschema;
+mod protobuf;
 mod raw;
+mod writers;
 
 use std::sync::Arc;
 
@@ -33,6 +36,8 @@ use crate::error::DecodeError;
 
 pub use avro::{AvroContext, AvroDecoder};
 pub use json::JsonDecoder;
+pub use jsonschema::{JsonSchemaContext, JsonSchemaDecoder};
+pub use protobuf::{ProtobufContext, ProtobufDecoder};
 pub use raw::{BytesDecoder, TextDecoder};
 
 /// At most this many records are decoded into Arrow at a time, per partition: one chunk.
@@ -379,6 +384,43 @@ fn refusal_error(reason: Refusal, topic: &str, partition: i32, offset: i64) -> D
             reason: reason.to_string(),
         },
     }
+}
+
+/// The first field of a writer schema (a top-level name) that `target` lacks.
+fn unknown_field(writer: &Schema, target: &Schema) -> Option<String> {
+    writer
+        .fields()
+        .iter()
+        .find(|f| target.field_with_name(f.name()).is_err())
+        .map(|f| f.name().to_string())
+}
+
+/// Among the writer schemas `known` (by registry id), another than `id` whose field has the
+/// table's `column` type: the schema an incompatible one is compared with in its message. One
+/// of `used` (the partition's) first, then the newest below `id`.
+fn compatible_other<'a>(
+    known: impl Iterator<Item = (u32, &'a Schema)>,
+    id: u32,
+    column: &Field,
+    used: &[u32],
+) -> Option<u32> {
+    let mut ids: Vec<u32> = known
+        .filter(|(other, schema)| {
+            *other != id
+                && schema
+                    .field_with_name(column.name())
+                    .is_ok_and(|f| crate::schema::same_values(f.data_type(), column.data_type()))
+        })
+        .map(|(other, _)| other)
+        .collect();
+    ids.sort_by_key(|other| {
+        (
+            !used.contains(other),
+            *other > id,
+            std::cmp::Reverse(*other),
+        )
+    });
+    ids.first().copied()
 }
 
 /// Whether a decode failure is a field the schema lacks (which schema evolution can add).

@@ -1,12 +1,16 @@
-//! Avro records from an independent producer (the `confluent-kafka` Python serializer against
-//! the real registry) into Delta and Iceberg, read back by deltalake and pyiceberg: the
-//! table's column types follow the writer schema (logical types, enums, arrays, maps, nested
-//! records, nullability), every value arrives as written, one row per (partition, offset).
+//! Avro, Protobuf and JSON Schema records from an independent producer (the `confluent-kafka` Python
+//! serializers against the real registry) into Delta and Iceberg, read back by deltalake and
+//! pyiceberg: the table's column types follow the writer schema (logical types, enums, arrays,
+//! maps, nested records, nullability), every value arrives as written, one row per (partition,
+//! offset).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use kafkatable_e2e::avro::{order_fields, order_schema, produce_avro};
+use kafkatable_e2e::avro::{
+    order_fields, order_json_schema, order_schema, produce_avro, produce_json_schema,
+    produce_protobuf,
+};
 use kafkatable_e2e::env::TestEnv;
 use kafkatable_e2e::fixtures::{TestTopic, eventually, python, unique};
 use kafkatable_e2e::ingester::{IngesterProcess, WorkDir};
@@ -69,6 +73,10 @@ struct Setup {
 
 impl Setup {
     async fn new(tag: &str, table: Value) -> anyhow::Result<Self> {
+        Self::with_format(tag, "avro", table).await
+    }
+
+    async fn with_format(tag: &str, format: &str, table: Value) -> anyhow::Result<Self> {
         let env = TestEnv::load()?;
         let topic = TestTopic::create(&env, tag, PARTITIONS).await?;
         let dir = WorkDir::new(&format!("kt-{tag}"))?;
@@ -79,7 +87,7 @@ impl Setup {
             "metadata": {"name": "orders", "namespace": "e2e"},
             "spec": {
                 "source": {"brokers": env.kafka_bootstrap, "topic": topic.name,
-                           "consumerGroup": unique("avro-group"), "format": "avro",
+                           "consumerGroup": unique("registry-group"), "format": format,
                            "schemaRegistry": {"url": env.registry_url}},
                 "table": table,
                 "commit": {"interval": "1s"},
@@ -296,36 +304,346 @@ async fn avro_from_the_confluent_serializer_into_iceberg_with_its_types() -> any
     Ok(())
 }
 
+/// Record 7 of the JSON Schema orders as the readers print it.
+fn assert_json_record_seven(seen: &Value) {
+    let seven = &seen["seven"];
+    assert_eq!(seven["name"], "n7");
+    assert_eq!(seven["at"], "2026-01-01 00:00:07+00:00", "{seven}");
+    assert_eq!(seven["at_micros"], "2026-01-01 00:00:07.000007+00:00");
+    assert_eq!(seven["day"], "2026-01-08");
+    assert_eq!(seven["price"], json!(7.25));
+    assert_eq!(seven["kind"], "PAID");
+    assert_eq!(seven["tags"], json!(["t2", "x"]));
+    assert_eq!(seven["address"], json!({"street": "s7", "zip": 10007}));
+    assert_eq!(seven["note"], Value::Null, "a oneOf with null is null");
+    let mut attrs: Vec<(String, i64)> =
+        serde_json::from_value(seven["attrs"].clone()).unwrap_or_default();
+    attrs.sort();
+    assert_eq!(attrs, [("qty".into(), 0), ("rank".into(), 7)], "{seven}");
+}
+
+#[tokio::test]
+async fn json_schema_from_the_confluent_serializer_into_delta_with_its_types() -> anyhow::Result<()>
+{
+    let location = std::env::temp_dir().join(unique("kt-jsonschema-delta"));
+    let s = Setup::with_format(
+        "jsonschema-delta",
+        "jsonSchema",
+        json!({"format": "delta", "location": format!("file://{}", location.display())}),
+    )
+    .await?;
+    produce_json_schema(
+        &s.env,
+        &s.env.registry_url,
+        &s.topic.name,
+        &order_json_schema(),
+        0..RECORDS,
+    )?;
+    let _ingester = s.start()?;
+    let reader = format!("{SUMMARY}{DELTA_READER}");
+    let path = location.display().to_string();
+    let seen = s
+        .expect_all(|| {
+            let out = python(&s.env, &reader, &[&path]).ok()?;
+            serde_json::from_str(out.trim()).ok()
+        })
+        .await;
+    let types = &seen["types"];
+    for (column, delta_type) in [
+        ("id", "long"),
+        ("name", "string"),
+        ("at", "timestamp"),
+        ("at_micros", "timestamp"),
+        ("day", "date"),
+        ("price", "double"),
+        ("kind", "string"),
+        ("note", "string"),
+    ] {
+        assert_eq!(types[column], delta_type, "column {column}: {types}");
+    }
+    assert_eq!(types["tags"]["elementType"], "string", "{types}");
+    assert_eq!(
+        (&types["attrs"]["keyType"], &types["attrs"]["valueType"]),
+        (&json!("string"), &json!("long"))
+    );
+    assert_eq!(types["address"]["type"], "struct", "{types}");
+    let nullable = &seen["nullable"];
+    assert_eq!(
+        (&nullable["id"], &nullable["at"], &nullable["note"]),
+        (&json!(false), &json!(false), &json!(true)),
+        "a field may be null exactly when it is not required or its type admits null"
+    );
+    assert_json_record_seven(&seen);
+    Ok(())
+}
+
+#[tokio::test]
+async fn json_schema_from_the_confluent_serializer_into_iceberg_with_its_types()
+-> anyhow::Result<()> {
+    let env = TestEnv::load()?;
+    let namespace = unique("jsonschema").replace('-', "_");
+    let table = json!({
+        "format": "iceberg",
+        "catalog": {"type": "rest", "uri": env.iceberg_rest_uri, "namespace": namespace, "table": "orders"},
+        "storage": {"endpoint": env.s3_endpoint, "region": "us-east-1", "pathStyle": true,
+                    "credentialsSecretRef": {"name": "s3"}},
+    });
+    let s = Setup::with_format("jsonschema-iceberg", "jsonSchema", table).await?;
+    produce_json_schema(
+        &s.env,
+        &s.env.registry_url,
+        &s.topic.name,
+        &order_json_schema(),
+        0..RECORDS,
+    )?;
+    let _ingester = s.start()?;
+    let reader = format!("{SUMMARY}{ICEBERG_READER}");
+    let ident = format!("{namespace}.orders");
+    let seen = s
+        .expect_all(|| {
+            let args = [
+                s.env.iceberg_rest_uri.as_str(),
+                &s.env.s3_endpoint,
+                &s.env.s3_access_key,
+                &s.env.s3_secret_key,
+                &ident,
+            ];
+            let out = python(&s.env, &reader, &args).ok()?;
+            serde_json::from_str(out.trim()).ok()
+        })
+        .await;
+    let types = &seen["types"];
+    for (column, iceberg_type) in [
+        ("id", "long"),
+        ("at", "timestamptz"),
+        ("day", "date"),
+        ("price", "double"),
+        ("tags", "list<string>"),
+        ("attrs", "map<string, long>"),
+        ("note", "string"),
+    ] {
+        assert_eq!(types[column], iceberg_type, "column {column}: {types}");
+    }
+    assert!(
+        types["address"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("struct<"),
+        "{types}"
+    );
+    assert_eq!(seen["nullable"]["id"], json!(false), "{seen}");
+    assert_json_record_seven(&seen);
+    Ok(())
+}
+
+/// Record 7 of the Protobuf orders as the readers print it.
+fn assert_proto_record_seven(seen: &Value) {
+    let seven = &seen["seven"];
+    assert_eq!(seven["name"], "n7");
+    assert_eq!(seven["at"], "2026-01-01 00:00:07.000007+00:00", "{seven}");
+    assert_eq!(seven["kind"], "PAID", "enums are their value names");
+    assert_eq!(seven["tags"], json!(["t2", "x"]));
+    assert_eq!(
+        seven["address"],
+        json!({"street": "s7", "zip": 10007}),
+        "the wrapper is its value"
+    );
+    assert_eq!(seven["note"], Value::Null, "an unset optional is null");
+    assert_eq!(seven["price"], json!(7.25));
+    assert_eq!(
+        seven["big"], "9223372036854775815",
+        "uint64 beyond long, exactly"
+    );
+    assert_eq!(seven["small"], json!(-7));
+    let mut attrs: Vec<(String, i64)> =
+        serde_json::from_value(seven["attrs"].clone()).unwrap_or_default();
+    attrs.sort();
+    assert_eq!(attrs, [("qty".into(), 0), ("rank".into(), 7)], "{seven}");
+}
+
+#[tokio::test]
+async fn protobuf_from_the_confluent_serializer_into_delta_with_its_types() -> anyhow::Result<()> {
+    let location = std::env::temp_dir().join(unique("kt-protobuf-delta"));
+    let s = Setup::with_format(
+        "protobuf-delta",
+        "protobuf",
+        json!({"format": "delta", "location": format!("file://{}", location.display())}),
+    )
+    .await?;
+    produce_protobuf(&s.env, &s.env.registry_url, &s.topic.name, 0..RECORDS)?;
+    let _ingester = s.start()?;
+    let reader = format!("{SUMMARY}{DELTA_READER}");
+    let path = location.display().to_string();
+    let seen = s
+        .expect_all(|| {
+            let out = python(&s.env, &reader, &[&path]).ok()?;
+            serde_json::from_str(out.trim()).ok()
+        })
+        .await;
+    let types = &seen["types"];
+    for (column, delta_type) in [
+        ("id", "long"),
+        ("name", "string"),
+        ("at", "timestamp"),
+        ("kind", "string"),
+        ("note", "string"),
+        ("price", "double"),
+        ("big", "decimal(20,0)"),
+        ("small", "integer"),
+    ] {
+        assert_eq!(types[column], delta_type, "column {column}: {types}");
+    }
+    assert_eq!(types["tags"]["elementType"], "string", "{types}");
+    assert_eq!(
+        (&types["attrs"]["keyType"], &types["attrs"]["valueType"]),
+        (&json!("string"), &json!("long"))
+    );
+    assert_eq!(types["address"]["type"], "struct", "{types}");
+    let nullable = &seen["nullable"];
+    assert_eq!(
+        (&nullable["id"], &nullable["at"], &nullable["note"]),
+        (&json!(false), &json!(true), &json!(true)),
+        "nullable exactly where Protobuf tracks presence"
+    );
+    assert_proto_record_seven(&seen);
+    Ok(())
+}
+
+#[tokio::test]
+async fn protobuf_from_the_confluent_serializer_into_iceberg_with_its_types() -> anyhow::Result<()>
+{
+    let env = TestEnv::load()?;
+    let namespace = unique("protobuf").replace('-', "_");
+    let table = json!({
+        "format": "iceberg",
+        "catalog": {"type": "rest", "uri": env.iceberg_rest_uri, "namespace": namespace, "table": "orders"},
+        "storage": {"endpoint": env.s3_endpoint, "region": "us-east-1", "pathStyle": true,
+                    "credentialsSecretRef": {"name": "s3"}},
+    });
+    let s = Setup::with_format("protobuf-iceberg", "protobuf", table).await?;
+    produce_protobuf(&s.env, &s.env.registry_url, &s.topic.name, 0..RECORDS)?;
+    let _ingester = s.start()?;
+    let reader = format!("{SUMMARY}{ICEBERG_READER}");
+    let ident = format!("{namespace}.orders");
+    let seen = s
+        .expect_all(|| {
+            let args = [
+                s.env.iceberg_rest_uri.as_str(),
+                &s.env.s3_endpoint,
+                &s.env.s3_access_key,
+                &s.env.s3_secret_key,
+                &ident,
+            ];
+            let out = python(&s.env, &reader, &args).ok()?;
+            serde_json::from_str(out.trim()).ok()
+        })
+        .await;
+    let types = &seen["types"];
+    for (column, iceberg_type) in [
+        ("id", "long"),
+        ("at", "timestamptz"),
+        ("kind", "string"),
+        ("price", "double"),
+        ("big", "decimal(20, 0)"),
+        ("small", "int"),
+        ("tags", "list<string>"),
+        ("attrs", "map<string, long>"),
+        ("note", "string"),
+    ] {
+        assert_eq!(types[column], iceberg_type, "column {column}: {types}");
+    }
+    assert!(
+        types["address"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("struct<"),
+        "{types}"
+    );
+    assert_eq!(seen["nullable"]["id"], json!(false), "{seen}");
+    assert_proto_record_seven(&seen);
+    Ok(())
+}
+
+/// The serializer of an evolution test, and its three schema versions: v1 the orders, v2 with
+/// two new optional fields (one of them a record), v3 v2 without the required field `name`.
+#[derive(Clone, Copy)]
+enum Serializer {
+    Avro,
+    JsonSchema,
+}
+
+impl Serializer {
+    /// How the ingester's messages name the schema language.
+    fn named(self) -> &'static str {
+        match self {
+            Self::Avro => "Avro",
+            Self::JsonSchema => "JSON",
+        }
+    }
+
+    fn schema(self, version: u8) -> String {
+        match self {
+            Self::Avro => {
+                let mut fields = order_fields();
+                if version >= 2 {
+                    fields.push(json!({"name": "qty", "type": ["null", "int"], "default": null}));
+                    fields.push(json!({"name": "shipping", "default": null, "type": ["null", {"type": "record",
+                        "name": "Shipping", "fields": [{"name": "carrier", "type": "string"}, {"name": "days", "type": "int"}]}]}));
+                }
+                if version >= 3 {
+                    fields.retain(|f| f["name"] != "name");
+                }
+                order_schema(&fields)
+            }
+            Self::JsonSchema => {
+                let mut schema: Value =
+                    serde_json::from_str(&order_json_schema()).unwrap_or_default();
+                if version >= 2 {
+                    schema["properties"]["qty"] = json!({"type": "integer"});
+                    schema["properties"]["shipping"] = json!({"type": "object",
+                        "required": ["carrier", "days"],
+                        "properties": {"carrier": {"type": "string"}, "days": {"type": "integer"}}});
+                }
+                if version >= 3 {
+                    if let Some(p) = schema["properties"].as_object_mut() {
+                        p.remove("name");
+                    }
+                    if let Some(r) = schema["required"].as_array_mut() {
+                        r.retain(|f| f != "name");
+                    }
+                }
+                schema.to_string()
+            }
+        }
+    }
+
+    fn produce(self, s: &Setup, version: u8, ids: std::ops::Range<usize>) -> anyhow::Result<()> {
+        let (env, topic, schema) = (&s.env, &s.topic.name, self.schema(version));
+        match self {
+            Self::Avro => produce_avro(env, &env.registry_url, topic, &schema, ids)?,
+            Self::JsonSchema => produce_json_schema(env, &env.registry_url, topic, &schema, ids)?,
+        }
+        Ok(())
+    }
+}
+
 /// v1 records, then (while the ingester runs) v2 records with two new optional fields, one of
 /// them a record: the table gains both columns, the v1 rows read null in them, and every
 /// record is there once. Then v3 drops a required field: the ingester stops, naming the field,
 /// v3's schema id and v2's, and commits nothing of v3. Returns what the reader saw at the end.
-async fn evolve(s: &Setup, read: impl Fn() -> Option<Value>) -> anyhow::Result<Value> {
+async fn evolve(
+    s: &Setup,
+    serializer: Serializer,
+    read: impl Fn() -> Option<Value>,
+) -> anyhow::Result<Value> {
     const V2_FROM: usize = RECORDS / 2;
-    let v1 = order_fields();
-    produce_avro(
-        &s.env,
-        &s.env.registry_url,
-        &s.topic.name,
-        &order_schema(&v1),
-        0..V2_FROM,
-    )?;
+    serializer.produce(s, 1, 0..V2_FROM)?;
     let mut ingester = s.start()?;
     eventually(&format!("{V2_FROM} v1 rows"), DEADLINE, || async {
         (read()?["rows"].as_u64()? as usize >= V2_FROM).then_some(())
     })
     .await;
-    let mut v2 = v1.clone();
-    v2.push(json!({"name": "qty", "type": ["null", "int"], "default": null}));
-    v2.push(json!({"name": "shipping", "default": null, "type": ["null", {"type": "record",
-        "name": "Shipping", "fields": [{"name": "carrier", "type": "string"}, {"name": "days", "type": "int"}]}]}));
-    produce_avro(
-        &s.env,
-        &s.env.registry_url,
-        &s.topic.name,
-        &order_schema(&v2),
-        V2_FROM..RECORDS,
-    )?;
+    serializer.produce(s, 2, V2_FROM..RECORDS)?;
     let seen = s.expect_all(&read).await;
     let added: Vec<(u64, Value, Value)> =
         serde_json::from_value(seen["added"].clone()).unwrap_or_default();
@@ -350,14 +668,7 @@ async fn evolve(s: &Setup, read: impl Fn() -> Option<Value>) -> anyhow::Result<V
     assert_eq!(seen["nullable"]["qty"], json!(true), "{seen}");
     assert_eq!(seen["nullable"]["shipping"], json!(true), "{seen}");
 
-    let v3: Vec<Value> = v2.into_iter().filter(|f| f["name"] != "name").collect();
-    produce_avro(
-        &s.env,
-        &s.env.registry_url,
-        &s.topic.name,
-        &order_schema(&v3),
-        RECORDS..RECORDS + 30,
-    )?;
+    serializer.produce(s, 3, RECORDS..RECORDS + 30)?;
     let ids = schema_ids(&s.env.registry_url, &format!("{}-value", s.topic.name)).await?;
     let [_, v2_id, v3_id] = ids[..] else {
         anyhow::bail!("three versions of the value schema: {ids:?}");
@@ -373,8 +684,9 @@ async fn evolve(s: &Setup, read: impl Fn() -> Option<Value>) -> anyhow::Result<V
         matches!(exit, Some(c) if c != 0),
         "the ingester stops:\n{log}"
     );
+    let language = serializer.named();
     let named = format!(
-        "field name is required by the table (as in Avro schema id {v2_id}), and Avro schema id {v3_id} does not have it"
+        "field name is required by the table (as in {language} schema id {v2_id}), and {language} schema id {v3_id} does not have it"
     );
     assert!(
         log.contains(&named) && log.contains(&s.topic.name),
@@ -415,7 +727,7 @@ async fn avro_schema_evolution_adds_columns_to_delta() -> anyhow::Result<()> {
     .await?;
     let reader = format!("{SUMMARY}{DELTA_READER}");
     let path = location.display().to_string();
-    let seen = evolve(&s, || {
+    let seen = evolve(&s, Serializer::Avro, || {
         let out = python(&s.env, &reader, &[&path]).ok()?;
         serde_json::from_str(out.trim()).ok()
     })
@@ -438,7 +750,7 @@ async fn avro_schema_evolution_adds_columns_to_iceberg() -> anyhow::Result<()> {
     let s = Setup::new("avro-evolve-iceberg", table).await?;
     let reader = format!("{SUMMARY}{ICEBERG_READER}");
     let ident = format!("{namespace}.orders");
-    let seen = evolve(&s, || {
+    let seen = evolve(&s, Serializer::Avro, || {
         let args = [
             s.env.iceberg_rest_uri.as_str(),
             &s.env.s3_endpoint,
@@ -456,5 +768,26 @@ async fn avro_schema_evolution_adds_columns_to_iceberg() -> anyhow::Result<()> {
         shipping.starts_with("struct<") && shipping.contains("carrier"),
         "{shipping}"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn json_schema_evolution_adds_columns_to_delta() -> anyhow::Result<()> {
+    let location = std::env::temp_dir().join(unique("kt-jsonschema-evolve"));
+    let s = Setup::with_format(
+        "jsonschema-evolve-delta",
+        "jsonSchema",
+        json!({"format": "delta", "location": format!("file://{}", location.display())}),
+    )
+    .await?;
+    let reader = format!("{SUMMARY}{DELTA_READER}");
+    let path = location.display().to_string();
+    let seen = evolve(&s, Serializer::JsonSchema, || {
+        let out = python(&s.env, &reader, &[&path]).ok()?;
+        serde_json::from_str(out.trim()).ok()
+    })
+    .await?;
+    assert_eq!(seen["types"]["qty"], "long", "{seen}");
+    assert_eq!(seen["types"]["shipping"]["type"], "struct", "{seen}");
     Ok(())
 }

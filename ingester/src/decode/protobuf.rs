@@ -1,0 +1,1190 @@
+//! Protobuf values in the Confluent wire format (magic byte 0, the 4-byte schema id, the
+//! message-index path of the message type within the schema, the message), decoded into Arrow
+//! column builders as they arrive.
+//!
+//! A registry holds a Protobuf schema as `.proto` text (Confluent's Java serializers) or as a
+//! base64 `FileDescriptorProto` (its Python serializer); both are compiled into descriptors
+//! (protox, with the well-known types and the schemas it references), and each message is
+//! decoded by prost-reflect and appended to the columns of its type. A chunk may hold records of
+//! several writer schemas or message types: each decodes into its own run, conformed to the
+//! value schema and interleaved back into offset order, as for Avro.
+//!
+//! Type mapping: `double`, `float`, `bool`, `string` and `bytes` as themselves; `int32`,
+//! `sint32`, `sfixed32` as int; `int64`, `sint64`, `sfixed64` and `uint32`, `fixed32` as long;
+//! `uint64`, `fixed64` as decimal(20, 0) (every value fits); enums as their value names; messages
+//! as structs; repeated fields as lists; maps as maps; `google.protobuf.Timestamp` as a UTC
+//! timestamp in microseconds (a value with nanoseconds below that is refused, never truncated);
+//! the wrappers (`google.protobuf.Int64Value`, ...) as a nullable column of their type;
+//! `google.protobuf.Duration` as its struct of seconds and nanos. A field is nullable when
+//! Protobuf tracks its presence (a message, a `optional` or `oneof` member, proto2 `optional`);
+//! other proto3 scalars are never null (absent means the default, as Protobuf reads them).
+//! `google.protobuf.Struct` / `Value` / `ListValue`, messages without fields and recursive
+//! messages have no column type: refused when the schema is first read, naming the field.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{
+    ArrayRef, BinaryBuilder, BooleanBuilder, Decimal128Builder, Float32Builder, Float64Builder,
+    Int32Builder, Int64Builder, ListArray, MapArray, RecordBatch, StringBuilder, StructArray,
+    TimestampMicrosecondBuilder,
+};
+use arrow::buffer::{NullBuffer, OffsetBuffer};
+use arrow::datatypes::{DataType, Field, FieldRef, Fields, Schema, SchemaRef, TimeUnit};
+use base64::Engine as _;
+use prost_reflect::{
+    DescriptorPool, DynamicMessage, EnumDescriptor, FieldDescriptor, FileDescriptor, Kind,
+    MessageDescriptor, Value,
+};
+use protox::file::{ChainFileResolver, File, FileResolver, GoogleFileResolver};
+
+use super::writers::{self, Row};
+use super::{Bad, Decoder, Refusal};
+use crate::registry::{self, Registry, SchemaKind};
+
+/// References nested deeper than this are taken for a cycle.
+const MAX_DEPTH: usize = 32;
+/// What `uint64` and `fixed64` go into: every value fits.
+const UINT64_DECIMAL: DataType = DataType::Decimal128(20, 0);
+
+/// A writer's message type: its descriptor and the Arrow schema its values decode to.
+struct Writer {
+    id: u32,
+    /// The message-index path of the type within the schema.
+    path: Vec<i32>,
+    message: MessageDescriptor,
+    arrow: SchemaRef,
+}
+
+/// A message type of a schema: the schema id and the message-index path.
+type MessageKey = (u32, Vec<i32>);
+
+/// What the Protobuf decoders of every partition share: the registry client, the schemas read
+/// from it (compiled), and the message types used so far.
+pub struct ProtobufContext {
+    registry: Option<Arc<Registry>>,
+    files: Mutex<HashMap<u32, FileDescriptor>>,
+    writers: Mutex<HashMap<MessageKey, Arc<Writer>>>,
+}
+
+impl ProtobufContext {
+    pub fn new(registry: Option<Arc<Registry>>) -> Arc<Self> {
+        Arc::new(Self {
+            registry,
+            files: Mutex::new(HashMap::new()),
+            writers: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Makes `schema` (with its references) the writer schema of id `id`.
+    pub fn insert(&self, id: u32, schema: &registry::Schema) -> Result<(), String> {
+        let file = compile(id, schema).map_err(|e| format!("Protobuf schema id {id}: {e}"))?;
+        lock(&self.files).insert(id, file);
+        Ok(())
+    }
+
+    /// The message type at `path` of schema `id`: None when the schema is not known yet.
+    fn writer(&self, id: u32, path: &[i32]) -> Option<Result<Arc<Writer>, String>> {
+        if let Some(writer) = lock(&self.writers).get(&(id, path.to_vec())) {
+            return Some(Ok(writer.clone()));
+        }
+        let file = lock(&self.files).get(&id)?.clone();
+        Some(self.new_writer(id, &file, path))
+    }
+
+    fn new_writer(
+        &self,
+        id: u32,
+        file: &FileDescriptor,
+        path: &[i32],
+    ) -> Result<Arc<Writer>, String> {
+        let message = message_at(file, path).ok_or_else(|| {
+            format!("Protobuf schema id {id} has no message at index path {path:?}")
+        })?;
+        let arrow = Arc::new(message_schema(&message).map_err(|e| {
+            format!(
+                "message {} of Protobuf schema id {id}: {e}",
+                message.full_name()
+            )
+        })?);
+        let writer = Arc::new(Writer {
+            id,
+            path: path.to_vec(),
+            message,
+            arrow,
+        });
+        lock(&self.writers).insert((id, path.to_vec()), writer.clone());
+        Ok(writer)
+    }
+
+    /// Another writer schema whose field has the table's `column` type (see
+    /// [`super::compatible_other`]).
+    fn compatible_other(&self, id: u32, column: &Field, used: &[u32]) -> Option<u32> {
+        let writers = lock(&self.writers);
+        let known = writers.values().map(|w| (w.id, w.arrow.as_ref()));
+        super::compatible_other(known, id, column, used)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The files of a schema and its references, by import name, for the compiler.
+struct Sources(HashMap<String, File>);
+
+impl FileResolver for Sources {
+    fn open_file(&self, name: &str) -> Result<File, protox::Error> {
+        self.0
+            .get(name)
+            .cloned()
+            .ok_or_else(|| protox::Error::file_not_found(name))
+    }
+}
+
+/// One schema file: `.proto` text, or a base64 `FileDescriptorProto`.
+fn source_file(name: &str, text: &str) -> Result<File, String> {
+    match File::from_source(name, text) {
+        Ok(file) => Ok(file),
+        Err(parse) => {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(text.trim())
+                .map_err(|_| {
+                    format!("{name} is neither .proto text ({parse}) nor a base64 descriptor")
+                })?;
+            File::decode_file_descriptor_proto(bytes.as_slice()).map_err(|e| {
+                format!("{name}: a base64 value that is not a FileDescriptorProto: {e}")
+            })
+        }
+    }
+}
+
+/// Adds the files `schema` references, by their import names, nested references included.
+fn add_references(
+    schema: &registry::Schema,
+    sources: &mut HashMap<String, File>,
+    depth: usize,
+) -> Result<(), String> {
+    if depth > MAX_DEPTH {
+        return Err("its references nest deeper than 32 (a cycle?)".into());
+    }
+    for reference in &schema.references {
+        let file = source_file(&reference.name, &reference.schema.text).map_err(|e| {
+            format!(
+                "reference {} ({} version {}): {e}",
+                reference.name, reference.subject, reference.version
+            )
+        })?;
+        sources.insert(reference.name.clone(), file);
+        add_references(&reference.schema, sources, depth + 1)?;
+    }
+    Ok(())
+}
+
+/// The schema's file compiled with its imports: references and the well-known types.
+fn compile(id: u32, schema: &registry::Schema) -> Result<FileDescriptor, String> {
+    let mut sources = HashMap::new();
+    add_references(schema, &mut sources, 0)?;
+    let main = source_file(&format!("kafkatable-schema-{id}.proto"), &schema.text)?;
+    // A descriptor names itself; text gets the name above.
+    let name = main.name().to_string();
+    sources.insert(name.clone(), main);
+    let mut resolver = ChainFileResolver::new();
+    resolver.add(Sources(sources));
+    resolver.add(GoogleFileResolver::new());
+    let mut compiler = protox::Compiler::with_file_resolver(resolver);
+    compiler.include_imports(true);
+    compiler.open_file(&name).map_err(|e| e.to_string())?;
+    let pool: DescriptorPool = compiler.descriptor_pool();
+    pool.get_file_by_name(&name)
+        .ok_or_else(|| format!("{name} is not in the compiled schema"))
+}
+
+/// The message at a Confluent message-index path: the top-level message at the first index,
+/// then nested messages.
+fn message_at(file: &FileDescriptor, path: &[i32]) -> Option<MessageDescriptor> {
+    let (first, rest) = path.split_first()?;
+    let mut message = file.messages().nth(usize::try_from(*first).ok()?)?;
+    for index in rest {
+        let nested = message
+            .child_messages()
+            .nth(usize::try_from(*index).ok()?)?;
+        message = nested;
+    }
+    Some(message)
+}
+
+/// The value columns of a message type.
+fn message_schema(message: &MessageDescriptor) -> Result<Schema, String> {
+    let fields = message_fields(message, "", &[])?;
+    Ok(Schema::new(fields))
+}
+
+/// The columns of a message's fields; `outer` are the messages it is nested in, to find a
+/// message that contains itself.
+fn message_fields(
+    message: &MessageDescriptor,
+    path: &str,
+    outer: &[&str],
+) -> Result<Fields, String> {
+    if outer.contains(&message.full_name()) {
+        return Err(format!(
+            "field {path}: message {} contains itself, and a recursive message has no column type",
+            message.full_name()
+        ));
+    }
+    let outer: Vec<&str> = outer.iter().copied().chain([message.full_name()]).collect();
+    if message.fields().len() == 0 {
+        return Err(format!(
+            "{}: message {} has no fields, and a struct column needs one",
+            at(path),
+            message.full_name()
+        ));
+    }
+    message
+        .fields()
+        .map(|field| {
+            let path = child(path, field.name());
+            let (data_type, nullable) = field_type(&field, &path, &outer)?;
+            Ok(Field::new(field.name(), data_type, nullable))
+        })
+        .collect()
+}
+
+fn at(path: &str) -> String {
+    if path.is_empty() {
+        "the message".to_string()
+    } else {
+        format!("field {path}")
+    }
+}
+
+fn child(path: &str, name: &str) -> String {
+    if path.is_empty() {
+        name.to_string()
+    } else {
+        format!("{path}.{name}")
+    }
+}
+
+/// A field's column type, and whether it may be null.
+fn field_type(
+    field: &FieldDescriptor,
+    path: &str,
+    outer: &[&str],
+) -> Result<(DataType, bool), String> {
+    if field.is_map() {
+        let Kind::Message(entry) = field.kind() else {
+            return Err(format!("field {path}: a map without an entry message"));
+        };
+        let (key, _) = kind_type(&entry.map_entry_key_field().kind(), path, outer)?;
+        let value_field = entry.map_entry_value_field();
+        let (value, _) = kind_type(&value_field.kind(), &child(path, "value"), outer)?;
+        let value_nullable = matches!(value_field.kind(), Kind::Message(_));
+        return Ok((
+            DataType::Map(map_entries(key, value, value_nullable), false),
+            false,
+        ));
+    }
+    let (data_type, wrapper) = kind_type(&field.kind(), path, outer)?;
+    if field.is_list() {
+        return Ok((
+            DataType::List(Arc::new(Field::new("item", data_type, wrapper))),
+            false,
+        ));
+    }
+    Ok((data_type, field.supports_presence() || wrapper))
+}
+
+fn map_entries(key: DataType, value: DataType, value_nullable: bool) -> FieldRef {
+    Arc::new(Field::new(
+        "entries",
+        DataType::Struct(Fields::from(vec![
+            Field::new("key", key, false),
+            Field::new("value", value, value_nullable),
+        ])),
+        false,
+    ))
+}
+
+/// The column type of a Protobuf type, and whether it is a wrapper (nullable by nature).
+fn kind_type(kind: &Kind, path: &str, outer: &[&str]) -> Result<(DataType, bool), String> {
+    Ok(match kind {
+        Kind::Double => (DataType::Float64, false),
+        Kind::Float => (DataType::Float32, false),
+        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => (DataType::Int32, false),
+        Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 | Kind::Uint32 | Kind::Fixed32 => {
+            (DataType::Int64, false)
+        }
+        Kind::Uint64 | Kind::Fixed64 => (UINT64_DECIMAL, false),
+        Kind::Bool => (DataType::Boolean, false),
+        Kind::String => (DataType::Utf8, false),
+        Kind::Bytes => (DataType::Binary, false),
+        Kind::Enum(_) => (DataType::Utf8, false),
+        Kind::Message(message) => match message.full_name() {
+            "google.protobuf.Timestamp" => (
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                false,
+            ),
+            "google.protobuf.Struct" | "google.protobuf.Value" | "google.protobuf.ListValue" => {
+                return Err(format!(
+                    "field {path}: {} (a dynamic JSON value) has no column type",
+                    message.full_name()
+                ));
+            }
+            name if is_wrapper(name) => {
+                let inner = message
+                    .get_field(1)
+                    .ok_or_else(|| format!("field {path}: {name} without a value field"))?;
+                (kind_type(&inner.kind(), path, outer)?.0, true)
+            }
+            _ => (
+                DataType::Struct(message_fields(message, path, outer)?),
+                false,
+            ),
+        },
+    })
+}
+
+fn is_wrapper(name: &str) -> bool {
+    matches!(
+        name,
+        "google.protobuf.DoubleValue"
+            | "google.protobuf.FloatValue"
+            | "google.protobuf.Int64Value"
+            | "google.protobuf.UInt64Value"
+            | "google.protobuf.Int32Value"
+            | "google.protobuf.UInt32Value"
+            | "google.protobuf.BoolValue"
+            | "google.protobuf.StringValue"
+            | "google.protobuf.BytesValue"
+    )
+}
+
+/// One column's values as they are decoded.
+enum Column {
+    Bool(BooleanBuilder),
+    Int32(Int32Builder),
+    Int64(Int64Builder),
+    UInt64(Decimal128Builder),
+    Float32(Float32Builder),
+    Float64(Float64Builder),
+    Utf8(StringBuilder),
+    Binary(BinaryBuilder),
+    Enum(StringBuilder, EnumDescriptor),
+    Timestamp(TimestampMicrosecondBuilder),
+    /// A wrapper message: its value, or null.
+    Wrapper(Box<Column>),
+    Struct(Box<MessageColumns>),
+    List {
+        item: Box<Column>,
+        field: FieldRef,
+        offsets: Vec<i32>,
+    },
+    Map {
+        key: Box<Column>,
+        value: Box<Column>,
+        entries: FieldRef,
+        offsets: Vec<i32>,
+    },
+}
+
+/// The columns of one message type's fields, and (nested) which rows are null.
+struct MessageColumns {
+    fields: Vec<(FieldDescriptor, Column)>,
+    arrow: Fields,
+    valid: Vec<bool>,
+}
+
+impl MessageColumns {
+    fn new(message: &MessageDescriptor, arrow: &Fields) -> Self {
+        let fields = message
+            .fields()
+            .zip(arrow.iter())
+            .map(|(field, column)| {
+                let built = Column::for_field(&field, column.data_type());
+                (field, built)
+            })
+            .collect();
+        Self {
+            fields,
+            arrow: arrow.clone(),
+            valid: Vec::new(),
+        }
+    }
+
+    /// Refuses what a message holds that its columns cannot take exactly.
+    fn check(&self, message: &DynamicMessage, path: &str) -> Result<(), String> {
+        for (field, column) in &self.fields {
+            if let Some(value) = field_value(message, field) {
+                column.check(&value, &child(path, field.name()))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn append(&mut self, message: &DynamicMessage) {
+        for (field, column) in &mut self.fields {
+            match field_value(message, field) {
+                Some(value) => column.append(&value),
+                None => column.append_null(),
+            }
+        }
+        self.valid.push(true);
+    }
+
+    fn append_null(&mut self) {
+        for (_, column) in &mut self.fields {
+            column.append_null();
+        }
+        self.valid.push(false);
+    }
+
+    fn finish_columns(&mut self) -> Vec<ArrayRef> {
+        self.valid.clear();
+        self.fields.iter_mut().map(|(_, c)| c.finish()).collect()
+    }
+
+    fn finish_struct(&mut self) -> ArrayRef {
+        let nulls = NullBuffer::from(std::mem::take(&mut self.valid));
+        let columns = self.fields.iter_mut().map(|(_, c)| c.finish()).collect();
+        Arc::new(StructArray::new(self.arrow.clone(), columns, Some(nulls)))
+    }
+}
+
+/// A field's value, None when Protobuf tracks its presence and it is absent.
+fn field_value<'a>(
+    message: &'a DynamicMessage,
+    field: &FieldDescriptor,
+) -> Option<std::borrow::Cow<'a, Value>> {
+    if !field.is_list() && !field.is_map() && field.supports_presence() && !message.has_field(field)
+    {
+        return None;
+    }
+    Some(message.get_field(field))
+}
+
+impl Column {
+    fn for_field(field: &FieldDescriptor, data_type: &DataType) -> Self {
+        if field.is_map() {
+            let (DataType::Map(entries, _), Kind::Message(entry)) = (data_type, field.kind())
+            else {
+                unreachable!("a map field has a map type")
+            };
+            let DataType::Struct(kv) = entries.data_type() else {
+                unreachable!("map entries are a struct")
+            };
+            return Self::Map {
+                key: Box::new(Self::for_kind(
+                    &entry.map_entry_key_field().kind(),
+                    kv[0].data_type(),
+                )),
+                value: Box::new(Self::for_kind(
+                    &entry.map_entry_value_field().kind(),
+                    kv[1].data_type(),
+                )),
+                entries: entries.clone(),
+                offsets: vec![0],
+            };
+        }
+        if field.is_list() {
+            let DataType::List(item) = data_type else {
+                unreachable!("a repeated field has a list type")
+            };
+            return Self::List {
+                item: Box::new(Self::for_kind(&field.kind(), item.data_type())),
+                field: item.clone(),
+                offsets: vec![0],
+            };
+        }
+        Self::for_kind(&field.kind(), data_type)
+    }
+
+    fn for_kind(kind: &Kind, data_type: &DataType) -> Self {
+        match kind {
+            Kind::Double => Self::Float64(Float64Builder::new()),
+            Kind::Float => Self::Float32(Float32Builder::new()),
+            Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => Self::Int32(Int32Builder::new()),
+            Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 | Kind::Uint32 | Kind::Fixed32 => {
+                Self::Int64(Int64Builder::new())
+            }
+            Kind::Uint64 | Kind::Fixed64 => {
+                Self::UInt64(Decimal128Builder::new().with_data_type(UINT64_DECIMAL))
+            }
+            Kind::Bool => Self::Bool(BooleanBuilder::new()),
+            Kind::String => Self::Utf8(StringBuilder::new()),
+            Kind::Bytes => Self::Binary(BinaryBuilder::new()),
+            Kind::Enum(e) => Self::Enum(StringBuilder::new(), e.clone()),
+            Kind::Message(message) => match message.full_name() {
+                "google.protobuf.Timestamp" => {
+                    Self::Timestamp(TimestampMicrosecondBuilder::new().with_timezone("UTC"))
+                }
+                name if is_wrapper(name) => {
+                    let inner = message.get_field(1).map(|f| f.kind()).unwrap_or(Kind::Bool);
+                    Self::Wrapper(Box::new(Self::for_kind(&inner, data_type)))
+                }
+                _ => {
+                    let DataType::Struct(fields) = data_type else {
+                        unreachable!("a message has a struct type")
+                    };
+                    Self::Struct(Box::new(MessageColumns::new(message, fields)))
+                }
+            },
+        }
+    }
+
+    /// Refuses a value the column cannot take exactly: an enum number without a name, a
+    /// timestamp finer than microseconds or out of range.
+    fn check(&self, value: &Value, path: &str) -> Result<(), String> {
+        match (self, value) {
+            (Self::Enum(_, e), Value::EnumNumber(n)) if e.get_value(*n).is_none() => Err(format!(
+                "field {path}: {n} is not a value of enum {}",
+                e.full_name()
+            )),
+            (Self::Timestamp(_), Value::Message(m)) => timestamp_micros(m)
+                .map(drop)
+                .map_err(|e| format!("field {path}: {e}")),
+            (Self::Wrapper(inner), Value::Message(m)) => match m.get_field_by_number(1) {
+                Some(v) => inner.check(&v, path),
+                None => Ok(()),
+            },
+            (Self::Struct(columns), Value::Message(m)) => columns.check(m, path),
+            (Self::List { item, .. }, Value::List(items)) => {
+                items.iter().try_for_each(|v| item.check(v, path))
+            }
+            (Self::Map { value: column, .. }, Value::Map(entries)) => {
+                entries.values().try_for_each(|v| column.check(v, path))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Appends a value [`Column::check`] accepted.
+    fn append(&mut self, value: &Value) {
+        match (self, value) {
+            (Self::Bool(b), Value::Bool(v)) => b.append_value(*v),
+            (Self::Int32(b), Value::I32(v)) => b.append_value(*v),
+            (Self::Int64(b), Value::I64(v)) => b.append_value(*v),
+            (Self::Int64(b), Value::U32(v)) => b.append_value(i64::from(*v)),
+            (Self::UInt64(b), Value::U64(v)) => b.append_value(i128::from(*v)),
+            (Self::Float32(b), Value::F32(v)) => b.append_value(*v),
+            (Self::Float64(b), Value::F64(v)) => b.append_value(*v),
+            (Self::Utf8(b), Value::String(v)) => b.append_value(v),
+            (Self::Binary(b), Value::Bytes(v)) => b.append_value(v),
+            (Self::Enum(b, e), Value::EnumNumber(n)) => match e.get_value(*n) {
+                Some(v) => b.append_value(v.name()),
+                None => b.append_null(),
+            },
+            (Self::Timestamp(b), Value::Message(m)) => b.append_option(timestamp_micros(m).ok()),
+            (Self::Wrapper(inner), Value::Message(m)) => match m.get_field_by_number(1) {
+                Some(v) => inner.append(&v),
+                None => inner.append_null(),
+            },
+            (Self::Struct(columns), Value::Message(m)) => columns.append(m),
+            (Self::List { item, offsets, .. }, Value::List(items)) => {
+                for v in items {
+                    item.append(v);
+                }
+                push_offset(offsets, items.len());
+            }
+            (
+                Self::Map {
+                    key,
+                    value: column,
+                    offsets,
+                    ..
+                },
+                Value::Map(entries),
+            ) => {
+                // In key order: the same map gives the same row.
+                let mut sorted: Vec<_> = entries.iter().collect();
+                sorted.sort_by(|a, b| a.0.cmp(b.0));
+                for (k, v) in &sorted {
+                    key.append(&map_key_value(k));
+                    column.append(v);
+                }
+                push_offset(offsets, sorted.len());
+            }
+            (column, _) => column.append_null(),
+        }
+    }
+
+    fn append_null(&mut self) {
+        match self {
+            Self::Bool(b) => b.append_null(),
+            Self::Int32(b) => b.append_null(),
+            Self::Int64(b) => b.append_null(),
+            Self::UInt64(b) => b.append_null(),
+            Self::Float32(b) => b.append_null(),
+            Self::Float64(b) => b.append_null(),
+            Self::Utf8(b) | Self::Enum(b, _) => b.append_null(),
+            Self::Binary(b) => b.append_null(),
+            Self::Timestamp(b) => b.append_null(),
+            Self::Wrapper(inner) => inner.append_null(),
+            Self::Struct(columns) => columns.append_null(),
+            // Under a null struct: an empty list or map (these columns are never null).
+            Self::List { offsets, .. } | Self::Map { offsets, .. } => push_offset(offsets, 0),
+        }
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            Self::Bool(b) => Arc::new(b.finish()),
+            Self::Int32(b) => Arc::new(b.finish()),
+            Self::Int64(b) => Arc::new(b.finish()),
+            Self::UInt64(b) => Arc::new(b.finish()),
+            Self::Float32(b) => Arc::new(b.finish()),
+            Self::Float64(b) => Arc::new(b.finish()),
+            Self::Utf8(b) | Self::Enum(b, _) => Arc::new(b.finish()),
+            Self::Binary(b) => Arc::new(b.finish()),
+            Self::Timestamp(b) => Arc::new(b.finish()),
+            Self::Wrapper(inner) => inner.finish(),
+            Self::Struct(columns) => columns.finish_struct(),
+            Self::List {
+                item,
+                field,
+                offsets,
+            } => {
+                let offsets = OffsetBuffer::new(std::mem::replace(offsets, vec![0]).into());
+                Arc::new(ListArray::new(field.clone(), offsets, item.finish(), None))
+            }
+            Self::Map {
+                key,
+                value,
+                entries,
+                offsets,
+            } => {
+                let offsets = OffsetBuffer::new(std::mem::replace(offsets, vec![0]).into());
+                let DataType::Struct(kv) = entries.data_type() else {
+                    unreachable!("map entries are a struct")
+                };
+                let pairs = StructArray::new(kv.clone(), vec![key.finish(), value.finish()], None);
+                Arc::new(MapArray::new(entries.clone(), offsets, pairs, None, false))
+            }
+        }
+    }
+}
+
+fn push_offset(offsets: &mut Vec<i32>, added: usize) {
+    let last = offsets.last().copied().unwrap_or(0);
+    offsets.push(last + i32::try_from(added).unwrap_or(i32::MAX));
+}
+
+fn map_key_value(key: &prost_reflect::MapKey) -> Value {
+    use prost_reflect::MapKey;
+    match key {
+        MapKey::Bool(v) => Value::Bool(*v),
+        MapKey::I32(v) => Value::I32(*v),
+        MapKey::I64(v) => Value::I64(*v),
+        MapKey::U32(v) => Value::U32(*v),
+        MapKey::U64(v) => Value::U64(*v),
+        MapKey::String(v) => Value::String(v.clone()),
+    }
+}
+
+/// A `google.protobuf.Timestamp` in microseconds, when it is a whole number of them.
+fn timestamp_micros(timestamp: &DynamicMessage) -> Result<i64, String> {
+    let seconds = match timestamp.get_field_by_number(1).as_deref() {
+        Some(Value::I64(s)) => *s,
+        _ => 0,
+    };
+    let nanos = match timestamp.get_field_by_number(2).as_deref() {
+        Some(Value::I32(n)) => *n,
+        _ => 0,
+    };
+    if nanos % 1000 != 0 {
+        return Err(format!(
+            "timestamp {seconds}.{nanos:09} s has nanoseconds, and the column holds microseconds"
+        ));
+    }
+    seconds
+        .checked_mul(1_000_000)
+        .and_then(|us| us.checked_add(i64::from(nanos / 1000)))
+        .ok_or_else(|| format!("timestamp {seconds} s is out of the column's range"))
+}
+
+/// The records of one message type of one writer schema in the chunk being made.
+struct Run {
+    writer: Arc<Writer>,
+    columns: MessageColumns,
+    /// Records appended to `columns` since they were last finished.
+    rows: usize,
+    /// What was finished into a batch but not yet taken (a chunk that failed stays).
+    batch: Option<RecordBatch>,
+    /// The first field of this writer that the value schema lacks: its records are refused
+    /// until the schema has it.
+    unknown: Option<String>,
+}
+
+impl Run {
+    fn new(writer: Arc<Writer>, target: Option<&SchemaRef>) -> Self {
+        let columns = MessageColumns::new(&writer.message, writer.arrow.fields());
+        let mut run = Self {
+            writer,
+            columns,
+            rows: 0,
+            batch: None,
+            unknown: None,
+        };
+        run.check_against(target);
+        run
+    }
+
+    fn check_against(&mut self, target: Option<&SchemaRef>) {
+        self.unknown = target.and_then(|t| super::unknown_field(&self.writer.arrow, t));
+    }
+
+    /// The run's records as one batch, kept until [`Run::taken`].
+    fn batch(&mut self) -> Result<RecordBatch, String> {
+        if self.rows > 0 || self.batch.is_none() {
+            let columns = self.columns.finish_columns();
+            let fresh = RecordBatch::try_new(self.writer.arrow.clone(), columns)
+                .map_err(|e| format!("Protobuf schema id {}: {e}", self.writer.id))?;
+            self.rows = 0;
+            let merged = match self.batch.take() {
+                Some(earlier) => {
+                    arrow::compute::concat_batches(&self.writer.arrow, [&earlier, &fresh])
+                        .map_err(|e| e.to_string())?
+                }
+                None => fresh,
+            };
+            self.batch = Some(merged);
+        }
+        Ok(self
+            .batch
+            .clone()
+            .unwrap_or_else(|| RecordBatch::new_empty(self.writer.arrow.clone())))
+    }
+
+    fn taken(&mut self) {
+        self.batch = None;
+    }
+}
+
+/// One partition's Protobuf records on their way to Arrow.
+pub struct ProtobufDecoder {
+    context: Arc<ProtobufContext>,
+    target: Option<SchemaRef>,
+    runs: Vec<Run>,
+    rows: Vec<Row>,
+}
+
+impl Decoder for ProtobufDecoder {
+    type Context = Arc<ProtobufContext>;
+
+    fn new(context: &Arc<ProtobufContext>) -> Self {
+        Self {
+            context: context.clone(),
+            target: None,
+            runs: Vec::new(),
+            rows: Vec::new(),
+        }
+    }
+
+    fn use_schema(&mut self, schema: Option<&SchemaRef>) {
+        self.target = schema.cloned();
+        for run in &mut self.runs {
+            run.check_against(schema);
+        }
+    }
+
+    fn push(&mut self, value: Option<&[u8]>) -> Result<(), Refusal> {
+        let Some(value) = value else {
+            self.rows.push(Row::Tombstone);
+            return Ok(());
+        };
+        let (id, rest) =
+            registry::split_wire(value).map_err(|e| Refusal::Invalid(e.to_string()))?;
+        let (path, body) = registry::protobuf_indexes(rest)
+            .map_err(|e| Refusal::Invalid(format!("Protobuf schema id {id}: {e}")))?;
+        let run = match self
+            .runs
+            .iter()
+            .position(|r| r.writer.id == id && r.writer.path == path)
+        {
+            Some(run) => run,
+            None => {
+                let writer = self
+                    .context
+                    .writer(id, &path)
+                    .ok_or(Refusal::NeedsLookup)??;
+                self.runs.push(Run::new(writer, self.target.as_ref()));
+                self.runs.len() - 1
+            }
+        };
+        let run_state = &mut self.runs[run];
+        if let Some(field) = &run_state.unknown {
+            return Err(Refusal::UnknownField(field.clone()));
+        }
+        let writer = &run_state.writer;
+        let message = DynamicMessage::decode(writer.message.clone(), body).map_err(|e| {
+            Refusal::Invalid(format!(
+                "not a {} of Protobuf schema id {id}: {e}",
+                writer.message.full_name()
+            ))
+        })?;
+        run_state.columns.check(&message, "").map_err(|e| {
+            Refusal::Invalid(format!(
+                "{e} (message {} of Protobuf schema id {id})",
+                writer.message.full_name()
+            ))
+        })?;
+        run_state.columns.append(&message);
+        let row = run_state.rows + run_state.batch.as_ref().map_or(0, RecordBatch::num_rows);
+        run_state.rows += 1;
+        self.rows.push(Row::Value { run, row });
+        Ok(())
+    }
+
+    async fn lookup(&mut self, value: &[u8]) -> Result<(), Refusal> {
+        let (id, _) = registry::split_wire(value).map_err(|e| Refusal::Invalid(e.to_string()))?;
+        let Some(registry) = &self.context.registry else {
+            return Err(Refusal::Invalid(format!(
+                "schema id {id} is not among the schemas given, and no registry is configured"
+            )));
+        };
+        // Retried while the registry does not answer; an answer that is not a schema is final.
+        let schema = registry
+            .by_id(id)
+            .await
+            .map_err(|e| Refusal::Invalid(format!("schema id {id}: {e}")))?;
+        if schema.kind != SchemaKind::Protobuf {
+            return Err(Refusal::Invalid(format!(
+                "schema id {id} is a {:?} schema, not Protobuf",
+                schema.kind
+            )));
+        }
+        self.context.insert(id, &schema).map_err(Refusal::Invalid)
+    }
+
+    fn infer(&self) -> Result<Schema, Bad> {
+        let mut writers = self.runs.iter().map(|r| r.writer.arrow.as_ref());
+        let first = writers
+            .next()
+            .ok_or_else(|| Bad::Chunk("no Protobuf record to take the schema from".into()))?;
+        Ok(writers.fold(first.clone(), |schema, writer| {
+            crate::schema::widen(&schema, writer, None)
+        }))
+    }
+
+    fn finish(&mut self, schema: &SchemaRef) -> Result<Vec<ArrayRef>, Bad> {
+        let used: Vec<u32> = self.runs.iter().map(|r| r.writer.id).collect();
+        let mut conformed = Vec::with_capacity(self.runs.len());
+        for (i, run) in self.runs.iter_mut().enumerate() {
+            let bad = |reason| Bad::Record {
+                index: writers::first_row(&self.rows, i),
+                reason,
+            };
+            let batch = run.batch().map_err(|e| bad(Refusal::Invalid(e)))?;
+            let id = run.writer.id;
+            writers::check(&run.writer.arrow, id, "Protobuf", schema, |column| {
+                self.context.compatible_other(id, column, &used)
+            })
+            .map_err(bad)?;
+            conformed.push(writers::conform(&batch, id, "Protobuf", schema).map_err(bad)?);
+        }
+        let rows = self.rows.len();
+        let columns = writers::assemble(conformed, &self.rows, schema).map_err(Bad::Chunk)?;
+        if let Some(got) = columns.first().map(|c| c.len())
+            && got != rows
+        {
+            return Err(Bad::Count {
+                expected: rows,
+                got,
+            });
+        }
+        for run in &mut self.runs {
+            run.taken();
+        }
+        self.rows.clear();
+        Ok(columns)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::Pending;
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{Decimal128Type, Int32Type, Int64Type, TimestampMicrosecondType};
+    use prost::Message as _;
+
+    const V1: &str = r#"
+        syntax = "proto3";
+        package shop;
+        import "google/protobuf/timestamp.proto";
+        import "google/protobuf/wrappers.proto";
+        message Order {
+            int64 id = 1;
+            string name = 2;
+            google.protobuf.Timestamp at = 3;
+            Kind kind = 4;
+            repeated string tags = 5;
+            map<string, int64> attrs = 6;
+            Address address = 7;
+            optional string note = 8;
+            google.protobuf.Int32Value rank = 9;
+            uint64 big = 10;
+            sint32 small = 11;
+            bytes blob = 12;
+            message Address { string street = 1; int32 zip = 2; }
+        }
+        enum Kind { NEW = 0; PAID = 1; }
+    "#;
+
+    fn schema(text: &str) -> registry::Schema {
+        registry::Schema {
+            kind: SchemaKind::Protobuf,
+            text: text.to_string(),
+            references: Vec::new(),
+        }
+    }
+
+    fn context() -> Arc<ProtobufContext> {
+        let context = ProtobufContext::new(None);
+        context.insert(1, &schema(V1)).expect("v1 compiles");
+        context
+    }
+
+    fn order_type(context: &ProtobufContext) -> MessageDescriptor {
+        let file = lock(&context.files).get(&1).cloned().expect("v1");
+        message_at(&file, &[0]).expect("Order")
+    }
+
+    /// An Order in the wire format (index path [0], written as the single byte 0).
+    fn order(context: &ProtobufContext, fill: impl FnOnce(&mut DynamicMessage)) -> Vec<u8> {
+        let mut message = DynamicMessage::new(order_type(context));
+        fill(&mut message);
+        let mut out = vec![0, 0, 0, 0, 1, 0];
+        out.extend_from_slice(&message.encode_to_vec());
+        out
+    }
+
+    fn set(message: &mut DynamicMessage, name: &str, value: Value) {
+        message.set_field_by_name(name, value);
+    }
+
+    fn timestamp(context: &ProtobufContext, seconds: i64, nanos: i32) -> Value {
+        let at = order_type(context).get_field_by_name("at").expect("at");
+        let Kind::Message(ts) = at.kind() else {
+            panic!("at is a message")
+        };
+        let mut m = DynamicMessage::new(ts);
+        m.set_field_by_name("seconds", Value::I64(seconds));
+        m.set_field_by_name("nanos", Value::I32(nanos));
+        Value::Message(m)
+    }
+
+    #[test]
+    fn types_and_nullability_follow_the_descriptor() {
+        let context = context();
+        let writer = context.writer(1, &[0]).expect("known").expect("Order");
+        let types: Vec<(String, String, bool)> = writer
+            .arrow
+            .fields()
+            .iter()
+            .map(|f| (f.name().clone(), f.data_type().to_string(), f.is_nullable()))
+            .collect();
+        let expected = [
+            ("id", "Int64", false),
+            ("name", "Utf8", false),
+            ("at", r#"Timestamp(µs, "UTC")"#, true),
+            ("kind", "Utf8", false),
+            ("note", "Utf8", true),
+            ("rank", "Int32", true),
+            ("big", "Decimal128(20, 0)", false),
+            ("small", "Int32", false),
+            ("blob", "Binary", false),
+        ];
+        for (name, data_type, nullable) in expected {
+            let found = types
+                .iter()
+                .find(|(n, ..)| n == name)
+                .unwrap_or_else(|| panic!("{name} in {types:?}"));
+            assert_eq!((found.1.as_str(), found.2), (data_type, nullable), "{name}");
+        }
+        let address = writer.arrow.field_with_name("address").expect("address");
+        assert!(address.is_nullable() && matches!(address.data_type(), DataType::Struct(_)));
+        assert!(matches!(
+            writer
+                .arrow
+                .field_with_name("tags")
+                .expect("tags")
+                .data_type(),
+            DataType::List(_)
+        ));
+        assert!(matches!(
+            writer
+                .arrow
+                .field_with_name("attrs")
+                .expect("attrs")
+                .data_type(),
+            DataType::Map(..)
+        ));
+    }
+
+    #[test]
+    fn messages_decode_into_their_columns() {
+        let context = context();
+        let address_type = match order_type(&context)
+            .get_field_by_name("address")
+            .map(|f| f.kind())
+        {
+            Some(Kind::Message(m)) => m,
+            other => panic!("{other:?}"),
+        };
+        let rank_type = match order_type(&context)
+            .get_field_by_name("rank")
+            .map(|f| f.kind())
+        {
+            Some(Kind::Message(m)) => m,
+            other => panic!("{other:?}"),
+        };
+        let first = order(&context, |m| {
+            set(m, "id", Value::I64(7));
+            set(m, "name", Value::String("n7".into()));
+            set(m, "at", timestamp(&context, 1_700_000_000, 123_000));
+            set(m, "kind", Value::EnumNumber(1));
+            set(
+                m,
+                "tags",
+                Value::List(vec![Value::String("a".into()), Value::String("b".into())]),
+            );
+            let mut attrs = HashMap::new();
+            attrs.insert(prost_reflect::MapKey::String("z".into()), Value::I64(2));
+            attrs.insert(prost_reflect::MapKey::String("a".into()), Value::I64(1));
+            set(m, "attrs", Value::Map(attrs));
+            let mut address = DynamicMessage::new(address_type.clone());
+            address.set_field_by_name("street", Value::String("s".into()));
+            set(m, "address", Value::Message(address));
+            let mut rank = DynamicMessage::new(rank_type.clone());
+            rank.set_field_by_name("value", Value::I32(3));
+            set(m, "rank", Value::Message(rank));
+            set(m, "big", Value::U64(u64::MAX));
+        });
+        // Everything absent: defaults for plain proto3 scalars, nulls where presence is tracked.
+        let second = order(&context, |_| {});
+        let mut p = Pending::<ProtobufDecoder>::new(&context, None);
+        p.push(Some(&first), None, 0, None).expect("first");
+        p.push(Some(&second), None, 1, None).expect("second");
+        let schema = Arc::new(p.infer("t", 0).expect("from the descriptor"));
+        let batch = p.finish(&schema, "t", 0, false).expect("decoded");
+        let column = |name: &str| batch.column(schema.index_of(name).expect("column")).clone();
+        let ids = column("id");
+        assert_eq!(
+            ids.as_primitive::<Int64Type>().values().to_vec(),
+            vec![7, 0]
+        );
+        let at = column("at");
+        assert_eq!(
+            at.as_primitive::<TimestampMicrosecondType>().value(0),
+            1_700_000_000_000_123
+        );
+        assert!(at.is_null(1), "an absent message is null");
+        assert_eq!(column("kind").as_string::<i32>().value(0), "PAID");
+        assert_eq!(
+            column("kind").as_string::<i32>().value(1),
+            "NEW",
+            "the default"
+        );
+        let rank = column("rank");
+        assert_eq!(rank.as_primitive::<Int32Type>().value(0), 3);
+        assert!(rank.is_null(1), "an absent wrapper is null");
+        assert!(column("note").is_null(0), "an absent optional is null");
+        assert_eq!(
+            column("big").as_primitive::<Decimal128Type>().value(0),
+            i128::from(u64::MAX)
+        );
+        let attrs = column("attrs");
+        let attrs = attrs.as_map();
+        let keys = attrs.keys().as_string::<i32>();
+        assert_eq!((keys.value(0), keys.value(1)), ("a", "z"), "in key order");
+        assert_eq!(attrs.value_length(1), 0, "an absent map is empty");
+        let address = column("address");
+        assert!(address.is_valid(0) && address.is_null(1));
+    }
+
+    #[test]
+    fn values_without_an_exact_column_value_are_refused_naming_the_field() {
+        let context = context();
+        let mut p = Pending::<ProtobufDecoder>::new(&context, None);
+        let fine = order(&context, |m| set(m, "id", Value::I64(1)));
+        p.push(Some(&fine), None, 0, None).expect("fine");
+        let nanos = order(&context, |m| set(m, "at", timestamp(&context, 1, 1)));
+        let refused = p
+            .push(Some(&nanos), None, 1, None)
+            .expect_err("nanoseconds");
+        let text = refused.into_error("t", 0).to_string();
+        assert!(
+            text.contains("field at") && text.contains("nanoseconds") && text.contains("offset 1"),
+            "{text}"
+        );
+        let unnamed = order(&context, |m| set(m, "kind", Value::EnumNumber(9)));
+        let text = p
+            .push(Some(&unnamed), None, 2, None)
+            .expect_err("enum 9")
+            .into_error("t", 0)
+            .to_string();
+        assert!(
+            text.contains("9 is not a value of enum shop.Kind"),
+            "{text}"
+        );
+        let mut broken = fine.clone();
+        broken.push(0xff);
+        let text = p
+            .push(Some(&broken), None, 3, None)
+            .expect_err("not a message")
+            .into_error("t", 0)
+            .to_string();
+        assert!(
+            text.contains("not a shop.Order of Protobuf schema id 1"),
+            "{text}"
+        );
+        let schema = Arc::new(p.infer("t", 0).expect("v1"));
+        let batch = p
+            .finish(&schema, "t", 0, false)
+            .expect("the record before them");
+        assert_eq!(batch.num_rows(), 1);
+    }
+
+    #[test]
+    fn a_base64_descriptor_as_the_python_serializer_registers_it_compiles_too() {
+        let file = lock(&context().files).get(&1).cloned().expect("v1");
+        let encoded = base64::engine::general_purpose::STANDARD
+            .encode(file.file_descriptor_proto().encode_to_vec());
+        let context = ProtobufContext::new(None);
+        context.insert(2, &schema(&encoded)).expect("a descriptor");
+        let writer = context.writer(2, &[0]).expect("known").expect("Order");
+        assert_eq!(writer.message.full_name(), "shop.Order");
+        // Nested types in descriptor order: the map's entry type (from the field before it),
+        // then Address.
+        let nested = context.writer(2, &[0, 1]).expect("known").expect("Address");
+        assert_eq!(nested.message.full_name(), "shop.Order.Address");
+    }
+
+    #[test]
+    fn types_without_a_column_are_refused_when_the_schema_is_read() {
+        let refused = |text: &str| {
+            let context = ProtobufContext::new(None);
+            context.insert(1, &schema(text)).expect("compiles");
+            match context.writer(1, &[0]).expect("known") {
+                Ok(_) => panic!("{text} has a column type"),
+                Err(e) => e,
+            }
+        };
+        let e = refused(r#"syntax = "proto3"; message N { int64 v = 1; N next = 2; }"#);
+        assert!(e.contains("recursive") && e.contains("next"), "{e}");
+        let e = refused(
+            r#"syntax = "proto3"; import "google/protobuf/struct.proto";
+               message S { google.protobuf.Struct doc = 1; }"#,
+        );
+        assert!(e.contains("field doc") && e.contains("dynamic JSON"), "{e}");
+        let context = ProtobufContext::new(None);
+        let e = context
+            .insert(1, &schema("message {"))
+            .expect_err("not a schema");
+        assert!(e.contains("Protobuf schema id 1"), "{e}");
+    }
+}
