@@ -243,7 +243,7 @@ from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf import timestamp_pb2, wrappers_pb2  # noqa: F401 (the pool needs them)
-bootstrap, registry, topic, first, count = sys.argv[1:6]
+bootstrap, registry, topic, first, count, text_id = sys.argv[1:7]
 first, count = int(first), int(count)
 F = descriptor_pb2.FieldDescriptorProto
 
@@ -287,8 +287,16 @@ pool.Add(file)
 Order = message_factory.GetMessageClass(pool.FindMessageTypeByName("shop.Order"))
 
 client = SchemaRegistryClient({"url": registry, "timeout": 15, "max.retries": 4})
-serialize = ProtobufSerializer(Order, client, {"use.deprecated.format": False})
-context = SerializationContext(topic, MessageField.VALUE)
+to_wire = ProtobufSerializer(Order, client, {"use.deprecated.format": False})
+if text_id == "-":
+    context = SerializationContext(topic, MessageField.VALUE)
+    serialize = to_wire
+else:
+    # The same message under the id of the same schema registered as .proto text (as Java
+    # serializers register it): the serializer writes it under a scratch subject, and the id
+    # in front is swapped.
+    context = SerializationContext(topic + "-scratch", MessageField.VALUE)
+    serialize = lambda m, c: b"\0" + int(text_id).to_bytes(4, "big") + to_wire(m, c)[5:]
 base = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 def record(i):
@@ -315,20 +323,78 @@ print(json.dumps({"produced": count}))
 "#;
 
 /// Produces Protobuf orders `ids` to `topic` (key: the id) with the Python
-/// `ProtobufSerializer`: see [`PROTO_PRODUCER`].
+/// `ProtobufSerializer` (see [`PROTO_PRODUCER`]); with `text_schema_id`, under the id of
+/// [`ORDER_PROTO`] registered as text.
 pub fn produce_protobuf(
     env: &TestEnv,
     registry_url: &str,
     topic: &str,
     ids: std::ops::Range<usize>,
+    text_schema_id: Option<u64>,
 ) -> Result<(), PythonError> {
     let (first, count) = (ids.start.to_string(), ids.len().to_string());
+    let text_id = text_schema_id.map_or_else(|| "-".to_string(), |id| id.to_string());
     let args = [
         env.kafka_bootstrap.as_str(),
         registry_url,
         topic,
         &first,
         &count,
+        &text_id,
     ];
     python(env, PROTO_PRODUCER, &args).map(drop)
+}
+
+/// The orders of [`PROTO_PRODUCER`] as `.proto` text.
+pub const ORDER_PROTO: &str = r#"syntax = "proto3";
+package shop;
+
+import "google/protobuf/timestamp.proto";
+import "google/protobuf/wrappers.proto";
+
+message Order {
+  int64 id = 1;
+  string name = 2;
+  google.protobuf.Timestamp at = 3;
+  Kind kind = 4;
+  repeated string tags = 5;
+  map<string, int64> attrs = 6;
+  Address address = 7;
+  optional string note = 8;
+  double price = 9;
+  uint64 big = 10;
+  sint32 small = 11;
+}
+
+message Address {
+  string street = 1;
+  google.protobuf.Int32Value zip = 2;
+}
+
+enum Kind {
+  NEW = 0;
+  PAID = 1;
+  SHIPPED = 2;
+}
+"#;
+
+/// Registers `schema` (of `schema_type`: AVRO, PROTOBUF, JSON) under `subject`, returning its id.
+pub async fn register(
+    registry_url: &str,
+    subject: &str,
+    schema_type: &str,
+    schema: &str,
+) -> anyhow::Result<u64> {
+    let answer: Value = reqwest::Client::new()
+        .post(format!("{registry_url}/subjects/{subject}/versions"))
+        .header("Content-Type", "application/vnd.schemaregistry.v1+json")
+        .json(&json!({"schemaType": schema_type, "schema": schema}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    answer["id"]
+        .as_u64()
+        .ok_or_else(|| anyhow::anyhow!("the registry answered {answer} for {subject}"))
 }

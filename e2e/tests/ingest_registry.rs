@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use kafkatable_e2e::avro::{
-    order_fields, order_json_schema, order_schema, produce_avro, produce_json_schema,
-    produce_protobuf,
+    ORDER_PROTO, order_fields, order_json_schema, order_schema, produce_avro, produce_json_schema,
+    produce_protobuf, register,
 };
 use kafkatable_e2e::env::TestEnv;
 use kafkatable_e2e::fixtures::{TestTopic, eventually, python, unique};
@@ -470,7 +470,7 @@ async fn protobuf_from_the_confluent_serializer_into_delta_with_its_types() -> a
         json!({"format": "delta", "location": format!("file://{}", location.display())}),
     )
     .await?;
-    produce_protobuf(&s.env, &s.env.registry_url, &s.topic.name, 0..RECORDS)?;
+    produce_protobuf(&s.env, &s.env.registry_url, &s.topic.name, 0..RECORDS, None)?;
     let _ingester = s.start()?;
     let reader = format!("{SUMMARY}{DELTA_READER}");
     let path = location.display().to_string();
@@ -521,7 +521,17 @@ async fn protobuf_from_the_confluent_serializer_into_iceberg_with_its_types() ->
                     "credentialsSecretRef": {"name": "s3"}},
     });
     let s = Setup::with_format("protobuf-iceberg", "protobuf", table).await?;
-    produce_protobuf(&s.env, &s.env.registry_url, &s.topic.name, 0..RECORDS)?;
+    // The schema as .proto text in the registry, as Java serializers register it (the Python
+    // one registers a base64 descriptor, as in the Delta test).
+    let subject = format!("{}-value", s.topic.name);
+    let id = register(&s.env.registry_url, &subject, "PROTOBUF", ORDER_PROTO).await?;
+    produce_protobuf(
+        &s.env,
+        &s.env.registry_url,
+        &s.topic.name,
+        0..RECORDS,
+        Some(id),
+    )?;
     let _ingester = s.start()?;
     let reader = format!("{SUMMARY}{ICEBERG_READER}");
     let ident = format!("{namespace}.orders");
