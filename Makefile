@@ -42,12 +42,12 @@ test: setup lint ## The whole suite: lint, unit tests, then integration tests on
 	$(TOOLS)/test.sh
 
 chaos: setup ## The exactly-once chaos tests with 300 kills and 12 broker/store/catalog crashes (CI runs 30 and 3)
-	$(TOOLS)/infra.sh up k8s kafka minio iceberg
+	$(TOOLS)/infra.sh up k8s kafka minio iceberg registry
 	KAFKATABLE_CHAOS_KILLS=$${KAFKATABLE_CHAOS_KILLS:-300} cargo test -p kafkatable-e2e --test chaos --locked -- --nocapture
 
 bench: setup ## Benchmarks on release builds: ingester rates, ratios, RSS, latency; operator reconcile time with 1,000 tables
 	cargo build --release --locked -p kafkatable-ingester -p kafkatable-operator
-	$(TOOLS)/infra.sh up k8s kafka minio iceberg
+	$(TOOLS)/infra.sh up k8s kafka minio iceberg registry
 	KAFKATABLE_INGESTER_BIN=$(CARGO_TARGET_DIR)/release/kafkatable-ingester cargo run -q --locked -p kafkatable-e2e --bin kafkatable-bench
 	KAFKATABLE_OPERATOR_BIN=$(CARGO_TARGET_DIR)/release/kafkatable-operator cargo run -q --locked -p kafkatable-e2e --bin kafkatable-operator-bench
 

@@ -4,7 +4,9 @@
 //! discard, Parquet encoding, and end-to-end ingestion into Delta Lake (1 s and 10 s commit
 //! intervals) and Iceberg (REST catalog), each the median of three runs; plus peak RSS against
 //! the bytes buffered for a commit, and produce-to-visible latency. It prints the ratios the
-//! targets are stated in and writes them as JSON.
+//! targets are stated in and writes them as JSON. The same logical records in Avro and
+//! Protobuf (Confluent wire format, schemas in the registry) run end to end into Delta and
+//! Iceberg too, against JSON's rates.
 //!
 //! With `KAFKATABLE_BENCH_BASELINE_BIN` set to another build of the ingester, it also compares
 //! the two in the same run: decode, encode and Delta ingestion (10 s commits) alternate between
@@ -47,6 +49,16 @@ async fn produce(
     count: usize,
     size: usize,
 ) -> anyhow::Result<Duration> {
+    produce_encoded(env, topic, count, |i| record(i, size).into_bytes()).await
+}
+
+/// Produces records `0..count`, each value made by `encode`.
+async fn produce_encoded(
+    env: &TestEnv,
+    topic: &str,
+    count: usize,
+    encode: impl Fn(usize) -> Vec<u8>,
+) -> anyhow::Result<Duration> {
     let producer: FutureProducer = kafka_config(env, false)
         .set("linger.ms", "20")
         .set("batch.size", "1000000")
@@ -56,7 +68,7 @@ async fn produce(
     for chunk in (0..count).collect::<Vec<_>>().chunks(5000) {
         let sends = chunk.iter().map(|&i| {
             let producer = producer.clone();
-            let payload = record(i, size);
+            let payload = encode(i);
             let key = format!("k{}", i % 10_000);
             async move {
                 producer
@@ -83,7 +95,20 @@ fn write_manifest(
     table: Value,
     interval: &str,
 ) -> anyhow::Result<PathBuf> {
-    let manifest = json!({
+    write_manifest_with(dir, name, env, topic, table, interval, &json!({}))
+}
+
+/// [`write_manifest`] with more `source` fields (a format and its registry).
+fn write_manifest_with(
+    dir: &Path,
+    name: &str,
+    env: &TestEnv,
+    topic: &str,
+    table: Value,
+    interval: &str,
+    source: &Value,
+) -> anyhow::Result<PathBuf> {
+    let mut manifest = json!({
         "apiVersion": "kafkatable.io/v1alpha1",
         "kind": "KafkaTable",
         "metadata": {"name": name, "namespace": "bench"},
@@ -93,9 +118,127 @@ fn write_manifest(
             "commit": {"interval": interval, "maxRecords": 5_000_000, "maxBytes": "1Gi"},
         },
     });
+    if let (Some(extra), Some(into)) = (
+        source.as_object(),
+        manifest["spec"]["source"].as_object_mut(),
+    ) {
+        into.extend(extra.clone());
+    }
     let path = dir.join(format!("{name}.yaml"));
     std::fs::write(&path, serde_yaml::to_string(&manifest)?)?;
     Ok(path)
+}
+
+/// The registry formats measured against JSON on the same logical records.
+#[derive(Clone, Copy)]
+enum Registered {
+    Avro,
+    Protobuf,
+}
+
+impl Registered {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Avro => "avro",
+            Self::Protobuf => "protobuf",
+        }
+    }
+
+    /// The schema of [`record`]'s fields, and its registry type.
+    fn schema(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Avro => (
+                "AVRO",
+                r#"{"type":"record","name":"Event","namespace":"bench","fields":[
+                    {"name":"id","type":"long"},{"name":"user","type":"string"},
+                    {"name":"event","type":"string"},{"name":"ts","type":"long"},
+                    {"name":"amount","type":"double"},{"name":"ok","type":"boolean"},
+                    {"name":"pad","type":"string"}]}"#,
+            ),
+            Self::Protobuf => (
+                "PROTOBUF",
+                r#"syntax = "proto3";
+package bench;
+message Event {
+  int64 id = 1;
+  string user = 2;
+  string event = 3;
+  int64 ts = 4;
+  double amount = 5;
+  bool ok = 6;
+  string pad = 7;
+}
+"#,
+            ),
+        }
+    }
+
+    /// [`record`] `i` in this format's Confluent wire format under schema `id`.
+    fn encode(self, i: usize, size: usize, id: u32) -> Vec<u8> {
+        let v: Value = serde_json::from_str(&record(i, size)).unwrap_or_default();
+        let long = |k: &str| v[k].as_i64().unwrap_or_default();
+        let text = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+        let mut out = vec![0];
+        out.extend_from_slice(&id.to_be_bytes());
+        match self {
+            Self::Avro => {
+                let zigzag = |out: &mut Vec<u8>, n: i64| varint(out, ((n << 1) ^ (n >> 63)) as u64);
+                let string = |out: &mut Vec<u8>, s: &str| {
+                    zigzag(out, s.len() as i64);
+                    out.extend_from_slice(s.as_bytes());
+                };
+                zigzag(&mut out, long("id"));
+                string(&mut out, &text("user"));
+                string(&mut out, &text("event"));
+                zigzag(&mut out, long("ts"));
+                out.extend_from_slice(&v["amount"].as_f64().unwrap_or_default().to_le_bytes());
+                out.push(u8::from(v["ok"].as_bool().unwrap_or_default()));
+                string(&mut out, &text("pad"));
+            }
+            Self::Protobuf => {
+                // The message-index path [0] (the first message), written as a single 0.
+                out.push(0);
+                // proto3 leaves default values out.
+                let int = |out: &mut Vec<u8>, field: u64, n: i64| {
+                    if n != 0 {
+                        varint(out, field << 3);
+                        varint(out, n as u64);
+                    }
+                };
+                let string = |out: &mut Vec<u8>, field: u64, s: &str| {
+                    if !s.is_empty() {
+                        varint(out, (field << 3) | 2);
+                        varint(out, s.len() as u64);
+                        out.extend_from_slice(s.as_bytes());
+                    }
+                };
+                int(&mut out, 1, long("id"));
+                string(&mut out, 2, &text("user"));
+                string(&mut out, 3, &text("event"));
+                int(&mut out, 4, long("ts"));
+                let amount = v["amount"].as_f64().unwrap_or_default();
+                if amount != 0.0 {
+                    varint(&mut out, (5 << 3) | 1);
+                    out.extend_from_slice(&amount.to_le_bytes());
+                }
+                int(
+                    &mut out,
+                    6,
+                    i64::from(v["ok"].as_bool().unwrap_or_default()),
+                );
+                string(&mut out, 7, &text("pad"));
+            }
+        }
+        out
+    }
+}
+
+fn varint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
 }
 
 /// The CPU time of one drain is short (tenths of a second at 10 ms clock ticks), so each is run
@@ -536,8 +679,62 @@ async fn main() -> anyhow::Result<()> {
             seconds(&delta1["latency_seconds"]),
             seconds(&delta10["latency_seconds"])
         );
+        // The same logical records in Avro and Protobuf, end to end, against JSON's rates.
+        let mut formats = json!({});
+        for format in [Registered::Avro, Registered::Protobuf] {
+            let name = format.name();
+            let topic = TestTopic::create(&env, &format!("bench{size}-{name}"), PARTITIONS).await?;
+            let (schema_type, schema) = format.schema();
+            let subject = format!("{}-value", topic.name);
+            let id =
+                kafkatable_e2e::avro::register(&env.registry_url, &subject, schema_type, schema)
+                    .await? as u32;
+            produce_encoded(&env, &topic.name, n, |i| format.encode(i, size, id)).await?;
+            let source = json!({"format": name, "schemaRegistry": {"url": env.registry_url}});
+            let delta_runs = (0..3)
+                .map(|i| {
+                    let table = json!({"format": "delta", "location": format!("s3://{}/{size}-{name}-{i}", bucket.name), "storage": storage});
+                    write_manifest_with(&dir, &format!("delta{size}-{name}-{i}"), &env, &topic.name, table, "10s", &source)
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let namespace = unique(&format!("bench{size}{name}")).replace('-', "_");
+            let iceberg_runs = (0..3)
+                .map(|i| {
+                    let table = json!({"format": "iceberg", "storage": storage,
+                        "catalog": {"type": "rest", "uri": env.iceberg_rest_uri, "namespace": namespace, "table": format!("events{i}")}});
+                    write_manifest_with(&dir, &format!("iceberg{size}-{name}-{i}"), &env, &topic.name, table, "10s", &source)
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let delta = ingest_median(&env, &dir, &delta_runs, &topic.name, n, size, 0).await?;
+            let iceberg = ingest_median(&env, &dir, &iceberg_runs, &topic.name, n, size, 0).await?;
+            let (over_delta, over_iceberg) = (
+                rate(&delta) / rate(&delta10),
+                rate(&iceberg) / rate(&iceberg10),
+            );
+            let all = |v: &Value| {
+                v["runs_records_per_cpu_second"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_f64)
+                            .map(|r| format!("{r:.0}"))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    })
+                    .unwrap_or_default()
+            };
+            println!(
+                "{name:<9} end to end: delta 10 s {:.0} records/CPU-s ({}), {over_delta:.2} of JSON's; iceberg 10 s {:.0} ({}), {over_iceberg:.2} of JSON's (target >= 1.00)",
+                rate(&delta),
+                all(&delta),
+                rate(&iceberg),
+                all(&iceberg)
+            );
+            formats[name] = json!({"delta_10s": delta, "iceberg_10s": iceberg,
+                "delta_over_json": over_delta, "iceberg_over_json": over_iceberg});
+        }
         let mut entry = json!({"record_bytes": size, "records": n, "raw": raw, "copy": copy, "decode": decode, "encode": encode,
-            "delta_10s": delta10, "delta_1s": delta1, "iceberg_10s": iceberg10, "ratios": ratios,
+            "delta_10s": delta10, "delta_1s": delta1, "iceberg_10s": iceberg10, "ratios": ratios, "formats": formats,
             "rss_bound_mb": {"delta_10s": rss_bound(&delta10), "iceberg_10s": rss_bound(&iceberg10)}});
         if let Some(baseline) = &baseline {
             let ab = compare(
