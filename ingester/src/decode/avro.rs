@@ -50,6 +50,12 @@ impl AvroContext {
     /// Makes `avro` the writer schema of id `id` (from the registry, or given).
     pub fn insert(&self, id: u32, avro: &str) -> Result<(), String> {
         let arrow = Arc::new(normalized_schema(&stream_decoder(id, avro)?.schema()));
+        if let Some((field, data_type)) = without_column_type(arrow.fields(), "") {
+            return Err(format!(
+                "field {field} of Avro schema id {id}: its type ({data_type}) has no column type \
+                 in Delta Lake or Iceberg"
+            ));
+        }
         let writer = Arc::new(Writer {
             id,
             avro: avro.to_string(),
@@ -369,6 +375,8 @@ fn normalized_type(data_type: &DataType) -> DataType {
             DataType::Timestamp(TimeUnit::Microsecond, tz.clone())
         }
         DataType::Time32(_) => DataType::Time64(TimeUnit::Microsecond),
+        // `fixed` and `uuid` (16 bytes): binary in both formats.
+        DataType::FixedSizeBinary(_) => DataType::Binary,
         DataType::Dictionary(_, values) => normalized_type(values),
         DataType::Struct(children) => DataType::Struct(fields(children)),
         DataType::List(item) => DataType::List(Arc::new(normalized_field(item))),
@@ -378,6 +386,29 @@ fn normalized_type(data_type: &DataType) -> DataType {
         }
         other => other.clone(),
     }
+}
+
+/// The first field (by path) whose normalized type neither table format holds: an Avro
+/// `duration` (months, days and milliseconds).
+fn without_column_type(fields: &Fields, path: &str) -> Option<(String, DataType)> {
+    fields.iter().find_map(|f| {
+        let path = if path.is_empty() {
+            f.name().clone()
+        } else {
+            format!("{path}.{}", f.name())
+        };
+        match f.data_type() {
+            DataType::Interval(_) | DataType::Duration(_) => Some((path, f.data_type().clone())),
+            DataType::Struct(children) => without_column_type(children, &path),
+            DataType::List(item) | DataType::LargeList(item) => {
+                without_column_type(&Fields::from(vec![item.as_ref().clone()]), &path)
+            }
+            DataType::Map(entries, _) => {
+                without_column_type(&Fields::from(vec![entries.as_ref().clone()]), &path)
+            }
+            _ => None,
+        }
+    })
 }
 
 #[cfg(test)]
@@ -652,6 +683,46 @@ mod tests {
         assert_eq!(batch.column(2).data_type(), table.field(2).data_type());
         let at = batch.column(2).as_primitive::<TimestampMicrosecondType>();
         assert_eq!(at.value(0), (1_700_000_000_000 + 7) * 1000);
+    }
+
+    #[test]
+    fn fixed_and_uuid_are_bytes_and_a_duration_is_refused_naming_the_field() {
+        let record =
+            |fields: &str| format!(r#"{{"type":"record","name":"R","fields":[{fields}]}}"#);
+        let context = AvroContext::new(None);
+        let e = context
+            .insert(
+                5,
+                &record(
+                    r#"{"name":"id","type":"long"},{"name":"wait","type":{"type":"fixed","name":"D","size":12,"logicalType":"duration"}}"#,
+                ),
+            )
+            .expect_err("a duration has no column type");
+        assert!(e.contains("field wait") && e.contains("schema id 5"), "{e}");
+        context
+            .insert(
+                6,
+                &record(
+                    r#"{"name":"tag","type":{"type":"fixed","name":"T","size":4}},{"name":"u","type":{"type":"string","logicalType":"uuid"}}"#,
+                ),
+            )
+            .expect("fixed and uuid");
+        let mut value = vec![0, 0, 0, 0, 6, 1, 2, 3, 4];
+        bytes(&mut value, b"123e4567-e89b-12d3-a456-426614174000");
+        let mut p = Pending::<AvroDecoder>::new(&context, None);
+        p.push(Some(&value), None, 0, None).expect("a record");
+        let schema = Arc::new(p.infer("t", 0).expect("the writer's"));
+        assert_eq!(schema.field(0).data_type(), &DataType::Binary);
+        assert_eq!(schema.field(1).data_type(), &DataType::Binary);
+        let batch = p.finish(&schema, "t", 0, false).expect("decoded");
+        assert_eq!(batch.column(0).as_binary::<i32>().value(0), [1, 2, 3, 4]);
+        assert_eq!(
+            batch.column(1).as_binary::<i32>().value(0),
+            [
+                0x12, 0x3e, 0x45, 0x67, 0xe8, 0x9b, 0x12, 0xd3, 0xa4, 0x56, 0x42, 0x66, 0x14, 0x17,
+                0x40, 0x00
+            ]
+        );
     }
 
     #[test]
