@@ -149,6 +149,8 @@ pub struct TableConfig {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub partition_by: Vec<Partition>,
     pub metadata_columns: bool,
+    #[serde(default)]
+    pub headers_column: bool,
     pub schema_evolution: SchemaEvolution,
 }
 
@@ -549,6 +551,7 @@ impl IngesterConfig {
             }),
             partition_by,
             metadata_columns: t.metadata_columns,
+            headers_column: t.headers_column,
             schema_evolution: t.schema_evolution,
         };
 

@@ -465,6 +465,11 @@ pub struct Table {
     #[serde(default = "default_true")]
     pub metadata_columns: bool,
 
+    /// Add a _kafka_headers column: each record's headers as a map of string to binary (a
+    /// header repeated in a record is repeated in the map, in the record's order).
+    #[serde(default)]
+    pub headers_column: bool,
+
     /// addColumns: fields that appear in records later are added to the table as nullable
     /// columns. none: the schema is fixed and unknown fields are an error (see spec.errors).
     #[serde(default)]

@@ -822,3 +822,92 @@ async fn bench_drain_reads_every_record_in_each_mode() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// `table.headersColumn`: each record's headers (a repeated one, one without a value, none at
+/// all) in `_kafka_headers` as deltalake reads them, in the record's order.
+#[tokio::test]
+async fn headers_land_in_their_column_in_order() -> anyhow::Result<()> {
+    use rdkafka::message::{Header, OwnedHeaders};
+    let env = TestEnv::load()?;
+    let topic = TestTopic::create(&env, "ingest-headers", 2).await?;
+    let dir = WorkDir::new("kt-ingest-headers")?;
+    let location = format!("file://{}/tables/events", dir.display());
+    let manifest = json!({
+        "apiVersion": "kafkatable.io/v1alpha1",
+        "kind": "KafkaTable",
+        "metadata": {"name": "events", "namespace": "e2e"},
+        "spec": {
+            "source": {"brokers": env.kafka_bootstrap, "topic": topic.name},
+            "table": {"format": "delta", "location": location, "headersColumn": true},
+            "commit": {"interval": "1s"},
+        },
+    });
+    let manifest_path = dir.join("table.yaml");
+    std::fs::write(&manifest_path, serde_yaml::to_string(&manifest)?)?;
+    let producer: FutureProducer = kafka_config(&env, false).create()?;
+    for i in 0..200i32 {
+        let payload = json!({"id": i}).to_string();
+        let trace = format!("t{i}");
+        let mut record = FutureRecord::<(), _>::to(&topic.name)
+            .payload(&payload)
+            .partition(i % 2);
+        if i % 5 != 0 {
+            let headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: "trace",
+                    value: Some(trace.as_bytes()),
+                })
+                .insert(Header {
+                    key: "empty",
+                    value: None::<&[u8]>,
+                })
+                .insert(Header {
+                    key: "trace",
+                    value: Some(&[0u8, 255][..]),
+                });
+            record = record.headers(headers);
+        }
+        producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| e)?;
+    }
+    let ingester = IngesterProcess::start(&manifest_path, &dir, &dir, "ingester-headers")?;
+    let script = r#"
+import json, sys
+from deltalake import DeltaTable
+try:
+    t = DeltaTable(sys.argv[1]).to_pyarrow_table()
+except Exception:
+    print(json.dumps({"rows": 0})); sys.exit(0)
+rows = {r["id"]: [[k, None if v is None else v.hex()] for k, v in r["_kafka_headers"]] for r in t.to_pylist()}
+print(json.dumps({"rows": t.num_rows, "one": rows.get(1), "five": rows.get(5),
+                  "type": str(t.schema.field("_kafka_headers").type)}))
+"#;
+    let (env_ref, location_ref) = (&env, &location);
+    let seen = eventually("200 rows with headers", DEADLINE, || async move {
+        let out = python(env_ref, script, &[location_ref]).ok()?;
+        let view: Value = serde_json::from_str(out.trim()).ok()?;
+        (view["rows"].as_u64()? >= 200).then_some(view)
+    })
+    .await;
+    assert_eq!(seen["rows"], 200);
+    assert_eq!(
+        seen["one"],
+        json!([["trace", "7431"], ["empty", null], ["trace", "00ff"]]),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["five"],
+        json!([]),
+        "a record without headers: an empty map"
+    );
+    assert!(
+        seen["type"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("map<string, binary")),
+        "{seen}"
+    );
+    ingester.stop(Duration::from_secs(30));
+    Ok(())
+}

@@ -214,6 +214,7 @@ mod tests {
             }),
             partition_by: partitions,
             metadata_columns: true,
+            headers_column: false,
             schema_evolution: SchemaEvolution::AddColumns,
         }
     }

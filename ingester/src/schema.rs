@@ -20,7 +20,11 @@ use crate::error::DecodeError;
 /// The value columns of a table's schema: without the `_kafka_*` metadata columns and the
 /// derived time-partition columns the ingester adds itself.
 pub fn value_columns(table: &Schema, partition_by: &[Partition]) -> Schema {
-    let metadata: Vec<String> = metadata_fields().iter().map(|f| f.name().clone()).collect();
+    let metadata: Vec<String> = metadata_fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .chain([crate::decode::HEADERS_COLUMN.to_string()])
+        .collect();
     let derived: Vec<String> = partition_by
         .iter()
         .filter(|p| {

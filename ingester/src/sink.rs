@@ -62,6 +62,17 @@ impl<D: Decoder> TableSink<D> {
         // What is not implemented was refused when the config was read
         // (`IngesterConfig::check_implemented`).
         config.check_implemented()?;
+        // A table created without the headers column would drop them silently.
+        if let Some(table) = committer.table_schema()
+            && config.table.headers_column
+            && table.field_with_name(decode::HEADERS_COLUMN).is_err()
+        {
+            return Err(IngesterError::Unsupported(format!(
+                "spec.table.headersColumn: the table was created without a {} column, and \
+                 adding it to an existing table is not implemented yet",
+                decode::HEADERS_COLUMN
+            )));
+        }
         let value_schema = match D::fixed_schema() {
             Some(fixed) => Some(Arc::new(fixed)),
             // An existing table's columns, not a schema inferred again from the first new
@@ -104,9 +115,7 @@ impl<D: Decoder> TableSink<D> {
         let Some(buffer) = batch.partitions.get_mut(&p) else {
             return Ok(());
         };
-        let push = |pending: &mut Pending<D>| {
-            pending.push(r.payload(), r.key(), r.offset(), r.timestamp_ms())
-        };
+        let push = |pending: &mut Pending<D>| pending.push_record(r);
         if push(&mut buffer.pending).is_err() {
             buffer.pending.use_schema(None);
             if let Err(refused) = push(&mut buffer.pending) {
@@ -245,13 +254,12 @@ impl<D: Decoder> Sink for TableSink<D> {
         let p = r.partition();
         let schema = self.value_schema.as_ref();
         let context = &self.context;
+        let headers = self.table.headers_column;
         let buffer = batch.partitions.entry(p).or_insert_with(|| Buffer {
-            pending: Pending::new(context, schema),
+            pending: Pending::new(context, schema).with_headers(headers),
             chunks: Vec::new(),
         });
-        let pushed = buffer
-            .pending
-            .push(r.payload(), r.key(), r.offset(), r.timestamp_ms());
+        let pushed = buffer.pending.push_record(r);
         let full = buffer.pending.is_full();
         match pushed {
             Ok(()) if full => {

@@ -242,6 +242,8 @@ pub trait SourceRecord {
     fn payload(&self) -> Option<&[u8]>;
     /// The record's timestamp in ms since the epoch, if it has one.
     fn timestamp_ms(&self) -> Option<i64>;
+    /// Calls `each` with every header (name, value), in the record's order.
+    fn headers(&self, _each: &mut dyn FnMut(&str, Option<&[u8]>)) {}
 }
 
 /// A partitioned log the coordinator consumes: records and positioning (assignment changes
@@ -282,6 +284,14 @@ impl SourceRecord for rdkafka::message::BorrowedMessage<'_> {
     }
     fn timestamp_ms(&self) -> Option<i64> {
         rdkafka::Message::timestamp(self).to_millis()
+    }
+    fn headers(&self, each: &mut dyn FnMut(&str, Option<&[u8]>)) {
+        use rdkafka::message::Headers as _;
+        if let Some(headers) = rdkafka::Message::headers(self) {
+            for header in headers.iter() {
+                each(header.key, header.value);
+            }
+        }
     }
 }
 

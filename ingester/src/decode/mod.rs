@@ -27,8 +27,8 @@ mod writers;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BinaryBuilder, Int32Array, Int64Array, RecordBatch, StringArray,
-    TimestampMicrosecondArray,
+    ArrayRef, BinaryBuilder, Int32Array, Int64Array, MapBuilder, MapFieldNames, RecordBatch,
+    StringArray, StringBuilder, TimestampMicrosecondArray,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
@@ -54,6 +54,8 @@ pub const PARTITION_COLUMN: &str = "_kafka_partition";
 pub const OFFSET_COLUMN: &str = "_kafka_offset";
 pub const TIMESTAMP_COLUMN: &str = "_kafka_timestamp";
 pub const KEY_COLUMN: &str = "_kafka_key";
+/// The headers column (`table.headersColumn`).
+pub const HEADERS_COLUMN: &str = "_kafka_headers";
 
 /// One partition's record values on their way to Arrow columns, for one payload format.
 ///
@@ -159,6 +161,40 @@ pub fn metadata_fields() -> Vec<Field> {
     ]
 }
 
+/// The headers column's field: a map of string to binary, never null (empty without headers).
+pub fn headers_field() -> Field {
+    Field::new(
+        HEADERS_COLUMN,
+        DataType::Map(
+            Arc::new(Field::new(
+                "entries",
+                DataType::Struct(
+                    vec![
+                        Field::new("key", DataType::Utf8, false),
+                        Field::new("value", DataType::Binary, true),
+                    ]
+                    .into(),
+                ),
+                false,
+            )),
+            false,
+        ),
+        false,
+    )
+}
+
+type HeadersBuilder = MapBuilder<StringBuilder, BinaryBuilder>;
+
+fn headers_builder() -> HeadersBuilder {
+    let names = MapFieldNames {
+        entry: "entries".into(),
+        key: "key".into(),
+        value: "value".into(),
+    };
+    MapBuilder::new(Some(names), StringBuilder::new(), BinaryBuilder::new())
+        .with_keys_field(Arc::new(Field::new("key", DataType::Utf8, false)))
+}
+
 /// Records of one partition waiting to become a chunk: their values in the decoder, and their
 /// metadata.
 #[derive(Default)]
@@ -172,6 +208,8 @@ pub struct Pending<D> {
     /// The offsets of the tombstones (records without a value) decoded so far: they stay
     /// deletes on their way to the rows step ([`Pending::take_tombstones`]).
     tombstones: Vec<i64>,
+    /// Each record's headers, when the table keeps them ([`Pending::with_headers`]).
+    headers: Option<HeadersBuilder>,
 }
 
 impl<D: Decoder> Pending<D> {
@@ -186,7 +224,29 @@ impl<D: Decoder> Pending<D> {
             timestamps_us: Vec::new(),
             keys: BinaryBuilder::new(),
             tombstones: Vec::new(),
+            headers: None,
         }
+    }
+
+    /// Keeps each record's headers too (pushed with [`Pending::push_record`]), for the
+    /// `_kafka_headers` column.
+    pub fn with_headers(mut self, headers: bool) -> Self {
+        self.headers = headers.then(headers_builder);
+        self
+    }
+
+    /// [`Pending::push`] of a source record, with its headers when they are kept.
+    pub fn push_record<R: crate::source::SourceRecord>(&mut self, r: &R) -> Result<(), Refused> {
+        self.push(r.payload(), r.key(), r.offset(), r.timestamp_ms())?;
+        if let Some(headers) = &mut self.headers {
+            r.headers(&mut |name, value| {
+                headers.keys().append_value(name);
+                headers.values().append_option(value);
+            });
+            // A map builder's append only fails on unequal key and value counts.
+            let _ = headers.append(true);
+        }
+        Ok(())
     }
 
     pub fn len(&self) -> usize {
@@ -321,6 +381,10 @@ impl<D: Decoder> Pending<D> {
                     .with_timezone("UTC"),
             ));
             columns.push(Arc::new(self.keys.finish()));
+        }
+        if let Some(headers) = &mut self.headers {
+            fields.push(headers_field());
+            columns.push(Arc::new(headers.finish()));
         }
         self.clear();
         self.values.use_schema(Some(&newest));
@@ -786,5 +850,69 @@ mod tests {
         let batch = p.finish(&schema, "events", 2, true).expect("decode");
         let values = batch.column(0).as_string::<i32>();
         assert_eq!((values.value(0), values.value(1)), ("a", "b"));
+    }
+
+    /// A record with headers, as the source gives them.
+    struct WithHeaders(Vec<(&'static str, Option<&'static [u8]>)>);
+
+    impl crate::source::SourceRecord for WithHeaders {
+        fn partition(&self) -> i32 {
+            0
+        }
+        fn offset(&self) -> i64 {
+            7
+        }
+        fn key(&self) -> Option<&[u8]> {
+            None
+        }
+        fn payload(&self) -> Option<&[u8]> {
+            Some(b"x")
+        }
+        fn timestamp_ms(&self) -> Option<i64> {
+            None
+        }
+        fn headers(&self, each: &mut dyn FnMut(&str, Option<&[u8]>)) {
+            for (name, value) in &self.0 {
+                each(name, *value);
+            }
+        }
+    }
+
+    #[test]
+    fn headers_become_a_map_column_in_their_order_when_kept() {
+        let mut p = Pending::<TextDecoder>::new(&(), None).with_headers(true);
+        p.push_record(&WithHeaders(vec![
+            ("trace", Some(b"t1")),
+            ("empty", None),
+            ("trace", Some(b"t2")),
+        ]))
+        .expect("a record");
+        p.push_record(&WithHeaders(Vec::new())).expect("no headers");
+        let schema = Arc::new(TextDecoder::fixed_schema().expect("text"));
+        let batch = p.finish(&schema, "events", 0, false).expect("decode");
+        let headers = batch
+            .column_by_name(HEADERS_COLUMN)
+            .expect("the headers column");
+        assert_eq!(batch.schema().field(1), &headers_field());
+        let map = headers.as_map();
+        let keys = map.keys().as_string::<i32>();
+        let values = map.values().as_binary::<i32>();
+        assert_eq!(map.value_offsets(), &[0, 3, 3]);
+        assert_eq!(
+            (0..3).map(|i| keys.value(i)).collect::<Vec<_>>(),
+            ["trace", "empty", "trace"]
+        );
+        assert_eq!(
+            (0..3)
+                .map(|i| values.is_valid(i).then(|| values.value(i)))
+                .collect::<Vec<_>>(),
+            [Some(&b"t1"[..]), None, Some(&b"t2"[..])]
+        );
+        let mut without = Pending::<TextDecoder>::new(&(), None);
+        without
+            .push_record(&WithHeaders(vec![("trace", Some(b"t1"))]))
+            .expect("a record");
+        let batch = without.finish(&schema, "events", 0, false).expect("decode");
+        assert!(batch.column_by_name(HEADERS_COLUMN).is_none());
     }
 }
