@@ -423,38 +423,20 @@ impl Decoder for JsonSchemaDecoder {
     }
 
     async fn lookup(&mut self, value: &[u8]) -> Result<(), Refusal> {
-        let (id, _) = registry::split_wire(value).map_err(|e| Refusal::Invalid(e.to_string()))?;
-        let Some(registry) = &self.context.registry else {
-            return Err(Refusal::Invalid(format!(
-                "schema id {id} is not among the schemas given, and no registry is configured"
-            )));
-        };
-        // Retried while the registry does not answer; an answer that is not a schema is final.
-        let schema = registry
-            .by_id(id)
-            .await
-            .map_err(|e| Refusal::Invalid(format!("schema id {id}: {e}")))?;
-        if schema.kind != SchemaKind::Json {
-            return Err(Refusal::Invalid(format!(
-                "schema id {id} is a {:?} schema, not a JSON Schema",
-                schema.kind
-            )));
-        }
+        let registry = self.context.registry.as_deref();
+        let (id, schema) =
+            writers::fetch(registry, value, SchemaKind::Json, "a JSON Schema").await?;
         self.context.insert(id, &schema).map_err(Refusal::Invalid)
     }
 
     /// The writer schemas of the records pushed so far, widened into one.
     fn infer(&self) -> Result<Schema, Bad> {
-        let mut writers = self
+        let schemas: Vec<SchemaRef> = self
             .used()
             .into_iter()
-            .filter_map(|id| self.context.writer(id));
-        let first = writers
-            .next()
-            .ok_or_else(|| Bad::Chunk("no JSON Schema record to take the schema from".into()))?;
-        Ok(writers.fold(first.as_ref().clone(), |schema, writer| {
-            crate::schema::widen(&schema, &writer, None)
-        }))
+            .filter_map(|id| self.context.writer(id))
+            .collect();
+        writers::widened(schemas.iter().map(AsRef::as_ref), "JSON Schema")
     }
 
     fn finish(&mut self, schema: &SchemaRef) -> Result<Vec<ArrayRef>, Bad> {

@@ -839,34 +839,17 @@ impl Decoder for ProtobufDecoder {
     }
 
     async fn lookup(&mut self, value: &[u8]) -> Result<(), Refusal> {
-        let (id, _) = registry::split_wire(value).map_err(|e| Refusal::Invalid(e.to_string()))?;
-        let Some(registry) = &self.context.registry else {
-            return Err(Refusal::Invalid(format!(
-                "schema id {id} is not among the schemas given, and no registry is configured"
-            )));
-        };
-        // Retried while the registry does not answer; an answer that is not a schema is final.
-        let schema = registry
-            .by_id(id)
-            .await
-            .map_err(|e| Refusal::Invalid(format!("schema id {id}: {e}")))?;
-        if schema.kind != SchemaKind::Protobuf {
-            return Err(Refusal::Invalid(format!(
-                "schema id {id} is a {:?} schema, not Protobuf",
-                schema.kind
-            )));
-        }
+        let registry = self.context.registry.as_deref();
+        let (id, schema) =
+            writers::fetch(registry, value, SchemaKind::Protobuf, "Protobuf").await?;
         self.context.insert(id, &schema).map_err(Refusal::Invalid)
     }
 
     fn infer(&self) -> Result<Schema, Bad> {
-        let mut writers = self.runs.iter().map(|r| r.writer.arrow.as_ref());
-        let first = writers
-            .next()
-            .ok_or_else(|| Bad::Chunk("no Protobuf record to take the schema from".into()))?;
-        Ok(writers.fold(first.clone(), |schema, writer| {
-            crate::schema::widen(&schema, writer, None)
-        }))
+        writers::widened(
+            self.runs.iter().map(|r| r.writer.arrow.as_ref()),
+            "Protobuf",
+        )
     }
 
     fn finish(&mut self, schema: &SchemaRef) -> Result<Vec<ArrayRef>, Bad> {

@@ -2,10 +2,54 @@
 //! fields, safe widenings, incompatible changes named by field and schema ids), and a chunk's
 //! records of several writer schemas conformed to it and interleaved back into offset order.
 
+use std::sync::Arc;
+
 use arrow::array::{Array, ArrayRef, RecordBatch, new_null_array};
 use arrow::datatypes::{Field, Schema, SchemaRef};
 
-use super::Refusal;
+use super::{Bad, Refusal};
+use crate::registry::{self, Registry, SchemaKind};
+
+/// The writer schema `value` names (by its id), read from `registry` as a schema of `kind`
+/// ("Avro", "JSON Schema", "Protobuf" in messages): retried while the registry does not
+/// answer; an answer that is not such a schema is final.
+pub(super) async fn fetch(
+    registry: Option<&Registry>,
+    value: &[u8],
+    kind: SchemaKind,
+    named: &str,
+) -> Result<(u32, Arc<registry::Schema>), Refusal> {
+    let (id, _) = registry::split_wire(value).map_err(|e| Refusal::Invalid(e.to_string()))?;
+    let Some(registry) = registry else {
+        return Err(Refusal::Invalid(format!(
+            "schema id {id} is not among the schemas given, and no registry is configured"
+        )));
+    };
+    let schema = registry
+        .by_id(id)
+        .await
+        .map_err(|e| Refusal::Invalid(format!("schema id {id}: {e}")))?;
+    if schema.kind != kind {
+        return Err(Refusal::Invalid(format!(
+            "schema id {id} is a {:?} schema, not {named}",
+            schema.kind
+        )));
+    }
+    Ok((id, schema))
+}
+
+/// The writer schemas of a chunk's records widened into one, for a table that has none yet.
+pub(super) fn widened<'a>(
+    mut writers: impl Iterator<Item = &'a Schema>,
+    named: &str,
+) -> Result<Schema, Bad> {
+    let first = writers
+        .next()
+        .ok_or_else(|| Bad::Chunk(format!("no {named} record to take the schema from")))?;
+    Ok(writers.fold(first.clone(), |schema, writer| {
+        crate::schema::widen(&schema, writer, None)
+    }))
+}
 
 /// Whether the records of writer schema `id` (in `language`: "Avro", "JSON", "Protobuf") go
 /// into `target`: each of its top-level fields a column (else [`Refusal::UnknownField`], for
