@@ -278,16 +278,7 @@ impl Decoder for AvroDecoder {
             let batch = normalize(&batch, &run.writer).map_err(bad)?;
             conformed.push(writers::conform(&batch, id, "Avro", schema).map_err(bad)?);
         }
-        let rows = self.rows.len();
-        let columns = writers::assemble(conformed, &self.rows, schema).map_err(Bad::Chunk)?;
-        if let Some(got) = columns.first().map(|c| c.len())
-            && got != rows
-        {
-            return Err(Bad::Count {
-                expected: rows,
-                got,
-            });
-        }
+        let columns = writers::assemble(conformed, &self.rows, schema)?;
         // Decoders are kept for the next chunk; their values are gone.
         for run in &mut self.runs {
             run.batches.clear();

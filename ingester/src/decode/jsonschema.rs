@@ -23,7 +23,8 @@ use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use serde_json::Value;
 
 use super::json::JsonDecoder;
-use super::{Bad, Decoder, Refusal, writers};
+use super::writers::{self, at, child};
+use super::{Bad, Decoder, Refusal};
 use crate::registry::{self, Registry, SchemaKind};
 
 /// `$ref`s and nested types deeper than this are taken for a recursive type.
@@ -117,32 +118,25 @@ impl<'a> Resolver<'a> {
         path: &str,
         depth: usize,
     ) -> Result<(DataType, bool), String> {
-        let at = || {
-            if path.is_empty() {
-                "the top level".to_string()
-            } else {
-                format!("field {path}")
-            }
-        };
         if depth > MAX_DEPTH {
             return Err(format!(
                 "{}: the types nest deeper than {MAX_DEPTH} (a recursive type has no column type)",
-                at()
+                at(path)
             ));
         }
         let Value::Object(keywords) = schema else {
             return Err(format!(
                 "{}: the schema {schema} allows any value, which has no column type",
-                at()
+                at(path)
             ));
         };
         if let Some(reference) = keywords.get("$ref") {
             let reference = reference
                 .as_str()
-                .ok_or_else(|| format!("{}: $ref is not a string", at()))?;
+                .ok_or_else(|| format!("{}: $ref is not a string", at(path)))?;
             let (target, doc) = self
                 .resolve(reference, doc)
-                .map_err(|e| format!("{}: {e}", at()))?;
+                .map_err(|e| format!("{}: {e}", at(path)))?;
             return self.column(target, doc, path, depth + 1);
         }
         for union in ["oneOf", "anyOf"] {
@@ -170,13 +164,13 @@ impl<'a> Resolver<'a> {
                     several => {
                         return Err(format!(
                             "{}: a value of types {} has no single column type",
-                            at(),
+                            at(path),
                             several.join(" or ")
                         ));
                     }
                 }
             }
-            Some(other) => return Err(format!("{}: type {other} is not a type name", at())),
+            Some(other) => return Err(format!("{}: type {other} is not a type name", at(path))),
             None => (None, false),
         };
         let kind = match kind {
@@ -185,11 +179,11 @@ impl<'a> Resolver<'a> {
             None if keywords.contains_key("properties") => "object",
             None if keywords.contains_key("items") => "array",
             None => match keywords.get("enum").or(keywords.get("const")) {
-                Some(values) => return enum_type(values).map_err(|e| format!("{}: {e}", at())),
+                Some(values) => return enum_type(values).map_err(|e| format!("{}: {e}", at(path))),
                 None => {
                     return Err(format!(
                         "{}: a schema without a type has no column type",
-                        at()
+                        at(path)
                     ));
                 }
             },
@@ -218,7 +212,7 @@ impl<'a> Resolver<'a> {
                     .ok_or_else(|| {
                         format!(
                             "{}: an array needs one schema for its items to be a list column",
-                            at()
+                            at(path)
                         )
                     })?;
                 let (item, nullable) = self.column(items, doc, &child(path, "[]"), depth + 1)?;
@@ -227,13 +221,13 @@ impl<'a> Resolver<'a> {
             "null" => {
                 return Err(format!(
                     "{}: a value that is always null has no column type",
-                    at()
+                    at(path)
                 ));
             }
             other => {
                 return Err(format!(
                     "{}: type {other:?} is not a JSON Schema type",
-                    at()
+                    at(path)
                 ));
             }
         };
@@ -283,11 +277,7 @@ impl<'a> Resolver<'a> {
                 _ => Err(format!(
                     "{}: an object without properties (nor one schema for additionalProperties) \
                      has no column type",
-                    if path.is_empty() {
-                        "the top level".to_string()
-                    } else {
-                        format!("field {path}")
-                    }
+                    at(path)
                 )),
             },
         }
@@ -351,14 +341,6 @@ fn enum_type(values: &Value) -> Result<(DataType, bool), String> {
         Ok((DataType::Utf8, nullable))
     } else {
         Err("an enum of values other than strings has no column type".into())
-    }
-}
-
-fn child(path: &str, name: &str) -> String {
-    if path.is_empty() {
-        name.to_string()
-    } else {
-        format!("{path}.{name}")
     }
 }
 

@@ -38,7 +38,7 @@ use prost_reflect::{
 };
 use protox::file::{ChainFileResolver, File, FileResolver, GoogleFileResolver};
 
-use super::writers::{self, Row};
+use super::writers::{self, Row, at, child};
 use super::{Bad, Decoder, Refusal};
 use crate::registry::{self, Registry, SchemaKind};
 
@@ -251,22 +251,6 @@ fn message_fields(
             Ok(Field::new(field.name(), data_type, nullable))
         })
         .collect()
-}
-
-fn at(path: &str) -> String {
-    if path.is_empty() {
-        "the message".to_string()
-    } else {
-        format!("field {path}")
-    }
-}
-
-fn child(path: &str, name: &str) -> String {
-    if path.is_empty() {
-        name.to_string()
-    } else {
-        format!("{path}.{name}")
-    }
 }
 
 /// A field's column type, and whether it may be null.
@@ -868,16 +852,7 @@ impl Decoder for ProtobufDecoder {
             .map_err(bad)?;
             conformed.push(writers::conform(&batch, id, "Protobuf", schema).map_err(bad)?);
         }
-        let rows = self.rows.len();
-        let columns = writers::assemble(conformed, &self.rows, schema).map_err(Bad::Chunk)?;
-        if let Some(got) = columns.first().map(|c| c.len())
-            && got != rows
-        {
-            return Err(Bad::Count {
-                expected: rows,
-                got,
-            });
-        }
+        let columns = writers::assemble(conformed, &self.rows, schema)?;
         for run in &mut self.runs {
             run.taken();
         }

@@ -169,16 +169,45 @@ pub(super) fn interleave(
 }
 
 /// The columns of the runs of a chunk (each conformed to the value schema) as one set of
-/// columns in offset order: the only run's as they are when there is no tombstone.
+/// columns in offset order, one row per record: the only run's as they are when there is no
+/// tombstone.
 pub(super) fn assemble(
     mut conformed: Vec<Vec<ArrayRef>>,
     rows: &[Row],
     schema: &SchemaRef,
-) -> Result<Vec<ArrayRef>, String> {
-    if conformed.len() == 1 && !rows.iter().any(|r| matches!(r, Row::Tombstone)) {
-        return Ok(conformed.pop().unwrap_or_default());
+) -> Result<Vec<ArrayRef>, Bad> {
+    let columns = if conformed.len() == 1 && !rows.iter().any(|r| matches!(r, Row::Tombstone)) {
+        conformed.pop().unwrap_or_default()
+    } else {
+        interleave(&conformed, rows, schema).map_err(Bad::Chunk)?
+    };
+    if let Some(got) = columns.first().map(|c| c.len())
+        && got != rows.len()
+    {
+        return Err(Bad::Count {
+            expected: rows.len(),
+            got,
+        });
     }
-    interleave(&conformed, rows, schema)
+    Ok(columns)
+}
+
+/// A field's path below `path` ("a.b"), for messages.
+pub(super) fn child(path: &str, name: &str) -> String {
+    if path.is_empty() {
+        name.to_string()
+    } else {
+        format!("{path}.{name}")
+    }
+}
+
+/// Where a field of `path` is, for messages: the top level when the path is empty.
+pub(super) fn at(path: &str) -> String {
+    if path.is_empty() {
+        "the top level".to_string()
+    } else {
+        format!("field {path}")
+    }
 }
 
 /// The position in the chunk of run `run`'s first record.
