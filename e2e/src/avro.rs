@@ -117,7 +117,7 @@ pub fn produce_avro(
     schema: &str,
     ids: std::ops::Range<usize>,
 ) -> Result<(), PythonError> {
-    run(env, registry_url, topic, schema, ids, "produce").map(drop)
+    run(env, registry_url, topic, schema, ids, "produce", "avro").map(drop)
 }
 
 /// A JSON Schema of the orders: the fields of [`order_fields`] that JSON Schema has types for
@@ -167,18 +167,7 @@ pub fn produce_json_schema(
     schema: &str,
     ids: std::ops::Range<usize>,
 ) -> Result<(), PythonError> {
-    let (first, count) = (ids.start.to_string(), ids.len().to_string());
-    let args = [
-        env.kafka_bootstrap.as_str(),
-        registry_url,
-        topic,
-        schema,
-        &first,
-        &count,
-        "produce",
-        "json",
-    ];
-    python(env, PRODUCER, &args).map(drop)
+    run(env, registry_url, topic, schema, ids, "produce", "json").map(drop)
 }
 
 /// The wire-format values of records `ids` of `schema`, as the Python serializer writes them
@@ -190,7 +179,7 @@ pub fn serialize_avro(
     schema: &str,
     ids: std::ops::Range<usize>,
 ) -> Result<Vec<Vec<u8>>, PythonError> {
-    let out = run(env, registry_url, topic, schema, ids, "serialize")?;
+    let out = run(env, registry_url, topic, schema, ids, "serialize", "avro")?;
     let hex: Vec<String> = serde_json::from_str(out.trim())
         .map_err(|e| PythonError::new(format!("serialized values: {e}: {out}")))?;
     hex.iter()
@@ -204,6 +193,9 @@ pub fn serialize_avro(
         .collect()
 }
 
+/// Runs [`PRODUCER`] in `mode` ("produce" or "serialize") with the serializer of `kind`
+/// ("avro" or "json").
+#[allow(clippy::too_many_arguments)]
 fn run(
     env: &TestEnv,
     registry_url: &str,
@@ -211,6 +203,7 @@ fn run(
     schema: &str,
     ids: std::ops::Range<usize>,
     mode: &str,
+    kind: &str,
 ) -> Result<String, PythonError> {
     let (first, count) = (ids.start.to_string(), ids.len().to_string());
     python(
@@ -224,7 +217,7 @@ fn run(
             &first,
             &count,
             mode,
-            "avro",
+            kind,
         ],
     )
 }

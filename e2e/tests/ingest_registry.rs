@@ -63,6 +63,36 @@ summary(table.scan().to_arrow(), {f.name: str(f.field_type) for f in fields},
         {f.name: not f.required for f in fields})
 "#;
 
+/// An Iceberg table `orders` in `namespace` of the REST catalog, on MinIO.
+fn iceberg_table(env: &TestEnv, namespace: &str) -> Value {
+    json!({
+        "format": "iceberg",
+        "catalog": {"type": "rest", "uri": env.iceberg_rest_uri, "namespace": namespace, "table": "orders"},
+        "storage": {"endpoint": env.s3_endpoint, "region": "us-east-1", "pathStyle": true,
+                    "credentialsSecretRef": {"name": "s3"}},
+    })
+}
+
+/// What deltalake reads of the Delta table at `path` ([`SUMMARY`]).
+fn read_delta(env: &TestEnv, path: &str) -> Option<Value> {
+    let out = python(env, &format!("{SUMMARY}{DELTA_READER}"), &[path]).ok()?;
+    serde_json::from_str(out.trim()).ok()
+}
+
+/// What pyiceberg reads of `namespace.orders` ([`SUMMARY`]).
+fn read_iceberg(env: &TestEnv, namespace: &str) -> Option<Value> {
+    let ident = format!("{namespace}.orders");
+    let args = [
+        env.iceberg_rest_uri.as_str(),
+        &env.s3_endpoint,
+        &env.s3_access_key,
+        &env.s3_secret_key,
+        &ident,
+    ];
+    let out = python(env, &format!("{SUMMARY}{ICEBERG_READER}"), &args).ok()?;
+    serde_json::from_str(out.trim()).ok()
+}
+
 /// A topic, a KafkaTable manifest for it, and an ingester run on it.
 struct Setup {
     env: TestEnv,
@@ -170,14 +200,8 @@ async fn avro_from_the_confluent_serializer_into_delta_with_its_types() -> anyho
         0..RECORDS,
     )?;
     let _ingester = s.start()?;
-    let reader = format!("{SUMMARY}{DELTA_READER}");
     let path = location.display().to_string();
-    let seen = s
-        .expect_all(|| {
-            let out = python(&s.env, &reader, &[&path]).ok()?;
-            serde_json::from_str(out.trim()).ok()
-        })
-        .await;
+    let seen = s.expect_all(|| read_delta(&s.env, &path)).await;
 
     let types = &seen["types"];
     for (column, delta_type) in [
@@ -236,12 +260,7 @@ async fn avro_from_the_confluent_serializer_into_delta_with_its_types() -> anyho
 async fn avro_from_the_confluent_serializer_into_iceberg_with_its_types() -> anyhow::Result<()> {
     let env = TestEnv::load()?;
     let namespace = unique("avro").replace('-', "_");
-    let table = json!({
-        "format": "iceberg",
-        "catalog": {"type": "rest", "uri": env.iceberg_rest_uri, "namespace": namespace, "table": "orders"},
-        "storage": {"endpoint": env.s3_endpoint, "region": "us-east-1", "pathStyle": true,
-                    "credentialsSecretRef": {"name": "s3"}},
-    });
+    let table = iceberg_table(&env, &namespace);
     let s = Setup::new("avro-iceberg", table).await?;
     // Iceberg has a time type (Delta has none).
     let mut fields = order_fields();
@@ -255,21 +274,7 @@ async fn avro_from_the_confluent_serializer_into_iceberg_with_its_types() -> any
         0..RECORDS,
     )?;
     let _ingester = s.start()?;
-    let reader = format!("{SUMMARY}{ICEBERG_READER}");
-    let ident = format!("{namespace}.orders");
-    let seen = s
-        .expect_all(|| {
-            let args = [
-                s.env.iceberg_rest_uri.as_str(),
-                &s.env.s3_endpoint,
-                &s.env.s3_access_key,
-                &s.env.s3_secret_key,
-                &ident,
-            ];
-            let out = python(&s.env, &reader, &args).ok()?;
-            serde_json::from_str(out.trim()).ok()
-        })
-        .await;
+    let seen = s.expect_all(|| read_iceberg(&s.env, &namespace)).await;
 
     let types = &seen["types"];
     for (column, iceberg_type) in [
@@ -340,14 +345,8 @@ async fn json_schema_from_the_confluent_serializer_into_delta_with_its_types() -
         0..RECORDS,
     )?;
     let _ingester = s.start()?;
-    let reader = format!("{SUMMARY}{DELTA_READER}");
     let path = location.display().to_string();
-    let seen = s
-        .expect_all(|| {
-            let out = python(&s.env, &reader, &[&path]).ok()?;
-            serde_json::from_str(out.trim()).ok()
-        })
-        .await;
+    let seen = s.expect_all(|| read_delta(&s.env, &path)).await;
     let types = &seen["types"];
     for (column, delta_type) in [
         ("id", "long"),
@@ -382,12 +381,7 @@ async fn json_schema_from_the_confluent_serializer_into_iceberg_with_its_types()
 -> anyhow::Result<()> {
     let env = TestEnv::load()?;
     let namespace = unique("jsonschema").replace('-', "_");
-    let table = json!({
-        "format": "iceberg",
-        "catalog": {"type": "rest", "uri": env.iceberg_rest_uri, "namespace": namespace, "table": "orders"},
-        "storage": {"endpoint": env.s3_endpoint, "region": "us-east-1", "pathStyle": true,
-                    "credentialsSecretRef": {"name": "s3"}},
-    });
+    let table = iceberg_table(&env, &namespace);
     let s = Setup::with_format("jsonschema-iceberg", "jsonSchema", table).await?;
     produce_json_schema(
         &s.env,
@@ -397,21 +391,7 @@ async fn json_schema_from_the_confluent_serializer_into_iceberg_with_its_types()
         0..RECORDS,
     )?;
     let _ingester = s.start()?;
-    let reader = format!("{SUMMARY}{ICEBERG_READER}");
-    let ident = format!("{namespace}.orders");
-    let seen = s
-        .expect_all(|| {
-            let args = [
-                s.env.iceberg_rest_uri.as_str(),
-                &s.env.s3_endpoint,
-                &s.env.s3_access_key,
-                &s.env.s3_secret_key,
-                &ident,
-            ];
-            let out = python(&s.env, &reader, &args).ok()?;
-            serde_json::from_str(out.trim()).ok()
-        })
-        .await;
+    let seen = s.expect_all(|| read_iceberg(&s.env, &namespace)).await;
     let types = &seen["types"];
     for (column, iceberg_type) in [
         ("id", "long"),
@@ -472,14 +452,8 @@ async fn protobuf_from_the_confluent_serializer_into_delta_with_its_types() -> a
     .await?;
     produce_protobuf(&s.env, &s.env.registry_url, &s.topic.name, 0..RECORDS, None)?;
     let _ingester = s.start()?;
-    let reader = format!("{SUMMARY}{DELTA_READER}");
     let path = location.display().to_string();
-    let seen = s
-        .expect_all(|| {
-            let out = python(&s.env, &reader, &[&path]).ok()?;
-            serde_json::from_str(out.trim()).ok()
-        })
-        .await;
+    let seen = s.expect_all(|| read_delta(&s.env, &path)).await;
     let types = &seen["types"];
     for (column, delta_type) in [
         ("id", "long"),
@@ -514,12 +488,7 @@ async fn protobuf_from_the_confluent_serializer_into_iceberg_with_its_types() ->
 {
     let env = TestEnv::load()?;
     let namespace = unique("protobuf").replace('-', "_");
-    let table = json!({
-        "format": "iceberg",
-        "catalog": {"type": "rest", "uri": env.iceberg_rest_uri, "namespace": namespace, "table": "orders"},
-        "storage": {"endpoint": env.s3_endpoint, "region": "us-east-1", "pathStyle": true,
-                    "credentialsSecretRef": {"name": "s3"}},
-    });
+    let table = iceberg_table(&env, &namespace);
     let s = Setup::with_format("protobuf-iceberg", "protobuf", table).await?;
     // The schema as .proto text in the registry, as Java serializers register it (the Python
     // one registers a base64 descriptor, as in the Delta test).
@@ -533,21 +502,7 @@ async fn protobuf_from_the_confluent_serializer_into_iceberg_with_its_types() ->
         Some(id),
     )?;
     let _ingester = s.start()?;
-    let reader = format!("{SUMMARY}{ICEBERG_READER}");
-    let ident = format!("{namespace}.orders");
-    let seen = s
-        .expect_all(|| {
-            let args = [
-                s.env.iceberg_rest_uri.as_str(),
-                &s.env.s3_endpoint,
-                &s.env.s3_access_key,
-                &s.env.s3_secret_key,
-                &ident,
-            ];
-            let out = python(&s.env, &reader, &args).ok()?;
-            serde_json::from_str(out.trim()).ok()
-        })
-        .await;
+    let seen = s.expect_all(|| read_iceberg(&s.env, &namespace)).await;
     let types = &seen["types"];
     for (column, iceberg_type) in [
         ("id", "long"),
@@ -735,13 +690,8 @@ async fn avro_schema_evolution_adds_columns_to_delta() -> anyhow::Result<()> {
         json!({"format": "delta", "location": format!("file://{}", location.display())}),
     )
     .await?;
-    let reader = format!("{SUMMARY}{DELTA_READER}");
     let path = location.display().to_string();
-    let seen = evolve(&s, Serializer::Avro, || {
-        let out = python(&s.env, &reader, &[&path]).ok()?;
-        serde_json::from_str(out.trim()).ok()
-    })
-    .await?;
+    let seen = evolve(&s, Serializer::Avro, || read_delta(&s.env, &path)).await?;
     assert_eq!(seen["types"]["qty"], "integer", "{seen}");
     assert_eq!(seen["types"]["shipping"]["type"], "struct", "{seen}");
     Ok(())
@@ -751,27 +701,9 @@ async fn avro_schema_evolution_adds_columns_to_delta() -> anyhow::Result<()> {
 async fn avro_schema_evolution_adds_columns_to_iceberg() -> anyhow::Result<()> {
     let env = TestEnv::load()?;
     let namespace = unique("avro_evolve").replace('-', "_");
-    let table = json!({
-        "format": "iceberg",
-        "catalog": {"type": "rest", "uri": env.iceberg_rest_uri, "namespace": namespace, "table": "orders"},
-        "storage": {"endpoint": env.s3_endpoint, "region": "us-east-1", "pathStyle": true,
-                    "credentialsSecretRef": {"name": "s3"}},
-    });
+    let table = iceberg_table(&env, &namespace);
     let s = Setup::new("avro-evolve-iceberg", table).await?;
-    let reader = format!("{SUMMARY}{ICEBERG_READER}");
-    let ident = format!("{namespace}.orders");
-    let seen = evolve(&s, Serializer::Avro, || {
-        let args = [
-            s.env.iceberg_rest_uri.as_str(),
-            &s.env.s3_endpoint,
-            &s.env.s3_access_key,
-            &s.env.s3_secret_key,
-            &ident,
-        ];
-        let out = python(&s.env, &reader, &args).ok()?;
-        serde_json::from_str(out.trim()).ok()
-    })
-    .await?;
+    let seen = evolve(&s, Serializer::Avro, || read_iceberg(&s.env, &namespace)).await?;
     assert_eq!(seen["types"]["qty"], "int", "{seen}");
     let shipping = seen["types"]["shipping"].as_str().unwrap_or_default();
     assert!(
@@ -790,13 +722,8 @@ async fn json_schema_evolution_adds_columns_to_delta() -> anyhow::Result<()> {
         json!({"format": "delta", "location": format!("file://{}", location.display())}),
     )
     .await?;
-    let reader = format!("{SUMMARY}{DELTA_READER}");
     let path = location.display().to_string();
-    let seen = evolve(&s, Serializer::JsonSchema, || {
-        let out = python(&s.env, &reader, &[&path]).ok()?;
-        serde_json::from_str(out.trim()).ok()
-    })
-    .await?;
+    let seen = evolve(&s, Serializer::JsonSchema, || read_delta(&s.env, &path)).await?;
     assert_eq!(seen["types"]["qty"], "long", "{seen}");
     assert_eq!(seen["types"]["shipping"]["type"], "struct", "{seen}");
     Ok(())

@@ -457,6 +457,20 @@ fn rss_bound(v: &Value) -> f64 {
     1.5 * v["peak_buffered_mb"].as_f64().unwrap_or(0.0) + 64.0
 }
 
+/// Every run's rate of a measurement, as "434783 461538 476190".
+fn rates(v: &Value) -> String {
+    v["runs_records_per_cpu_second"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_f64)
+                .map(|r| format!("{r:.0}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}
+
 /// A list of seconds as "0.68 0.70 0.96".
 fn seconds(v: &Value) -> String {
     v.as_array()
@@ -633,20 +647,11 @@ async fn main() -> anyhow::Result<()> {
             "measurement", "records/CPU-s", "CPU s"
         );
         for (label, v) in rows {
-            let all: Vec<String> = v["runs_records_per_cpu_second"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_f64)
-                        .map(|r| format!("{r:.0}"))
-                        .collect()
-                })
-                .unwrap_or_default();
             println!(
                 "{label:<22} {:>16.0} {:>8.2}   {}",
                 rate(v),
                 v["cpu_seconds"].as_f64().unwrap_or(0.0),
-                all.join(" ")
+                rates(v)
             );
         }
         let ratios = json!({
@@ -711,24 +716,12 @@ async fn main() -> anyhow::Result<()> {
                 rate(&delta) / rate(&delta10),
                 rate(&iceberg) / rate(&iceberg10),
             );
-            let all = |v: &Value| {
-                v["runs_records_per_cpu_second"]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(Value::as_f64)
-                            .map(|r| format!("{r:.0}"))
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                    })
-                    .unwrap_or_default()
-            };
             println!(
                 "{name:<9} end to end: delta 10 s {:.0} records/CPU-s ({}), {over_delta:.2} of JSON's; iceberg 10 s {:.0} ({}), {over_iceberg:.2} of JSON's (target >= 1.00)",
                 rate(&delta),
-                all(&delta),
+                rates(&delta),
                 rate(&iceberg),
-                all(&iceberg)
+                rates(&iceberg)
             );
             formats[name] = json!({"delta_10s": delta, "iceberg_10s": iceberg,
                 "delta_over_json": over_delta, "iceberg_over_json": over_iceberg});
