@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::spec::{
-    CatalogType, Column, ErrorPolicy, EventTimeFormat, Format, KafkaTable, SaslMechanism,
-    SchemaEvolution, SecretReference, SecurityProtocol, StartOffset, TableFormat, WriteMode,
+    CatalogType, Column, ErrorPolicy, EventTimeFormat, Format, KafkaTable, KeyFormat,
+    SaslMechanism, SchemaEvolution, SecretReference, SecurityProtocol, StartOffset,
+    SubjectStrategy, TableFormat, WriteMode,
 };
 use crate::units::{parse_duration, parse_quantity};
 
@@ -69,11 +70,56 @@ pub struct SourceConfig {
     pub group_id: String,
     pub start: StartPosition,
     pub format: Format,
+    #[serde(default, skip_serializing_if = "is_bytes")]
+    pub key_format: KeyFormat,
+    /// The value schema given with the KafkaTable (values without the wire-format prefix).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_schema: Option<GivenSchemaConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema_registry: Option<RegistryConfig>,
     pub security: SecurityConfig,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub consumer_config: BTreeMap<String, String>,
+}
+
+/// A value schema given with the KafkaTable: its text, or the file of a mounted ConfigMap key
+/// (relative to the secrets directory, see [`config_map_file`]).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GivenSchemaConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    /// Protobuf: the message type's full name (the file's first message without).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Where a ConfigMap key the spec refers to is mounted, relative to the secrets directory:
+/// `_configmaps/<name>/<key>` (no Secret's name holds an underscore).
+pub fn config_map_file(name: &str, key: &str) -> PathBuf {
+    Path::new(CONFIG_MAPS_DIR).join(name).join(key)
+}
+
+/// The directory of the mounted ConfigMap keys under the secrets directory.
+pub const CONFIG_MAPS_DIR: &str = "_configmaps";
+
+/// Every ConfigMap key the spec refers to, as (ConfigMap, key). The operator mounts them at
+/// [`config_map_file`].
+pub fn referenced_config_maps(kt: &KafkaTable) -> Vec<(String, String)> {
+    kt.spec
+        .source
+        .schema
+        .as_ref()
+        .and_then(|s| s.config_map_key_ref.as_ref())
+        .map(|r| (r.name.clone(), r.key.clone()))
+        .into_iter()
+        .collect()
+}
+
+fn is_bytes(format: &KeyFormat) -> bool {
+    *format == KeyFormat::Bytes
 }
 
 /// Where a partition without an offset in the table starts.
@@ -92,6 +138,37 @@ pub struct RegistryConfig {
     pub url: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub basic_auth: Option<UserPasswordFiles>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// The subject version that gives a new table its columns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_schema: Option<SubjectVersionConfig>,
+}
+
+/// A registry subject's version: the subject's name as its strategy makes it, the version
+/// (None: the latest) and the record or message type's full name, if given.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SubjectVersionConfig {
+    pub subject: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<String>,
+}
+
+/// The subject of `topic`'s values under `strategy` for `record` (None when the strategy
+/// needs a record name and there is none).
+pub fn value_subject(
+    strategy: SubjectStrategy,
+    topic: &str,
+    record: Option<&str>,
+) -> Option<String> {
+    match strategy {
+        SubjectStrategy::Topic => Some(format!("{topic}-value")),
+        SubjectStrategy::Record => record.map(str::to_string),
+        SubjectStrategy::TopicRecord => record.map(|r| format!("{topic}-{r}")),
+    }
 }
 
 /// Files holding a user name and a password.
@@ -297,6 +374,13 @@ pub fn referenced_secrets(kt: &KafkaTable) -> Vec<(String, Vec<&'static str>)> {
             .and_then(|r| r.credentials_secret_ref.as_ref()),
         &["username", "password"],
     );
+    add(
+        source
+            .schema_registry
+            .as_ref()
+            .and_then(|r| r.ca_secret_ref.as_ref()),
+        &["ca.crt"],
+    );
     if let Some(security) = &source.security {
         add(
             security.sasl.as_ref().map(|s| &s.credentials_secret_ref),
@@ -372,13 +456,15 @@ impl IngesterConfig {
             fix(&mut u.username_file);
             fix(&mut u.password_file);
         };
-        if let Some(r) = self.source.schema_registry.as_mut()
-            && let Some(auth) = r.basic_auth.as_mut()
-        {
-            fix_pair(auth);
+        if let Some(r) = self.source.schema_registry.as_mut() {
+            r.basic_auth.iter_mut().for_each(fix_pair);
+            r.ca_file.iter_mut().for_each(fix);
         }
         if let Some(sasl) = self.source.security.sasl.as_mut() {
             fix_pair(&mut sasl.credentials);
+        }
+        if let Some(given) = self.source.value_schema.as_mut() {
+            given.file.iter_mut().for_each(fix);
         }
         if let Some(tls) = self.source.security.tls.as_mut() {
             tls.ca_file.iter_mut().for_each(fix);
@@ -476,14 +562,44 @@ impl IngesterConfig {
                 .unwrap_or_else(|| default_group_id(&namespace, &name)),
             start,
             format: spec.source.format,
+            key_format: spec.source.key_format,
+            value_schema: spec.source.schema.as_ref().map(|s| GivenSchemaConfig {
+                text: s.text.clone(),
+                file: s
+                    .config_map_key_ref
+                    .as_ref()
+                    .map(|r| secrets_dir.join(config_map_file(&r.name, &r.key))),
+                message: s.message.clone(),
+            }),
             schema_registry: spec
                 .source
                 .schema_registry
                 .as_ref()
-                .map(|r| RegistryConfig {
-                    url: r.url.clone(),
-                    basic_auth: r.credentials_secret_ref.as_ref().map(user_password),
-                }),
+                .map(|r| {
+                    let table_schema = match &r.table_schema {
+                        None => None,
+                        Some(t) => Some(SubjectVersionConfig {
+                            subject: value_subject(
+                                t.subject_strategy,
+                                &spec.source.topic,
+                                t.record_name.as_deref(),
+                            )
+                            .ok_or(ConfigError::Missing {
+                                field: "spec.source.schemaRegistry.tableSchema.recordName",
+                                why: "the record and topicRecord strategies name the subject by it",
+                            })?,
+                            version: t.version,
+                            record: t.record_name.clone(),
+                        }),
+                    };
+                    Ok::<_, ConfigError>(RegistryConfig {
+                        url: r.url.clone(),
+                        basic_auth: r.credentials_secret_ref.as_ref().map(user_password),
+                        ca_file: r.ca_secret_ref.as_ref().map(|c| file(c, "ca.crt")),
+                        table_schema,
+                    })
+                })
+                .transpose()?,
             security,
             consumer_config: spec.source.consumer_config.clone(),
         };
@@ -763,6 +879,66 @@ spec:
         assert_eq!(config.commit.target_file_size, 128 << 20);
         assert_eq!(config.maintenance.retention_keep_ms, 168 * 3600 * 1000);
         assert!(!config.table.storage.allow_http);
+    }
+
+    #[test]
+    fn keys_registry_subjects_and_given_schemas_map_to_the_config() {
+        let with_source = |source: &str| {
+            manifest(&format!(
+                "apiVersion: kafkatable.io/v1alpha1\nkind: KafkaTable\nmetadata: {{name: clicks, namespace: web}}\nspec:\n  source: {{brokers: \"kafka:9092\", topic: clicks, {source}}}\n  table: {{format: delta, location: \"file:///data/clicks\"}}\n"
+            ))
+        };
+        let kt = with_source(
+            "format: avro, keyFormat: avro, schemaRegistry: {url: \"https://registry:8081\", caSecretRef: {name: registry-ca}, tableSchema: {subjectStrategy: topicRecord, recordName: shop.Order, version: 3}}",
+        );
+        let config = IngesterConfig::derive(&kt, Path::new("/s")).expect("config");
+        assert_eq!(config.source.key_format, KeyFormat::Avro);
+        let registry = config.source.schema_registry.expect("registry");
+        assert_eq!(registry.ca_file, Some("/s/registry-ca/ca.crt".into()));
+        assert_eq!(
+            registry.table_schema,
+            Some(SubjectVersionConfig {
+                subject: "clicks-shop.Order".into(),
+                version: Some(3),
+                record: Some("shop.Order".into()),
+            })
+        );
+        assert!(
+            referenced_secrets(&kt)
+                .iter()
+                .any(|(name, keys)| name == "registry-ca" && keys == &["ca.crt"])
+        );
+        assert_eq!(
+            value_subject(SubjectStrategy::Topic, "t", None).as_deref(),
+            Some("t-value")
+        );
+        assert_eq!(
+            value_subject(SubjectStrategy::Record, "t", Some("a.B")).as_deref(),
+            Some("a.B")
+        );
+        assert_eq!(value_subject(SubjectStrategy::Record, "t", None), None);
+
+        let kt = with_source(
+            "format: protobuf, schema: {configMapKeyRef: {name: schemas, key: order.proto}, message: shop.Order}",
+        );
+        let config = IngesterConfig::derive(&kt, Path::new("/s")).expect("config");
+        let given = config.source.value_schema.expect("a given schema");
+        assert_eq!(
+            given.file,
+            Some("/s/_configmaps/schemas/order.proto".into())
+        );
+        assert_eq!(given.message.as_deref(), Some("shop.Order"));
+        assert_eq!(
+            referenced_config_maps(&kt),
+            [("schemas".to_string(), "order.proto".to_string())]
+        );
+        // A config rendered without the new fields reads as before: keys as bytes, nothing given.
+        let minimal = IngesterConfig::derive(&manifest(MINIMAL), Path::new("/s")).expect("config");
+        let text = serde_json::to_string(&minimal.source).expect("serialized");
+        assert!(
+            !text.contains("keyFormat") && !text.contains("valueSchema"),
+            "{text}"
+        );
     }
 
     #[test]

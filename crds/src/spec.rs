@@ -88,6 +88,15 @@ pub const DENIED_CONSUMER_PREFIXES: &[&str] = &["sasl.", "ssl.", "ssl_"];
 #[x_kube(validation = Rule::new("!has(self.errors.deadLetterTopic) || self.errors.deadLetterTopic != self.source.topic")
     .message("spec.errors.deadLetterTopic must differ from spec.source.topic")
     .field_path(".errors.deadLetterTopic"))]
+#[x_kube(validation = Rule::new("!has(self.table.keyFields) || self.table.keyFields.all(k, !k.startsWith('_kafka_key.') || self.source.keyFormat in ['json', 'avro', 'protobuf', 'jsonSchema'])")
+    .message("spec.table.keyFields: a field of the key (_kafka_key.<field>) needs a structured spec.source.keyFormat (json, avro, protobuf or jsonSchema)")
+    .field_path(".table.keyFields"))]
+#[x_kube(validation = Rule::new("self.table.metadataColumns || !has(self.table.keyFields) || self.table.keyFields.all(k, k != '_kafka_key' && !k.startsWith('_kafka_key.'))")
+    .message("spec.table.keyFields: _kafka_key is a metadata column: it needs spec.table.metadataColumns: true")
+    .field_path(".table.keyFields"))]
+#[x_kube(validation = Rule::new("self.source.keyFormat == 'bytes' || self.table.metadataColumns")
+    .message("spec.source.keyFormat: the decoded key is stored in the _kafka_key metadata column, so it needs spec.table.metadataColumns: true")
+    .field_path(".source.keyFormat"))]
 #[x_kube(validation = Rule::new("self.table.mode != 'upsert' || self.source.format != 'bytes' && self.source.format != 'string'")
     .message("spec.table.mode upsert needs structured records (format json, avro, protobuf or jsonSchema) to read spec.table.keyFields from")
     .field_path(".table.mode"))]
@@ -138,8 +147,21 @@ pub struct KafkaTableSpec {
 #[x_kube(validation = Rule::new("self.startOffset == 'timestamp' ? has(self.startTimestamp) : !has(self.startTimestamp)")
     .message("spec.source.startTimestamp is required with startOffset: timestamp and not allowed otherwise")
     .field_path(".startTimestamp"))]
-#[x_kube(validation = Rule::new("!(self.format in ['avro', 'protobuf', 'jsonSchema']) || has(self.schemaRegistry)")
-    .message("spec.source.schemaRegistry is required for format avro, protobuf and jsonSchema")
+#[x_kube(validation = Rule::new("!(self.format in ['avro', 'protobuf', 'jsonSchema']) || has(self.schemaRegistry) || has(self.schema)")
+    .message("spec.source.schemaRegistry is required for format avro, protobuf and jsonSchema (for avro and protobuf, spec.source.schema may give the schema instead)")
+    .field_path(".schemaRegistry")
+    .reason(Reason::FieldValueRequired))]
+#[x_kube(validation = Rule::new("!has(self.schemaRegistry) || !has(self.schemaRegistry.tableSchema) || self.format in ['avro', 'protobuf', 'jsonSchema'] && !has(self.schema)")
+    .message("spec.source.schemaRegistry.tableSchema applies to format avro, protobuf and jsonSchema with schemas from the registry (not spec.source.schema)")
+    .field_path(".schemaRegistry.tableSchema"))]
+#[x_kube(validation = Rule::new("!has(self.schema) || self.format in ['avro', 'protobuf']")
+    .message("spec.source.schema applies to format avro and protobuf")
+    .field_path(".schema"))]
+#[x_kube(validation = Rule::new("!has(self.schema) || !has(self.schema.message) || self.format == 'protobuf'")
+    .message("spec.source.schema.message names a Protobuf message type: it applies to format protobuf only")
+    .field_path(".schema.message"))]
+#[x_kube(validation = Rule::new("!(self.keyFormat in ['avro', 'protobuf', 'jsonSchema']) || has(self.schemaRegistry)")
+    .message("spec.source.schemaRegistry is required for keyFormat avro, protobuf and jsonSchema")
     .field_path(".schemaRegistry")
     .reason(Reason::FieldValueRequired))]
 #[serde(rename_all = "camelCase")]
@@ -177,6 +199,20 @@ pub struct Source {
     /// Confluent's wire format, writer schemas from schemaRegistry), string or bytes.
     #[serde(default)]
     pub format: Format,
+
+    /// Encoding of the record keys, stored in the _kafka_key column: bytes (as they are, a
+    /// binary column), string (UTF-8 text), or json, avro, protobuf or jsonSchema (a struct
+    /// column with the key's fields; an Avro key of a primitive type is a column of that type).
+    /// A key that does not decode is a bad record (see spec.errors). Changing it for an existing
+    /// table is not implemented yet.
+    #[serde(default)]
+    pub key_format: KeyFormat,
+
+    /// The value schema given with the KafkaTable, for avro and protobuf values written without
+    /// a registry: each value is then the bare Avro body or Protobuf message, without
+    /// Confluent's wire-format prefix. Read when the ingester starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<GivenSchema>,
 
     /// Confluent-compatible schema registry, required for avro, protobuf and jsonSchema.
     /// Schemas are read by the id each record carries and cached; while the registry does not
@@ -257,6 +293,68 @@ pub enum Format {
     Bytes,
 }
 
+/// Encoding of the record keys.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum KeyFormat {
+    /// The key as it is, in a binary column.
+    #[default]
+    Bytes,
+    /// UTF-8 text.
+    String,
+    /// A JSON object; its fields become the key struct's fields.
+    Json,
+    /// Avro in Confluent's wire format; schemas from the registry.
+    Avro,
+    /// Protobuf in Confluent's wire format; schemas from the registry.
+    Protobuf,
+    /// JSON in Confluent's wire format; types from the writer's JSON Schema in the registry.
+    JsonSchema,
+}
+
+/// A value schema given with the KafkaTable.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("has(self.text) != has(self.configMapKeyRef)")
+    .message("spec.source.schema: give exactly one of text and configMapKeyRef"))]
+#[serde(rename_all = "camelCase")]
+pub struct GivenSchema {
+    /// The schema itself: Avro JSON, or a `.proto` file (which may import the well-known
+    /// types, google/protobuf/*.proto).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 262144))]
+    pub text: Option<String>,
+
+    /// A key of a ConfigMap in the KafkaTable's namespace that holds the schema, mounted into
+    /// the ingester pods (a changed schema is read when they restart).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_key_ref: Option<ConfigMapKeyReference>,
+
+    /// protobuf: the full name of the values' message type, e.g. "shop.Order". The file's
+    /// first message when not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 1024),
+        regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+    )]
+    pub message: Option<String>,
+}
+
+/// A key of a ConfigMap in the KafkaTable's namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigMapKeyReference {
+    /// Name of the ConfigMap.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub name: String,
+
+    /// The key holding the schema.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: String,
+}
+
 /// A Confluent-compatible schema registry.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -268,6 +366,58 @@ pub struct SchemaRegistry {
     /// Secret with keys `username` and `password` for HTTP basic authentication.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SecretReference>,
+
+    /// Secret with the CA certificate (PEM) under key `ca.crt` that an https registry's
+    /// certificate is checked against, besides the system roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretReference>,
+
+    /// The subject version whose schema gives a new table its columns when the ingester starts,
+    /// before any record arrives; records of other schema versions are conformed to it (see
+    /// spec.table.schemaEvolution). Without it, the first record's writer schema does. An
+    /// existing table's columns, and spec.table.columns, take precedence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_schema: Option<SubjectVersion>,
+}
+
+/// A version of a registry subject.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("self.subjectStrategy == 'topic' || has(self.recordName)")
+    .message("spec.source.schemaRegistry.tableSchema.recordName is required with subjectStrategy record and topicRecord")
+    .field_path(".recordName")
+    .reason(Reason::FieldValueRequired))]
+#[serde(rename_all = "camelCase")]
+pub struct SubjectVersion {
+    /// How the subject is named, as the producers' serializers name it
+    /// (`subject.name.strategy`): topic is "<topic>-value", record the record's full name,
+    /// topicRecord "<topic>-<record full name>".
+    #[serde(default)]
+    pub subject_strategy: SubjectStrategy,
+
+    /// The full name of the record (Avro) or message type (Protobuf), e.g. "shop.Order":
+    /// required with subjectStrategy record and topicRecord; for protobuf it also names the
+    /// message of the schema (the first one without).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub record_name: Option<String>,
+
+    /// The subject's version; the latest (as the ingester starts) when not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub version: Option<i32>,
+}
+
+/// How a registry subject is named from the topic and the record.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum SubjectStrategy {
+    /// "<topic>-value".
+    #[default]
+    Topic,
+    /// The record's full name.
+    Record,
+    /// "<topic>-<record full name>".
+    TopicRecord,
 }
 
 /// Connection security towards the brokers.
@@ -379,8 +529,8 @@ pub struct SecretReference {
 #[x_kube(validation = Rule::new("self.mode == 'upsert' || !has(self.keyFields) || size(self.keyFields) == 0")
     .message("spec.table.keyFields applies to mode upsert only")
     .field_path(".keyFields"))]
-#[x_kube(validation = Rule::new("!has(self.columns) || !has(self.keyFields) || self.keyFields.all(k, self.columns.exists(c, c.name == k))")
-    .message("every spec.table.keyFields entry must be one of spec.table.columns")
+#[x_kube(validation = Rule::new("!has(self.columns) || !has(self.keyFields) || self.keyFields.all(k, k == '_kafka_key' || k.startsWith('_kafka_key.') || self.columns.exists(c, c.name == k))")
+    .message("every spec.table.keyFields entry must be one of spec.table.columns, _kafka_key or a field of a decoded key (_kafka_key.<field>)")
     .field_path(".keyFields"))]
 #[x_kube(validation = Rule::new("!has(self.partitionBy) || self.partitionBy.all(p, !(p.transform in ['year', 'month', 'day', 'hour']) || p.field == '_kafka_timestamp' || has(self.eventTime) && p.field == self.eventTime.field)")
     .message("spec.table.partitionBy: year, month, day and hour partition a time: use the spec.table.eventTime field or _kafka_timestamp")
@@ -437,7 +587,9 @@ pub struct Table {
     #[serde(default)]
     pub mode: WriteMode,
 
-    /// Fields whose values identify a row in upsert mode (not implemented yet).
+    /// Fields whose values identify a row in upsert mode (not implemented yet): columns, or
+    /// the key (_kafka_key) or a field of a key decoded with spec.source.keyFormat
+    /// (_kafka_key.<field>).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16), inner(length(min = 1, max = 255)))]
     pub key_fields: Vec<String>,

@@ -19,7 +19,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.schema_registry.json_schema import JSONSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
-bootstrap, registry, topic, schema, first, count, mode, kind = sys.argv[1:9]
+bootstrap, registry, topic, schema, first, count, mode, kind, key_schema = sys.argv[1:10]
 first, count = int(first), int(count)
 # Apicurio now and then leaves a registration unanswered when two arrive together: a request
 # gives up after 15 s and the client retries it (registering a schema again returns its id).
@@ -46,6 +46,14 @@ else:
     to_json = JSONSerializer(schema, client)
     serialize = lambda r, c: to_json(as_json(r, json_schema), c)
 context = SerializationContext(topic, MessageField.VALUE)
+# Keys: the id as text, or Avro of `key_schema` (a record of the id and a region, or a string).
+if key_schema:
+    serialize_key = AvroSerializer(client, key_schema)
+    key_context = SerializationContext(topic, MessageField.KEY)
+    record_key = json.loads(key_schema) != "string"
+    key_of = lambda i: serialize_key({"id": i, "region": f"r{i % 3}"} if record_key else str(i), key_context)
+else:
+    key_of = str
 base = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 def record(i):
@@ -68,7 +76,7 @@ def record(i):
         "score": i / 4,
     }
 
-values = [(str(i), serialize(record(i), context)) for i in range(first, first + count)]
+values = [(key_of(i), serialize(record(i), context)) for i in range(first, first + count)]
 if mode == "serialize":
     print(json.dumps([v.hex() for _, v in values]))
     sys.exit(0)
@@ -117,7 +125,30 @@ pub fn produce_avro(
     schema: &str,
     ids: std::ops::Range<usize>,
 ) -> Result<(), PythonError> {
-    run(env, registry_url, topic, schema, ids, "produce", "avro").map(drop)
+    run(env, registry_url, topic, schema, ids, "produce", "avro", "").map(drop)
+}
+
+/// [`produce_avro`] with Avro keys of `key_schema`: `"string"` (the id as text) or a record of
+/// `id` (long) and `region` (string, `r<id % 3>`).
+pub fn produce_avro_keyed(
+    env: &TestEnv,
+    registry_url: &str,
+    topic: &str,
+    schema: &str,
+    key_schema: &str,
+    ids: std::ops::Range<usize>,
+) -> Result<(), PythonError> {
+    run(
+        env,
+        registry_url,
+        topic,
+        schema,
+        ids,
+        "produce",
+        "avro",
+        key_schema,
+    )
+    .map(drop)
 }
 
 /// A JSON Schema of the orders: the fields of [`order_fields`] that JSON Schema has types for
@@ -167,7 +198,7 @@ pub fn produce_json_schema(
     schema: &str,
     ids: std::ops::Range<usize>,
 ) -> Result<(), PythonError> {
-    run(env, registry_url, topic, schema, ids, "produce", "json").map(drop)
+    run(env, registry_url, topic, schema, ids, "produce", "json", "").map(drop)
 }
 
 /// The wire-format values of records `ids` of `schema`, as the Python serializer writes them
@@ -179,7 +210,16 @@ pub fn serialize_avro(
     schema: &str,
     ids: std::ops::Range<usize>,
 ) -> Result<Vec<Vec<u8>>, PythonError> {
-    let out = run(env, registry_url, topic, schema, ids, "serialize", "avro")?;
+    let out = run(
+        env,
+        registry_url,
+        topic,
+        schema,
+        ids,
+        "serialize",
+        "avro",
+        "",
+    )?;
     let hex: Vec<String> = serde_json::from_str(out.trim())
         .map_err(|e| PythonError::new(format!("serialized values: {e}: {out}")))?;
     hex.iter()
@@ -194,7 +234,7 @@ pub fn serialize_avro(
 }
 
 /// Runs [`PRODUCER`] in `mode` ("produce" or "serialize") with the serializer of `kind`
-/// ("avro" or "json").
+/// ("avro" or "json"), keys in Avro of `key_schema` (or, when empty, the id as text).
 #[allow(clippy::too_many_arguments)]
 fn run(
     env: &TestEnv,
@@ -204,6 +244,7 @@ fn run(
     ids: std::ops::Range<usize>,
     mode: &str,
     kind: &str,
+    key_schema: &str,
 ) -> Result<String, PythonError> {
     let (first, count) = (ids.start.to_string(), ids.len().to_string());
     python(
@@ -218,6 +259,7 @@ fn run(
             &count,
             mode,
             kind,
+            key_schema,
         ],
     )
 }

@@ -276,6 +276,26 @@ fn invalid_cases() -> Vec<(&'static str, Value, &'static str)> {
             "spec.source.schemaRegistry is required",
         ),
         (
+            "avro keys without registry",
+            json!({"spec": {"source": {"keyFormat": "avro"}}}),
+            "spec.source.schemaRegistry is required for keyFormat avro",
+        ),
+        (
+            "unknown key format",
+            json!({"spec": {"source": {"keyFormat": "xml"}}}),
+            "spec.source.keyFormat: Unsupported value: \"xml\"",
+        ),
+        (
+            "decoded keys without metadata columns",
+            json!({"spec": {"source": {"keyFormat": "string"}, "table": {"metadataColumns": false}}}),
+            "spec.source.keyFormat: the decoded key is stored in the _kafka_key metadata column",
+        ),
+        (
+            "a key field of keys kept as bytes",
+            json!({"spec": {"table": {"mode": "upsert", "keyFields": ["_kafka_key.id"]}, "source": {"format": "json"}}}),
+            "a field of the key (_kafka_key.<field>) needs a structured spec.source.keyFormat",
+        ),
+        (
             "registry url without scheme",
             json!({"spec": {"source": {"format": "avro", "schemaRegistry": {"url": "registry:8081"}}}}),
             "spec.source.schemaRegistry.url in body should match",

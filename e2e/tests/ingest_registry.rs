@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use kafkatable_e2e::avro::{
-    ORDER_PROTO, order_fields, order_json_schema, order_schema, produce_avro, produce_json_schema,
-    produce_protobuf, register,
+    ORDER_PROTO, order_fields, order_json_schema, order_schema, produce_avro, produce_avro_keyed,
+    produce_json_schema, produce_protobuf, register,
 };
 use kafkatable_e2e::env::TestEnv;
 use kafkatable_e2e::fixtures::{TestTopic, eventually, python, unique};
@@ -31,8 +31,12 @@ def summary(t, types, nullable):
         seven = {k: v for k, v in seven.items() if not k.startswith("_kafka")}
     # After schema evolution: each record's id with its value of the columns v2 added.
     added = sorted([r["id"], r["qty"], r["shipping"]] for r in rows) if "qty" in t.column_names else None
+    # Each key's id (keys are the id as text, or a record with the id), and record 7's key.
+    key_ids = sorted(k["id"] if isinstance(k, dict) else int(k) for k in t["_kafka_key"].to_pylist())
+    key7 = next((r["_kafka_key"] for r in rows if r["id"] == 7), None)
     print(json.dumps({"rows": t.num_rows, "distinct": len(pairs), "ids": sorted(t["id"].to_pylist()),
-                      "types": types, "nullable": nullable, "seven": seven, "added": added}, default=str))
+                      "types": types, "nullable": nullable, "seven": seven, "added": added,
+                      "key_ids": key_ids, "key7": key7}, default=str))
 "#;
 
 const DELTA_READER: &str = r#"
@@ -133,6 +137,19 @@ impl Setup {
         })
     }
 
+    /// Decodes the record keys as `format` (spec.source.keyFormat).
+    fn key_format(self, format: &str) -> anyhow::Result<Self> {
+        self.edit(|spec| spec["source"]["keyFormat"] = json!(format))
+    }
+
+    /// Changes the manifest's spec.
+    fn edit(self, change: impl FnOnce(&mut Value)) -> anyhow::Result<Self> {
+        let mut manifest: Value = serde_yaml::from_str(&std::fs::read_to_string(&self.manifest)?)?;
+        change(&mut manifest["spec"]);
+        std::fs::write(&self.manifest, serde_yaml::to_string(&manifest)?)?;
+        Ok(self)
+    }
+
     fn start(&self) -> anyhow::Result<IngesterProcess> {
         Ok(IngesterProcess::start(
             &self.manifest,
@@ -159,6 +176,10 @@ impl Setup {
             seen["ids"],
             json!((0..RECORDS).collect::<Vec<_>>()),
             "every record once"
+        );
+        assert_eq!(
+            seen["key_ids"], seen["ids"],
+            "every record's key decoded, with its own id"
         );
         seen
     }
@@ -309,6 +330,81 @@ async fn avro_from_the_confluent_serializer_into_iceberg_with_its_types() -> any
     Ok(())
 }
 
+/// The key schema of the keyed Avro tests: a record of the id and a region.
+fn key_record_schema() -> String {
+    json!({"type": "record", "name": "OrderKey", "namespace": "shop", "fields": [
+        {"name": "id", "type": "long"}, {"name": "region", "type": "string"}]})
+    .to_string()
+}
+
+#[tokio::test]
+async fn avro_record_keys_become_a_struct_key_column_in_delta() -> anyhow::Result<()> {
+    let location = std::env::temp_dir().join(unique("kt-avro-keys-delta"));
+    let s = Setup::new(
+        "avro-keys-delta",
+        json!({"format": "delta", "location": format!("file://{}", location.display())}),
+    )
+    .await?
+    .key_format("avro")?;
+    let schema = order_schema(&order_fields());
+    let keys = key_record_schema();
+    produce_avro_keyed(
+        &s.env,
+        &s.env.registry_url,
+        &s.topic.name,
+        &schema,
+        &keys,
+        0..RECORDS,
+    )?;
+    let _ingester = s.start()?;
+    let path = location.display().to_string();
+    let seen = s.expect_all(|| read_delta(&s.env, &path)).await;
+    let key_type = &seen["types"]["_kafka_key"];
+    assert_eq!(key_type["type"], "struct", "{key_type}");
+    let fields: Vec<(&str, &str)> = key_type["fields"]
+        .as_array()
+        .map(|f| {
+            f.iter()
+                .map(|f| {
+                    (
+                        f["name"].as_str().unwrap_or(""),
+                        f["type"].as_str().unwrap_or(""),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(fields, [("id", "long"), ("region", "string")], "{key_type}");
+    assert_eq!(seen["key7"], json!({"id": 7, "region": "r1"}));
+    assert_record_seven(&seen);
+    Ok(())
+}
+
+#[tokio::test]
+async fn avro_string_keys_become_a_string_key_column_in_iceberg() -> anyhow::Result<()> {
+    let env = TestEnv::load()?;
+    let namespace = unique("avrokeys").replace('-', "_");
+    let table = iceberg_table(&env, &namespace);
+    let s = Setup::new("avro-keys-iceberg", table)
+        .await?
+        .key_format("avro")?;
+    let schema = order_schema(&order_fields());
+    produce_avro_keyed(
+        &s.env,
+        &s.env.registry_url,
+        &s.topic.name,
+        &schema,
+        r#""string""#,
+        0..RECORDS,
+    )?;
+    let _ingester = s.start()?;
+    let seen = s.expect_all(|| read_iceberg(&s.env, &namespace)).await;
+    assert_eq!(seen["types"]["_kafka_key"], "string", "{seen}");
+    assert_eq!(seen["key7"], "7");
+    assert_record_seven(&seen);
+    Ok(())
+}
+
 /// Record 7 of the JSON Schema orders as the readers print it.
 fn assert_json_record_seven(seen: &Value) {
     let seven = &seen["seven"];
@@ -382,7 +478,9 @@ async fn json_schema_from_the_confluent_serializer_into_iceberg_with_its_types()
     let env = TestEnv::load()?;
     let namespace = unique("jsonschema").replace('-', "_");
     let table = iceberg_table(&env, &namespace);
-    let s = Setup::with_format("jsonschema-iceberg", "jsonSchema", table).await?;
+    let s = Setup::with_format("jsonschema-iceberg", "jsonSchema", table)
+        .await?
+        .key_format("string")?;
     produce_json_schema(
         &s.env,
         &s.env.registry_url,
@@ -401,9 +499,11 @@ async fn json_schema_from_the_confluent_serializer_into_iceberg_with_its_types()
         ("tags", "list<string>"),
         ("attrs", "map<string, long>"),
         ("note", "string"),
+        ("_kafka_key", "string"),
     ] {
         assert_eq!(types[column], iceberg_type, "column {column}: {types}");
     }
+    assert_eq!(seen["key7"], "7", "keyFormat string: the key as text");
     assert!(
         types["address"]
             .as_str()
@@ -590,6 +690,49 @@ impl Serializer {
         }
         Ok(())
     }
+}
+
+/// `schemaRegistry.tableSchema` without a version (the latest of `<topic>-value`): a new table
+/// takes its columns from that version as the ingester starts, before any record of it
+/// arrives, and the v1 records land with v2's columns null.
+#[tokio::test]
+async fn the_latest_subject_version_gives_a_new_table_its_columns() -> anyhow::Result<()> {
+    let location = std::env::temp_dir().join(unique("kt-avro-latest"));
+    let s = Setup::new(
+        "avro-latest",
+        json!({"format": "delta", "location": format!("file://{}", location.display())}),
+    )
+    .await?
+    .edit(|spec| spec["source"]["schemaRegistry"]["tableSchema"] = json!({}))?;
+    Serializer::Avro.produce(&s, 1, 0..RECORDS)?;
+    let subject = format!("{}-value", s.topic.name);
+    register(
+        &s.env.registry_url,
+        &subject,
+        "AVRO",
+        &Serializer::Avro.schema(2),
+    )
+    .await?;
+    let _ingester = s.start()?;
+    let path = location.display().to_string();
+    let seen = s.expect_all(|| read_delta(&s.env, &path)).await;
+    let added: Vec<(u64, Value, Value)> =
+        serde_json::from_value(seen["added"].clone()).unwrap_or_default();
+    assert_eq!(
+        added.len(),
+        RECORDS,
+        "v2's columns are in the table: {seen}"
+    );
+    assert!(
+        added
+            .iter()
+            .all(|(_, qty, shipping)| qty.is_null() && shipping.is_null()),
+        "v1 records read null in v2's columns"
+    );
+    assert_eq!(seen["types"]["qty"], "integer", "{seen}");
+    assert_eq!(seen["types"]["shipping"]["type"], "struct", "{seen}");
+    assert_record_seven(&seen);
+    Ok(())
 }
 
 /// v1 records, then (while the ingester runs) v2 records with two new optional fields, one of

@@ -682,6 +682,73 @@ async fn a_registry_outage_holds_records_back_and_recovery_lands_them() -> anyho
     Ok(())
 }
 
+/// Avro values written without a registry (bare bodies) with their schema in a ConfigMap the
+/// KafkaTable names: until the ConfigMap exists the status says so (`ConfigMapMissing`); then
+/// the operator's pods mount it and every record lands once.
+#[tokio::test]
+async fn a_schema_in_a_config_map_decodes_bare_avro_values() -> anyhow::Result<()> {
+    let s = Setup::new("op-given").await?;
+    let topic = TestTopic::create(&s.env, "op-given", 1).await?;
+    let schema = order_schema(&order_fields());
+    // The Python serializer's values without their wire-format prefix: bare Avro bodies.
+    let values = serialize_avro(&s.env, &s.env.registry_url, &topic.name, &schema, 0..100)?;
+    let bodies: Vec<&[u8]> = values.iter().map(|v| &v[5..]).collect();
+    produce_raw(&s.env, &topic.name, 0, &bodies).await?;
+    let location = s.location("orders");
+    let mut manifest = delta_table(
+        "orders",
+        &s.env,
+        &s.env.kafka_bootstrap,
+        &topic.name,
+        &location,
+        json!({"minReplicas": 1, "maxReplicas": 1}),
+    );
+    manifest["spec"]["source"]["format"] = json!("avro");
+    manifest["spec"]["source"]["schema"] =
+        json!({"configMapKeyRef": {"name": "order-schema", "key": "order.avsc"}});
+    s.operator.create_table(manifest).await?;
+    let status = s
+        .operator
+        .wait_status("orders", "Degraded: ConfigMapMissing", DEADLINE, |st| {
+            condition(st, "Degraded")
+                .is_some_and(|(st, reason, _)| st == "True" && reason == "ConfigMapMissing")
+        })
+        .await;
+    let (_, _, message) = condition(&status, "Degraded").unwrap_or_default();
+    assert!(
+        message.contains("ConfigMap order-schema does not exist"),
+        "{message}"
+    );
+
+    let config_maps: Api<ConfigMap> = Api::namespaced(s.client.clone(), &s.ns.name);
+    let config_map = ConfigMap {
+        metadata: kube::api::ObjectMeta {
+            name: Some("order-schema".into()),
+            ..Default::default()
+        },
+        data: Some([("order.avsc".to_string(), schema)].into()),
+        ..ConfigMap::default()
+    };
+    config_maps
+        .create(&kube::api::PostParams::default(), &config_map)
+        .await?;
+    s.operator
+        .wait_status("orders", "Ready with every record", DEADLINE, |st| {
+            is_true(st, "Ready")
+                && !is_true(st, "Degraded")
+                && st.sync_points.iter().map(|p| p.offset).sum::<i64>() == 100
+        })
+        .await;
+    let seen = read_delta_until(&s.env, &location, 100).await;
+    assert_eq!(
+        (seen["rows"].as_u64(), seen["distinct"].as_u64()),
+        (Some(100), Some(100)),
+        "every record once: {seen}"
+    );
+    s.remove().await;
+    Ok(())
+}
+
 #[tokio::test]
 async fn an_unreachable_catalog_shows_in_a_condition() -> anyhow::Result<()> {
     let s = Setup::new("op-catalog").await?;

@@ -126,7 +126,7 @@ pub fn drain(config: &IngesterConfig, mode: Mode, records: u64) -> Result<Report
             Some(s) => (Arc::clone(s), false),
             None => (Arc::new(buf.infer(&source.topic, p)?), true),
         };
-        let batch = buf.finish(&s, &source.topic, p, metadata_columns)?;
+        let batch = buf.finish(&s, None, &source.topic, p, metadata_columns)?;
         *schema = Some(s);
         *arrow_bytes += batch.get_array_memory_size() as u64;
         if mode == Mode::Encode {

@@ -53,6 +53,8 @@ pub enum IngesterError {
     ParseConfig { path: PathBuf, reason: String },
     #[error("invalid configuration: {0}")]
     Config(#[from] kafkatable_crds::config::ConfigError),
+    #[error("spec.source.schema: {0}")]
+    GivenSchema(String),
     #[error("cannot read the secret file {path}: {source}")]
     Secret {
         path: PathBuf,
@@ -138,6 +140,7 @@ impl IngesterError {
             Self::ReadConfig { .. }
             | Self::ParseConfig { .. }
             | Self::Config(_)
+            | Self::GivenSchema(_)
             | Self::Secret { .. } => ErrorKind::Config,
             Self::Kafka { .. } => ErrorKind::Kafka,
             Self::Decode(_) => ErrorKind::Record,

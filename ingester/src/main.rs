@@ -11,13 +11,13 @@ use kafkatable_ingester::commit::{Committer, delta::DeltaCommitter, iceberg::Ice
 use kafkatable_ingester::coordinator::{Coordinator, Faults};
 use kafkatable_ingester::decode::{
     AvroContext, AvroDecoder, BytesDecoder, Decoder, JsonDecoder, JsonSchemaContext,
-    JsonSchemaDecoder, ProtobufContext, ProtobufDecoder, TextDecoder,
+    JsonSchemaDecoder, KeyContext, ProtobufContext, ProtobufDecoder, TextDecoder,
 };
 use kafkatable_ingester::error::IngesterError;
 use kafkatable_ingester::http::{self, Health};
 use kafkatable_ingester::load;
 use kafkatable_ingester::metrics::Metrics;
-use kafkatable_ingester::registry::Registry;
+use kafkatable_ingester::registry::{Registry, Version};
 use kafkatable_ingester::sink::TableSink;
 use kafkatable_ingester::source::KafkaSource;
 
@@ -149,6 +149,7 @@ async fn run(
         }
     };
     health.table(None);
+    let registry = open_registry(&config, &health)?;
     // One coordinator per payload format, each with its decoder statically dispatched.
     let ingest = Ingest {
         config: &config,
@@ -156,28 +157,33 @@ async fn run(
         metrics,
         health: health.clone(),
         client_id: &client_id,
+        registry: registry.clone(),
     };
+    let keys = KeyContext::new(config.source.key_format, registry.clone());
     let result = match config.source.format {
-        Format::Json => ingest.run::<JsonDecoder>((), shutdown).await,
-        Format::String => ingest.run::<TextDecoder>((), shutdown).await,
-        Format::Bytes => ingest.run::<BytesDecoder>((), shutdown).await,
+        Format::Json => ingest.run::<JsonDecoder>((), keys, shutdown).await,
+        Format::String => ingest.run::<TextDecoder>((), keys, shutdown).await,
+        Format::Bytes => ingest.run::<BytesDecoder>((), keys, shutdown).await,
         Format::Avro => {
-            let registry = open_registry(&config, &health)?;
-            ingest
-                .run::<AvroDecoder>(AvroContext::new(registry), shutdown)
-                .await
+            let context = match given_schema(&config)? {
+                Some((avro, _)) => AvroContext::given(&avro).map_err(IngesterError::GivenSchema)?,
+                None => AvroContext::new(registry),
+            };
+            ingest.run::<AvroDecoder>(context, keys, shutdown).await
         }
         Format::JsonSchema => {
-            let registry = open_registry(&config, &health)?;
+            let context = JsonSchemaContext::new(registry);
             ingest
-                .run::<JsonSchemaDecoder>(JsonSchemaContext::new(registry), shutdown)
+                .run::<JsonSchemaDecoder>(context, keys, shutdown)
                 .await
         }
         Format::Protobuf => {
-            let registry = open_registry(&config, &health)?;
-            ingest
-                .run::<ProtobufDecoder>(ProtobufContext::new(registry), shutdown)
-                .await
+            let context = match given_schema(&config)? {
+                Some((proto, message)) => ProtobufContext::given(&proto, message.as_deref())
+                    .map_err(IngesterError::GivenSchema)?,
+                None => ProtobufContext::new(registry),
+            };
+            ingest.run::<ProtobufDecoder>(context, keys, shutdown).await
         }
     };
     server.abort();
@@ -187,6 +193,7 @@ async fn run(
 /// What the coordinator of any payload format is made of.
 struct Ingest<'a> {
     config: &'a kafkatable_crds::IngesterConfig,
+    registry: Option<Arc<Registry>>,
     committer: Committer,
     metrics: Metrics,
     health: Arc<Health>,
@@ -194,21 +201,27 @@ struct Ingest<'a> {
 }
 
 impl Ingest<'_> {
-    /// Consumes the topic into the table with `D`'s decoders (sharing `context`) until
-    /// `shutdown`.
+    /// Consumes the topic into the table with `D`'s decoders (sharing `context`) and keys
+    /// decoded as `keys` says until `shutdown`.
     async fn run<D: Decoder>(
         self,
         context: D::Context,
+        keys: KeyContext,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<(), IngesterError> {
         let Self {
             config,
+            registry,
             committer,
             metrics,
             health,
             client_id,
         } = self;
-        let sink = TableSink::<D>::new(config, committer, metrics.clone(), context)?;
+        let mut sink = TableSink::<D>::new(config, committer, metrics.clone(), context, keys)?;
+        if !sink.has_columns() {
+            let subject = subject_schema::<D>(config, registry.as_deref(), sink.context()).await?;
+            sink = sink.with_subject_schema(subject);
+        }
         let (source, events) =
             KafkaSource::subscribe(&config.source, client_id, metrics.clone(), health.clone())?;
         let faults = Faults {
@@ -246,7 +259,17 @@ fn open_registry(
         .as_ref()
         .map(kafkatable_ingester::source::read_credentials)
         .transpose()?;
-    let client = Registry::new(&registry.url, auth, None)
+    let ca = registry
+        .ca_file
+        .as_ref()
+        .map(|path| {
+            std::fs::read(path).map_err(|source| IngesterError::Secret {
+                path: path.clone(),
+                source,
+            })
+        })
+        .transpose()?;
+    let client = Registry::new(&registry.url, auth, ca.as_deref())
         .map_err(|e| IngesterError::Unsupported(e.to_string()))?;
     let client = Arc::new(client);
     let (watched, health) = (Arc::downgrade(&client), health.clone());
@@ -261,6 +284,63 @@ fn open_registry(
         }
     });
     Ok(Some(client))
+}
+
+/// The columns of the registry subject version `schemaRegistry.tableSchema` names, read as the
+/// ingester starts (while the registry is unreachable it waits, and /status says why).
+async fn subject_schema<D: Decoder>(
+    config: &kafkatable_crds::IngesterConfig,
+    registry: Option<&Registry>,
+    context: &D::Context,
+) -> Result<Option<arrow::datatypes::Schema>, IngesterError> {
+    let (Some(registry), Some(wanted)) = (
+        registry,
+        config
+            .source
+            .schema_registry
+            .as_ref()
+            .and_then(|r| r.table_schema.as_ref()),
+    ) else {
+        return Ok(None);
+    };
+    let version = wanted.version.map_or(Version::Latest, Version::Number);
+    let failed = |e: String| {
+        IngesterError::Unsupported(format!(
+            "spec.source.schemaRegistry.tableSchema: subject {} version {}: {e}",
+            wanted.subject,
+            wanted.version.map_or("latest".into(), |v| v.to_string())
+        ))
+    };
+    let (id, schema) = registry
+        .subject_version(&wanted.subject, version)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    let columns = D::registered(context, id, &schema, wanted.record.as_deref()).map_err(failed)?;
+    if let Some(columns) = &columns {
+        tracing::info!(subject = %wanted.subject, id, schema = %columns, "the table's columns come from the registry");
+    }
+    Ok(columns)
+}
+
+/// The value schema given with the KafkaTable (its text, from the spec or a mounted ConfigMap
+/// key) and the Protobuf message type it names, if any.
+fn given_schema(
+    config: &kafkatable_crds::IngesterConfig,
+) -> Result<Option<(String, Option<String>)>, IngesterError> {
+    let Some(given) = &config.source.value_schema else {
+        return Ok(None);
+    };
+    let text = match (&given.text, &given.file) {
+        (Some(text), _) => text.clone(),
+        (None, Some(path)) => {
+            std::fs::read_to_string(path).map_err(|source| IngesterError::ReadConfig {
+                path: path.clone(),
+                source,
+            })?
+        }
+        (None, None) => return Err(IngesterError::GivenSchema("neither text nor a file".into())),
+    };
+    Ok(Some((text, given.message.clone())))
 }
 
 /// The committer of the configured table format.

@@ -117,6 +117,9 @@ impl RegistryError {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Answer {
+    /// The schema's id (in answers about a subject's version).
+    #[serde(default)]
+    id: Option<u32>,
     schema: String,
     #[serde(default)]
     schema_type: Option<SchemaKind>,
@@ -196,6 +199,28 @@ impl Registry {
         version: Version,
     ) -> Result<Arc<Schema>, RegistryError> {
         self.version_at(subject, version, 0).await
+    }
+
+    /// A subject's schema at `version` with its id, the one records written with it carry
+    /// (the latest is read anew every call).
+    pub async fn subject_version(
+        &self,
+        subject: &str,
+        version: Version,
+    ) -> Result<(u32, Arc<Schema>), RegistryError> {
+        let v = match version {
+            Version::Latest => "latest".to_string(),
+            Version::Number(n) => n.to_string(),
+        };
+        let path = format!("/subjects/{}/versions/{v}", encode(subject));
+        let answer: Answer = self.get(&path).await?;
+        let id = answer.id.ok_or_else(|| RegistryError::Malformed {
+            url: format!("{}{path}", self.base),
+            reason: "the answer has no schema id".into(),
+        })?;
+        let schema = Arc::new(self.resolve(answer, subject, 0).await?);
+        lock(&self.by_id).insert(id, schema.clone());
+        Ok((id, schema))
     }
 
     async fn version_at(

@@ -19,7 +19,7 @@ use kafkatable_crds::spec::SchemaEvolution;
 
 use crate::commit::{CommitOutcome, Committer, Staged, SyncPoints};
 use crate::coordinator::{Pushed, Sink};
-use crate::decode::{self, Decoder, Pending, Refusal};
+use crate::decode::{self, Decoder, KeyContext, Pending, Refusal};
 use crate::error::{DecodeError, IngesterError};
 use crate::metrics::Metrics;
 use crate::schema;
@@ -32,6 +32,10 @@ pub struct TableSink<D: Decoder> {
     table: TableConfig,
     /// The newest value schema: every partition's next chunk decodes against it.
     value_schema: Option<SchemaRef>,
+    /// How keys decode, and the `_kafka_key` column's field once known (the table's, or the
+    /// first chunk's).
+    keys: KeyContext,
+    key_field: Option<Field>,
     committer: Committer,
     metrics: Metrics,
     /// What the partitions' decoders share (they live in the batch).
@@ -58,6 +62,7 @@ impl<D: Decoder> TableSink<D> {
         committer: Committer,
         metrics: Metrics,
         context: D::Context,
+        keys: KeyContext,
     ) -> Result<Self, IngesterError> {
         // What is not implemented was refused when the config was read
         // (`IngesterConfig::check_implemented`).
@@ -73,6 +78,7 @@ impl<D: Decoder> TableSink<D> {
                 decode::HEADERS_COLUMN
             )));
         }
+        let key_field = key_field(&keys, committer.table_schema().as_deref(), config)?;
         let value_schema = match D::fixed_schema() {
             Some(fixed) => Some(Arc::new(fixed)),
             // An existing table's columns, not a schema inferred again from the first new
@@ -88,10 +94,32 @@ impl<D: Decoder> TableSink<D> {
             topic: config.source.topic.clone(),
             table: config.table.clone(),
             value_schema,
+            keys,
+            key_field,
             committer,
             metrics,
             context,
         })
+    }
+
+    /// Whether the value columns are known before any record arrives (from the format, the
+    /// table or the spec).
+    pub fn has_columns(&self) -> bool {
+        self.value_schema.is_some()
+    }
+
+    /// What the partitions' decoders share.
+    pub fn context(&self) -> &D::Context {
+        &self.context
+    }
+
+    /// Decodes against `columns` (a registry subject's schema, see
+    /// `schemaRegistry.tableSchema`) when neither the table nor the spec has columns.
+    pub fn with_subject_schema(mut self, columns: Option<Schema>) -> Self {
+        if self.value_schema.is_none() {
+            self.value_schema = columns.map(Arc::new);
+        }
+        self
     }
 
     /// A record the partition's decoder refused. Records with new fields widen the schema
@@ -147,7 +175,8 @@ impl<D: Decoder> TableSink<D> {
         };
         let topic = &self.topic;
         let metadata = self.table.metadata_columns;
-        let decoded = match buffer.pending.finish(&schema, topic, p, metadata) {
+        let key = self.key_field.as_ref();
+        let decoded = match buffer.pending.finish(&schema, key, topic, p, metadata) {
             Ok(decoded) => decoded,
             Err(e)
                 if decode::is_unknown_field(&e)
@@ -158,13 +187,18 @@ impl<D: Decoder> TableSink<D> {
                 let widened = Arc::new(schema::widen(&schema, &inferred, table.as_deref()));
                 tracing::info!(schema = %widened, "records carry new fields: adding them as nullable columns");
                 self.value_schema = Some(widened.clone());
-                match buffer.pending.finish(&widened, topic, p, metadata) {
+                match buffer.pending.finish(&widened, key, topic, p, metadata) {
                     Ok(decoded) => decoded,
                     Err(e) => return Err(self.decode_failed(e)),
                 }
             }
             Err(e) => return Err(self.decode_failed(e)),
         };
+        if self.key_field.is_none()
+            && let Ok(field) = decoded.schema().field_with_name(decode::KEY_COLUMN)
+        {
+            self.key_field = Some(field.clone());
+        }
         let tombstones = buffer.pending.take_tombstones();
         let rows = self.rows(decoded, &tombstones, p)?;
         if let Some(buffer) = batch.partitions.get_mut(&p) {
@@ -255,8 +289,11 @@ impl<D: Decoder> Sink for TableSink<D> {
         let schema = self.value_schema.as_ref();
         let context = &self.context;
         let headers = self.table.headers_column;
+        let keys = &self.keys;
         let buffer = batch.partitions.entry(p).or_insert_with(|| Buffer {
-            pending: Pending::new(context, schema).with_headers(headers),
+            pending: Pending::new(context, schema)
+                .with_keys(keys)
+                .with_headers(headers),
             chunks: Vec::new(),
         });
         let pushed = buffer.pending.push_record(r);
@@ -282,8 +319,11 @@ impl<D: Decoder> Sink for TableSink<D> {
         r: &R,
     ) -> Result<Pushed, IngesterError> {
         let p = r.partition();
-        if let (Some(buffer), Some(value)) = (batch.partitions.get_mut(&p), r.payload()) {
-            let looked_up = buffer.pending.lookup(value, r.offset()).await;
+        if let Some(buffer) = batch.partitions.get_mut(&p) {
+            let looked_up = buffer
+                .pending
+                .lookup(r.payload(), r.key(), r.offset())
+                .await;
             if let Err(refused) = looked_up {
                 let error = refused.into_error(&self.topic, p);
                 return Err(self.decode_failed(error));
@@ -357,6 +397,59 @@ impl<D: Decoder> Sink for TableSink<D> {
 
     async fn discard(&mut self, batch: Batch<D>) {
         self.committer.discard(batch.staged).await;
+    }
+}
+
+/// The `_kafka_key` field keys decode into: the existing table's (which must suit the key
+/// format: changing it is not implemented), else the format's own or, for a structured
+/// format, None until the first keys are decoded.
+fn key_field(
+    keys: &KeyContext,
+    table: Option<&Schema>,
+    config: &IngesterConfig,
+) -> Result<Option<Field>, IngesterError> {
+    let format = &config.source.key_format;
+    if !config.table.metadata_columns {
+        if *format != kafkatable_crds::spec::KeyFormat::Bytes {
+            return Err(IngesterError::Unsupported(format!(
+                "spec.source.keyFormat {}: the decoded key is stored in the {} metadata column, \
+                 so it needs spec.table.metadataColumns: true",
+                spec_value(format),
+                decode::KEY_COLUMN
+            )));
+        }
+        return Ok(None);
+    }
+    let fixed = keys.fixed_field();
+    let Some(existing) = table.and_then(|t| t.field_with_name(decode::KEY_COLUMN).ok()) else {
+        return Ok(fixed);
+    };
+    let suits = match &fixed {
+        Some(fixed) => existing.data_type() == fixed.data_type(),
+        None => match existing.data_type() {
+            arrow::datatypes::DataType::Struct(_) => true,
+            // An Avro key of a primitive type (bytes keys made the binary column).
+            arrow::datatypes::DataType::Binary => false,
+            _ => matches!(keys, KeyContext::Avro(_)),
+        },
+    };
+    if !suits {
+        return Err(IngesterError::Unsupported(format!(
+            "spec.source.keyFormat {}: the table's {} column is {}, made by another key format; \
+             changing the key format of an existing table is not implemented yet",
+            spec_value(format),
+            decode::KEY_COLUMN,
+            existing.data_type()
+        )));
+    }
+    Ok(Some(existing.clone()))
+}
+
+/// An enum value as the manifest spells it.
+fn spec_value(value: &impl serde::Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => format!("{:?}", serde_json::to_value(value).ok()),
     }
 }
 

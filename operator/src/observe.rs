@@ -10,7 +10,7 @@ use hyper::body::Bytes;
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kafkatable_crds::KafkaTable;
 use kafkatable_crds::report::IngesterReport;
 use kafkatable_crds::spec::{SaslMechanism, SecurityProtocol};
@@ -199,6 +199,26 @@ pub async fn missing_secrets(kt: &KafkaTable, secrets: &Api<Secret>) -> Vec<Stri
             }
             // Not knowing is not missing: the endpoint's own read reports API errors.
             Err(e) => tracing::debug!(secret = %name, error = %e, "cannot read a Secret"),
+        }
+    }
+    missing
+}
+
+/// The ConfigMap keys the spec names (a value schema) that do not exist, as messages naming
+/// each: a pod that mounts them would wait without a word in the status.
+pub async fn missing_config_maps(kt: &KafkaTable, config_maps: &Api<ConfigMap>) -> Vec<String> {
+    let mut missing = Vec::new();
+    for (name, key) in kafkatable_crds::config::referenced_config_maps(kt) {
+        match config_maps.get_opt(&name).await {
+            Ok(None) => missing.push(format!("ConfigMap {name} does not exist")),
+            Ok(Some(cm)) => {
+                let has = cm.data.is_some_and(|d| d.contains_key(&key))
+                    || cm.binary_data.is_some_and(|d| d.contains_key(&key));
+                if !has {
+                    missing.push(format!("ConfigMap {name} has no key {key}"));
+                }
+            }
+            Err(e) => tracing::debug!(config_map = %name, error = %e, "cannot read a ConfigMap"),
         }
     }
     missing

@@ -13,7 +13,7 @@ use hyper::body::Bytes;
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kafkatable_crds::KafkaTable;
 use kafkatable_crds::config::default_group_id;
@@ -452,6 +452,7 @@ async fn apply(kt: &KafkaTable, ctx: &Context) -> Result<Action, OperatorError> 
         apply_failed,
         shared_with: render::shared_with(kt, &ctx.tables.state()),
         missing_secrets: seen.missing_secrets,
+        missing_config_maps: seen.missing_config_maps,
         rollout,
         crashing: seen.pods.crashing,
         reports: seen.pods.reports,
@@ -478,6 +479,8 @@ struct Seen {
     topic: Result<BTreeMap<i32, status::Watermarks>, TopicError>,
     /// Secrets the spec names that do not exist or lack a key.
     missing_secrets: Vec<String>,
+    /// ConfigMap keys the spec names that do not exist.
+    missing_config_maps: Vec<String>,
     pods: observe::Pods,
     /// The sync points known from the pods' reports and the previous status.
     known: BTreeMap<i32, i64>,
@@ -537,6 +540,8 @@ async fn observe(kt: &KafkaTable, ctx: &Context, previous: &KafkaTableStatus) ->
     let topic_name = &kt.spec.source.topic;
     let endpoint = observe::endpoint(kt, &secrets).await;
     let missing_secrets = observe::missing_secrets(kt, &secrets).await;
+    let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
+    let missing_config_maps = observe::missing_config_maps(kt, &config_maps).await;
     let topic = match &endpoint {
         Ok(ep) => ctx
             .kafka
@@ -580,6 +585,7 @@ async fn observe(kt: &KafkaTable, ctx: &Context, previous: &KafkaTableStatus) ->
     Seen {
         topic,
         missing_secrets,
+        missing_config_maps,
         pods,
         known,
         group_offsets,

@@ -9,17 +9,19 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector, PodSecurityContext,
-    PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource, ResourceRequirements, SeccompProfile,
-    SecretProjection, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
-    VolumeProjection,
+    Capabilities, ConfigMap, ConfigMapProjection, ConfigMapVolumeSource, Container, ContainerPort,
+    EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource,
+    ResourceRequirements, SeccompProfile, SecretProjection, SecurityContext, Service, ServicePort,
+    ServiceSpec, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kafkatable_crds::config::{DEFAULT_SECRETS_DIR, secrets_by_name};
+use kafkatable_crds::config::{
+    DEFAULT_SECRETS_DIR, config_map_file, referenced_config_maps, secrets_by_name,
+};
 use kafkatable_crds::{IngesterConfig, KafkaTable};
 use kube::{Resource, ResourceExt};
 
@@ -359,8 +361,23 @@ fn deployment(
     // rendered config expects it. The catalog's Secret holds a token or a user and password,
     // so its keys are optional; a missing required Secret keeps the pod from starting, as
     // Kubernetes reports it.
+    // The ConfigMap keys the spec refers to (a value schema) go into the same volume, under
+    // `_configmaps/<name>/<key>`.
     let secrets = secrets_by_name(kt);
-    if !secrets.is_empty() {
+    let config_maps = referenced_config_maps(kt);
+    if !secrets.is_empty() || !config_maps.is_empty() {
+        let config_map_sources = config_maps.iter().map(|(name, key)| VolumeProjection {
+            config_map: Some(ConfigMapProjection {
+                name: name.clone(),
+                items: Some(vec![KeyToPath {
+                    key: key.clone(),
+                    path: config_map_file(name, key).display().to_string(),
+                    ..KeyToPath::default()
+                }]),
+                optional: Some(false),
+            }),
+            ..VolumeProjection::default()
+        });
         let sources = secrets
             .iter()
             .map(|(secret, used)| VolumeProjection {
@@ -380,6 +397,7 @@ fn deployment(
                 }),
                 ..VolumeProjection::default()
             })
+            .chain(config_map_sources)
             .collect();
         volumes.push(Volume {
             name: "secrets".into(),
@@ -618,6 +636,53 @@ mod tests {
             selector_string(&kt),
             "app.kubernetes.io/name=kafkatable-ingester,kafkatable.io/table=orders"
         );
+    }
+
+    #[test]
+    fn a_config_map_schema_is_mounted_beside_the_secrets() {
+        let mut kt = table(BASE);
+        kt.spec.source.format = kafkatable_crds::spec::Format::Protobuf;
+        kt.spec.source.schema = Some(kafkatable_crds::spec::GivenSchema {
+            text: None,
+            config_map_key_ref: Some(kafkatable_crds::spec::ConfigMapKeyReference {
+                name: "schemas".into(),
+                key: "order.proto".into(),
+            }),
+            message: None,
+        });
+        let config = config_json(&kt).expect("config");
+        let c = children(&kt, config, 1, &IngesterDefaults::default()).expect("renders");
+        let pod = c
+            .deployment
+            .spec
+            .and_then(|s| s.template.spec)
+            .expect("pod");
+        let projected: Vec<(String, String)> = pod
+            .volumes
+            .iter()
+            .flatten()
+            .filter_map(|v| v.projected.as_ref())
+            .flat_map(|p| p.sources.iter().flatten())
+            .filter_map(|s| s.config_map.as_ref())
+            .flat_map(|cm| {
+                cm.items
+                    .iter()
+                    .flatten()
+                    .map(|i| (cm.name.clone(), i.path.clone()))
+            })
+            .collect();
+        assert_eq!(
+            projected,
+            [(
+                "schemas".to_string(),
+                "_configmaps/schemas/order.proto".to_string()
+            )]
+        );
+        // The rendered config names the file where the pod mounts it.
+        let text = &c.config_map.data.as_ref().expect("data")[CONFIG_KEY];
+        let config: IngesterConfig = serde_json::from_str(text).expect("config");
+        let file = config.source.value_schema.and_then(|g| g.file);
+        assert_eq!(file, Some("_configmaps/schemas/order.proto".into()));
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub struct Observation {
     pub shared_with: Vec<String>,
     /// Secrets the spec names that do not exist or lack a key, as messages.
     pub missing_secrets: Vec<String>,
+    /// ConfigMap keys the spec names (a value schema) that do not exist, as messages.
+    pub missing_config_maps: Vec<String>,
     pub rollout: Rollout,
     /// Messages about pods that keep failing.
     pub crashing: Vec<String>,
@@ -104,6 +106,7 @@ impl Default for Observation {
             apply_failed: None,
             shared_with: Vec::new(),
             missing_secrets: Vec::new(),
+            missing_config_maps: Vec::new(),
             rollout: Rollout::default(),
             crashing: Vec::new(),
             reports: Vec::new(),
@@ -285,6 +288,14 @@ pub fn compute(previous: &KafkaTableStatus, o: &Observation) -> KafkaTableStatus
             format!(
                 "{}: the ingester pods cannot start until it is created",
                 o.missing_secrets.join("; ")
+            ),
+        ))
+    } else if !o.missing_config_maps.is_empty() {
+        Some((
+            "ConfigMapMissing",
+            format!(
+                "{}: the ingester pods cannot start until it is created",
+                o.missing_config_maps.join("; ")
             ),
         ))
     } else if !o.shared_with.is_empty() {
@@ -719,6 +730,25 @@ mod tests {
         );
         assert!(
             d.message.contains("Secret s3-creds does not exist"),
+            "{}",
+            d.message
+        );
+        assert_eq!(condition(&s, "Ready").status, "False");
+    }
+
+    #[test]
+    fn a_config_map_the_spec_names_that_does_not_exist_is_named() {
+        let mut o = healthy(1);
+        o.rollout.ready = 0;
+        o.missing_config_maps = vec!["ConfigMap schemas has no key order.avsc".into()];
+        let s = compute(&KafkaTableStatus::default(), &o);
+        let d = condition(&s, "Degraded");
+        assert_eq!(
+            (d.status.as_str(), d.reason.as_str()),
+            ("True", "ConfigMapMissing")
+        );
+        assert!(
+            d.message.contains("schemas has no key order.avsc"),
             "{}",
             d.message
         );

@@ -28,14 +28,38 @@ use crate::registry::{self, Registry, SchemaKind};
 #[derive(Debug)]
 struct Writer {
     id: u32,
+    /// How messages name it ([`named`]).
+    name: String,
     avro: String,
     arrow: SchemaRef,
 }
+
+/// The id a schema given with the KafkaTable goes by ([`AvroContext::given`]): its values carry
+/// none.
+pub const GIVEN_ID: u32 = 0;
+
+/// How messages name the writer schema `id`.
+fn named(id: u32, bare: bool) -> String {
+    if bare {
+        "the Avro schema of spec.source.schema".into()
+    } else {
+        format!("Avro schema id {id}")
+    }
+}
+
+/// The one field of the record a key schema of another type than a record is wrapped in
+/// ([`AvroContext::for_keys`]).
+pub const KEY_VALUE_FIELD: &str = "_kafka_key_value";
 
 /// What the Avro decoders of every partition share.
 pub struct AvroContext {
     registry: Option<Arc<Registry>>,
     writers: Mutex<HashMap<u32, Arc<Writer>>>,
+    /// Schemas of another type than a record are wrapped in a record of one field
+    /// ([`KEY_VALUE_FIELD`]), whose binary encoding is the same.
+    wrap: bool,
+    /// Values are bare Avro bodies of the one schema given ([`AvroContext::given`]).
+    bare: bool,
 }
 
 impl AvroContext {
@@ -44,20 +68,62 @@ impl AvroContext {
         Arc::new(Self {
             registry,
             writers: Mutex::new(HashMap::new()),
+            wrap: false,
+            bare: false,
+        })
+    }
+
+    /// The context of values written without a registry: bare Avro bodies of `avro`, the
+    /// schema given with the KafkaTable.
+    pub fn given(avro: &str) -> Result<Arc<Self>, String> {
+        let context = Self {
+            registry: None,
+            writers: Mutex::new(HashMap::new()),
+            wrap: false,
+            bare: true,
+        };
+        context.insert(GIVEN_ID, avro)?;
+        Ok(Arc::new(context))
+    }
+
+    /// The context of Avro keys: a key schema is often a primitive type ("string", "long").
+    pub fn for_keys(registry: Option<Arc<Registry>>) -> Arc<Self> {
+        Arc::new(Self {
+            registry,
+            writers: Mutex::new(HashMap::new()),
+            wrap: true,
+            bare: false,
         })
     }
 
     /// Makes `avro` the writer schema of id `id` (from the registry, or given).
     pub fn insert(&self, id: u32, avro: &str) -> Result<(), String> {
-        let arrow = Arc::new(normalized_schema(&stream_decoder(id, avro)?.schema()));
+        let wrapped;
+        let avro = match serde_json::from_str::<serde_json::Value>(avro) {
+            Ok(schema) if self.wrap && schema.get("type").is_none_or(|t| t != "record") => {
+                wrapped = serde_json::json!({
+                    "type": "record",
+                    "name": "KafkaKey",
+                    "namespace": "kafkatable",
+                    "fields": [{"name": KEY_VALUE_FIELD, "type": schema}],
+                })
+                .to_string();
+                wrapped.as_str()
+            }
+            _ => avro,
+        };
+        let name = named(id, self.bare);
+        let decoder = stream_decoder(id, avro).map_err(|e| format!("{name}: {e}"))?;
+        let arrow = Arc::new(normalized_schema(&decoder.schema()));
         if let Some((field, data_type)) = without_column_type(arrow.fields(), "") {
             return Err(format!(
-                "field {field} of Avro schema id {id}: its type ({data_type}) has no column type \
-                 in Delta Lake or Iceberg"
+                "field {field} of {name}: its type ({data_type}) has no column type in Delta \
+                 Lake or Iceberg"
             ));
         }
         let writer = Arc::new(Writer {
             id,
+            name,
             avro: avro.to_string(),
             arrow,
         });
@@ -89,14 +155,14 @@ fn stream_decoder(id: u32, avro: &str) -> Result<StreamDecoder, String> {
     let mut store = SchemaStore::new_with_type(FingerprintAlgorithm::Id);
     store
         .set(Fingerprint::Id(id), AvroSchema::new(avro.to_string()))
-        .map_err(|e| format!("schema id {id}: {e}"))?;
+        .map_err(|e| e.to_string())?;
     ReaderBuilder::new()
         .with_batch_size(CHUNK_RECORDS)
         .with_tz(Tz::Utc)
         .with_writer_schema_store(store)
         .with_active_fingerprint(Fingerprint::Id(id))
         .build_decoder()
-        .map_err(|e| format!("schema id {id} cannot be read as Avro into Arrow: {e}"))
+        .map_err(|e| format!("cannot be read as Avro into Arrow: {e}"))
 }
 
 /// The records of one writer schema in the chunk being made.
@@ -155,10 +221,7 @@ impl Run {
                     Err(e) => e.to_string(),
                 };
                 self.replay()?;
-                Err(format!(
-                    "not a value of Avro schema id {}: {reason}",
-                    self.writer.id
-                ))
+                Err(format!("not a value of {}: {reason}", self.writer.name))
             }
         }
     }
@@ -193,6 +256,8 @@ pub struct AvroDecoder {
     target: Option<SchemaRef>,
     runs: Vec<Run>,
     rows: Vec<Row>,
+    /// A bare value with its wire-format prefix (see [`AvroContext::given`]).
+    frame: Vec<u8>,
 }
 
 impl Decoder for AvroDecoder {
@@ -204,6 +269,7 @@ impl Decoder for AvroDecoder {
             target: None,
             runs: Vec::new(),
             rows: Vec::new(),
+            frame: Vec::new(),
         }
     }
 
@@ -219,7 +285,18 @@ impl Decoder for AvroDecoder {
             self.rows.push(Row::Tombstone);
             return Ok(());
         };
-        let (id, _) = registry::split_wire(value).map_err(|e| Refusal::Invalid(e.to_string()))?;
+        // A bare body gets the wire-format prefix of the given schema's id, which the stream
+        // decoder reads.
+        let (id, value) = if self.context.bare {
+            self.frame.clear();
+            self.frame.extend_from_slice(&[0; 5]);
+            self.frame.extend_from_slice(value);
+            (GIVEN_ID, self.frame.as_slice())
+        } else {
+            let (id, _) =
+                registry::split_wire(value).map_err(|e| Refusal::Invalid(e.to_string()))?;
+            (id, value)
+        };
         let run = match self.runs.iter().position(|r| r.writer.id == id) {
             Some(run) => run,
             None => {
@@ -237,12 +314,28 @@ impl Decoder for AvroDecoder {
         Ok(())
     }
 
+    fn needs_lookup(&self, value: &[u8]) -> bool {
+        !self.context.bare
+            && registry::split_wire(value).is_ok_and(|(id, _)| self.context.writer(id).is_none())
+    }
+
     async fn lookup(&mut self, value: &[u8]) -> Result<(), Refusal> {
         let registry = self.context.registry.as_deref();
         let (id, schema) = writers::fetch(registry, value, SchemaKind::Avro, "Avro").await?;
         let avro = registry::inline_avro(&schema)
             .map_err(|e| Refusal::Invalid(format!("schema id {id}: {e}")))?;
         self.context.insert(id, &avro).map_err(Refusal::Invalid)
+    }
+
+    fn registered(
+        context: &Arc<AvroContext>,
+        id: u32,
+        schema: &registry::Schema,
+        _record: Option<&str>,
+    ) -> Result<Option<Schema>, String> {
+        let avro = registry::inline_avro(schema).map_err(|e| format!("schema id {id}: {e}"))?;
+        context.insert(id, &avro)?;
+        Ok(context.writer(id).map(|w| w.arrow.as_ref().clone()))
     }
 
     fn infer(&self) -> Result<Schema, Bad> {
@@ -303,16 +396,16 @@ fn normalize(batch: &RecordBatch, writer: &Writer) -> Result<RecordBatch, Refusa
             }
             arrow::compute::cast(column, &to).map_err(|e| {
                 Refusal::Invalid(format!(
-                    "field {} of Avro schema id {}: {} has no table column type ({e})",
+                    "field {} of {}: {} has no table column type ({e})",
                     field.name(),
-                    writer.id,
+                    writer.name,
                     column.data_type()
                 ))
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
     RecordBatch::try_new(writer.arrow.clone(), columns)
-        .map_err(|e| Refusal::Invalid(format!("Avro schema id {}: {e}", writer.id)))
+        .map_err(|e| Refusal::Invalid(format!("{}: {e}", writer.name)))
 }
 
 /// `schema` with every type normalized and the Avro metadata dropped.
@@ -457,6 +550,36 @@ mod tests {
     }
 
     #[test]
+    fn a_schema_given_in_the_spec_decodes_bare_bodies() {
+        let given = AvroContext::given(V1).expect("v1");
+        let mut p = Pending::<AvroDecoder>::new(&given, None);
+        for id in [3, 4] {
+            // The wire-format record without its prefix: the bare body.
+            let body = event(1, id, None, None).split_off(5);
+            p.push(Some(&body), None, id, None).expect("a bare body");
+        }
+        let schema = Arc::new(p.infer("t", 0).expect("the given schema's columns"));
+        let batch = p.finish(&schema, None, "t", 0, false).expect("decoded");
+        let ids = batch
+            .column(0)
+            .as_primitive::<arrow::datatypes::Int64Type>();
+        assert_eq!((ids.value(0), ids.value(1)), (3, 4));
+
+        let mut p = Pending::<AvroDecoder>::new(&given, None);
+        let e = p
+            .push(Some(&[0x02]), None, 9, None)
+            .expect_err("a body cut short")
+            .into_error("t", 1);
+        assert!(
+            e.to_string()
+                .contains("the Avro schema of spec.source.schema"),
+            "{e}"
+        );
+        let broken = AvroContext::given(r#"{"type": "record", "name": "R"}"#).err();
+        assert!(broken.is_some_and(|e| e.contains("spec.source.schema")));
+    }
+
+    #[test]
     fn logical_types_are_normalized_for_the_tables() {
         let context = context();
         let mut p = Pending::<AvroDecoder>::new(&context, None);
@@ -483,7 +606,7 @@ mod tests {
                 ("note".into(), DataType::Utf8, true),
             ]
         );
-        let batch = p.finish(&schema, "t", 0, false).expect("decoded");
+        let batch = p.finish(&schema, None, "t", 0, false).expect("decoded");
         let at = batch.column(2).as_primitive::<TimestampMicrosecondType>();
         assert_eq!(at.value(0), (1_700_000_000_000 + 7) * 1000);
         assert_eq!(batch.column(3).as_string::<i32>().value(0), "B");
@@ -504,7 +627,7 @@ mod tests {
         assert_eq!(refused.reason, Refusal::NeedsLookup);
         assert!(p.is_empty());
         let e = p
-            .lookup(&event(9, 1, None, None), 40)
+            .lookup(Some(&event(9, 1, None, None)), None, 40)
             .await
             .expect_err("no registry")
             .into_error("orders", 3);
@@ -537,7 +660,7 @@ mod tests {
                 .map(|f| f.as_ref().clone().with_nullable(true))
                 .collect::<Vec<_>>(),
         ));
-        let batch = p.finish(&nullable, "t", 0, true).expect("decoded");
+        let batch = p.finish(&nullable, None, "t", 0, true).expect("decoded");
         let ids = batch.column(0).as_primitive::<Int64Type>();
         assert_eq!(
             (0..4)
@@ -566,7 +689,7 @@ mod tests {
         p.push(Some(&event(1, 0, None, None)), None, 0, None)
             .expect("v1");
         let v1 = Arc::new(p.infer("t", 0).expect("v1"));
-        p.finish(&v1, "t", 0, false).expect("decoded");
+        p.finish(&v1, None, "t", 0, false).expect("decoded");
         p.use_schema(Some(&v1));
         let refused = p
             .push(Some(&event(2, 1, None, Some(None))), None, 1, None)
@@ -596,7 +719,7 @@ mod tests {
         p.push(Some(&event(1, 3, None, None)), None, 3, None)
             .expect("v1 again");
         let schema = Arc::new(p.infer("t", 0).expect("v1"));
-        let batch = p.finish(&schema, "t", 0, false).expect("decoded");
+        let batch = p.finish(&schema, None, "t", 0, false).expect("decoded");
         let ids = batch.column(0).as_primitive::<Int64Type>();
         assert_eq!(ids.values().to_vec(), vec![0, 3]);
     }
@@ -617,7 +740,7 @@ mod tests {
         fields[0] = Field::new("id", DataType::Int32, false);
         let narrow = Arc::new(Schema::new(fields));
         let e = p
-            .finish(&narrow, "t", 5, false)
+            .finish(&narrow, None, "t", 5, false)
             .expect_err("a long in an int");
         let text = e.to_string();
         assert!(
@@ -649,7 +772,9 @@ mod tests {
             false,
         );
         let table = Arc::new(Schema::new(fields));
-        let batch = p.finish(&table, "t", 0, false).expect("the same instants");
+        let batch = p
+            .finish(&table, None, "t", 0, false)
+            .expect("the same instants");
         assert_eq!(batch.column(2).data_type(), table.field(2).data_type());
         let at = batch.column(2).as_primitive::<TimestampMicrosecondType>();
         assert_eq!(at.value(0), (1_700_000_000_000 + 7) * 1000);
@@ -684,7 +809,7 @@ mod tests {
         let schema = Arc::new(p.infer("t", 0).expect("the writer's"));
         assert_eq!(schema.field(0).data_type(), &DataType::Binary);
         assert_eq!(schema.field(1).data_type(), &DataType::Binary);
-        let batch = p.finish(&schema, "t", 0, false).expect("decoded");
+        let batch = p.finish(&schema, None, "t", 0, false).expect("decoded");
         assert_eq!(batch.column(0).as_binary::<i32>().value(0), [1, 2, 3, 4]);
         assert_eq!(
             batch.column(1).as_binary::<i32>().value(0),
@@ -712,7 +837,7 @@ mod tests {
         fields[qty] = Field::new("qty", DataType::Int64, true);
         let wider = Arc::new(Schema::new(fields));
         let batch = p
-            .finish(&wider, "t", 0, false)
+            .finish(&wider, None, "t", 0, false)
             .expect("an int in a long column");
         let column = batch.column(qty).as_primitive::<Int64Type>();
         assert_eq!(column.value(0), 7);
@@ -728,7 +853,7 @@ mod tests {
         p.push(Some(&event(1, 0, None, None)), None, 0, None)
             .expect("v1");
         let v1 = Arc::new(p.infer("t", 0).expect("v1"));
-        p.finish(&v1, "t", 0, false).expect("decoded");
+        p.finish(&v1, None, "t", 0, false).expect("decoded");
         p.use_schema(Some(&v1));
         let mut record = vec![0, 0, 0, 0, 3];
         zigzag(&mut record, 1); // id
@@ -738,7 +863,7 @@ mod tests {
         zigzag(&mut record, 0); // note: null
         p.push(Some(&record), None, 1, None).expect("v3 decodes");
         let text = p
-            .finish(&v1, "t", 2, false)
+            .finish(&v1, None, "t", 2, false)
             .expect_err("name is gone")
             .to_string();
         assert!(

@@ -404,11 +404,25 @@ impl Decoder for JsonSchemaDecoder {
         Ok(())
     }
 
+    fn needs_lookup(&self, value: &[u8]) -> bool {
+        registry::split_wire(value).is_ok_and(|(id, _)| self.context.writer(id).is_none())
+    }
+
     async fn lookup(&mut self, value: &[u8]) -> Result<(), Refusal> {
         let registry = self.context.registry.as_deref();
         let (id, schema) =
             writers::fetch(registry, value, SchemaKind::Json, "a JSON Schema").await?;
         self.context.insert(id, &schema).map_err(Refusal::Invalid)
+    }
+
+    fn registered(
+        context: &Arc<JsonSchemaContext>,
+        id: u32,
+        schema: &registry::Schema,
+        _record: Option<&str>,
+    ) -> Result<Option<Schema>, String> {
+        context.insert(id, schema)?;
+        Ok(context.writer(id).map(|w| w.as_ref().clone()))
     }
 
     /// The writer schemas of the records pushed so far, widened into one.
@@ -566,7 +580,7 @@ mod tests {
                       "kind": "B", "tags": ["x"], "attrs": {"a": 1}, "ship": {"city": "Oslo"}}"#;
         p.push(Some(&wire(1, doc)), None, 0, None).expect("v1");
         let schema = Arc::new(p.infer("t", 0).expect("from the writer schema"));
-        let batch = p.finish(&schema, "t", 0, false).expect("decoded");
+        let batch = p.finish(&schema, None, "t", 0, false).expect("decoded");
         let column = |name: &str| batch.column(schema.index_of(name).expect("column")).clone();
         assert_eq!(column("id").as_primitive::<Int64Type>().value(0), 7);
         assert_eq!(
@@ -587,7 +601,7 @@ mod tests {
         p.push(Some(&wire(1, doc)), None, 4, None).expect("v1");
         let v1 = Arc::new(p.infer("t", 0).expect("v1"));
         let text = p
-            .finish(&v1, "t", 0, false)
+            .finish(&v1, None, "t", 0, false)
             .expect_err("extra is not in the schema")
             .to_string();
         assert!(
@@ -609,7 +623,7 @@ mod tests {
         let v1_doc = r#"{"id": 1, "name": "n", "at": "2024-05-01T10:00:00Z"}"#;
         p.push(Some(&wire(1, v1_doc)), None, 0, None).expect("v1");
         let v1 = Arc::new(p.infer("t", 0).expect("v1"));
-        p.finish(&v1, "t", 0, false).expect("decoded");
+        p.finish(&v1, None, "t", 0, false).expect("decoded");
         let v2_doc = r#"{"id": 2, "name": "n", "at": "2024-05-01T10:00:00Z", "qty": 3}"#;
         let refused = p
             .push(Some(&wire(2, v2_doc)), None, 1, None)

@@ -20,6 +20,7 @@ pub mod exact;
 mod flat;
 mod json;
 mod jsonschema;
+mod keys;
 mod protobuf;
 mod raw;
 mod writers;
@@ -37,6 +38,8 @@ use crate::error::DecodeError;
 pub use avro::{AvroContext, AvroDecoder};
 pub use json::JsonDecoder;
 pub use jsonschema::{JsonSchemaContext, JsonSchemaDecoder};
+pub use keys::KeyContext;
+use keys::Keys;
 pub use protobuf::{ProtobufContext, ProtobufDecoder};
 pub use raw::{BytesDecoder, TextDecoder};
 
@@ -89,11 +92,30 @@ pub trait Decoder: Sized {
     /// not kept.
     fn push(&mut self, value: Option<&[u8]>) -> Result<(), Refusal>;
 
+    /// Whether pushing `value` would be refused with [`Refusal::NeedsLookup`] (a registry
+    /// format whose schema is not known yet); a value that is malformed is not (it is refused
+    /// as invalid when pushed).
+    fn needs_lookup(&self, _value: &[u8]) -> bool {
+        false
+    }
+
     /// Fetches what `value` needs before it can be pushed (it was refused with
     /// [`Refusal::NeedsLookup`]): a registry's schema, say. Formats that need nothing never
     /// ask.
     async fn lookup(&mut self, _value: &[u8]) -> Result<(), Refusal> {
         Ok(())
+    }
+
+    /// Makes registry schema `schema` (id `id`) known to `context` and returns its value
+    /// columns (Protobuf: of message type `record`, else the file's first): a new table's
+    /// columns before any record arrives. None: the format has no registry schemas.
+    fn registered(
+        _context: &Self::Context,
+        _id: u32,
+        _schema: &crate::registry::Schema,
+        _record: Option<&str>,
+    ) -> Result<Option<Schema>, String> {
+        Ok(None)
     }
 
     /// The value schema of the records pushed so far, for a table that has none yet.
@@ -146,8 +168,13 @@ pub enum Bad {
     Chunk(String),
 }
 
-/// The metadata columns' fields.
+/// The metadata columns' fields, `_kafka_key` as it is without a key format (binary).
 pub fn metadata_fields() -> Vec<Field> {
+    metadata_fields_with(Field::new(KEY_COLUMN, DataType::Binary, true))
+}
+
+/// The metadata columns' fields with `key` as `_kafka_key`.
+fn metadata_fields_with(key: Field) -> Vec<Field> {
     vec![
         Field::new(TOPIC_COLUMN, DataType::Utf8, false),
         Field::new(PARTITION_COLUMN, DataType::Int32, false),
@@ -157,7 +184,7 @@ pub fn metadata_fields() -> Vec<Field> {
             DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
             true,
         ),
-        Field::new(KEY_COLUMN, DataType::Binary, true),
+        key,
     ]
 }
 
@@ -204,7 +231,8 @@ pub struct Pending<D> {
     pushed_bytes: usize,
     offsets: Vec<i64>,
     timestamps_us: Vec<Option<i64>>,
-    keys: BinaryBuilder,
+    /// The keys, decoded with their own format when the chunk closes.
+    keys: Keys,
     /// The offsets of the tombstones (records without a value) decoded so far: they stay
     /// deletes on their way to the rows step ([`Pending::take_tombstones`]).
     tombstones: Vec<i64>,
@@ -222,10 +250,16 @@ impl<D: Decoder> Pending<D> {
             pushed_bytes: 0,
             offsets: Vec::new(),
             timestamps_us: Vec::new(),
-            keys: BinaryBuilder::new(),
+            keys: Keys::default(),
             tombstones: Vec::new(),
             headers: None,
         }
+    }
+
+    /// Decodes the keys in the format of `context` (binary as they are without).
+    pub fn with_keys(mut self, context: &KeyContext) -> Self {
+        self.keys = Keys::new(context);
+        self
     }
 
     /// Keeps each record's headers too (pushed with [`Pending::push_record`]), for the
@@ -293,9 +327,9 @@ impl<D: Decoder> Pending<D> {
         offset: i64,
         timestamp_ms: Option<i64>,
     ) -> Result<(), Refused> {
-        self.values
-            .push(value)
-            .map_err(|reason| Refused { offset, reason })?;
+        let refused = |reason| Refused { offset, reason };
+        self.keys.check(key).map_err(refused)?;
+        self.values.push(value).map_err(refused)?;
         self.pushed_bytes += value.map_or(0, <[u8]>::len);
         if value.is_none() {
             self.tombstones.push(offset);
@@ -303,19 +337,30 @@ impl<D: Decoder> Pending<D> {
         self.offsets.push(offset);
         self.timestamps_us
             .push(timestamp_ms.map(|ms| ms.saturating_mul(1000)));
-        match key {
-            Some(k) => self.keys.append_value(k),
-            None => self.keys.append_null(),
-        }
+        self.keys.push(key);
         Ok(())
     }
 
-    /// Fetches what a value refused with [`Refusal::NeedsLookup`] needs; push it again then.
-    pub async fn lookup(&mut self, value: &[u8], offset: i64) -> Result<(), Refused> {
-        self.values
-            .lookup(value)
-            .await
-            .map_err(|reason| Refused { offset, reason })
+    /// Fetches what a record refused with [`Refusal::NeedsLookup`] needs (its value's schema,
+    /// its key's, or both); push it again then.
+    pub async fn lookup(
+        &mut self,
+        value: Option<&[u8]>,
+        key: Option<&[u8]>,
+        offset: i64,
+    ) -> Result<(), Refused> {
+        let refused = |reason| Refused { offset, reason };
+        if let Some(value) = value
+            && self.values.needs_lookup(value)
+        {
+            self.values.lookup(value).await.map_err(refused)?;
+        }
+        if let Some(key) = key
+            && self.keys.needs_lookup(Some(key))
+        {
+            self.keys.lookup(key).await.map_err(refused)?;
+        }
+        Ok(())
     }
 
     /// Infers the value schema of the pending records (of `topic`/`partition`).
@@ -328,11 +373,13 @@ impl<D: Decoder> Pending<D> {
     /// Decodes the pending records of `topic`/`partition` into one RecordBatch with the value
     /// columns of `value_schema` (or of the schema the records were decoded against as they
     /// arrived, see [`Pending::use_schema`]) followed (when `metadata` is set) by the metadata
-    /// columns, and empties `self`, whose next records then decode against `value_schema`.
+    /// columns, `_kafka_key` typed as `key` (None: as the key format decides, or inferred from
+    /// the keys), and empties `self`, whose next records then decode against `value_schema`.
     /// On error the records stay.
     pub fn finish(
         &mut self,
         value_schema: &SchemaRef,
+        key: Option<&Field>,
         topic: &str,
         partition: i32,
         metadata: bool,
@@ -358,6 +405,16 @@ impl<D: Decoder> Pending<D> {
                 ),
             });
         }
+        // The keys first: their decoding leaves them in place, should the values fail.
+        let keys = if metadata {
+            Some(
+                self.keys
+                    .decode(key)
+                    .map_err(|bad| self.bad(bad, topic, partition))?,
+            )
+        } else {
+            None
+        };
         let mut columns = self
             .values
             .finish(&value_schema)
@@ -367,8 +424,8 @@ impl<D: Decoder> Pending<D> {
             .iter()
             .map(|f| f.as_ref().clone())
             .collect();
-        if metadata {
-            fields.extend(metadata_fields());
+        if let Some((key_field, keys)) = keys {
+            fields.extend(metadata_fields_with(key_field));
             columns.push(Arc::new(StringArray::from_iter_values(
                 std::iter::repeat_n(topic, rows),
             )));
@@ -380,7 +437,7 @@ impl<D: Decoder> Pending<D> {
                 TimestampMicrosecondArray::from(std::mem::take(&mut self.timestamps_us))
                     .with_timezone("UTC"),
             ));
-            columns.push(Arc::new(self.keys.finish()));
+            columns.push(keys);
         }
         if let Some(headers) = &mut self.headers {
             fields.push(headers_field());
@@ -413,8 +470,7 @@ impl<D: Decoder> Pending<D> {
         self.pushed_bytes = 0;
         self.offsets.clear();
         self.timestamps_us.clear();
-        // BinaryBuilder::finish resets the builder.
-        let _ = self.keys.finish();
+        self.keys.clear();
     }
 }
 
@@ -565,7 +621,7 @@ mod tests {
             schema.field_with_name("geo").map(|f| f.data_type().clone()),
             Ok(DataType::Struct(_))
         ));
-        let batch = p.finish(&schema, "t", 2, true).expect("decode");
+        let batch = p.finish(&schema, None, "t", 2, true).expect("decode");
         assert_eq!(batch.num_rows(), 3);
         let ids = batch
             .column_by_name("id")
@@ -588,11 +644,11 @@ mod tests {
     fn a_bad_record_is_named_by_offset() {
         let mut p = pending::<JsonDecoder>(&[Some(r#"{"id":1}"#), Some(r#"{"id":2}"#)]);
         let schema = Arc::new(p.infer("t", 0).expect("infer"));
-        p.finish(&schema, "t", 0, false).expect("good chunk");
+        p.finish(&schema, None, "t", 0, false).expect("good chunk");
         let mut p =
             pending::<JsonDecoder>(&[Some(r#"{"id":1}"#), Some("{not json"), Some(r#"{"id":3}"#)]);
         let err = p
-            .finish(&schema, "events", 4, false)
+            .finish(&schema, None, "events", 4, false)
             .expect_err("bad chunk");
         match err {
             DecodeError::Record {
@@ -614,7 +670,9 @@ mod tests {
         ];
         let mut chunked = pending::<JsonDecoder>(&values);
         let schema = Arc::new(chunked.infer("t", 0).expect("infer"));
-        let expected = chunked.finish(&schema, "t", 2, true).expect("chunk path");
+        let expected = chunked
+            .finish(&schema, None, "t", 2, true)
+            .expect("chunk path");
 
         let mut arriving = Pending::<JsonDecoder>::default();
         arriving.use_schema(Some(&schema));
@@ -638,7 +696,9 @@ mod tests {
             56,
             "payload bytes are still counted"
         );
-        let got = arriving.finish(&schema, "t", 2, true).expect("decode");
+        let got = arriving
+            .finish(&schema, None, "t", 2, true)
+            .expect("decode");
         assert_eq!(got, expected);
         assert!(arriving.is_empty() && arriving.payload_bytes() == 0);
 
@@ -680,7 +740,7 @@ mod tests {
             Some(r#"{"id":3,"tags":["x"]}"#),
         ]);
         let e = p
-            .finish(&nested_schema(), "t", 0, true)
+            .finish(&nested_schema(), None, "t", 0, true)
             .expect_err("two objects in one record");
         let (offset, reason) = bad_offset(e);
         assert_eq!(offset, 101, "{reason}");
@@ -693,7 +753,7 @@ mod tests {
             Some(r#"{"id":1}"#),
         ]);
         let e = p
-            .finish(&nested_schema(), "t", 0, true)
+            .finish(&nested_schema(), None, "t", 0, true)
             .expect_err("split object");
         assert_eq!(bad_offset(e).0, 100);
 
@@ -709,7 +769,7 @@ mod tests {
         // The chunk path (nested columns).
         let mut p = pending::<JsonDecoder>(&[Some(r#"{"id":25.0}"#), Some(r#"{"id":25.7}"#)]);
         let (offset, reason) = bad_offset(
-            p.finish(&nested_schema(), "t", 0, true)
+            p.finish(&nested_schema(), None, "t", 0, true)
                 .expect_err("25.7 is not a long"),
         );
         assert_eq!(offset, 101);
@@ -728,7 +788,7 @@ mod tests {
             refused.reason.to_string().contains("not a whole number"),
             "{refused:?}"
         );
-        let batch = p.finish(&flat, "t", 0, false).expect("decode");
+        let batch = p.finish(&flat, None, "t", 0, false).expect("decode");
         assert_eq!(
             batch
                 .column(0)
@@ -743,7 +803,7 @@ mod tests {
     fn unknown_fields_are_an_error_not_a_silent_drop() {
         let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)]));
         let mut p = pending::<JsonDecoder>(&[Some(r#"{"id":1,"extra":true}"#)]);
-        let err = p.finish(&schema, "t", 0, false).expect_err("strict");
+        let err = p.finish(&schema, None, "t", 0, false).expect_err("strict");
         assert!(is_unknown_field(&err), "{err}");
         assert!(err.to_string().contains("offset 100"), "{err}");
     }
@@ -755,7 +815,7 @@ mod tests {
         let mut p = Pending::<JsonDecoder>::default();
         p.push(Some(&framed), None, 0, None).expect("push");
         let schema = Arc::new(p.infer("t", 0).expect("infer"));
-        let batch = p.finish(&schema, "t", 0, false).expect("decode");
+        let batch = p.finish(&schema, None, "t", 0, false).expect("decode");
         assert_eq!(batch.column(0).as_primitive::<Int64Type>().value(0), 5);
     }
 
@@ -763,18 +823,20 @@ mod tests {
     fn text_and_bytes_become_a_value_column() {
         let mut p = pending::<TextDecoder>(&[Some("héllo"), None]);
         let schema = Arc::new(TextDecoder::fixed_schema().expect("a fixed schema"));
-        let batch = p.finish(&schema, "t", 0, true).expect("text");
+        let batch = p.finish(&schema, None, "t", 0, true).expect("text");
         let values = batch.column(0).as_string::<i32>();
         assert_eq!((values.value(0), values.is_null(1)), ("héllo", true));
 
         let mut p = Pending::<TextDecoder>::default();
         p.push(Some(&[0xff, 0xfe]), None, 9, None).expect("push");
-        let err = p.finish(&schema, "t", 1, false).expect_err("not utf-8");
+        let err = p
+            .finish(&schema, None, "t", 1, false)
+            .expect_err("not utf-8");
         assert!(err.to_string().contains("partition 1 offset 9"), "{err}");
 
         let mut p = pending::<BytesDecoder>(&[Some("\u{1}\u{2}")]);
         let schema = Arc::new(BytesDecoder::fixed_schema().expect("a fixed schema"));
-        let batch = p.finish(&schema, "t", 0, false).expect("bytes");
+        let batch = p.finish(&schema, None, "t", 0, false).expect("bytes");
         assert_eq!(batch.column(0).as_binary::<i32>().value(0), &[1, 2]);
     }
 
@@ -811,6 +873,12 @@ mod tests {
             self.values.push(Some(rest.as_bytes()))
         }
 
+        fn needs_lookup(&self, value: &[u8]) -> bool {
+            let text = String::from_utf8_lossy(value);
+            text.split_once(':')
+                .is_some_and(|(name, _)| !self.known.iter().any(|k| k == name))
+        }
+
         async fn lookup(&mut self, value: &[u8]) -> Result<(), Refusal> {
             tokio::task::yield_now().await;
             let text = String::from_utf8_lossy(value);
@@ -838,16 +906,16 @@ mod tests {
             .expect_err("s1 is not known yet");
         assert_eq!(refused.reason, Refusal::NeedsLookup);
         assert!(p.is_empty(), "nothing of a refused record stays");
-        p.lookup(b"s1:a", 10).await.expect("the lookup");
+        p.lookup(Some(b"s1:a"), None, 10).await.expect("the lookup");
         p.push(Some(b"s1:a"), None, 10, None).expect("known now");
         p.push(Some(b"s1:b"), None, 11, None).expect("known");
         let missing = p
-            .lookup(b"missing:c", 12)
+            .lookup(Some(b"missing:c"), None, 12)
             .await
             .expect_err("no such schema");
         let e = missing.into_error("events", 2);
         assert!(e.to_string().contains("partition 2 offset 12"), "{e}");
-        let batch = p.finish(&schema, "events", 2, true).expect("decode");
+        let batch = p.finish(&schema, None, "events", 2, true).expect("decode");
         let values = batch.column(0).as_string::<i32>();
         assert_eq!((values.value(0), values.value(1)), ("a", "b"));
     }
@@ -889,7 +957,7 @@ mod tests {
         .expect("a record");
         p.push_record(&WithHeaders(Vec::new())).expect("no headers");
         let schema = Arc::new(TextDecoder::fixed_schema().expect("text"));
-        let batch = p.finish(&schema, "events", 0, false).expect("decode");
+        let batch = p.finish(&schema, None, "events", 0, false).expect("decode");
         let headers = batch
             .column_by_name(HEADERS_COLUMN)
             .expect("the headers column");
@@ -912,7 +980,9 @@ mod tests {
         without
             .push_record(&WithHeaders(vec![("trace", Some(b"t1"))]))
             .expect("a record");
-        let batch = without.finish(&schema, "events", 0, false).expect("decode");
+        let batch = without
+            .finish(&schema, None, "events", 0, false)
+            .expect("decode");
         assert!(batch.column_by_name(HEADERS_COLUMN).is_none());
     }
 }

@@ -65,6 +65,22 @@ pub struct ProtobufContext {
     registry: Option<Arc<Registry>>,
     files: Mutex<HashMap<u32, FileDescriptor>>,
     writers: Mutex<HashMap<MessageKey, Arc<Writer>>>,
+    /// Values are bare messages of the schema given with the KafkaTable, of the message type
+    /// at this index path ([`ProtobufContext::given`]).
+    given: Option<Vec<i32>>,
+}
+
+/// The id the schema given with the KafkaTable goes by: its values carry none. (Registry ids
+/// start at 1.)
+const GIVEN_ID: u32 = 0;
+
+/// How messages name the schema `id`.
+fn schema_name(id: u32) -> String {
+    if id == GIVEN_ID {
+        "the Protobuf schema of spec.source.schema".into()
+    } else {
+        format!("Protobuf schema id {id}")
+    }
 }
 
 impl ProtobufContext {
@@ -73,7 +89,32 @@ impl ProtobufContext {
             registry,
             files: Mutex::new(HashMap::new()),
             writers: Mutex::new(HashMap::new()),
+            given: None,
         })
+    }
+
+    /// The context of values written without a registry: bare messages of type `message` (the
+    /// file's first message when None) of `proto`, the `.proto` file given with the KafkaTable.
+    pub fn given(proto: &str, message: Option<&str>) -> Result<Arc<Self>, String> {
+        let schema = registry::Schema {
+            kind: SchemaKind::Protobuf,
+            text: proto.to_string(),
+            references: Vec::new(),
+        };
+        let file = compile(GIVEN_ID, &schema)?;
+        let path = match message {
+            None if file.messages().next().is_some() => vec![0],
+            None => return Err("the file declares no message".into()),
+            Some(name) => message_path(&file, name)
+                .ok_or_else(|| format!("the file has no message {name}"))?,
+        };
+        let context = Self {
+            registry: None,
+            files: Mutex::new(HashMap::from([(GIVEN_ID, file)])),
+            writers: Mutex::new(HashMap::new()),
+            given: Some(path),
+        };
+        Ok(Arc::new(context))
     }
 
     /// Makes `schema` (with its references) the writer schema of id `id`.
@@ -103,8 +144,9 @@ impl ProtobufContext {
         })?;
         let arrow = Arc::new(message_schema(&message).map_err(|e| {
             format!(
-                "message {} of Protobuf schema id {id}: {e}",
-                message.full_name()
+                "message {} of {}: {e}",
+                message.full_name(),
+                schema_name(id)
             )
         })?);
         let writer = Arc::new(Writer {
@@ -200,6 +242,27 @@ fn compile(id: u32, schema: &registry::Schema) -> Result<FileDescriptor, String>
     let pool: DescriptorPool = compiler.descriptor_pool();
     pool.get_file_by_name(&name)
         .ok_or_else(|| format!("{name} is not in the compiled schema"))
+}
+
+/// The Confluent message-index path of the message named `full_name` (nested ones too).
+fn message_path(file: &FileDescriptor, full_name: &str) -> Option<Vec<i32>> {
+    fn within(
+        messages: impl Iterator<Item = MessageDescriptor>,
+        full_name: &str,
+        path: &mut Vec<i32>,
+    ) -> bool {
+        for (i, message) in messages.enumerate() {
+            path.push(i32::try_from(i).unwrap_or(i32::MAX));
+            if message.full_name() == full_name || within(message.child_messages(), full_name, path)
+            {
+                return true;
+            }
+            path.pop();
+        }
+        false
+    }
+    let mut path = Vec::new();
+    within(file.messages(), full_name, &mut path).then_some(path)
 }
 
 /// The message at a Confluent message-index path: the top-level message at the first index,
@@ -725,7 +788,7 @@ impl Run {
         if self.rows > 0 || self.batch.is_none() {
             let columns = self.columns.finish_columns();
             let fresh = RecordBatch::try_new(self.writer.arrow.clone(), columns)
-                .map_err(|e| format!("Protobuf schema id {}: {e}", self.writer.id))?;
+                .map_err(|e| format!("{}: {e}", schema_name(self.writer.id)))?;
             self.rows = 0;
             let merged = match self.batch.take() {
                 Some(earlier) => {
@@ -779,10 +842,16 @@ impl Decoder for ProtobufDecoder {
             self.rows.push(Row::Tombstone);
             return Ok(());
         };
-        let (id, rest) =
-            registry::split_wire(value).map_err(|e| Refusal::Invalid(e.to_string()))?;
-        let (path, body) = registry::protobuf_indexes(rest)
-            .map_err(|e| Refusal::Invalid(format!("Protobuf schema id {id}: {e}")))?;
+        let (id, path, body) = match &self.context.given {
+            Some(path) => (GIVEN_ID, path.clone(), value),
+            None => {
+                let (id, rest) =
+                    registry::split_wire(value).map_err(|e| Refusal::Invalid(e.to_string()))?;
+                let (path, body) = registry::protobuf_indexes(rest)
+                    .map_err(|e| Refusal::Invalid(format!("Protobuf schema id {id}: {e}")))?;
+                (id, path, body)
+            }
+        };
         let run = match self
             .runs
             .iter()
@@ -805,14 +874,16 @@ impl Decoder for ProtobufDecoder {
         let writer = &run_state.writer;
         let message = DynamicMessage::decode(writer.message.clone(), body).map_err(|e| {
             Refusal::Invalid(format!(
-                "not a {} of Protobuf schema id {id}: {e}",
-                writer.message.full_name()
+                "not a {} of {}: {e}",
+                writer.message.full_name(),
+                schema_name(id)
             ))
         })?;
         run_state.columns.check(&message, "").map_err(|e| {
             Refusal::Invalid(format!(
-                "{e} (message {} of Protobuf schema id {id})",
-                writer.message.full_name()
+                "{e} (message {} of {})",
+                writer.message.full_name(),
+                schema_name(id)
             ))
         })?;
         run_state.columns.append(&message);
@@ -822,11 +893,39 @@ impl Decoder for ProtobufDecoder {
         Ok(())
     }
 
+    fn needs_lookup(&self, value: &[u8]) -> bool {
+        self.context.given.is_none()
+            && registry::split_wire(value)
+                .is_ok_and(|(id, _)| !lock(&self.context.files).contains_key(&id))
+    }
+
     async fn lookup(&mut self, value: &[u8]) -> Result<(), Refusal> {
         let registry = self.context.registry.as_deref();
         let (id, schema) =
             writers::fetch(registry, value, SchemaKind::Protobuf, "Protobuf").await?;
         self.context.insert(id, &schema).map_err(Refusal::Invalid)
+    }
+
+    fn registered(
+        context: &Arc<ProtobufContext>,
+        id: u32,
+        schema: &registry::Schema,
+        record: Option<&str>,
+    ) -> Result<Option<Schema>, String> {
+        context.insert(id, schema)?;
+        let file = lock(&context.files)
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| format!("Protobuf schema id {id} did not compile"))?;
+        let path = match record {
+            Some(name) => message_path(&file, name)
+                .ok_or_else(|| format!("Protobuf schema id {id} has no message {name}"))?,
+            None => vec![0],
+        };
+        let writer = context.writer(id, &path).ok_or_else(|| {
+            format!("Protobuf schema id {id} has no message at index path {path:?}")
+        })??;
+        Ok(Some(writer.arrow.as_ref().clone()))
     }
 
     fn infer(&self) -> Result<Schema, Bad> {
@@ -936,6 +1035,39 @@ mod tests {
     }
 
     #[test]
+    fn a_schema_given_in_the_spec_decodes_bare_messages_of_the_named_type() {
+        let given = ProtobufContext::given(V1, Some("shop.Order.Address")).expect("compiles");
+        let file = lock(&given.files)
+            .get(&GIVEN_ID)
+            .cloned()
+            .expect("the given file");
+        let path = given.given.clone().expect("a given message type");
+        let address = message_at(&file, &path).expect("Order.Address");
+        assert_eq!(address.full_name(), "shop.Order.Address");
+        let mut message = DynamicMessage::new(address);
+        message.set_field_by_name("street", Value::String("s1".into()));
+        message.set_field_by_name("zip", Value::I32(10115));
+        let mut p = Pending::<ProtobufDecoder>::new(&given, None);
+        p.push(Some(&message.encode_to_vec()), None, 0, None)
+            .expect("a bare Address, no wire-format prefix");
+        let schema = Arc::new(p.infer("t", 0).expect("the Address columns"));
+        assert_eq!(schema.fields().len(), 2);
+        let batch = p.finish(&schema, None, "t", 0, false).expect("decoded");
+        assert_eq!(batch.column(0).as_string::<i32>().value(0), "s1");
+        assert_eq!(batch.column(1).as_primitive::<Int32Type>().value(0), 10115);
+
+        let first = ProtobufContext::given(V1, None).expect("the first message");
+        assert_eq!(first.given.as_deref(), Some(&[0][..]));
+        let missing = ProtobufContext::given(V1, Some("shop.Missing")).err();
+        assert!(missing.is_some_and(|e| e.contains("shop.Missing")));
+        let broken = ProtobufContext::given("syntax = \"proto3\"; message {", None).err();
+        assert!(
+            broken.is_some(),
+            "a file that does not compile is refused at start"
+        );
+    }
+
+    #[test]
     fn types_and_nullability_follow_the_descriptor() {
         let context = context();
         let writer = context.writer(1, &[0]).expect("known").expect("Order");
@@ -1028,7 +1160,7 @@ mod tests {
         p.push(Some(&first), None, 0, None).expect("first");
         p.push(Some(&second), None, 1, None).expect("second");
         let schema = Arc::new(p.infer("t", 0).expect("from the descriptor"));
-        let batch = p.finish(&schema, "t", 0, false).expect("decoded");
+        let batch = p.finish(&schema, None, "t", 0, false).expect("decoded");
         let column = |name: &str| batch.column(schema.index_of(name).expect("column")).clone();
         let ids = column("id");
         assert_eq!(
@@ -1102,7 +1234,7 @@ mod tests {
         );
         let schema = Arc::new(p.infer("t", 0).expect("v1"));
         let batch = p
-            .finish(&schema, "t", 0, false)
+            .finish(&schema, None, "t", 0, false)
             .expect("the record before them");
         assert_eq!(batch.num_rows(), 1);
     }
