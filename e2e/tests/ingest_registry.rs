@@ -30,7 +30,7 @@ def summary(t, types, nullable):
     if seven is not None:
         seven = {k: v for k, v in seven.items() if not k.startswith("_kafka")}
     # After schema evolution: each record's id with its value of the columns v2 added.
-    added = sorted([r["id"], r["qty"], r["shipping"]] for r in rows) if "qty" in t.column_names else None
+    added = sorted([r["id"], r["qty"], r["shipping"], (r["address"] or {}).get("floor")] for r in rows) if "qty" in t.column_names else None
     # Each key's id (keys are the id as text, or a record with the id), and record 7's key.
     key_ids = sorted(k["id"] if isinstance(k, dict) else int(k) for k in t["_kafka_key"].to_pylist())
     key7 = next((r["_kafka_key"] for r in rows if r["id"] == 7), None)
@@ -630,7 +630,8 @@ async fn protobuf_from_the_confluent_serializer_into_iceberg_with_its_types() ->
 }
 
 /// The serializer of an evolution test, and its three schema versions: v1 the orders, v2 with
-/// two new optional fields (one of them a record), v3 v2 without the required field `name`.
+/// two new optional fields (one of them a record) and one inside the `address` record, v3 v2
+/// without the required field `name`.
 #[derive(Clone, Copy)]
 enum Serializer {
     Avro,
@@ -651,6 +652,13 @@ impl Serializer {
             Self::Avro => {
                 let mut fields = order_fields();
                 if version >= 2 {
+                    for f in &mut fields {
+                        if f["name"] == "address" {
+                            f["type"]["fields"].as_array_mut().into_iter().for_each(|a| {
+                                a.push(json!({"name": "floor", "type": ["null", "int"], "default": null}));
+                            });
+                        }
+                    }
                     fields.push(json!({"name": "qty", "type": ["null", "int"], "default": null}));
                     fields.push(json!({"name": "shipping", "default": null, "type": ["null", {"type": "record",
                         "name": "Shipping", "fields": [{"name": "carrier", "type": "string"}, {"name": "days", "type": "int"}]}]}));
@@ -664,6 +672,8 @@ impl Serializer {
                 let mut schema: Value =
                     serde_json::from_str(&order_json_schema()).unwrap_or_default();
                 if version >= 2 {
+                    schema["definitions"]["Address"]["properties"]["floor"] =
+                        json!({"type": "integer"});
                     schema["properties"]["qty"] = json!({"type": "integer"});
                     schema["properties"]["shipping"] = json!({"type": "object",
                         "required": ["carrier", "days"],
@@ -716,7 +726,7 @@ async fn the_latest_subject_version_gives_a_new_table_its_columns() -> anyhow::R
     let _ingester = s.start()?;
     let path = location.display().to_string();
     let seen = s.expect_all(|| read_delta(&s.env, &path)).await;
-    let added: Vec<(u64, Value, Value)> =
+    let added: Vec<(u64, Value, Value, Value)> =
         serde_json::from_value(seen["added"].clone()).unwrap_or_default();
     assert_eq!(
         added.len(),
@@ -724,9 +734,9 @@ async fn the_latest_subject_version_gives_a_new_table_its_columns() -> anyhow::R
         "v2's columns are in the table: {seen}"
     );
     assert!(
-        added
-            .iter()
-            .all(|(_, qty, shipping)| qty.is_null() && shipping.is_null()),
+        added.iter().all(|(_, qty, shipping, floor)| qty.is_null()
+            && shipping.is_null()
+            && floor.is_null()),
         "v1 records read null in v2's columns"
     );
     assert_eq!(seen["types"]["qty"], "integer", "{seen}");
@@ -736,8 +746,8 @@ async fn the_latest_subject_version_gives_a_new_table_its_columns() -> anyhow::R
 }
 
 /// v1 records, then (while the ingester runs) v2 records with two new optional fields, one of
-/// them a record: the table gains both columns, the v1 rows read null in them, and every
-/// record is there once. Then v3 drops a required field: the ingester stops, naming the field,
+/// them a record, and one inside an existing record: the table gains the columns and the
+/// nested field, the v1 rows read null in them, and every record is there once. Then v3 drops a required field: the ingester stops, naming the field,
 /// v3's schema id and v2's, and commits nothing of v3. Returns what the reader saw at the end.
 async fn evolve(
     s: &Setup,
@@ -753,19 +763,24 @@ async fn evolve(
     .await;
     serializer.produce(s, 2, V2_FROM..RECORDS)?;
     let seen = s.expect_all(&read).await;
-    let added: Vec<(u64, Value, Value)> =
+    let added: Vec<(u64, Value, Value, Value)> =
         serde_json::from_value(seen["added"].clone()).unwrap_or_default();
     assert_eq!(added.len(), RECORDS, "the added columns are read: {seen}");
-    for (id, qty, shipping) in added {
+    for (id, qty, shipping, floor) in added {
         let id = id as usize;
         if id < V2_FROM {
             assert_eq!(
-                (&qty, &shipping),
-                (&Value::Null, &Value::Null),
+                (&qty, &shipping, &floor),
+                (&Value::Null, &Value::Null, &Value::Null),
                 "v1 record {id} reads null"
             );
         } else {
             assert_eq!(qty, json!(id % 11), "record {id}");
+            assert_eq!(
+                floor,
+                json!(id % 9),
+                "record {id}: the field added inside address"
+            );
             assert_eq!(
                 shipping,
                 json!({"carrier": format!("c{}", id % 3), "days": id % 5}),
@@ -852,6 +867,25 @@ async fn avro_schema_evolution_adds_columns_to_iceberg() -> anyhow::Result<()> {
     assert!(
         shipping.starts_with("struct<") && shipping.contains("carrier"),
         "{shipping}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn json_schema_evolution_adds_columns_to_iceberg() -> anyhow::Result<()> {
+    let env = TestEnv::load()?;
+    let namespace = unique("jsonschema_evolve").replace('-', "_");
+    let table = iceberg_table(&env, &namespace);
+    let s = Setup::with_format("jsonschema-evolve-iceberg", "jsonSchema", table).await?;
+    let seen = evolve(&s, Serializer::JsonSchema, || {
+        read_iceberg(&s.env, &namespace)
+    })
+    .await?;
+    assert_eq!(seen["types"]["qty"], "long", "{seen}");
+    let address = seen["types"]["address"].as_str().unwrap_or_default();
+    assert!(
+        address.contains("floor"),
+        "the field added inside address: {address}"
     );
     Ok(())
 }

@@ -11,7 +11,9 @@
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, new_null_array};
-use arrow::datatypes::{DataType, Field, Int32Type, Int64Type, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{
+    DataType, Field, Fields, Int32Type, Int64Type, Schema, SchemaRef, TimeUnit,
+};
 use kafkatable_crds::config::{Partition, Transform};
 
 use crate::decode::{OFFSET_COLUMN, PARTITION_COLUMN, TOPIC_COLUMN, metadata_fields};
@@ -45,20 +47,91 @@ pub fn value_columns(table: &Schema, partition_by: &[Partition]) -> Schema {
     )
 }
 
-/// `base` plus the fields of `inferred` it lacks, as nullable columns; a field the table has
-/// already (added by another ingester since `base` was read) keeps the table's type.
+/// `base` plus the fields of `inferred` it lacks, as nullable columns, inside structs too (a
+/// field added to a record); a field the table has already (added by another ingester since
+/// `base` was read) keeps the table's type.
 pub fn widen(base: &Schema, inferred: &Schema, table: Option<&Schema>) -> Schema {
-    let mut fields: Vec<Field> = base.fields().iter().map(|f| f.as_ref().clone()).collect();
-    for f in inferred.fields() {
-        if base.field_with_name(f.name()).is_ok() {
+    Schema::new(widen_fields(
+        base.fields(),
+        inferred.fields(),
+        table.map(Schema::fields),
+    ))
+}
+
+fn widen_fields(base: &Fields, inferred: &Fields, table: Option<&Fields>) -> Fields {
+    let mut fields: Vec<Field> = Vec::with_capacity(base.len());
+    for b in base {
+        let theirs = inferred.find(b.name()).map(|(_, f)| f);
+        let field = match (b.data_type(), theirs.map(|f| f.data_type())) {
+            (DataType::Struct(ours), Some(DataType::Struct(new))) => {
+                let table_struct = table
+                    .and_then(|t| t.find(b.name()))
+                    .and_then(|(_, f)| match f.data_type() {
+                        DataType::Struct(fields) => Some(fields),
+                        _ => None,
+                    });
+                let merged = widen_fields(ours, new, table_struct);
+                b.as_ref().clone().with_data_type(DataType::Struct(merged))
+            }
+            _ => b.as_ref().clone(),
+        };
+        fields.push(field);
+    }
+    for f in inferred {
+        if base.find(f.name()).is_some() {
             continue;
         }
         let field = table
-            .and_then(|t| t.field_with_name(f.name()).ok())
-            .unwrap_or(f.as_ref());
+            .and_then(|t| t.find(f.name()))
+            .map_or(f.as_ref(), |(_, t)| t.as_ref());
         fields.push(field.clone().with_nullable(true));
     }
-    Schema::new(fields)
+    fields.into()
+}
+
+/// The fields of `batch` that `table` lacks, inside structs too, each with the path of the
+/// struct it goes into (empty: the top level), in the batch's order.
+pub fn added_fields(batch: &Fields, table: &Fields) -> Vec<(Vec<String>, Field)> {
+    let mut added = Vec::new();
+    collect_added(batch, table, &mut Vec::new(), &mut added);
+    added
+}
+
+fn collect_added(
+    batch: &Fields,
+    table: &Fields,
+    parent: &mut Vec<String>,
+    added: &mut Vec<(Vec<String>, Field)>,
+) {
+    for f in batch {
+        match table.find(f.name()) {
+            None => added.push((parent.clone(), f.as_ref().clone())),
+            Some((_, t)) => {
+                if let (DataType::Struct(fs), DataType::Struct(ts)) = (f.data_type(), t.data_type())
+                {
+                    parent.push(f.name().clone());
+                    collect_added(fs, ts, parent, added);
+                    parent.pop();
+                }
+            }
+        }
+    }
+}
+
+/// The path ("a", "a.b") of the first field of `writer` that `target` lacks, looking into
+/// structs: a field schema evolution may add.
+pub fn unknown_field(writer: &Fields, target: &Fields) -> Option<String> {
+    for w in writer {
+        let Some((_, t)) = target.find(w.name()) else {
+            return Some(w.name().clone());
+        };
+        if let (DataType::Struct(ws), DataType::Struct(ts)) = (w.data_type(), t.data_type())
+            && let Some(inner) = unknown_field(ws, ts)
+        {
+            return Some(format!("{}.{inner}", w.name()));
+        }
+    }
+    None
 }
 
 /// Reorders a batch's columns to the table's order and fills the columns it lacks with nulls. A
@@ -69,6 +142,22 @@ pub fn align(batch: RecordBatch, table: &SchemaRef) -> Result<RecordBatch, Align
     if batch.schema().as_ref() == table.as_ref() {
         return Ok(batch);
     }
+    let extra = added_fields(batch.schema().fields(), table.fields());
+    if !extra.is_empty() {
+        return Err(AlignError::NewFields(
+            extra
+                .into_iter()
+                .map(|(parent, f)| {
+                    parent
+                        .into_iter()
+                        .chain([f.name().clone()])
+                        .collect::<Vec<_>>()
+                        .join(".")
+                })
+                .collect(),
+        ));
+    }
+
     let rows = batch.num_rows();
     let mut columns = Vec::with_capacity(table.fields().len());
     for field in table.fields() {
@@ -86,18 +175,6 @@ pub fn align(batch: RecordBatch, table: &SchemaRef) -> Result<RecordBatch, Align
             }
         };
         columns.push(column);
-    }
-    let schema = batch.schema();
-    let extra: Vec<&str> = schema
-        .fields()
-        .iter()
-        .filter(|f| table.field_with_name(f.name()).is_err())
-        .map(|f| f.name().as_str())
-        .collect();
-    if !extra.is_empty() {
-        return Err(AlignError::NewFields(
-            extra.iter().map(|f| f.to_string()).collect(),
-        ));
     }
     RecordBatch::try_new(table.clone(), columns).map_err(|e| AlignError::Schema(e.to_string()))
 }
@@ -119,6 +196,11 @@ pub(crate) fn exact_cast(
     column: &ArrayRef,
     field: &Field,
 ) -> Result<ArrayRef, (Option<usize>, String)> {
+    if let (DataType::Struct(from), DataType::Struct(to)) = (column.data_type(), field.data_type())
+        && from != to
+    {
+        return struct_cast(column, from, to);
+    }
     // The default (safe) cast turns a value it cannot convert into a null, and casting back
     // shows what else it changed: together they find the first value that would not survive.
     let unsupported = |e: arrow::error::ArrowError| {
@@ -157,6 +239,47 @@ pub(crate) fn exact_cast(
             ))
         }
     }
+}
+
+/// A struct column as a struct of the fields `to`, child by child by name: a child `to` has
+/// and the column lacks is null (when it may be), one the column has and `to` lacks is
+/// refused (never dropped), and each other child is cast exactly.
+fn struct_cast(
+    column: &ArrayRef,
+    from: &Fields,
+    to: &Fields,
+) -> Result<ArrayRef, (Option<usize>, String)> {
+    let Some(structs) = column.as_struct_opt() else {
+        return Err((None, "not a struct column".into()));
+    };
+    if let Some(extra) = unknown_field(from, to) {
+        return Err((
+            None,
+            format!("the record's field {extra} is not in the table's column"),
+        ));
+    }
+    let mut children = Vec::with_capacity(to.len());
+    for target in to {
+        let child = match from.find(target.name()) {
+            Some((i, f)) if f.data_type() == target.data_type() => structs.column(i).clone(),
+            Some((i, _)) => exact_cast(structs.column(i), target)
+                .map_err(|(row, reason)| (row, format!("{}: {reason}", target.name())))?,
+            None if target.is_nullable() => new_null_array(target.data_type(), structs.len()),
+            None => {
+                return Err((
+                    None,
+                    format!(
+                        "{} is required by the table and the record lacks it",
+                        target.name()
+                    ),
+                ));
+            }
+        };
+        children.push(child);
+    }
+    arrow::array::StructArray::try_new(to.clone(), children, structs.nulls().cloned())
+        .map(|s| Arc::new(s) as ArrayRef)
+        .map_err(|e| (None, e.to_string()))
 }
 
 /// A value of `column` that does not fit: named by topic, partition and offset when the batch
@@ -282,6 +405,43 @@ mod tests {
 
     fn batch(columns: Vec<(&str, ArrayRef)>) -> RecordBatch {
         RecordBatch::try_from_iter(columns).expect("batch")
+    }
+
+    #[test]
+    fn fields_added_inside_a_struct_widen_it_and_older_rows_cast_with_nulls() {
+        let address =
+            |fields: Vec<Field>| Field::new("address", DataType::Struct(fields.into()), true);
+        let street = Field::new("street", DataType::Utf8, false);
+        let floor = Field::new("floor", DataType::Int32, false);
+        let base = Schema::new(vec![address(vec![street.clone()])]);
+        let inferred = Schema::new(vec![address(vec![street.clone(), floor.clone()])]);
+        let widened = widen(&base, &inferred, None);
+        assert_eq!(
+            widened.field(0).data_type(),
+            address(vec![street.clone(), floor.clone().with_nullable(true)]).data_type(),
+            "the new field is inside the struct, nullable"
+        );
+        assert_eq!(
+            unknown_field(inferred.fields(), base.fields()).as_deref(),
+            Some("address.floor")
+        );
+        assert_eq!(
+            added_fields(inferred.fields(), base.fields()),
+            [(vec!["address".to_string()], floor.clone())]
+        );
+
+        // An older struct goes into the wider column with the new field null; a struct with a
+        // field the column lacks is refused, not cut down.
+        let older: ArrayRef = Arc::new(arrow::array::StructArray::from(vec![(
+            Arc::new(street.clone()),
+            Arc::new(arrow::array::StringArray::from(vec!["s1"])) as ArrayRef,
+        )]));
+        let cast = exact_cast(&older, widened.field(0)).expect("an older struct widens");
+        let floors = cast.as_struct().column(1).clone();
+        assert!(floors.is_null(0));
+        let narrow = base.field(0);
+        let newer = exact_cast(&cast, narrow).expect_err("floor would be lost");
+        assert!(newer.1.contains("floor"), "{}", newer.1);
     }
 
     #[test]

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::datatypes::SchemaRef;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
 use deltalake::kernel::{Action, Add, MetadataExt, StructType, Transaction};
@@ -232,10 +232,7 @@ impl DeltaCommitter {
         let outgrown = staged.open.as_ref().is_none_or(|files| {
             let schema = files.table_schema();
             batches.iter().any(|b| {
-                b.schema()
-                    .fields()
-                    .iter()
-                    .any(|f| schema.field_with_name(f.name()).is_err())
+                crate::schema::unknown_field(b.schema().fields(), schema.fields()).is_some()
             })
         });
         if outgrown {
@@ -345,30 +342,26 @@ impl DeltaCommitter {
             .unwrap_or_else(|_| self.partition_columns.clone())
     }
 
-    /// Adds the fields the batches carry and the table lacks as nullable columns, in a
-    /// metadata-only commit of its own: new nullable columns are harmless even if the data
-    /// commit after it loses a race. (The ingester only produces such batches with
-    /// `schemaEvolution: addColumns`.)
+    /// Adds the fields the batches carry and the table lacks as nullable columns (inside
+    /// structs too), in a metadata-only commit of its own: new nullable columns are harmless
+    /// even if the data commit after it loses a race. (The ingester only produces such batches
+    /// with `schemaEvolution: addColumns`.)
     async fn add_new_columns(&mut self, batches: &[RecordBatch]) -> Result<(), IngesterError> {
         let current = self.arrow_schema()?;
-        let mut fields: Vec<Field> = current
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone())
-            .collect();
-        let mut added = Vec::new();
+        let mut widened = current.as_ref().clone();
+        let mut added: Vec<String> = Vec::new();
         for batch in batches {
-            for f in batch.schema().fields() {
-                if !fields.iter().any(|x| x.name() == f.name()) {
-                    fields.push(f.as_ref().clone().with_nullable(true));
-                    added.push(f.name().clone());
-                }
+            for (parent, f) in
+                crate::schema::added_fields(batch.schema().fields(), widened.fields())
+            {
+                added.push(parent.first().unwrap_or(f.name()).clone());
             }
+            widened = crate::schema::widen(&widened, &batch.schema(), None);
         }
         if added.is_empty() {
             return Ok(());
         }
-        let merged: StructType = (&Schema::new(fields))
+        let merged: StructType = (&widened)
             .try_into_kernel()
             .map_err(|e| IngesterError::table(&self.location, "map the widened schema", e))?;
         let snapshot = self

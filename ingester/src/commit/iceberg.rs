@@ -302,9 +302,10 @@ impl IcebergCommitter {
         // makes such batches with `schemaEvolution: addColumns`); the open files, written
         // with the schema before, are finished, and files of the new schema opened.
         let outgrown = staged.open.as_ref().is_none_or(|files| {
-            batches
-                .iter()
-                .any(|b| !new_fields(&b.schema(), &files.arrow_schema).is_empty())
+            batches.iter().any(|b| {
+                crate::schema::unknown_field(b.schema().fields(), files.arrow_schema.fields())
+                    .is_some()
+            })
         });
         if outgrown {
             self.add_new_columns(&batches).await?;
@@ -354,9 +355,10 @@ impl IcebergCommitter {
         Ok(())
     }
 
-    /// Adds the top-level fields the batches carry and the table lacks as optional columns, in
-    /// a schema-only commit of its own: new optional columns are harmless even if the data
-    /// commit after it loses a race, and data files must be written with the new field ids.
+    /// Adds the fields the batches carry and the table lacks as optional columns (inside
+    /// structs too), in a schema-only commit of its own: new optional columns are harmless even
+    /// if the data commit after it loses a race, and data files must be written with the new
+    /// field ids.
     async fn add_new_columns(&mut self, batches: &[RecordBatch]) -> Result<(), IngesterError> {
         let name = self.name();
         let err = |action: &'static str, e: iceberg::Error| IngesterError::table(&name, action, e);
@@ -364,11 +366,17 @@ impl IcebergCommitter {
             return Ok(());
         };
         let current = arrow_schema(&table).map_err(|e| err("map the table schema", e))?;
-        let mut added: Vec<Field> = Vec::new();
+        // (the struct a field goes into, the field), each path once.
+        let mut added: Vec<(Vec<String>, Field)> = Vec::new();
         for batch in batches {
-            for field in new_fields(&batch.schema(), &current) {
-                if !added.iter().any(|a| a.name() == field.name()) {
-                    added.push(field);
+            for (parent, field) in
+                crate::schema::added_fields(batch.schema().fields(), current.fields())
+            {
+                if !added
+                    .iter()
+                    .any(|(p, f)| *p == parent && f.name() == field.name())
+                {
+                    added.push((parent, field));
                 }
             }
         }
@@ -377,14 +385,31 @@ impl IcebergCommitter {
         }
         let tx = Transaction::new(&table);
         let mut update = tx.update_schema();
-        for field in &added {
+        for (parent, field) in &added {
             let column_type = iceberg_type(field).map_err(|e| err("map a new column", e))?;
-            update = update.add_column(AddColumn::optional(field.name(), column_type));
+            update = update.add_column(match parent.is_empty() {
+                true => AddColumn::optional(field.name(), column_type),
+                false => AddColumn::builder()
+                    .parent(parent.join("."))
+                    .name(field.name())
+                    .field_type(column_type)
+                    .build(),
+            });
         }
         let tx = update
             .apply(tx)
             .map_err(|e| err("prepare the schema change", e))?;
-        let columns: Vec<&str> = added.iter().map(|f| f.name().as_str()).collect();
+        let columns: Vec<String> = added
+            .iter()
+            .map(|(parent, f)| {
+                parent
+                    .iter()
+                    .chain([f.name()])
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(".")
+            })
+            .collect();
         match tx.commit(self.catalog.as_ref()).await {
             Ok(widened) => {
                 tracing::info!(table = %name, ?columns, "added columns to the table");
@@ -400,9 +425,11 @@ impl IcebergCommitter {
                     .map(arrow_schema)
                     .transpose()
                     .map_err(|e| err("map the table schema", e))?;
-                if widened
-                    .is_some_and(|w| added.iter().all(|f| w.field_with_name(f.name()).is_ok()))
-                {
+                if widened.is_some_and(|w| {
+                    batches.iter().all(|b| {
+                        crate::schema::unknown_field(b.schema().fields(), w.fields()).is_none()
+                    })
+                }) {
                     tracing::info!(table = %name, ?columns, "another writer added the columns first");
                     Ok(())
                 } else {
@@ -683,16 +710,6 @@ impl StagedFiles {
             FileWriter::Partitioned(parts) => parts.0.close().await,
         }
     }
-}
-
-/// The top-level fields of `batch` that `table` lacks.
-fn new_fields(batch: &arrow::datatypes::Schema, table: &arrow::datatypes::Schema) -> Vec<Field> {
-    batch
-        .fields()
-        .iter()
-        .filter(|f| table.field_with_name(f.name()).is_err())
-        .map(|f| f.as_ref().clone())
-        .collect()
 }
 
 /// The Iceberg type of an Arrow field, nested fields included (their ids are placeholders: the

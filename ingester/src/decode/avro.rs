@@ -347,6 +347,12 @@ impl Decoder for AvroDecoder {
         // Every run's values as one batch against `schema`.
         let mut conformed: Vec<Vec<ArrayRef>> = Vec::with_capacity(self.runs.len());
         for (i, run) in self.runs.iter_mut().enumerate() {
+            // A writer whose records were all refused this chunk (a field the schema lacks)
+            // has nothing to check.
+            if run.rows == 0 {
+                conformed.push(writers::empty(schema));
+                continue;
+            }
             let bad = |reason| Bad::Record {
                 index: writers::first_row(&self.rows, i),
                 reason,
@@ -547,6 +553,78 @@ mod tests {
         context.insert(1, V1).expect("v1");
         context.insert(2, &v2()).expect("v2");
         context
+    }
+
+    const NESTED_V1: &str = r#"{"type":"record","name":"N","fields":[
+        {"name":"id","type":"long"},
+        {"name":"address","type":{"type":"record","name":"A","fields":[
+            {"name":"street","type":"string"}]}}]}"#;
+    /// NESTED_V1 with `address.floor` added (optional).
+    const NESTED_V2: &str = r#"{"type":"record","name":"N","fields":[
+        {"name":"id","type":"long"},
+        {"name":"address","type":{"type":"record","name":"A","fields":[
+            {"name":"street","type":"string"},
+            {"name":"floor","type":["null","int"],"default":null}]}}]}"#;
+
+    /// A NESTED_V2 record (with NESTED_V1's id prefix when `floor` is None: v1 has no floor).
+    fn nested(schema: u32, id: i64, floor: Option<i32>) -> Vec<u8> {
+        let mut out = vec![0];
+        out.extend_from_slice(&schema.to_be_bytes());
+        zigzag(&mut out, id);
+        bytes(&mut out, format!("s{id}").as_bytes());
+        if let Some(floor) = floor {
+            zigzag(&mut out, 1);
+            zigzag(&mut out, floor.into());
+        }
+        out
+    }
+
+    #[test]
+    fn a_field_added_inside_a_record_widens_it_and_is_never_dropped() {
+        let context = AvroContext::new(None);
+        context.insert(1, NESTED_V1).expect("v1");
+        context.insert(2, NESTED_V2).expect("v2");
+        let v1 = Arc::new(context.writer(1).expect("v1").arrow.as_ref().clone());
+        let mut p = Pending::<AvroDecoder>::new(&context, Some(&v1));
+        p.push(Some(&nested(1, 1, None)), None, 0, None)
+            .expect("a v1 record");
+        let refused = p
+            .push(Some(&nested(2, 2, Some(3))), None, 1, None)
+            .expect_err("v2 has a field the table's address lacks");
+        assert_eq!(
+            refused.reason,
+            Refusal::UnknownField("address.floor".into())
+        );
+        // As the sink does: the chunk so far is closed, and the next records wait for the
+        // chunk path, where the v2 record's field is named again and the widened schema has
+        // it inside the record, nullable.
+        p.finish(&v1, None, "t", 0, false).expect("the v1 chunk");
+        p.use_schema(None);
+        p.push(Some(&nested(1, 1, None)), None, 1, None)
+            .expect("v1");
+        p.push(Some(&nested(2, 2, Some(3))), None, 2, None)
+            .expect("v2");
+        let e = p
+            .finish(&v1, None, "t", 0, false)
+            .expect_err("v1 lacks address.floor");
+        assert!(super::super::is_unknown_field(&e), "{e}");
+        let inferred = p.infer("t", 0).expect("inferred");
+        let widened = Arc::new(crate::schema::widen(&v1, &inferred, None));
+        let DataType::Struct(address) = widened.field(1).data_type() else {
+            panic!("a struct: {widened:?}");
+        };
+        assert_eq!(address.len(), 2, "{address:?}");
+        assert!(address[1].is_nullable() && address[1].name() == "floor");
+        let batch = p.finish(&widened, None, "t", 0, false).expect("decoded");
+        let floors = batch
+            .column(1)
+            .as_struct()
+            .column_by_name("floor")
+            .expect("floor")
+            .as_primitive::<Int32Type>()
+            .clone();
+        assert!(floors.is_null(0), "the v1 record reads null");
+        assert_eq!(floors.value(1), 3);
     }
 
     #[test]

@@ -506,13 +506,9 @@ fn refusal_error(reason: Refusal, topic: &str, partition: i32, offset: i64) -> D
     }
 }
 
-/// The first field of a writer schema (a top-level name) that `target` lacks.
+/// The first field of a writer schema that `target` lacks ("a", or "a.b" inside a record).
 fn unknown_field(writer: &Schema, target: &Schema) -> Option<String> {
-    writer
-        .fields()
-        .iter()
-        .find(|f| target.field_with_name(f.name()).is_err())
-        .map(|f| f.name().to_string())
+    crate::schema::unknown_field(writer.fields(), target.fields())
 }
 
 /// Among the writer schemas `known` (by registry id), another than `id` whose field has the

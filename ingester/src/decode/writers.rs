@@ -103,6 +103,15 @@ pub(super) fn check(
     Ok(())
 }
 
+/// No rows of `schema`'s columns: what a writer without records this chunk contributes.
+pub(super) fn empty(schema: &Schema) -> Vec<ArrayRef> {
+    schema
+        .fields()
+        .iter()
+        .map(|f| arrow::array::new_empty_array(f.data_type()))
+        .collect()
+}
+
 /// A writer's batch (already [`check`]ed) as the columns of `schema`: in its order, a column
 /// the writer lacks null, another type cast where every value survives.
 pub(super) fn conform(
