@@ -4,8 +4,9 @@
 //!
 //! A registry holds a Protobuf schema as `.proto` text (Confluent's Java serializers) or as a
 //! base64 `FileDescriptorProto` (its Python serializer); both are compiled into descriptors
-//! (protox, with the well-known types and the schemas it references), and each message is
-//! decoded by prost-reflect and appended to the columns of its type. A chunk may hold records of
+//! (protox, with the well-known types and the schemas it references), and each message is read
+//! straight from the wire into the column builders of its type, guided by the descriptor
+//! ([`wire`]; no message objects in between): checked whole first, then appended. A chunk may hold records of
 //! several writer schemas or message types: each decodes into its own run, conformed to the
 //! value schema and interleaved back into offset order, as for Avro.
 //!
@@ -33,10 +34,11 @@ use arrow::buffer::{NullBuffer, OffsetBuffer};
 use arrow::datatypes::{DataType, Field, FieldRef, Fields, Schema, SchemaRef, TimeUnit};
 use base64::Engine as _;
 use prost_reflect::{
-    DescriptorPool, DynamicMessage, EnumDescriptor, FieldDescriptor, FileDescriptor, Kind,
-    MessageDescriptor, Value,
+    DescriptorPool, EnumDescriptor, FieldDescriptor, FileDescriptor, Kind, MessageDescriptor, Value,
 };
 use protox::file::{ChainFileResolver, File, FileResolver, GoogleFileResolver};
+
+mod wire;
 
 use super::writers::{self, Row, at, child};
 use super::{Bad, Decoder, Refusal};
@@ -422,95 +424,390 @@ enum Column {
     Binary(BinaryBuilder),
     Enum(StringBuilder, EnumDescriptor),
     Timestamp(TimestampMicrosecondBuilder),
-    /// A wrapper message: its value, or null.
-    Wrapper(Box<Column>),
+    /// A wrapper message: its value (of the kind given), or null.
+    Wrapper(Box<Column>, Kind),
     Struct(Box<MessageColumns>),
     List {
         item: Box<Column>,
         field: FieldRef,
         offsets: Vec<i32>,
     },
+    /// A map: its entries (each a message of a key and a value) in key order.
     Map {
-        key: Box<Column>,
-        value: Box<Column>,
+        entry: Box<MessageColumns>,
         entries: FieldRef,
         offsets: Vec<i32>,
     },
 }
 
+/// One field of a message type: how it is read, its column, and what one record holds of it.
+struct FieldColumn {
+    field: FieldDescriptor,
+    kind: Kind,
+    column: Column,
+    /// The value of a field that is absent and whose presence Protobuf does not track.
+    default: Option<Value>,
+    /// Where the record's occurrences are (a singular field keeps its last, a message all of
+    /// them, merged), and how many items a repeated field got.
+    seen: Seen,
+}
+
+#[derive(Default)]
+struct Seen {
+    present: bool,
+    scalar: u64,
+    bytes: (usize, usize),
+    messages: Vec<(usize, usize)>,
+    items: usize,
+    /// A map's entries, where they are, with their keys.
+    entries: Vec<(EntryKey, (usize, usize))>,
+}
+
+/// A map entry's key, for the key order.
+#[derive(Clone, Copy)]
+enum EntryKey {
+    Number(i128),
+    /// The key's bytes, where they are.
+    Text(usize, usize),
+}
+
+impl EntryKey {
+    /// The key order (text keys by their bytes in `b`).
+    fn cmp(self, other: Self, b: &[u8]) -> std::cmp::Ordering {
+        match (self, other) {
+            (Self::Number(x), Self::Number(y)) => x.cmp(&y),
+            (Self::Text(s, e), Self::Text(t, f)) => b.get(s..e).cmp(&b.get(t..f)),
+            (Self::Number(_), Self::Text(..)) => std::cmp::Ordering::Less,
+            (Self::Text(..), Self::Number(_)) => std::cmp::Ordering::Greater,
+        }
+    }
+}
+
 /// The columns of one message type's fields, and (nested) which rows are null.
 struct MessageColumns {
-    fields: Vec<(FieldDescriptor, Column)>,
+    fields: Vec<FieldColumn>,
+    /// The fields' numbers, sorted, with their place in `fields`.
+    numbers: Vec<(u32, usize)>,
     arrow: Fields,
     valid: Vec<bool>,
 }
 
 impl MessageColumns {
     fn new(message: &MessageDescriptor, arrow: &Fields) -> Self {
-        let fields = message
+        let fields: Vec<FieldColumn> = message
             .fields()
             .zip(arrow.iter())
             .map(|(field, column)| {
-                let built = Column::for_field(&field, column.data_type());
-                (field, built)
+                let kind = field.kind();
+                let default = (!field.is_list() && !field.is_map() && !field.supports_presence())
+                    .then(|| field.default_value());
+                FieldColumn {
+                    column: Column::for_field(&field, column.data_type()),
+                    kind,
+                    default,
+                    seen: Seen::default(),
+                    field,
+                }
             })
             .collect();
+        let mut numbers: Vec<(u32, usize)> = fields
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.field.number(), i))
+            .collect();
+        numbers.sort_unstable();
         Self {
             fields,
+            numbers,
             arrow: arrow.clone(),
             valid: Vec::new(),
         }
     }
 
-    /// Refuses what a message holds that its columns cannot take exactly.
-    fn check(&self, message: &DynamicMessage, path: &str) -> Result<(), String> {
-        for (field, column) in &self.fields {
-            if let Some(value) = field_value(message, field) {
-                column.check(&value, &child(path, field.name()))?;
+    /// Reads one message (its occurrences at `ranges` of `b`, merged) from the wire: checks
+    /// everything its columns could not take exactly, or (with `append`) appends it.
+    fn read(&mut self, b: &[u8], ranges: &[(usize, usize)], append: bool) -> Result<(), Misfit> {
+        for f in &mut self.fields {
+            f.seen.present = false;
+            f.seen.messages.clear();
+            f.seen.items = 0;
+            f.seen.entries.clear();
+        }
+        for &(start, end) in ranges {
+            let mut r = wire::Reader::new(b, start, end);
+            while !r.done() {
+                let tag = r.varint().map_err(Misfit::malformed)?;
+                let (number, wire_type) = ((tag >> 3) as u32, (tag & 7) as u8);
+                let found = self
+                    .numbers
+                    .binary_search_by_key(&number, |(n, _)| *n)
+                    .ok()
+                    .and_then(|i| self.numbers.get(i))
+                    .map(|(_, i)| *i);
+                let Some(f) = found.and_then(|i| self.fields.get_mut(i)) else {
+                    // A field this type does not declare (a newer writer's): skipped.
+                    r.skip(wire_type).map_err(Misfit::malformed)?;
+                    continue;
+                };
+                f.occurrence(&mut r, wire_type, b, append)
+                    .map_err(|e| e.within(f.field.name()))?;
             }
+        }
+        for f in &mut self.fields {
+            f.end(b, append).map_err(|e| e.within(f.field.name()))?;
+        }
+        if append {
+            self.valid.push(true);
         }
         Ok(())
     }
 
-    fn append(&mut self, message: &DynamicMessage) {
-        for (field, column) in &mut self.fields {
-            match field_value(message, field) {
-                Some(value) => column.append(&value),
-                None => column.append_null(),
-            }
-        }
-        self.valid.push(true);
-    }
-
     fn append_null(&mut self) {
-        for (_, column) in &mut self.fields {
-            column.append_null();
+        for f in &mut self.fields {
+            f.column.append_null();
         }
         self.valid.push(false);
     }
 
     fn finish_columns(&mut self) -> Vec<ArrayRef> {
         self.valid.clear();
-        self.fields.iter_mut().map(|(_, c)| c.finish()).collect()
+        self.fields.iter_mut().map(|f| f.column.finish()).collect()
     }
 
     fn finish_struct(&mut self) -> ArrayRef {
         let nulls = NullBuffer::from(std::mem::take(&mut self.valid));
-        let columns = self.fields.iter_mut().map(|(_, c)| c.finish()).collect();
+        let columns = self.fields.iter_mut().map(|f| f.column.finish()).collect();
         Arc::new(StructArray::new(self.arrow.clone(), columns, Some(nulls)))
     }
 }
 
-/// A field's value, None when Protobuf tracks its presence and it is absent.
-fn field_value<'a>(
-    message: &'a DynamicMessage,
-    field: &FieldDescriptor,
-) -> Option<std::borrow::Cow<'a, Value>> {
-    if !field.is_list() && !field.is_map() && field.supports_presence() && !message.has_field(field)
-    {
-        return None;
+impl FieldColumn {
+    /// One occurrence of the field, read from `r`.
+    fn occurrence(
+        &mut self,
+        r: &mut wire::Reader<'_>,
+        wire_type: u8,
+        b: &[u8],
+        append: bool,
+    ) -> Result<(), Misfit> {
+        let expected = wire::wire_type(&self.kind);
+        let wrong = || {
+            Misfit::malformed(format!(
+                "wire type {wire_type} for a {:?} field",
+                self.field.kind()
+            ))
+        };
+        if self.field.is_map() {
+            if wire_type != 2 {
+                return Err(wrong());
+            }
+            let range = r.delimited().map_err(Misfit::malformed)?;
+            let key = entry_key(b, range, &self.field)?;
+            self.seen.entries.push((key, range));
+            return Ok(());
+        }
+        if self.field.is_list() {
+            let Column::List { item, .. } = &mut self.column else {
+                return Err(wrong());
+            };
+            // Scalars may come packed: several values in one length-delimited run.
+            if wire_type == 2 && expected != 2 {
+                let (start, end) = r.delimited().map_err(Misfit::malformed)?;
+                let mut packed = wire::Reader::new(b, start, end);
+                while !packed.done() {
+                    let raw = packed.scalar(expected).map_err(Misfit::malformed)?;
+                    item.value(&self.kind, Raw::Int(raw), b, append)?;
+                    self.seen.items += 1;
+                }
+                return Ok(());
+            }
+            if wire_type != expected {
+                return Err(wrong());
+            }
+            let raw = read_raw(r, expected)?;
+            let ranges = [raw.1];
+            let raw = match raw.0 {
+                Some(n) => Raw::Int(n),
+                None if matches!(self.kind, Kind::Message(_)) => Raw::Message(&ranges),
+                None => Raw::Bytes(raw.1),
+            };
+            item.value(&self.kind, raw, b, append)?;
+            self.seen.items += 1;
+            return Ok(());
+        }
+        if wire_type != expected {
+            return Err(wrong());
+        }
+        let (scalar, range) = read_raw(r, expected)?;
+        self.seen.present = true;
+        match scalar {
+            Some(n) => self.seen.scalar = n,
+            None if matches!(self.kind, Kind::Message(_)) => self.seen.messages.push(range),
+            None => self.seen.bytes = range,
+        }
+        Ok(())
     }
-    Some(message.get_field(field))
+
+    /// The record's value of the field, after all its occurrences.
+    fn end(&mut self, b: &[u8], append: bool) -> Result<(), Misfit> {
+        let seen = &mut self.seen;
+        match &mut self.column {
+            Column::List { offsets, .. } => {
+                if append {
+                    push_offset(offsets, seen.items);
+                }
+                Ok(())
+            }
+            Column::Map { entry, offsets, .. } => {
+                // In key order, the last of equal keys: the same map gives the same row.
+                // (A stable sort: equal keys stay in their order, the last one wins.)
+                seen.entries.sort_by(|(x, _), (y, _)| x.cmp(*y, b));
+                let mut kept = 0;
+                for i in 0..seen.entries.len() {
+                    let (key, range) = seen.entries[i];
+                    if seen
+                        .entries
+                        .get(i + 1)
+                        .is_some_and(|(next, _)| next.cmp(key, b).is_eq())
+                    {
+                        continue;
+                    }
+                    entry.read(b, &[range], append)?;
+                    kept += 1;
+                }
+                if append {
+                    push_offset(offsets, kept);
+                }
+                Ok(())
+            }
+            column if seen.present => {
+                let raw = if matches!(self.kind, Kind::Message(_)) {
+                    Raw::Message(&seen.messages)
+                } else if wire::wire_type(&self.kind) == 2 {
+                    Raw::Bytes(seen.bytes)
+                } else {
+                    Raw::Int(seen.scalar)
+                };
+                column.value(&self.kind, raw, b, append)
+            }
+            column => {
+                if append {
+                    match &self.default {
+                        Some(default) => column.append(default),
+                        None => column.append_null(),
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A map entry's key (field 1 of the entry, the last occurrence; absent: the default).
+fn entry_key(
+    b: &[u8],
+    (start, end): (usize, usize),
+    map: &FieldDescriptor,
+) -> Result<EntryKey, Misfit> {
+    let Kind::Message(entry) = map.kind() else {
+        return Err(Misfit::malformed("a map without an entry message".into()));
+    };
+    let key_field = entry.map_entry_key_field();
+    let kind = key_field.kind();
+    let expected = wire::wire_type(&kind);
+    let mut key = match expected {
+        2 => EntryKey::Text(start, start),
+        _ => EntryKey::Number(0),
+    };
+    let mut r = wire::Reader::new(b, start, end);
+    while !r.done() {
+        let tag = r.varint().map_err(Misfit::malformed)?;
+        let (number, wire_type) = ((tag >> 3) as u32, (tag & 7) as u8);
+        if number != 1 || wire_type != expected {
+            r.skip(wire_type).map_err(Misfit::malformed)?;
+            continue;
+        }
+        key = match read_raw(&mut r, expected)? {
+            (Some(n), _) => EntryKey::Number(match wire::scalar_value(&kind, n) {
+                Some(Value::I32(v)) => i128::from(v),
+                Some(Value::I64(v)) => i128::from(v),
+                Some(Value::U32(v)) => i128::from(v),
+                Some(Value::U64(v)) => i128::from(v),
+                Some(Value::Bool(v)) => i128::from(v),
+                _ => 0,
+            }),
+            (None, (s, e)) => EntryKey::Text(s, e),
+        };
+    }
+    Ok(key)
+}
+
+/// One value of the wire type `expected`: a number (varints and fixed), or where the
+/// length-delimited bytes are.
+fn read_raw(
+    r: &mut wire::Reader<'_>,
+    expected: u8,
+) -> Result<(Option<u64>, (usize, usize)), Misfit> {
+    match expected {
+        2 => Ok((None, r.delimited().map_err(Misfit::malformed)?)),
+        _ => Ok((Some(r.scalar(expected).map_err(Misfit::malformed)?), (0, 0))),
+    }
+}
+
+/// A field value as read from the wire.
+enum Raw<'a> {
+    /// A varint or fixed-width number, as its bits.
+    Int(u64),
+    /// A string's or bytes' place in the record.
+    Bytes((usize, usize)),
+    /// A message's occurrences (merged when more than one).
+    Message(&'a [(usize, usize)]),
+}
+
+/// Why a record's message does not go into its columns.
+#[derive(Debug)]
+struct Misfit {
+    /// Not a message of the type at all (else: a value without an exact column value).
+    malformed: bool,
+    /// The field it concerns, by its path.
+    field: Option<String>,
+    reason: String,
+}
+
+impl Misfit {
+    fn malformed(reason: String) -> Self {
+        Self {
+            malformed: true,
+            field: None,
+            reason,
+        }
+    }
+
+    fn value(reason: String) -> Self {
+        Self {
+            malformed: false,
+            field: None,
+            reason,
+        }
+    }
+
+    /// Said of field `name` of the message (its path grows outwards).
+    fn within(mut self, name: &str) -> Self {
+        self.field = Some(match self.field {
+            Some(inner) => format!("{name}.{inner}"),
+            None => name.to_string(),
+        });
+        self
+    }
+}
+
+impl std::fmt::Display for Misfit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.field {
+            Some(field) => write!(f, "field {field}: {}", self.reason),
+            None => f.write_str(&self.reason),
+        }
+    }
 }
 
 impl Column {
@@ -524,14 +821,7 @@ impl Column {
                 unreachable!("map entries are a struct")
             };
             return Self::Map {
-                key: Box::new(Self::for_kind(
-                    &entry.map_entry_key_field().kind(),
-                    kv[0].data_type(),
-                )),
-                value: Box::new(Self::for_kind(
-                    &entry.map_entry_value_field().kind(),
-                    kv[1].data_type(),
-                )),
+                entry: Box::new(MessageColumns::new(&entry, kv)),
                 entries: entries.clone(),
                 offsets: vec![0],
             };
@@ -570,7 +860,7 @@ impl Column {
                 }
                 name if is_wrapper(name) => {
                     let inner = message.get_field(1).map(|f| f.kind()).unwrap_or(Kind::Bool);
-                    Self::Wrapper(Box::new(Self::for_kind(&inner, data_type)))
+                    Self::Wrapper(Box::new(Self::for_kind(&inner, data_type)), inner)
                 }
                 _ => {
                     let DataType::Struct(fields) = data_type else {
@@ -582,33 +872,85 @@ impl Column {
         }
     }
 
-    /// Refuses a value the column cannot take exactly: an enum number without a name, a
-    /// timestamp finer than microseconds or out of range.
-    fn check(&self, value: &Value, path: &str) -> Result<(), String> {
-        match (self, value) {
-            (Self::Enum(_, e), Value::EnumNumber(n)) if e.get_value(*n).is_none() => Err(format!(
-                "field {path}: {n} is not a value of enum {}",
-                e.full_name()
-            )),
-            (Self::Timestamp(_), Value::Message(m)) => timestamp_micros(m)
-                .map(drop)
-                .map_err(|e| format!("field {path}: {e}")),
-            (Self::Wrapper(inner), Value::Message(m)) => match m.get_field_by_number(1) {
-                Some(v) => inner.check(&v, path),
-                None => Ok(()),
-            },
-            (Self::Struct(columns), Value::Message(m)) => columns.check(m, path),
-            (Self::List { item, .. }, Value::List(items)) => {
-                items.iter().try_for_each(|v| item.check(v, path))
+    /// One value of a field of `kind` read from the wire: checked (everything a column could
+    /// not take exactly is refused: text that is not UTF-8, an enum number without a name, a
+    /// timestamp finer than microseconds or out of range) or, with `append`, appended.
+    fn value(&mut self, kind: &Kind, raw: Raw<'_>, b: &[u8], append: bool) -> Result<(), Misfit> {
+        let bytes = |(s, e): (usize, usize)| b.get(s..e).unwrap_or_default();
+        match (self, raw) {
+            (Self::Utf8(builder), Raw::Bytes(range)) => {
+                let text = std::str::from_utf8(bytes(range))
+                    .map_err(|e| Misfit::malformed(format!("a string that is not UTF-8: {e}")))?;
+                if append {
+                    builder.append_value(text);
+                }
+                Ok(())
             }
-            (Self::Map { value: column, .. }, Value::Map(entries)) => {
-                entries.values().try_for_each(|v| column.check(v, path))
+            (Self::Binary(builder), Raw::Bytes(range)) => {
+                if append {
+                    builder.append_value(bytes(range));
+                }
+                Ok(())
             }
-            _ => Ok(()),
+            (Self::Timestamp(builder), Raw::Message(ranges)) => {
+                let micros = timestamp_micros(b, ranges)?;
+                if append {
+                    builder.append_value(micros);
+                }
+                Ok(())
+            }
+            (Self::Wrapper(inner, inner_kind), Raw::Message(ranges)) => {
+                // The wrapped value (field 1, the last occurrence); absent: the default.
+                let expected = wire::wire_type(inner_kind);
+                let mut last = None;
+                for &(start, end) in ranges {
+                    let mut r = wire::Reader::new(b, start, end);
+                    while !r.done() {
+                        let tag = r.varint().map_err(Misfit::malformed)?;
+                        let (number, wire_type) = ((tag >> 3) as u32, (tag & 7) as u8);
+                        if number == 1 && wire_type == expected {
+                            last = Some(read_raw(&mut r, expected)?);
+                        } else {
+                            r.skip(wire_type).map_err(Misfit::malformed)?;
+                        }
+                    }
+                }
+                let inner_kind = inner_kind.clone();
+                match last {
+                    Some((Some(n), _)) => inner.value(&inner_kind, Raw::Int(n), b, append),
+                    Some((None, range)) => inner.value(&inner_kind, Raw::Bytes(range), b, append),
+                    None => {
+                        if append {
+                            inner.append(&Value::default_value(&inner_kind));
+                        }
+                        Ok(())
+                    }
+                }
+            }
+            (Self::Struct(columns), Raw::Message(ranges)) => columns.read(b, ranges, append),
+            (column, Raw::Int(n)) => {
+                let value = wire::scalar_value(kind, n)
+                    .ok_or_else(|| Misfit::malformed(format!("a number for a {kind:?} field")))?;
+                if let (Self::Enum(_, e), Value::EnumNumber(n)) = (&*column, &value)
+                    && e.get_value(*n).is_none()
+                {
+                    return Err(Misfit::value(format!(
+                        "{n} is not a value of enum {}",
+                        e.full_name()
+                    )));
+                }
+                if append {
+                    column.append(&value);
+                }
+                Ok(())
+            }
+            _ => Err(Misfit::malformed(format!(
+                "a value of another wire type than a {kind:?} field's"
+            ))),
         }
     }
 
-    /// Appends a value [`Column::check`] accepted.
+    /// Appends a scalar or enum value (a default, or one read from the wire).
     fn append(&mut self, value: &Value) {
         match (self, value) {
             (Self::Bool(b), Value::Bool(v)) => b.append_value(*v),
@@ -624,36 +966,6 @@ impl Column {
                 Some(v) => b.append_value(v.name()),
                 None => b.append_null(),
             },
-            (Self::Timestamp(b), Value::Message(m)) => b.append_option(timestamp_micros(m).ok()),
-            (Self::Wrapper(inner), Value::Message(m)) => match m.get_field_by_number(1) {
-                Some(v) => inner.append(&v),
-                None => inner.append_null(),
-            },
-            (Self::Struct(columns), Value::Message(m)) => columns.append(m),
-            (Self::List { item, offsets, .. }, Value::List(items)) => {
-                for v in items {
-                    item.append(v);
-                }
-                push_offset(offsets, items.len());
-            }
-            (
-                Self::Map {
-                    key,
-                    value: column,
-                    offsets,
-                    ..
-                },
-                Value::Map(entries),
-            ) => {
-                // In key order: the same map gives the same row.
-                let mut sorted: Vec<_> = entries.iter().collect();
-                sorted.sort_by(|a, b| a.0.cmp(b.0));
-                for (k, v) in &sorted {
-                    key.append(&map_key_value(k));
-                    column.append(v);
-                }
-                push_offset(offsets, sorted.len());
-            }
             (column, _) => column.append_null(),
         }
     }
@@ -669,7 +981,7 @@ impl Column {
             Self::Utf8(b) | Self::Enum(b, _) => b.append_null(),
             Self::Binary(b) => b.append_null(),
             Self::Timestamp(b) => b.append_null(),
-            Self::Wrapper(inner) => inner.append_null(),
+            Self::Wrapper(inner, _) => inner.append_null(),
             Self::Struct(columns) => columns.append_null(),
             // Under a null struct: an empty list or map (these columns are never null).
             Self::List { offsets, .. } | Self::Map { offsets, .. } => push_offset(offsets, 0),
@@ -687,7 +999,7 @@ impl Column {
             Self::Utf8(b) | Self::Enum(b, _) => Arc::new(b.finish()),
             Self::Binary(b) => Arc::new(b.finish()),
             Self::Timestamp(b) => Arc::new(b.finish()),
-            Self::Wrapper(inner) => inner.finish(),
+            Self::Wrapper(inner, _) => inner.finish(),
             Self::Struct(columns) => columns.finish_struct(),
             Self::List {
                 item,
@@ -698,8 +1010,7 @@ impl Column {
                 Arc::new(ListArray::new(field.clone(), offsets, item.finish(), None))
             }
             Self::Map {
-                key,
-                value,
+                entry,
                 entries,
                 offsets,
             } => {
@@ -707,7 +1018,7 @@ impl Column {
                 let DataType::Struct(kv) = entries.data_type() else {
                     unreachable!("map entries are a struct")
                 };
-                let pairs = StructArray::new(kv.clone(), vec![key.finish(), value.finish()], None);
+                let pairs = StructArray::new(kv.clone(), entry.finish_columns(), None);
                 Arc::new(MapArray::new(entries.clone(), offsets, pairs, None, false))
             }
         }
@@ -719,37 +1030,34 @@ fn push_offset(offsets: &mut Vec<i32>, added: usize) {
     offsets.push(last + i32::try_from(added).unwrap_or(i32::MAX));
 }
 
-fn map_key_value(key: &prost_reflect::MapKey) -> Value {
-    use prost_reflect::MapKey;
-    match key {
-        MapKey::Bool(v) => Value::Bool(*v),
-        MapKey::I32(v) => Value::I32(*v),
-        MapKey::I64(v) => Value::I64(*v),
-        MapKey::U32(v) => Value::U32(*v),
-        MapKey::U64(v) => Value::U64(*v),
-        MapKey::String(v) => Value::String(v.clone()),
+/// A `google.protobuf.Timestamp` (its occurrences at `ranges` of `b`) in microseconds, when it
+/// is a whole number of them.
+fn timestamp_micros(b: &[u8], ranges: &[(usize, usize)]) -> Result<i64, Misfit> {
+    let (mut seconds, mut nanos) = (0i64, 0i32);
+    for &(start, end) in ranges {
+        let mut r = wire::Reader::new(b, start, end);
+        while !r.done() {
+            let tag = r.varint().map_err(Misfit::malformed)?;
+            match ((tag >> 3) as u32, (tag & 7) as u8) {
+                (1, 0) => seconds = r.varint().map_err(Misfit::malformed)? as i64,
+                (2, 0) => nanos = r.varint().map_err(Misfit::malformed)? as i32,
+                (_, wire_type) => r.skip(wire_type).map_err(Misfit::malformed)?,
+            }
+        }
     }
-}
-
-/// A `google.protobuf.Timestamp` in microseconds, when it is a whole number of them.
-fn timestamp_micros(timestamp: &DynamicMessage) -> Result<i64, String> {
-    let seconds = match timestamp.get_field_by_number(1).as_deref() {
-        Some(Value::I64(s)) => *s,
-        _ => 0,
-    };
-    let nanos = match timestamp.get_field_by_number(2).as_deref() {
-        Some(Value::I32(n)) => *n,
-        _ => 0,
-    };
     if nanos % 1000 != 0 {
-        return Err(format!(
+        return Err(Misfit::value(format!(
             "timestamp {seconds}.{nanos:09} s has nanoseconds, and the column holds microseconds"
-        ));
+        )));
     }
     seconds
         .checked_mul(1_000_000)
         .and_then(|us| us.checked_add(i64::from(nanos / 1000)))
-        .ok_or_else(|| format!("timestamp {seconds} s is out of the column's range"))
+        .ok_or_else(|| {
+            Misfit::value(format!(
+                "timestamp {seconds} s is out of the column's range"
+            ))
+        })
 }
 
 /// The records of one message type of one writer schema in the chunk being made.
@@ -871,22 +1179,25 @@ impl Decoder for ProtobufDecoder {
         if let Some(field) = &run_state.unknown {
             return Err(Refusal::UnknownField(field.clone()));
         }
+        // Checked whole first, so that a record refused leaves nothing in the columns.
+        let start = value.len() - body.len();
+        let whole = [(start, value.len())];
         let writer = &run_state.writer;
-        let message = DynamicMessage::decode(writer.message.clone(), body).map_err(|e| {
-            Refusal::Invalid(format!(
-                "not a {} of {}: {e}",
-                writer.message.full_name(),
-                schema_name(id)
-            ))
-        })?;
-        run_state.columns.check(&message, "").map_err(|e| {
-            Refusal::Invalid(format!(
-                "{e} (message {} of {})",
-                writer.message.full_name(),
-                schema_name(id)
-            ))
-        })?;
-        run_state.columns.append(&message);
+        let refused = |e: Misfit| {
+            let (message, schema) = (writer.message.full_name(), schema_name(id));
+            Refusal::Invalid(match e.malformed {
+                true => format!("not a {message} of {schema}: {e}"),
+                false => format!("{e} (message {message} of {schema})"),
+            })
+        };
+        run_state
+            .columns
+            .read(value, &whole, false)
+            .map_err(refused)?;
+        run_state
+            .columns
+            .read(value, &whole, true)
+            .map_err(refused)?;
         let row = run_state.rows + run_state.batch.as_ref().map_or(0, RecordBatch::num_rows);
         run_state.rows += 1;
         self.rows.push(Row::Value { run, row });
@@ -967,6 +1278,7 @@ mod tests {
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::{Decimal128Type, Int32Type, Int64Type, TimestampMicrosecondType};
     use prost::Message as _;
+    use prost_reflect::DynamicMessage;
 
     const V1: &str = r#"
         syntax = "proto3";
@@ -1065,6 +1377,80 @@ mod tests {
             broken.is_some(),
             "a file that does not compile is refused at start"
         );
+    }
+
+    /// What Protobuf parsers do with the wire, byte by byte: a singular field's last
+    /// occurrence wins, a message field occurring twice is merged, repeated scalars may come
+    /// packed or not, a map keeps the last of equal keys (in key order here), a field the type
+    /// does not declare is skipped, an absent proto3 scalar is its default.
+    #[test]
+    fn the_wire_is_read_as_protobuf_parsers_read_it() {
+        let context = ProtobufContext::given(
+            r#"syntax = "proto3"; package t;
+               message M { int64 a = 1; repeated int32 nums = 2; map<string, int32> m = 3;
+                           Inner inner = 4; string s = 5;
+                           message Inner { int32 x = 1; string y = 2; } }"#,
+            None,
+        )
+        .expect("compiles");
+        let entry = |k: u8, v: u8| [0x1a, 5, 0x0a, 1, k, 0x10, v];
+        let mut m = vec![0x08, 0x01, 0x08, 0x07]; // a = 1, then a = 7
+        m.extend([0x12, 3, 1, 2, 3, 0x10, 4]); // nums packed [1, 2, 3], then 4 unpacked
+        m.extend(entry(b'b', 2));
+        m.extend(entry(b'a', 1));
+        m.extend(entry(b'b', 3));
+        m.extend([0x22, 2, 0x08, 5]); // inner {x: 5}
+        m.extend([0x22, 3, 0x12, 1, b'q']); // inner {y: "q"}: merged
+        m.extend([0x98, 0x06, 0x01]); // field 99, which M does not declare
+        let mut p = Pending::<ProtobufDecoder>::new(&context, None);
+        p.push(Some(&m), None, 0, None).expect("a message");
+        let schema = Arc::new(p.infer("t", 0).expect("M's columns"));
+        let batch = p.finish(&schema, None, "t", 0, false).expect("decoded");
+        assert_eq!(batch.column(0).as_primitive::<Int64Type>().value(0), 7);
+        let nums = batch.column(1).as_list::<i32>().value(0);
+        assert_eq!(nums.as_primitive::<Int32Type>().values(), &[1, 2, 3, 4]);
+        let map = batch.column(2).as_map().value(0);
+        let keys = map.column(0).as_string::<i32>();
+        let values = map.column(1).as_primitive::<Int32Type>();
+        assert_eq!(
+            (
+                keys.value(0),
+                values.value(0),
+                keys.value(1),
+                values.value(1),
+                map.len()
+            ),
+            ("a", 1, "b", 3, 2)
+        );
+        let inner = batch.column(3).as_struct();
+        assert_eq!(inner.column(0).as_primitive::<Int32Type>().value(0), 5);
+        assert_eq!(inner.column(1).as_string::<i32>().value(0), "q");
+        assert_eq!(
+            batch.column(4).as_string::<i32>().value(0),
+            "",
+            "the default"
+        );
+
+        // The same bytes as prost-reflect's own parser reads them.
+        let file = lock(&context.files)
+            .get(&GIVEN_ID)
+            .cloned()
+            .expect("the file");
+        let message = DynamicMessage::decode(message_at(&file, &[0]).expect("M"), m.as_slice())
+            .expect("prost-reflect reads it");
+        assert_eq!(
+            message.get_field_by_name("a").as_deref(),
+            Some(&Value::I64(7))
+        );
+
+        let mut cut = m.clone();
+        cut.truncate(m.len() - 2);
+        let e = p.push(Some(&cut), None, 1, None).expect_err("cut short");
+        assert!(
+            matches!(e.reason, Refusal::Invalid(ref r) if r.contains("not a t.M")),
+            "{e:?}"
+        );
+        assert!(p.is_empty(), "nothing of a refused record stays");
     }
 
     #[test]
