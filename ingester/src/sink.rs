@@ -424,16 +424,7 @@ fn key_field(
     let Some(existing) = table.and_then(|t| t.field_with_name(decode::KEY_COLUMN).ok()) else {
         return Ok(fixed);
     };
-    let suits = match &fixed {
-        Some(fixed) => existing.data_type() == fixed.data_type(),
-        None => match existing.data_type() {
-            arrow::datatypes::DataType::Struct(_) => true,
-            // An Avro key of a primitive type (bytes keys made the binary column).
-            arrow::datatypes::DataType::Binary => false,
-            _ => matches!(keys, KeyContext::Avro(_)),
-        },
-    };
-    if !suits {
+    if !key_column_suits(keys, existing.data_type()) {
         return Err(IngesterError::Unsupported(format!(
             "spec.source.keyFormat {}: the table's {} column is {}, made by another key format; \
              changing the key format of an existing table is not implemented yet",
@@ -443,6 +434,25 @@ fn key_field(
         )));
     }
     Ok(Some(existing.clone()))
+}
+
+/// Whether an existing table's `_kafka_key` column of type `existing` holds keys decoded as
+/// `keys` says (a table format may read a column back as another Arrow type of the same
+/// values: Iceberg's binary is Arrow's LargeBinary).
+fn key_column_suits(keys: &KeyContext, existing: &arrow::datatypes::DataType) -> bool {
+    use arrow::datatypes::DataType as T;
+    let binary = matches!(existing, T::Binary | T::LargeBinary | T::BinaryView);
+    let text = matches!(existing, T::Utf8 | T::LargeUtf8 | T::Utf8View);
+    match keys {
+        KeyContext::Bytes => binary,
+        KeyContext::Text => text,
+        // An Avro key of a primitive type is a column of that type (a binary column was made
+        // by keys kept as bytes, or by an Avro `bytes` key: not told apart, refused).
+        KeyContext::Avro(_) => !binary,
+        KeyContext::Json | KeyContext::Protobuf(_) | KeyContext::JsonSchema(_) => {
+            matches!(existing, T::Struct(_))
+        }
+    }
 }
 
 /// An enum value as the manifest spells it.
@@ -462,4 +472,32 @@ fn columns_schema(table: &TableConfig) -> Result<Schema, IngesterError> {
         .collect::<Option<Vec<_>>>()
         .map(Schema::new)
         .ok_or_else(|| IngesterError::Unsupported("a column type in spec.table.columns".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::datatypes::{DataType, Field};
+
+    use super::*;
+
+    /// Iceberg reads a binary column back as LargeBinary: an ingester restarted on the table it
+    /// made (keys kept as bytes) must take it for what it made.
+    #[test]
+    fn a_key_column_read_back_as_another_arrow_type_of_the_same_values_suits() {
+        let bytes = KeyContext::Bytes;
+        assert!(key_column_suits(&bytes, &DataType::LargeBinary));
+        assert!(key_column_suits(&bytes, &DataType::Binary));
+        assert!(!key_column_suits(&bytes, &DataType::Utf8));
+        assert!(key_column_suits(&KeyContext::Text, &DataType::LargeUtf8));
+        assert!(!key_column_suits(&KeyContext::Text, &DataType::LargeBinary));
+        let avro = KeyContext::Avro(decode::AvroContext::for_keys(None));
+        assert!(
+            key_column_suits(&avro, &DataType::Int64),
+            "a primitive Avro key"
+        );
+        assert!(!key_column_suits(&avro, &DataType::LargeBinary));
+        let key = DataType::Struct(vec![Field::new("id", DataType::Int64, false)].into());
+        assert!(key_column_suits(&KeyContext::Json, &key));
+        assert!(!key_column_suits(&KeyContext::Json, &DataType::Binary));
+    }
 }
