@@ -74,6 +74,8 @@ def record(i):
         "qty": i % 11,
         "shipping": {"carrier": f"c{i % 3}", "days": i % 5},
         "score": i / 4,
+        # An int for the first ids, a long (past int's range) from id 10,000 on.
+        "wide": i if i < 10_000 else i * 10_000_000_000,
     }
 
 values = [(key_of(i), serialize(record(i), context)) for i in range(first, first + count)]

@@ -34,9 +34,10 @@ def summary(t, types, nullable):
     # Each key's id (keys are the id as text, or a record with the id), and record 7's key.
     key_ids = sorted(k["id"] if isinstance(k, dict) else int(k) for k in t["_kafka_key"].to_pylist())
     key7 = next((r["_kafka_key"] for r in rows if r["id"] == 7), None)
+    wide = sorted(t["wide"].to_pylist()) if "wide" in t.column_names else None
     print(json.dumps({"rows": t.num_rows, "distinct": len(pairs), "ids": sorted(t["id"].to_pylist()),
                       "types": types, "nullable": nullable, "seven": seven, "added": added,
-                      "key_ids": key_ids, "key7": key7}, default=str))
+                      "key_ids": key_ids, "key7": key7, "wide": wide}, default=str))
 "#;
 
 const DELTA_READER: &str = r#"
@@ -66,6 +67,43 @@ fields = table.schema().fields
 summary(table.scan().to_arrow(), {f.name: str(f.field_type) for f in fields},
         {f.name: not f.required for f in fields})
 "#;
+
+/// The same for the table `lake.orders` of a SQL catalog (SQLite) at `db`.
+const ICEBERG_SQL_READER: &str = r#"
+import json, sys
+from pyiceberg.catalog import load_catalog
+db, warehouse = sys.argv[1:3]
+catalog = load_catalog("kafkatable", type="sql", uri=f"sqlite:///{db}", warehouse=warehouse)
+try:
+    table = catalog.load_table("lake.orders")
+except Exception as e:
+    print(json.dumps({"rows": 0, "missing": str(e)})); sys.exit(0)
+fields = table.schema().fields
+summary(table.scan().to_arrow(), {f.name: str(f.field_type) for f in fields},
+        {f.name: not f.required for f in fields})
+"#;
+
+/// An Iceberg table `lake.orders` in a SQL catalog (SQLite) in `dir`, with a local warehouse;
+/// and what pyiceberg reads of it.
+fn iceberg_sql_table(dir: &std::path::Path) -> (Value, impl Fn(&TestEnv) -> Option<Value>) {
+    let warehouse = format!("file://{}/warehouse", dir.display());
+    let table = json!({
+        "format": "iceberg",
+        "catalog": {"type": "sql", "uri": format!("sqlite://{}/catalog.db?mode=rwc", dir.display()),
+                    "warehouse": warehouse, "namespace": "lake", "table": "orders"},
+    });
+    let db = dir.join("catalog.db").display().to_string();
+    let read = move |env: &TestEnv| {
+        let out = python(
+            env,
+            &format!("{SUMMARY}{ICEBERG_SQL_READER}"),
+            &[&db, &warehouse],
+        )
+        .ok()?;
+        serde_json::from_str(out.trim()).ok()
+    };
+    (table, read)
+}
 
 /// An Iceberg table `orders` in `namespace` of the REST catalog, on MinIO.
 fn iceberg_table(env: &TestEnv, namespace: &str) -> Value {
@@ -745,6 +783,105 @@ async fn the_latest_subject_version_gives_a_new_table_its_columns() -> anyhow::R
         seen["seven"]["address"],
         json!({"street": "s7", "zip": 10007, "floor": null}),
         "v2's field inside address is there too"
+    );
+    Ok(())
+}
+
+/// The schema of the widening tests: `wide` an int, or (`long`) a long.
+fn wide_schema(long: bool) -> String {
+    let wide = if long { "long" } else { "int" };
+    order_schema(&[
+        json!({"name": "id", "type": "long"}),
+        json!({"name": "wide", "type": wide}),
+    ])
+}
+
+/// Records whose `wide` field is an int, then (the ingester running) records of a schema that
+/// makes it a long, with values past int's range: the Iceberg table's column is widened to
+/// long (its field id kept), and every value reads back as written.
+async fn widen_iceberg(s: &Setup, read: impl Fn() -> Option<Value>) -> anyhow::Result<()> {
+    let (url, topic) = (&s.env.registry_url, &s.topic.name);
+    produce_avro(&s.env, url, topic, &wide_schema(false), 0..300)?;
+    let _ingester = s.start()?;
+    eventually("300 int rows", DEADLINE, || async {
+        (read()?["rows"].as_u64()? >= 300).then_some(())
+    })
+    .await;
+    produce_avro(&s.env, url, topic, &wide_schema(true), 10_000..10_300)?;
+    let seen = eventually("600 rows", DEADLINE, || async {
+        let seen = read()?;
+        (seen["rows"].as_u64()? >= 600).then_some(seen)
+    })
+    .await;
+    assert_eq!(seen["rows"], json!(600), "no row twice");
+    assert_eq!(
+        seen["types"]["wide"], "long",
+        "the column is widened: {seen}"
+    );
+    let expected: Vec<i64> = (0..300)
+        .chain((10_000..10_300).map(|i| i * 10_000_000_000))
+        .collect();
+    assert_eq!(seen["wide"], json!(expected), "every value as written");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_column_written_wider_widens_the_iceberg_table_of_a_rest_catalog() -> anyhow::Result<()> {
+    let env = TestEnv::load()?;
+    let namespace = unique("avro_widen").replace('-', "_");
+    let table = iceberg_table(&env, &namespace);
+    let s = Setup::new("avro-widen-iceberg", table).await?;
+    widen_iceberg(&s, || read_iceberg(&s.env, &namespace)).await
+}
+
+#[tokio::test]
+async fn a_column_written_wider_widens_the_iceberg_table_of_a_sql_catalog() -> anyhow::Result<()> {
+    let dir = WorkDir::new("kt-widen-sql")?;
+    std::fs::create_dir_all(dir.join("warehouse"))?;
+    let (table, read) = iceberg_sql_table(&dir);
+    let s = Setup::new("avro-widen-sql", table).await?;
+    widen_iceberg(&s, || read(&s.env)).await
+}
+
+/// The same on Delta: delta-rs writes no type widening, so the ingester stops at the first
+/// long record, saying so, and commits nothing of it.
+#[tokio::test]
+async fn a_column_written_wider_stops_a_delta_table_saying_why() -> anyhow::Result<()> {
+    let location = std::env::temp_dir().join(unique("kt-avro-widen-delta"));
+    let s = Setup::new(
+        "avro-widen-delta",
+        json!({"format": "delta", "location": format!("file://{}", location.display())}),
+    )
+    .await?;
+    let (url, topic) = (&s.env.registry_url, &s.topic.name);
+    produce_avro(&s.env, url, topic, &wide_schema(false), 0..300)?;
+    let mut ingester = s.start()?;
+    let path = location.display().to_string();
+    let read = || read_delta(&s.env, &path);
+    eventually("300 int rows", DEADLINE, || async {
+        (read()?["rows"].as_u64()? >= 300).then_some(())
+    })
+    .await;
+    produce_avro(&s.env, url, topic, &wide_schema(true), 10_000..10_030)?;
+    let ingester_ref = &mut ingester;
+    let exit = eventually("the ingester to stop", DEADLINE, || {
+        let exited = ingester_ref.exited();
+        async move { exited }
+    })
+    .await;
+    let log = ingester.log_text();
+    assert!(
+        matches!(exit, Some(c) if c != 0),
+        "the ingester stops:\n{log}"
+    );
+    assert!(
+        log.contains("field wide") && log.contains("widening a Delta table's is not implemented"),
+        "the error says why:\n{log}"
+    );
+    assert_eq!(
+        read().unwrap_or_default()["rows"],
+        json!(300),
+        "nothing of the long records"
     );
     Ok(())
 }

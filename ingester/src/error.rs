@@ -22,6 +22,16 @@ pub enum DecodeError {
         offset: i64,
         field: String,
     },
+    /// A column the records write as a wider type than the table's (schema evolution may
+    /// widen it), with the reason it is refused otherwise.
+    #[error("topic {topic} partition {partition} offset {offset}: {reason}")]
+    WiderField {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        field: String,
+        reason: String,
+    },
     #[error("topic {topic} partition {partition}: {expected} records decoded into {got} rows")]
     Count {
         topic: String,
@@ -231,6 +241,12 @@ impl DecodeError {
                 ..
             }
             | Self::UnknownField {
+                topic,
+                partition,
+                offset,
+                ..
+            }
+            | Self::WiderField {
                 topic,
                 partition,
                 offset,

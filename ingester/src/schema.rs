@@ -63,6 +63,17 @@ fn widen_fields(base: &Fields, inferred: &Fields, table: Option<&Fields>) -> Fie
     for b in base {
         let theirs = inferred.find(b.name()).map(|(_, f)| f);
         let field = match (b.data_type(), theirs.map(|f| f.data_type())) {
+            // A column the records write wider (int as long): the wider type, unless the table
+            // has the column already with a type of its own.
+            (ours, Some(theirs)) if widens(ours, theirs) => {
+                let table_type = table
+                    .and_then(|t| t.find(b.name()))
+                    .map(|(_, f)| f.data_type().clone())
+                    .filter(|t| t != ours);
+                b.as_ref()
+                    .clone()
+                    .with_data_type(table_type.unwrap_or_else(|| theirs.clone()))
+            }
             (DataType::Struct(ours), Some(DataType::Struct(new))) => {
                 let table_struct = table
                     .and_then(|t| t.find(b.name()))
@@ -442,6 +453,26 @@ mod tests {
         let narrow = base.field(0);
         let newer = exact_cast(&cast, narrow).expect_err("floor would be lost");
         assert!(newer.1.contains("floor"), "{}", newer.1);
+    }
+
+    #[test]
+    fn a_column_written_wider_widens_unless_the_table_has_its_own_type() {
+        let base = Schema::new(vec![Field::new("n", DataType::Int32, false)]);
+        let inferred = Schema::new(vec![Field::new("n", DataType::Int64, false)]);
+        let widened = widen(&base, &inferred, None);
+        assert_eq!(widened.field(0).data_type(), &DataType::Int64);
+        assert!(!widened.field(0).is_nullable(), "nullability stays");
+        // Another ingester widened the table already: its type.
+        let table = Schema::new(vec![Field::new("n", DataType::Int64, false)]);
+        assert_eq!(
+            widen(&base, &inferred, Some(&table)).field(0).data_type(),
+            &DataType::Int64
+        );
+        // Narrower records do not narrow the schema.
+        assert_eq!(
+            widen(&inferred, &base, None).field(0).data_type(),
+            &DataType::Int64
+        );
     }
 
     #[test]

@@ -134,6 +134,7 @@ impl<D: Decoder> TableSink<D> {
         let error = refused.into_error(&self.topic, p);
         if !decode::is_unknown_field(&error)
             || self.table.schema_evolution != SchemaEvolution::AddColumns
+            || matches!(error, DecodeError::WiderField { .. }) && !self.committer.widens_columns()
         {
             return Err(self.decode_failed(error));
         }
@@ -180,7 +181,9 @@ impl<D: Decoder> TableSink<D> {
             Ok(decoded) => decoded,
             Err(e)
                 if decode::is_unknown_field(&e)
-                    && self.table.schema_evolution == SchemaEvolution::AddColumns =>
+                    && self.table.schema_evolution == SchemaEvolution::AddColumns
+                    && (self.committer.widens_columns()
+                        || !matches!(e, DecodeError::WiderField { .. })) =>
             {
                 let inferred = buffer.pending.infer(topic, p)?;
                 let table = self.committer.table_schema();

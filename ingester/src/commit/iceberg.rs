@@ -17,6 +17,8 @@
 //! the writer follows whatever spec the table has: rows are split by partition and every
 //! partition's files roll at the target size.
 
+mod widen;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -130,6 +132,10 @@ pub struct IcebergCommitter {
     partition_by: Vec<Partition>,
     /// The table as of the last read; commits are fenced against it.
     table: Option<Table>,
+    /// The catalog, and its token (REST) or URI with the login (SQL), for the schema commits
+    /// iceberg-rust cannot make (see [`widen`]).
+    config: CatalogConfig,
+    credentials: Option<String>,
 }
 
 impl IcebergCommitter {
@@ -144,13 +150,16 @@ impl IcebergCommitter {
         let err = |action: &'static str, e: iceberg::Error| IngesterError::table(&name, action, e);
         let mut props = HashMap::new();
         let mut uri = catalog.uri.clone();
+        let mut credentials = None;
         match catalog_credentials(catalog)? {
             None => {}
             Some(Credentials::Token(token)) => {
+                credentials = Some(token.clone());
                 props.insert("token".to_string(), token);
             }
             Some(Credentials::UserPassword(user, password)) => {
                 uri = sql_uri_with_login(catalog, &user, &password)?;
+                credentials = Some(uri.clone());
             }
         }
         props.insert("uri".to_string(), uri);
@@ -206,6 +215,8 @@ impl IcebergCommitter {
             target_file_size: usize::try_from(target_file_size).unwrap_or(usize::MAX),
             partition_by,
             table: None,
+            config: catalog.clone(),
+            credentials,
         };
         // The table's schema is what records are decoded against (see `crate::schema`).
         committer.load().await?;
@@ -305,9 +316,11 @@ impl IcebergCommitter {
             batches.iter().any(|b| {
                 crate::schema::unknown_field(b.schema().fields(), files.arrow_schema.fields())
                     .is_some()
+                    || writes_wider(&b.schema(), &files.arrow_schema)
             })
         });
         if outgrown {
+            self.widen_columns(&batches).await?;
             self.add_new_columns(&batches).await?;
             if let Some(files) = staged.open.take() {
                 let finished = files
@@ -437,6 +450,35 @@ impl IcebergCommitter {
                 }
             }
         }
+    }
+
+    /// Widens the columns the batches write wider (int as long, say) to their type, in a
+    /// schema-only commit of its own (see [`widen`]); when another writer changed the schema
+    /// first, the table is read again and the batches meet whatever it has.
+    async fn widen_columns(&mut self, batches: &[RecordBatch]) -> Result<(), IngesterError> {
+        let name = self.name();
+        let Some(table) = self.table.clone() else {
+            return Ok(());
+        };
+        let schemas: Vec<_> = batches.iter().map(RecordBatch::schema).collect();
+        let records: Vec<&arrow::datatypes::Schema> = schemas.iter().map(AsRef::as_ref).collect();
+        let promoted = widen::promoted(table.metadata().current_schema(), &records)
+            .map_err(|e| IngesterError::table(&name, "widen columns", e))?;
+        let Some((schema, columns)) = promoted else {
+            return Ok(());
+        };
+        match widen::commit_schema(&self.config, self.credentials.as_deref(), &table, schema).await
+        {
+            Ok(()) => tracing::info!(table = %name, ?columns, "widened columns of the table"),
+            Err(widen::Refused::Conflict(reason)) => {
+                tracing::info!(table = %name, %reason, "another writer changed the schema first")
+            }
+            Err(widen::Refused::Failed(reason)) => {
+                return Err(IngesterError::table(&name, "widen columns", reason));
+            }
+        }
+        self.load().await?;
+        Ok(())
     }
 
     /// The table's columns as of the last read (None before the table exists).
@@ -710,6 +752,15 @@ impl StagedFiles {
             FileWriter::Partitioned(parts) => parts.0.close().await,
         }
     }
+}
+
+/// Whether `batch` writes a column of `table` as a wider type (see [`crate::schema::widens`]).
+fn writes_wider(batch: &arrow::datatypes::Schema, table: &arrow::datatypes::Schema) -> bool {
+    batch.fields().iter().any(|f| {
+        table
+            .field_with_name(f.name())
+            .is_ok_and(|t| crate::schema::widens(t.data_type(), f.data_type()))
+    })
 }
 
 /// The Iceberg type of an Arrow field, nested fields included (their ids are placeholders: the

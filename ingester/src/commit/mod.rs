@@ -138,6 +138,13 @@ impl Committer {
     }
 
     /// The table's columns as of the last read (None before the table exists).
+    /// Whether the table's columns can be widened to a wider type (int to long, float to
+    /// double, a decimal's precision up): Iceberg's schema evolution can; delta-rs writes no
+    /// type widening.
+    pub fn widens_columns(&self) -> bool {
+        matches!(self, Self::Iceberg(_))
+    }
+
     pub fn table_schema(&self) -> Option<arrow::datatypes::SchemaRef> {
         match self {
             Self::Delta(c) => c.table_schema(),

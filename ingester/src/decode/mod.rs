@@ -135,6 +135,9 @@ pub enum Refusal {
     /// A field the value schema does not have, by its path ("a" or "a.b"): schema evolution
     /// may add it.
     UnknownField(String),
+    /// A column the record writes as a wider type than the value schema's (int as long, say):
+    /// schema evolution may widen it. `reason` says why it is refused otherwise.
+    WiderField { field: String, reason: String },
     /// The decoder needs something fetched first ([`Decoder::lookup`]).
     NeedsLookup,
     /// Anything else, with the reason.
@@ -145,6 +148,7 @@ impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::UnknownField(field) => write!(f, "field {field} is not in the table's schema"),
+            Self::WiderField { reason, .. } => f.write_str(reason),
             Self::NeedsLookup => f.write_str("its schema could not be fetched"),
             Self::Invalid(reason) => f.write_str(reason),
         }
@@ -497,6 +501,13 @@ fn refusal_error(reason: Refusal, topic: &str, partition: i32, offset: i64) -> D
             offset,
             field,
         },
+        Refusal::WiderField { field, reason } => DecodeError::WiderField {
+            topic,
+            partition,
+            offset,
+            field,
+            reason,
+        },
         reason @ (Refusal::NeedsLookup | Refusal::Invalid(_)) => DecodeError::Record {
             topic,
             partition,
@@ -541,7 +552,10 @@ fn compatible_other<'a>(
 
 /// Whether a decode failure is a field the schema lacks (which schema evolution can add).
 pub fn is_unknown_field(error: &DecodeError) -> bool {
-    matches!(error, DecodeError::UnknownField { .. })
+    matches!(
+        error,
+        DecodeError::UnknownField { .. } | DecodeError::WiderField { .. }
+    )
 }
 
 #[cfg(test)]

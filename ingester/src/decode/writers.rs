@@ -81,13 +81,25 @@ pub(super) fn check(
                 {
                     continue;
                 }
-                return Err(Refusal::Invalid(format!(
+                let reason = format!(
                     "field {}: {language} schema id {id} writes it as {from}, and the table's column \
                      is {to}{}; an incompatible schema change (only int to long, float to double \
                      and a decimal's precision up go into an existing column)",
                     column.name(),
                     as_in(column)
-                )));
+                );
+                // The table's column may widen to the writer's type.
+                if crate::schema::widens(to, from) {
+                    return Err(Refusal::WiderField {
+                        field: column.name().clone(),
+                        reason: format!(
+                            "{reason}; schemaEvolution: addColumns widens an Iceberg table's \
+                             column, and widening a Delta table's is not implemented \
+                             (delta-rs writes no type widening)"
+                        ),
+                    });
+                }
+                return Err(Refusal::Invalid(reason));
             }
             Err(_) if column.is_nullable() => {}
             Err(_) => {
