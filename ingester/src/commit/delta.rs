@@ -190,6 +190,7 @@ impl DeltaCommitter {
     }
 
     async fn create(&mut self, schema: &SchemaRef) -> Result<(), IngesterError> {
+        without_delta_type(schema.fields(), "").map_or(Ok(()), |e| Err(self.no_column_type(e)))?;
         let kernel: StructType = schema
             .as_ref()
             .try_into_kernel()
@@ -334,6 +335,11 @@ impl DeltaCommitter {
         outcome
     }
 
+    /// A column type Delta Lake does not have: not retried, the records need another table.
+    fn no_column_type(&self, reason: String) -> IngesterError {
+        IngesterError::Unsupported(format!("Delta table {}: {reason}", self.location))
+    }
+
     /// The table's partition columns (as the table has them, not as the spec asks).
     fn partition_columns(&self) -> Vec<String> {
         self.table
@@ -360,6 +366,9 @@ impl DeltaCommitter {
         }
         if added.is_empty() {
             return Ok(());
+        }
+        if let Some(e) = without_delta_type(widened.fields(), "") {
+            return Err(self.no_column_type(e));
         }
         let merged: StructType = (&widened)
             .try_into_kernel()
@@ -564,9 +573,84 @@ fn commit_builder() -> CommitBuilder {
     )
 }
 
+/// The first field (by its path) whose Arrow type has no Delta Lake column type, and why:
+/// times of day, durations and intervals, unsigned integers, half floats.
+fn without_delta_type(fields: &arrow::datatypes::Fields, parent: &str) -> Option<String> {
+    use arrow::datatypes::DataType as T;
+    fields.iter().find_map(|f| {
+        let path = match parent {
+            "" => f.name().clone(),
+            parent => format!("{parent}.{}", f.name()),
+        };
+        let t = f.data_type();
+        match t {
+            T::Time32(_) | T::Time64(_) => Some(format!(
+                "field {path}: a time of day ({t}) has no Delta Lake column type (an Iceberg \
+                 table has one: time)"
+            )),
+            T::Duration(_)
+            | T::Interval(_)
+            | T::Float16
+            | T::UInt8
+            | T::UInt16
+            | T::UInt32
+            | T::UInt64 => Some(format!("field {path}: {t} has no Delta Lake column type")),
+            T::Struct(children) => without_delta_type(children, &path),
+            T::List(item) | T::LargeList(item) | T::FixedSizeList(item, _) => {
+                without_delta_type(&vec![item.as_ref().clone()].into(), &path)
+            }
+            T::Map(entries, _) => without_delta_type(&vec![entries.as_ref().clone()].into(), &path),
+            _ => None,
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+
     use super::*;
+
+    /// A time of day has no Delta column type: the table is not created, and the error names
+    /// the field and is final (retrying would not help), not a table error retried forever.
+    #[tokio::test]
+    async fn a_column_type_delta_lacks_is_refused_naming_the_field() {
+        let dir = std::env::temp_dir().join(format!("kt-delta-time-{}", std::process::id()));
+        let location = format!("file://{}", dir.display());
+        let mut committer =
+            DeltaCommitter::open(&location, HashMap::new(), "t", Vec::new(), 1 << 20, 10)
+                .await
+                .expect("opens");
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new(
+                "shift",
+                DataType::Struct(
+                    vec![Field::new(
+                        "starts",
+                        DataType::Time64(TimeUnit::Microsecond),
+                        true,
+                    )]
+                    .into(),
+                ),
+                true,
+            ),
+        ]));
+        let batch = RecordBatch::new_empty(schema);
+        let mut staged = DeltaFiles::default();
+        let e = committer
+            .stage(&mut staged, vec![batch])
+            .await
+            .expect_err("no time type in Delta");
+        assert!(!e.is_retryable(), "{e}");
+        assert!(
+            e.to_string().contains("field shift.starts: a time of day"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
 
     #[test]
     fn a_commit_is_recognised_by_the_id_in_its_commit_info() {
