@@ -863,17 +863,7 @@ async fn a_column_written_wider_stops_a_delta_table_saying_why() -> anyhow::Resu
     })
     .await;
     produce_avro(&s.env, url, topic, &wide_schema(true), 10_000..10_030)?;
-    let ingester_ref = &mut ingester;
-    let exit = eventually("the ingester to stop", DEADLINE, || {
-        let exited = ingester_ref.exited();
-        async move { exited }
-    })
-    .await;
-    let log = ingester.log_text();
-    assert!(
-        matches!(exit, Some(c) if c != 0),
-        "the ingester stops:\n{log}"
-    );
+    let log = stopped(&mut ingester).await;
     assert!(
         log.contains("field wide") && log.contains("widening a Delta table's is not implemented"),
         "the error says why:\n{log}"
@@ -937,17 +927,7 @@ async fn evolve(
     let [_, v2_id, v3_id] = ids[..] else {
         anyhow::bail!("three versions of the value schema: {ids:?}");
     };
-    let ingester_ref = &mut ingester;
-    let exit = eventually("the ingester to stop at v3", DEADLINE, || {
-        let exited = ingester_ref.exited();
-        async move { exited }
-    })
-    .await;
-    let log = ingester.log_text();
-    assert!(
-        matches!(exit, Some(c) if c != 0),
-        "the ingester stops:\n{log}"
-    );
+    let log = stopped(&mut ingester).await;
     let language = serializer.named();
     let named = format!(
         "field name is required by the table (as in {language} schema id {v2_id}), and {language} schema id {v3_id} does not have it"
@@ -959,6 +939,22 @@ async fn evolve(
     let after = read().unwrap_or_default();
     assert_eq!(after["rows"], json!(RECORDS), "nothing of v3 is committed");
     Ok(seen)
+}
+
+/// Waits until `ingester` stops, checks it failed, and returns its log.
+async fn stopped(ingester: &mut IngesterProcess) -> String {
+    let ingester_ref = &mut *ingester;
+    let exit = eventually("the ingester to stop", DEADLINE, || {
+        let exited = ingester_ref.exited();
+        async move { exited }
+    })
+    .await;
+    let log = ingester.log_text();
+    assert!(
+        matches!(exit, Some(c) if c != 0),
+        "the ingester stops:\n{log}"
+    );
+    log
 }
 
 /// The ids of every version of `subject`, oldest first.

@@ -14,7 +14,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kafkatable_crds::KafkaTable;
+use kafkatable_crds::{KafkaTable, KafkaTableStatus};
 use kafkatable_e2e::avro::{order_fields, order_schema, produce_avro, serialize_avro};
 use kafkatable_e2e::broker::PrivateBroker;
 use kafkatable_e2e::env::TestEnv;
@@ -707,14 +707,7 @@ async fn a_schema_in_a_config_map_decodes_bare_avro_values() -> anyhow::Result<(
     manifest["spec"]["source"]["schema"] =
         json!({"configMapKeyRef": {"name": "order-schema", "key": "order.avsc"}});
     s.operator.create_table(manifest).await?;
-    let status = s
-        .operator
-        .wait_status("orders", "Degraded: ConfigMapMissing", DEADLINE, |st| {
-            condition(st, "Degraded")
-                .is_some_and(|(st, reason, _)| st == "True" && reason == "ConfigMapMissing")
-        })
-        .await;
-    let (_, _, message) = condition(&status, "Degraded").unwrap_or_default();
+    let (_, message) = degraded(&s, "orders", "ConfigMapMissing").await;
     assert!(
         message.contains("ConfigMap order-schema does not exist"),
         "{message}"
@@ -747,6 +740,19 @@ async fn a_schema_in_a_config_map_decodes_bare_avro_values() -> anyhow::Result<(
     );
     s.remove().await;
     Ok(())
+}
+
+/// Waits until `name` is Degraded with `reason`: its status, and the condition's message.
+async fn degraded(s: &Setup, name: &str, reason: &str) -> (KafkaTableStatus, String) {
+    let what = format!("Degraded: {reason}");
+    let status = s
+        .operator
+        .wait_status(name, &what, DEADLINE, |st| {
+            condition(st, "Degraded").is_some_and(|(st, r, _)| st == "True" && r == reason)
+        })
+        .await;
+    let (_, _, message) = condition(&status, "Degraded").unwrap_or_default();
+    (status, message)
 }
 
 #[tokio::test]
@@ -817,14 +823,7 @@ async fn a_setting_not_implemented_yet_is_reported_and_starts_no_pod() -> anyhow
     );
     manifest["spec"]["errors"] = json!({"policy": "skip"});
     s.operator.create_table(manifest).await?;
-    let status = s
-        .operator
-        .wait_status("later", "Degraded: InvalidSpec", DEADLINE, |st| {
-            condition(st, "Degraded")
-                .is_some_and(|(st, reason, _)| st == "True" && reason == "InvalidSpec")
-        })
-        .await;
-    let (_, _, message) = condition(&status, "Degraded").unwrap_or_default();
+    let (status, message) = degraded(&s, "later", "InvalidSpec").await;
     assert!(
         message.contains("spec.errors.policy: skip is not implemented yet"),
         "{message}"
@@ -872,14 +871,7 @@ async fn a_topic_that_does_not_exist_is_named_in_the_status() -> anyhow::Result<
         json!({"minReplicas": 1, "maxReplicas": 1}),
     );
     s.operator.create_table(manifest).await?;
-    let status = s
-        .operator
-        .wait_status("nowhere", "Degraded: TopicMissing", DEADLINE, |st| {
-            condition(st, "Degraded")
-                .is_some_and(|(st, reason, _)| st == "True" && reason == "TopicMissing")
-        })
-        .await;
-    let (_, _, message) = condition(&status, "Degraded").unwrap_or_default();
+    let (status, message) = degraded(&s, "nowhere", "TopicMissing").await;
     assert!(
         message.contains(&format!("topic {missing} does not exist")),
         "{message}"
@@ -925,19 +917,7 @@ async fn tls_with_the_right_ca_ingests_and_a_wrong_ca_is_named() -> anyhow::Resu
         (seen["rows"].as_u64(), seen["distinct"].as_u64()),
         (Some(400), Some(400))
     );
-    let status = s
-        .operator
-        .wait_status(
-            "untrusted",
-            "Degraded: TlsHandshakeFailed",
-            DEADLINE,
-            |st| {
-                condition(st, "Degraded")
-                    .is_some_and(|(st, reason, _)| st == "True" && reason == "TlsHandshakeFailed")
-            },
-        )
-        .await;
-    let (_, _, message) = condition(&status, "Degraded").unwrap_or_default();
+    let (status, message) = degraded(&s, "untrusted", "TlsHandshakeFailed").await;
     assert!(
         message.contains("TLS handshake failed") && message.contains("certificate verify failed"),
         "{message}"
@@ -998,19 +978,7 @@ async fn sasl_scram_ingests_and_wrong_credentials_are_named() -> anyhow::Result<
         (seen["rows"].as_u64(), seen["distinct"].as_u64()),
         (Some(500), Some(500))
     );
-    let status = s
-        .operator
-        .wait_status(
-            "refused",
-            "Degraded: AuthenticationFailed",
-            DEADLINE,
-            |st| {
-                condition(st, "Degraded")
-                    .is_some_and(|(st, reason, _)| st == "True" && reason == "AuthenticationFailed")
-            },
-        )
-        .await;
-    let (_, _, message) = condition(&status, "Degraded").unwrap_or_default();
+    let (_, message) = degraded(&s, "refused", "AuthenticationFailed").await;
     assert!(message.contains("authentication failed"), "{message}");
     // No secret value anywhere a person or a tool looks: the tables as `kubectl get -o yaml`
     // shows them (spec and status), Events, ConfigMaps, the operator's and the ingesters' logs.
@@ -1067,14 +1035,7 @@ async fn a_secret_that_does_not_exist_is_named_in_the_status() -> anyhow::Result
     );
     manifest["spec"]["table"]["storage"]["credentialsSecretRef"] = json!({"name": "absent-creds"});
     s.operator.create_table(manifest).await?;
-    let status = s
-        .operator
-        .wait_status("locked", "Degraded: SecretMissing", DEADLINE, |st| {
-            condition(st, "Degraded")
-                .is_some_and(|(st, reason, _)| st == "True" && reason == "SecretMissing")
-        })
-        .await;
-    let (_, _, message) = condition(&status, "Degraded").unwrap_or_default();
+    let (status, message) = degraded(&s, "locked", "SecretMissing").await;
     assert!(
         message.contains("Secret absent-creds does not exist"),
         "{message}"
@@ -1149,14 +1110,7 @@ async fn two_tables_writing_one_table_from_one_topic_are_reported() -> anyhow::R
     }
     let ns = s.ns.name.clone();
     for (name, other) in [("twin-a", "twin-b"), ("twin-b", "twin-a")] {
-        let status = s
-            .operator
-            .wait_status(name, "Degraded: TableShared", DEADLINE, |st| {
-                condition(st, "Degraded")
-                    .is_some_and(|(st, reason, _)| st == "True" && reason == "TableShared")
-            })
-            .await;
-        let (_, _, message) = condition(&status, "Degraded").unwrap_or_default();
+        let (_, message) = degraded(&s, name, "TableShared").await;
         assert!(message.contains(&format!("{ns}/{other}")), "{message}");
     }
     s.operator
