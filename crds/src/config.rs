@@ -140,6 +140,11 @@ pub struct RegistryConfig {
     pub basic_auth: Option<UserPasswordFiles>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
+    /// The client certificate and its key (PEM), for mutual TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
     /// The subject version that gives a new table its columns.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table_schema: Option<SubjectVersionConfig>,
@@ -381,6 +386,13 @@ pub fn referenced_secrets(kt: &KafkaTable) -> Vec<(String, Vec<&'static str>)> {
             .and_then(|r| r.ca_secret_ref.as_ref()),
         &["ca.crt"],
     );
+    add(
+        source
+            .schema_registry
+            .as_ref()
+            .and_then(|r| r.client_cert_secret_ref.as_ref()),
+        &["tls.crt", "tls.key"],
+    );
     if let Some(security) = &source.security {
         add(
             security.sasl.as_ref().map(|s| &s.credentials_secret_ref),
@@ -459,6 +471,8 @@ impl IngesterConfig {
         if let Some(r) = self.source.schema_registry.as_mut() {
             r.basic_auth.iter_mut().for_each(fix_pair);
             r.ca_file.iter_mut().for_each(fix);
+            r.cert_file.iter_mut().for_each(fix);
+            r.key_file.iter_mut().for_each(fix);
         }
         if let Some(sasl) = self.source.security.sasl.as_mut() {
             fix_pair(&mut sasl.credentials);
@@ -596,6 +610,14 @@ impl IngesterConfig {
                         url: r.url.clone(),
                         basic_auth: r.credentials_secret_ref.as_ref().map(user_password),
                         ca_file: r.ca_secret_ref.as_ref().map(|c| file(c, "ca.crt")),
+                        cert_file: r
+                            .client_cert_secret_ref
+                            .as_ref()
+                            .map(|c| file(c, "tls.crt")),
+                        key_file: r
+                            .client_cert_secret_ref
+                            .as_ref()
+                            .map(|c| file(c, "tls.key")),
                         table_schema,
                     })
                 })
@@ -889,12 +911,13 @@ spec:
             ))
         };
         let kt = with_source(
-            "format: avro, keyFormat: avro, schemaRegistry: {url: \"https://registry:8081\", caSecretRef: {name: registry-ca}, tableSchema: {subjectStrategy: topicRecord, recordName: shop.Order, version: 3}}",
+            "format: avro, keyFormat: avro, schemaRegistry: {url: \"https://registry:8081\", caSecretRef: {name: registry-ca}, clientCertSecretRef: {name: registry-client}, tableSchema: {subjectStrategy: topicRecord, recordName: shop.Order, version: 3}}",
         );
         let config = IngesterConfig::derive(&kt, Path::new("/s")).expect("config");
         assert_eq!(config.source.key_format, KeyFormat::Avro);
         let registry = config.source.schema_registry.expect("registry");
         assert_eq!(registry.ca_file, Some("/s/registry-ca/ca.crt".into()));
+        assert_eq!(registry.key_file, Some("/s/registry-client/tls.key".into()));
         assert_eq!(
             registry.table_schema,
             Some(SubjectVersionConfig {

@@ -372,6 +372,10 @@ pub struct SchemaRegistry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_secret_ref: Option<SecretReference>,
 
+    /// Secret of type kubernetes.io/tls (`tls.crt`, `tls.key`) for mutual TLS with the registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert_secret_ref: Option<SecretReference>,
+
     /// The subject version whose schema gives a new table its columns when the ingester starts,
     /// before any record arrives; records of other schema versions are conformed to it (see
     /// spec.table.schemaEvolution). Without it, the first record's writer schema does. An

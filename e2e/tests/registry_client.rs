@@ -51,7 +51,7 @@ async fn schemas_come_back_by_id_and_version_with_their_references() -> anyhow::
     )
     .await?;
 
-    let registry = Registry::new(&env.registry_url, None, None)?;
+    let registry = Registry::new(&env.registry_url, None, None, None)?;
     let schema = registry.by_id(id).await?;
     assert_eq!(schema.kind, SchemaKind::Avro);
     assert!(schema.text.contains("\"Order\""), "{}", schema.text);
@@ -109,7 +109,7 @@ async fn a_registry_that_does_not_answer_is_waited_for() -> anyhow::Result<()> {
         .port();
     let real = url::Url::parse(&env.registry_url)?;
     let front = format!("http://127.0.0.1:{port}{}", real.path());
-    let registry = std::sync::Arc::new(Registry::new(&front, None, None)?);
+    let registry = std::sync::Arc::new(Registry::new(&front, None, None, None)?);
     let asked = tokio::spawn({
         let registry = registry.clone();
         async move { registry.by_id(id).await }
@@ -147,5 +147,104 @@ async fn a_registry_that_does_not_answer_is_waited_for() -> anyhow::Result<()> {
     assert!(schema.text.contains("\"W\""), "{}", schema.text);
     assert!(registry.unreachable().is_none(), "cleared once it answers");
     forward.abort();
+    Ok(())
+}
+
+/// An HTTPS front of the registry that asks for a client certificate signed by the test CA
+/// (the broker's certificate for 127.0.0.1, which that CA signed, serves both ends), and
+/// passes each connection's bytes on as they are.
+async fn mutual_tls_front(env: &TestEnv) -> anyhow::Result<String> {
+    use tokio_rustls::rustls::{self, pki_types::pem::PemObject};
+    let tls = env
+        .kafka_tls_ca
+        .parent()
+        .ok_or_else(|| anyhow::anyhow!("the CA has a directory"))?
+        .to_path_buf();
+    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(tls.join("broker.crt"))?
+        .collect::<Result<_, _>>()?;
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(tls.join("broker.key"))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in rustls::pki_types::CertificateDer::pem_file_iter(&env.kafka_tls_ca)? {
+        roots.add(ca?)?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider.clone())
+            .build()?;
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let front = format!("https://127.0.0.1:{}", listener.local_addr()?.port());
+    let upstream = url::Url::parse(&env.registry_url)?;
+    let address = format!(
+        "{}:{}",
+        upstream.host_str().unwrap_or("127.0.0.1"),
+        upstream.port_or_known_default().unwrap_or(80)
+    );
+    let path = upstream.path().trim_end_matches('/').to_string();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let (acceptor, address) = (acceptor.clone(), address.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(socket).await else {
+                    return;
+                };
+                if let Ok(mut plain) = tokio::net::TcpStream::connect(&address).await {
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                }
+            });
+        }
+    });
+    Ok(format!("{front}{path}"))
+}
+
+/// An https registry that wants mutual TLS: read with the CA and a client certificate (as
+/// the Secrets give them); without the certificate, or trusting another CA, nothing is read and
+/// the reason shows (the client waits as for a registry that does not answer).
+#[tokio::test]
+async fn a_registry_behind_mutual_tls_is_read_with_the_ca_and_client_certificate()
+-> anyhow::Result<()> {
+    let env = TestEnv::load()?;
+    let subject = format!("{}-value", unique("tls"));
+    let schema = json!({"type": "record", "name": "T", "fields": [{"name": "id", "type": "long"}]});
+    let id = register(&env, &subject, "AVRO", &schema.to_string(), json!([])).await?;
+    let front = mutual_tls_front(&env).await?;
+    let tls = env
+        .kafka_tls_ca
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let ca = std::fs::read(&env.kafka_tls_ca)?;
+    let mut identity = std::fs::read(tls.join("broker.crt"))?;
+    identity.extend(std::fs::read(tls.join("broker.key"))?);
+
+    let registry = Registry::new(&front, None, Some(&ca), Some(&identity))?;
+    let read = tokio::time::timeout(Duration::from_secs(30), registry.by_id(id)).await??;
+    assert!(read.text.contains("\"T\""), "{}", read.text);
+
+    // Without the client certificate the handshake fails; trusting another CA, the server's
+    // certificate is refused. Either is the registry refusing us, seen at once.
+    let other_ca = std::fs::read(&env.kafka_tls_other_ca)?;
+    for (what, client) in [
+        (
+            "no client certificate",
+            Registry::new(&front, None, Some(&ca), None)?,
+        ),
+        (
+            "another CA",
+            Registry::new(&front, None, Some(&other_ca), Some(&identity))?,
+        ),
+    ] {
+        let outcome = tokio::time::timeout(Duration::from_secs(5), client.by_id(id)).await;
+        match outcome {
+            Ok(Ok(_)) => panic!("{what}: read anyway"),
+            // Waited for (retried as unreachable) or refused: not read, and says why.
+            Ok(Err(e)) => assert!(e.to_string().contains("127.0.0.1"), "{what}: {e}"),
+            Err(_) => assert!(client.unreachable().is_some(), "{what}: the reason shows"),
+        }
+    }
     Ok(())
 }

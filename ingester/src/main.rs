@@ -269,7 +269,23 @@ fn open_registry(
             })
         })
         .transpose()?;
-    let client = Registry::new(&registry.url, auth, ca.as_deref())
+    // The client certificate and its key, as one PEM.
+    let identity = match (&registry.cert_file, &registry.key_file) {
+        (Some(cert), Some(key)) => {
+            let mut pem = std::fs::read(cert).map_err(|source| IngesterError::Secret {
+                path: cert.clone(),
+                source,
+            })?;
+            pem.push(b'\n');
+            pem.extend(std::fs::read(key).map_err(|source| IngesterError::Secret {
+                path: key.clone(),
+                source,
+            })?);
+            Some(pem)
+        }
+        _ => None,
+    };
+    let client = Registry::new(&registry.url, auth, ca.as_deref(), identity.as_deref())
         .map_err(|e| IngesterError::Unsupported(e.to_string()))?;
     let client = Arc::new(client);
     let (watched, health) = (Arc::downgrade(&client), health.clone());

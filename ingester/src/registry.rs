@@ -145,12 +145,14 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// A client of the registry at `url`, with HTTP basic auth and a CA (PEM) to trust besides
-    /// the system roots when given.
+    /// A client of the registry at `url`, with HTTP basic auth, a CA (PEM) to trust besides
+    /// the system roots, and a client certificate with its key (PEM, for mutual TLS) when
+    /// given.
     pub fn new(
         url: &str,
         auth: Option<(String, String)>,
         ca_pem: Option<&[u8]>,
+        identity_pem: Option<&[u8]>,
     ) -> Result<Self, RegistryError> {
         let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
@@ -160,6 +162,12 @@ impl Registry {
             let cert = reqwest::Certificate::from_pem(pem)
                 .map_err(|e| RegistryError::Client(format!("the registry CA: {e}")))?;
             builder = builder.add_root_certificate(cert);
+        }
+        if let Some(pem) = identity_pem {
+            let identity = reqwest::Identity::from_pem(pem).map_err(|e| {
+                RegistryError::Client(format!("the registry client certificate: {e}"))
+            })?;
+            builder = builder.identity(identity);
         }
         let http = builder
             .build()
