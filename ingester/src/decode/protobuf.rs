@@ -444,6 +444,9 @@ enum Column {
 struct FieldColumn {
     field: FieldDescriptor,
     kind: Kind,
+    /// The descriptor's answers, kept (they are looked up in the pool each time).
+    map: bool,
+    list: bool,
     column: Column,
     /// The value of a field that is absent and whose presence Protobuf does not track.
     default: Option<Value>,
@@ -488,6 +491,8 @@ struct MessageColumns {
     fields: Vec<FieldColumn>,
     /// The fields' numbers, sorted, with their place in `fields`.
     numbers: Vec<(u32, usize)>,
+    /// Whether every field is a singular scalar, string or bytes (see [`MessageColumns::record`]).
+    flat: bool,
     arrow: Fields,
     valid: Vec<bool>,
 }
@@ -503,6 +508,8 @@ impl MessageColumns {
                     .then(|| field.default_value());
                 FieldColumn {
                     column: Column::for_field(&field, column.data_type()),
+                    map: field.is_map(),
+                    list: field.is_list(),
                     kind,
                     default,
                     seen: Seen::default(),
@@ -516,9 +523,13 @@ impl MessageColumns {
             .map(|(i, f)| (f.field.number(), i))
             .collect();
         numbers.sort_unstable();
+        let flat = fields
+            .iter()
+            .all(|f| !f.list && !f.map && !matches!(f.kind, Kind::Message(_)));
         Self {
             fields,
             numbers,
+            flat,
             arrow: arrow.clone(),
             valid: Vec::new(),
         }
@@ -527,6 +538,18 @@ impl MessageColumns {
     /// Reads one message (its occurrences at `ranges` of `b`, merged) from the wire: checks
     /// everything its columns could not take exactly, or (with `append`) appends it.
     fn read(&mut self, b: &[u8], ranges: &[(usize, usize)], append: bool) -> Result<(), Misfit> {
+        self.walk(b, ranges, append)?;
+        for f in &mut self.fields {
+            f.end(b, append).map_err(|e| e.within(f.field.name()))?;
+        }
+        if append {
+            self.valid.push(true);
+        }
+        Ok(())
+    }
+
+    /// Walks the message's occurrences, keeping what each field needs to end the record.
+    fn walk(&mut self, b: &[u8], ranges: &[(usize, usize)], append: bool) -> Result<(), Misfit> {
         for f in &mut self.fields {
             f.seen.present = false;
             f.seen.messages.clear();
@@ -553,12 +576,25 @@ impl MessageColumns {
                     .map_err(|e| e.within(f.field.name()))?;
             }
         }
+        Ok(())
+    }
+
+    /// Reads one record's message (at `ranges` of `b`): checked whole, then appended. A message
+    /// of scalars only (no repeated, map or message fields) is walked once, its values checked
+    /// and then appended; any other is walked twice, checking and then appending.
+    fn record(&mut self, b: &[u8], ranges: &[(usize, usize)]) -> Result<(), Misfit> {
+        if !self.flat {
+            self.read(b, ranges, false)?;
+            return self.read(b, ranges, true);
+        }
+        self.walk(b, ranges, false)?;
         for f in &mut self.fields {
-            f.end(b, append).map_err(|e| e.within(f.field.name()))?;
+            f.end(b, false).map_err(|e| e.within(f.field.name()))?;
         }
-        if append {
-            self.valid.push(true);
+        for f in &mut self.fields {
+            f.end(b, true).map_err(|e| e.within(f.field.name()))?;
         }
+        self.valid.push(true);
         Ok(())
     }
 
@@ -597,7 +633,7 @@ impl FieldColumn {
                 self.field.kind()
             ))
         };
-        if self.field.is_map() {
+        if self.map {
             if wire_type != 2 {
                 return Err(wrong());
             }
@@ -606,7 +642,7 @@ impl FieldColumn {
             self.seen.entries.push((key, range));
             return Ok(());
         }
-        if self.field.is_list() {
+        if self.list {
             let Column::List { item, .. } = &mut self.column else {
                 return Err(wrong());
             };
@@ -1150,14 +1186,23 @@ impl Decoder for ProtobufDecoder {
             self.rows.push(Row::Tombstone);
             return Ok(());
         };
-        let (id, path, body) = match &self.context.given {
-            Some(path) => (GIVEN_ID, path.clone(), value),
+        // The index path: the schema's first message (a single 0 byte) almost always.
+        let read;
+        let (id, path, body): (u32, &[i32], &[u8]) = match &self.context.given {
+            Some(path) => (GIVEN_ID, path, value),
             None => {
                 let (id, rest) =
                     registry::split_wire(value).map_err(|e| Refusal::Invalid(e.to_string()))?;
-                let (path, body) = registry::protobuf_indexes(rest)
-                    .map_err(|e| Refusal::Invalid(format!("Protobuf schema id {id}: {e}")))?;
-                (id, path, body)
+                match rest.split_first() {
+                    Some((0, body)) => (id, &[0], body),
+                    _ => {
+                        let (path, body) = registry::protobuf_indexes(rest).map_err(|e| {
+                            Refusal::Invalid(format!("Protobuf schema id {id}: {e}"))
+                        })?;
+                        read = path;
+                        (id, &read, body)
+                    }
+                }
             }
         };
         let run = match self
@@ -1169,7 +1214,7 @@ impl Decoder for ProtobufDecoder {
             None => {
                 let writer = self
                     .context
-                    .writer(id, &path)
+                    .writer(id, path)
                     .ok_or(Refusal::NeedsLookup)??;
                 self.runs.push(Run::new(writer, self.target.as_ref()));
                 self.runs.len() - 1
@@ -1190,14 +1235,7 @@ impl Decoder for ProtobufDecoder {
                 false => format!("{e} (message {message} of {schema})"),
             })
         };
-        run_state
-            .columns
-            .read(value, &whole, false)
-            .map_err(refused)?;
-        run_state
-            .columns
-            .read(value, &whole, true)
-            .map_err(refused)?;
+        run_state.columns.record(value, &whole).map_err(refused)?;
         let row = run_state.rows + run_state.batch.as_ref().map_or(0, RecordBatch::num_rows);
         run_state.rows += 1;
         self.rows.push(Row::Value { run, row });
