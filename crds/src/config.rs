@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::spec::{
     CatalogType, Column, ErrorPolicy, EventTimeFormat, Format, KafkaTable, KeyFormat,
     SaslMechanism, SchemaEvolution, SecretReference, SecurityProtocol, StartOffset,
-    SubjectStrategy, TableFormat, WriteMode,
+    SubjectStrategy, TableFormat, Tls, WriteMode,
 };
 use crate::units::{parse_duration, parse_quantity};
 
@@ -139,12 +139,7 @@ pub struct RegistryConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub basic_auth: Option<UserPasswordFiles>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca_file: Option<PathBuf>,
-    /// The client certificate and its key (PEM), for mutual TLS.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cert_file: Option<PathBuf>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key_file: Option<PathBuf>,
+    pub tls: Option<TlsConfig>,
     /// The subject version that gives a new table its columns.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table_schema: Option<SubjectVersionConfig>,
@@ -362,6 +357,14 @@ pub fn default_group_id(namespace: &str, name: &str) -> String {
     format!("kafkatable.{namespace}.{name}")
 }
 
+/// The Secrets of TLS settings (the brokers' or the registry's), with the keys read from each.
+fn tls_keys(tls: &Tls) -> [(Option<&SecretReference>, &'static [&'static str]); 2] {
+    [
+        (tls.ca_secret_ref.as_ref(), &["ca.crt"]),
+        (tls.client_cert_secret_ref.as_ref(), &["tls.crt", "tls.key"]),
+    ]
+}
+
 /// Every Secret the spec refers to, each with the keys the ingester reads from it. The operator
 /// mounts these under [`DEFAULT_SECRETS_DIR`].
 pub fn referenced_secrets(kt: &KafkaTable) -> Vec<(String, Vec<&'static str>)> {
@@ -379,28 +382,18 @@ pub fn referenced_secrets(kt: &KafkaTable) -> Vec<(String, Vec<&'static str>)> {
             .and_then(|r| r.credentials_secret_ref.as_ref()),
         &["username", "password"],
     );
-    add(
-        source
-            .schema_registry
-            .as_ref()
-            .and_then(|r| r.ca_secret_ref.as_ref()),
-        &["ca.crt"],
-    );
-    add(
-        source
-            .schema_registry
-            .as_ref()
-            .and_then(|r| r.client_cert_secret_ref.as_ref()),
-        &["tls.crt", "tls.key"],
-    );
+    // TLS: the registry's here, the brokers' with their SASL below.
+    let registry_tls = source.schema_registry.as_ref().and_then(|r| r.tls.as_ref());
+    for (secret, keys) in registry_tls.into_iter().flat_map(tls_keys) {
+        add(secret, keys);
+    }
     if let Some(security) = &source.security {
         add(
             security.sasl.as_ref().map(|s| &s.credentials_secret_ref),
             &["username", "password"],
         );
-        if let Some(tls) = &security.tls {
-            add(tls.ca_secret_ref.as_ref(), &["ca.crt"]);
-            add(tls.client_cert_secret_ref.as_ref(), &["tls.crt", "tls.key"]);
+        for (secret, keys) in security.tls.as_ref().into_iter().flat_map(tls_keys) {
+            add(secret, keys);
         }
     }
     let table = &kt.spec.table;
@@ -470,20 +463,25 @@ impl IngesterConfig {
         };
         if let Some(r) = self.source.schema_registry.as_mut() {
             r.basic_auth.iter_mut().for_each(fix_pair);
-            r.ca_file.iter_mut().for_each(fix);
-            r.cert_file.iter_mut().for_each(fix);
-            r.key_file.iter_mut().for_each(fix);
+        }
+        let registry_tls = self
+            .source
+            .schema_registry
+            .as_mut()
+            .and_then(|r| r.tls.as_mut());
+        for tls in registry_tls
+            .into_iter()
+            .chain(self.source.security.tls.as_mut())
+        {
+            tls.ca_file.iter_mut().for_each(fix);
+            tls.cert_file.iter_mut().for_each(fix);
+            tls.key_file.iter_mut().for_each(fix);
         }
         if let Some(sasl) = self.source.security.sasl.as_mut() {
             fix_pair(&mut sasl.credentials);
         }
         if let Some(given) = self.source.value_schema.as_mut() {
             given.file.iter_mut().for_each(fix);
-        }
-        if let Some(tls) = self.source.security.tls.as_mut() {
-            tls.ca_file.iter_mut().for_each(fix);
-            tls.cert_file.iter_mut().for_each(fix);
-            tls.key_file.iter_mut().for_each(fix);
         }
         if let Some(c) = self.table.catalog.as_mut() {
             c.token_file.iter_mut().for_each(fix);
@@ -520,6 +518,17 @@ impl IngesterConfig {
             username_file: file(r, "username"),
             password_file: file(r, "password"),
         };
+        let tls_files = |tls: &Tls| TlsConfig {
+            ca_file: tls.ca_secret_ref.as_ref().map(|r| file(r, "ca.crt")),
+            cert_file: tls
+                .client_cert_secret_ref
+                .as_ref()
+                .map(|r| file(r, "tls.crt")),
+            key_file: tls
+                .client_cert_secret_ref
+                .as_ref()
+                .map(|r| file(r, "tls.key")),
+        };
 
         let start = match spec.source.start_offset {
             StartOffset::Earliest => StartPosition::Earliest,
@@ -553,17 +562,7 @@ impl IngesterConfig {
                     mechanism: sasl.mechanism,
                     credentials: user_password(&sasl.credentials_secret_ref),
                 }),
-                tls: s.tls.as_ref().map(|tls| TlsConfig {
-                    ca_file: tls.ca_secret_ref.as_ref().map(|r| file(r, "ca.crt")),
-                    cert_file: tls
-                        .client_cert_secret_ref
-                        .as_ref()
-                        .map(|r| file(r, "tls.crt")),
-                    key_file: tls
-                        .client_cert_secret_ref
-                        .as_ref()
-                        .map(|r| file(r, "tls.key")),
-                }),
+                tls: s.tls.as_ref().map(tls_files),
             },
         };
         let source = SourceConfig {
@@ -609,15 +608,7 @@ impl IngesterConfig {
                     Ok::<_, ConfigError>(RegistryConfig {
                         url: r.url.clone(),
                         basic_auth: r.credentials_secret_ref.as_ref().map(user_password),
-                        ca_file: r.ca_secret_ref.as_ref().map(|c| file(c, "ca.crt")),
-                        cert_file: r
-                            .client_cert_secret_ref
-                            .as_ref()
-                            .map(|c| file(c, "tls.crt")),
-                        key_file: r
-                            .client_cert_secret_ref
-                            .as_ref()
-                            .map(|c| file(c, "tls.key")),
+                        tls: r.tls.as_ref().map(tls_files),
                         table_schema,
                     })
                 })
@@ -911,13 +902,14 @@ spec:
             ))
         };
         let kt = with_source(
-            "format: avro, keyFormat: avro, schemaRegistry: {url: \"https://registry:8081\", caSecretRef: {name: registry-ca}, clientCertSecretRef: {name: registry-client}, tableSchema: {subjectStrategy: topicRecord, recordName: shop.Order, version: 3}}",
+            "format: avro, keyFormat: avro, schemaRegistry: {url: \"https://registry:8081\", tls: {caSecretRef: {name: registry-ca}, clientCertSecretRef: {name: registry-client}}, tableSchema: {subjectStrategy: topicRecord, recordName: shop.Order, version: 3}}",
         );
         let config = IngesterConfig::derive(&kt, Path::new("/s")).expect("config");
         assert_eq!(config.source.key_format, KeyFormat::Avro);
         let registry = config.source.schema_registry.expect("registry");
-        assert_eq!(registry.ca_file, Some("/s/registry-ca/ca.crt".into()));
-        assert_eq!(registry.key_file, Some("/s/registry-client/tls.key".into()));
+        let tls = registry.tls.expect("the registry's TLS");
+        assert_eq!(tls.ca_file, Some("/s/registry-ca/ca.crt".into()));
+        assert_eq!(tls.key_file, Some("/s/registry-client/tls.key".into()));
         assert_eq!(
             registry.table_schema,
             Some(SubjectVersionConfig {

@@ -367,14 +367,10 @@ pub struct SchemaRegistry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SecretReference>,
 
-    /// Secret with the CA certificate (PEM) under key `ca.crt` that an https registry's
-    /// certificate is checked against, besides the system roots.
+    /// TLS towards an https registry: the CA its certificate is checked against (besides the
+    /// system roots), and a client certificate for mutual TLS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca_secret_ref: Option<SecretReference>,
-
-    /// Secret of type kubernetes.io/tls (`tls.crt`, `tls.key`) for mutual TLS with the registry.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_cert_secret_ref: Option<SecretReference>,
+    pub tls: Option<Tls>,
 
     /// The subject version whose schema gives a new table its columns when the ingester starts,
     /// before any record arrives; records of other schema versions are conformed to it (see
@@ -483,7 +479,7 @@ pub enum SaslMechanism {
     ScramSha512,
 }
 
-/// TLS towards the brokers.
+/// TLS towards the brokers (or the schema registry).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Tls {

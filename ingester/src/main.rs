@@ -19,7 +19,7 @@ use kafkatable_ingester::load;
 use kafkatable_ingester::metrics::Metrics;
 use kafkatable_ingester::registry::{Registry, Version};
 use kafkatable_ingester::sink::TableSink;
-use kafkatable_ingester::source::KafkaSource;
+use kafkatable_ingester::source::{KafkaSource, read_credentials, read_secret};
 
 /// Consumes a Kafka topic into a Delta Lake or Apache Iceberg table, committing the Kafka
 /// offsets inside each table commit.
@@ -257,36 +257,27 @@ fn open_registry(
     let auth = registry
         .basic_auth
         .as_ref()
-        .map(kafkatable_ingester::source::read_credentials)
+        .map(read_credentials)
         .transpose()?;
-    let ca = registry
-        .ca_file
-        .as_ref()
-        .map(|path| {
-            std::fs::read(path).map_err(|source| IngesterError::Secret {
-                path: path.clone(),
-                source,
-            })
-        })
+    // PEM files: the CA, and the client certificate with its key as one.
+    let tls = registry.tls.as_ref();
+    let ca = tls
+        .and_then(|t| t.ca_file.as_deref())
+        .map(read_secret)
         .transpose()?;
-    // The client certificate and its key, as one PEM.
-    let identity = match (&registry.cert_file, &registry.key_file) {
-        (Some(cert), Some(key)) => {
-            let mut pem = std::fs::read(cert).map_err(|source| IngesterError::Secret {
-                path: cert.clone(),
-                source,
-            })?;
-            pem.push(b'\n');
-            pem.extend(std::fs::read(key).map_err(|source| IngesterError::Secret {
-                path: key.clone(),
-                source,
-            })?);
-            Some(pem)
+    let identity = match tls.map(|t| (&t.cert_file, &t.key_file)) {
+        Some((Some(cert), Some(key))) => {
+            Some(format!("{}\n{}", read_secret(cert)?, read_secret(key)?))
         }
         _ => None,
     };
-    let client = Registry::new(&registry.url, auth, ca.as_deref(), identity.as_deref())
-        .map_err(|e| IngesterError::Unsupported(e.to_string()))?;
+    let client = Registry::new(
+        &registry.url,
+        auth,
+        ca.as_deref().map(str::as_bytes),
+        identity.as_deref().map(str::as_bytes),
+    )
+    .map_err(|e| IngesterError::Unsupported(e.to_string()))?;
     let client = Arc::new(client);
     let (watched, health) = (Arc::downgrade(&client), health.clone());
     tokio::spawn(async move {
