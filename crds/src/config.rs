@@ -766,7 +766,7 @@ impl IngesterConfig {
 }
 
 /// An enum value as the manifest spells it.
-fn spec_value(value: &impl Serialize) -> String {
+pub fn spec_value(value: &impl Serialize) -> String {
     match serde_json::to_value(value) {
         Ok(serde_json::Value::String(s)) => s,
         _ => "this value".into(),

@@ -122,6 +122,14 @@ impl<D: Decoder> TableSink<D> {
         self
     }
 
+    /// Whether schema evolution takes the records `error` refused: fields the table lacks, or
+    /// a column written wider where the table format can widen it, with `addColumns`.
+    fn evolves(&self, error: &DecodeError) -> bool {
+        decode::needs_evolution(error)
+            && self.table.schema_evolution == SchemaEvolution::AddColumns
+            && (self.committer.widens_columns() || !matches!(error, DecodeError::WiderField { .. }))
+    }
+
     /// A record the partition's decoder refused. Records with new fields widen the schema
     /// (with `schemaEvolution: addColumns`); anything else stops the ingester.
     fn on_refused<R: SourceRecord>(
@@ -132,10 +140,7 @@ impl<D: Decoder> TableSink<D> {
     ) -> Result<(), IngesterError> {
         let p = r.partition();
         let error = refused.into_error(&self.topic, p);
-        if !decode::is_unknown_field(&error)
-            || self.table.schema_evolution != SchemaEvolution::AddColumns
-            || matches!(error, DecodeError::WiderField { .. }) && !self.committer.widens_columns()
-        {
+        if !self.evolves(&error) {
             return Err(self.decode_failed(error));
         }
         // Close the chunk so far, which moves the partition to the newest schema, and try again;
@@ -179,12 +184,7 @@ impl<D: Decoder> TableSink<D> {
         let key = self.key_field.as_ref();
         let decoded = match buffer.pending.finish(&schema, key, topic, p, metadata) {
             Ok(decoded) => decoded,
-            Err(e)
-                if decode::is_unknown_field(&e)
-                    && self.table.schema_evolution == SchemaEvolution::AddColumns
-                    && (self.committer.widens_columns()
-                        || !matches!(e, DecodeError::WiderField { .. })) =>
-            {
+            Err(e) if self.evolves(&e) => {
                 let inferred = buffer.pending.infer(topic, p)?;
                 let table = self.committer.table_schema();
                 let widened = Arc::new(schema::widen(&schema, &inferred, table.as_deref()));
@@ -417,7 +417,7 @@ fn key_field(
             return Err(IngesterError::Unsupported(format!(
                 "spec.source.keyFormat {}: the decoded key is stored in the {} metadata column, \
                  so it needs spec.table.metadataColumns: true",
-                spec_value(format),
+                kafkatable_crds::config::spec_value(format),
                 decode::KEY_COLUMN
             )));
         }
@@ -431,7 +431,7 @@ fn key_field(
         return Err(IngesterError::Unsupported(format!(
             "spec.source.keyFormat {}: the table's {} column is {}, made by another key format; \
              changing the key format of an existing table is not implemented yet",
-            spec_value(format),
+            kafkatable_crds::config::spec_value(format),
             decode::KEY_COLUMN,
             existing.data_type()
         )));
@@ -455,14 +455,6 @@ fn key_column_suits(keys: &KeyContext, existing: &arrow::datatypes::DataType) ->
         KeyContext::Json | KeyContext::Protobuf(_) | KeyContext::JsonSchema(_) => {
             matches!(existing, T::Struct(_))
         }
-    }
-}
-
-/// An enum value as the manifest spells it.
-fn spec_value(value: &impl serde::Serialize) -> String {
-    match serde_json::to_value(value) {
-        Ok(serde_json::Value::String(s)) => s,
-        _ => format!("{:?}", serde_json::to_value(value).ok()),
     }
 }
 

@@ -550,8 +550,9 @@ fn compatible_other<'a>(
     ids.first().copied()
 }
 
-/// Whether a decode failure is a field the schema lacks (which schema evolution can add).
-pub fn is_unknown_field(error: &DecodeError) -> bool {
+/// Whether a decode failure is schema evolution's to take: a field the schema lacks, or a column
+/// written as a wider type.
+pub fn needs_evolution(error: &DecodeError) -> bool {
     matches!(
         error,
         DecodeError::UnknownField { .. } | DecodeError::WiderField { .. }
@@ -814,7 +815,7 @@ mod tests {
         let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)]));
         let mut p = pending::<JsonDecoder>(&[Some(r#"{"id":1,"extra":true}"#)]);
         let err = p.finish(&schema, None, "t", 0, false).expect_err("strict");
-        assert!(is_unknown_field(&err), "{err}");
+        assert!(needs_evolution(&err), "{err}");
         assert!(err.to_string().contains("offset 100"), "{err}");
     }
 
