@@ -132,17 +132,18 @@ fn collect_added(
 /// The path ("a", "a.b") of the first field of `writer` that `target` lacks, looking into
 /// structs: a field schema evolution may add.
 pub fn unknown_field(writer: &Fields, target: &Fields) -> Option<String> {
-    for w in writer {
-        let Some((_, t)) = target.find(w.name()) else {
-            return Some(w.name().clone());
-        };
-        if let (DataType::Struct(ws), DataType::Struct(ts)) = (w.data_type(), t.data_type())
-            && let Some(inner) = unknown_field(ws, ts)
-        {
-            return Some(format!("{}.{inner}", w.name()));
-        }
-    }
-    None
+    let (parent, field) = added_fields(writer, target).into_iter().next()?;
+    Some(field_path(&parent, &field))
+}
+
+/// A field's path ("a.b") from the structs it is in and its name.
+pub fn field_path(parent: &[String], field: &Field) -> String {
+    parent
+        .iter()
+        .chain([field.name()])
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 /// Reorders a batch's columns to the table's order and fills the columns it lacks with nulls. A
@@ -158,13 +159,7 @@ pub fn align(batch: RecordBatch, table: &SchemaRef) -> Result<RecordBatch, Align
         return Err(AlignError::NewFields(
             extra
                 .into_iter()
-                .map(|(parent, f)| {
-                    parent
-                        .into_iter()
-                        .chain([f.name().clone()])
-                        .collect::<Vec<_>>()
-                        .join(".")
-                })
+                .map(|(parent, f)| field_path(&parent, &f))
                 .collect(),
         ));
     }

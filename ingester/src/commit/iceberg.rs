@@ -414,14 +414,7 @@ impl IcebergCommitter {
             .map_err(|e| err("prepare the schema change", e))?;
         let columns: Vec<String> = added
             .iter()
-            .map(|(parent, f)| {
-                parent
-                    .iter()
-                    .chain([f.name()])
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(".")
-            })
+            .map(|(parent, f)| crate::schema::field_path(parent, f))
             .collect();
         match tx.commit(self.catalog.as_ref()).await {
             Ok(widened) => {

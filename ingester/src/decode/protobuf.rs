@@ -539,6 +539,11 @@ impl MessageColumns {
     /// everything its columns could not take exactly, or (with `append`) appends it.
     fn read(&mut self, b: &[u8], ranges: &[(usize, usize)], append: bool) -> Result<(), Misfit> {
         self.walk(b, ranges, append)?;
+        self.end(b, append)
+    }
+
+    /// Ends the record walked: each field's value checked or (with `append`) appended.
+    fn end(&mut self, b: &[u8], append: bool) -> Result<(), Misfit> {
         for f in &mut self.fields {
             f.end(b, append).map_err(|e| e.within(f.field.name()))?;
         }
@@ -583,19 +588,12 @@ impl MessageColumns {
     /// of scalars only (no repeated, map or message fields) is walked once, its values checked
     /// and then appended; any other is walked twice, checking and then appending.
     fn record(&mut self, b: &[u8], ranges: &[(usize, usize)]) -> Result<(), Misfit> {
+        self.read(b, ranges, false)?;
+        // A flat message's walk appends nothing: what it kept serves the appending end too.
         if !self.flat {
-            self.read(b, ranges, false)?;
-            return self.read(b, ranges, true);
+            self.walk(b, ranges, true)?;
         }
-        self.walk(b, ranges, false)?;
-        for f in &mut self.fields {
-            f.end(b, false).map_err(|e| e.within(f.field.name()))?;
-        }
-        for f in &mut self.fields {
-            f.end(b, true).map_err(|e| e.within(f.field.name()))?;
-        }
-        self.valid.push(true);
-        Ok(())
+        self.end(b, true)
     }
 
     fn append_null(&mut self) {
