@@ -339,6 +339,12 @@ pub struct ErrorConfig {
     pub policy: ErrorPolicy,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letter_topic: Option<String>,
+    /// Records larger than this (key and value) are bad records.
+    pub max_record_bytes: u64,
+    /// Commits failed in a row before the table is Degraded (CommitFailing).
+    pub commit_failures_degraded: u32,
+    /// Commits failed in a row before the ingester exits; 0: never.
+    pub commit_failures_exit: u32,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -706,9 +712,13 @@ impl IngesterConfig {
             retention_keep_ms: millis("spec.maintenance.retention.keep", &m.retention.keep)?,
             checkpoint_interval: m.checkpoint_interval.max(1) as u32,
         };
+        let e = &spec.errors;
         let errors = ErrorConfig {
-            policy: spec.errors.policy,
-            dead_letter_topic: spec.errors.dead_letter_topic.clone(),
+            policy: e.policy,
+            dead_letter_topic: e.dead_letter_topic.clone(),
+            max_record_bytes: bytes("spec.errors.maxRecordBytes", &e.max_record_bytes)?,
+            commit_failures_degraded: e.commit_failures.degraded_after.max(1) as u32,
+            commit_failures_exit: e.commit_failures.exit_after.max(0) as u32,
         };
         if errors.policy == ErrorPolicy::DeadLetter && errors.dead_letter_topic.is_none() {
             return Err(ConfigError::Missing {
@@ -737,11 +747,11 @@ impl IngesterConfig {
                 works,
             })
         };
-        if self.errors.policy != ErrorPolicy::Fail {
+        if self.errors.policy == ErrorPolicy::DeadLetter {
             return refuse(
                 "spec.errors.policy",
                 spec_value(&self.errors.policy),
-                "fail is",
+                "fail and skip are",
             );
         }
         if self.table.mode == WriteMode::Upsert {
@@ -834,7 +844,6 @@ spec:
     #[test]
     fn settings_not_implemented_yet_are_refused_naming_the_field() {
         let cases = [
-            ("errors", "{policy: skip}", "spec.errors.policy: skip"),
             (
                 "errors",
                 "{policy: deadLetter, deadLetterTopic: dlq}",

@@ -34,4 +34,27 @@ pub struct IngesterReport {
     pub table_error: Option<String>,
     /// Table commits that failed in a row.
     pub commit_failures: u32,
+    /// Partitions stopped at a bad record (`errors.policy: fail`), by partition.
+    #[serde(default)]
+    pub stopped: Vec<BadRecordReport>,
+    /// Bad records skipped (`errors.policy: skip`) by commits of this ingester since it started.
+    #[serde(default)]
+    pub skipped_records: u64,
+    /// Bad records dead-lettered by commits of this ingester since it started.
+    #[serde(default)]
+    pub dead_lettered_records: u64,
+    /// The newest bad record this ingester met.
+    #[serde(default)]
+    pub last_bad_record: Option<BadRecordReport>,
+}
+
+/// A bad record: where it is, and why it is bad.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BadRecordReport {
+    pub partition: i32,
+    pub offset: i64,
+    pub reason: String,
+    /// When the ingester met it, in milliseconds since the epoch.
+    pub at_ms: i64,
 }

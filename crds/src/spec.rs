@@ -875,16 +875,23 @@ impl Default for Commit {
 
 // ------------------------------------------------------------------------------------ errors
 
-/// What happens to records that cannot be decoded or written.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+/// What happens to records that cannot be decoded or written (bad records): a payload that does
+/// not decode to exactly one row, a value that does not fit its column exactly, a field name
+/// repeated within a record, an unknown schema id, a wrong magic byte, a record over
+/// maxRecordBytes, a tombstone in append mode, an event time that cannot be read. A registry,
+/// store or catalog that does not answer never makes a bad record: that is retried.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[x_kube(validation = Rule::new("self.policy == 'deadLetter' ? has(self.deadLetterTopic) : !has(self.deadLetterTopic)")
     .message("spec.errors.deadLetterTopic is required with policy deadLetter and not allowed otherwise")
     .field_path(".deadLetterTopic"))]
 #[serde(rename_all = "camelCase")]
 pub struct ErrorHandling {
-    /// fail: stop at the record and report it (topic, partition, offset); nothing after it is
-    /// committed. Not implemented yet: skip (count and log it, then go on) and deadLetter
-    /// (write it to deadLetterTopic with the reason and its origin, then go on).
+    /// fail: the record's partition stops at it (the good records before it are committed,
+    /// nothing at or after it is) while the other partitions go on; Degraded names the topic,
+    /// partition, offset and reason, and the partition resumes there after a restart or a
+    /// change of the spec. skip: count and log it (topic, partition, offset, reason), then go
+    /// on. Not implemented yet: deadLetter (write it to deadLetterTopic with the reason and its
+    /// origin, then go on).
     #[serde(default)]
     pub policy: ErrorPolicy,
 
@@ -893,6 +900,64 @@ pub struct ErrorHandling {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 249), regex(pattern = r"^[a-zA-Z0-9._-]+$"))]
     pub dead_letter_topic: Option<String>,
+
+    /// A record whose key and value together are larger than this is a bad record, as a
+    /// quantity ("4Mi").
+    #[serde(default = "default_max_record_bytes")]
+    #[schemars(regex(pattern = QUANTITY_PATTERN))]
+    pub max_record_bytes: String,
+
+    /// How many table commits may fail in a row before the table is Degraded and before the
+    /// ingester gives up.
+    #[serde(default)]
+    pub commit_failures: CommitFailures,
+}
+
+impl Default for ErrorHandling {
+    fn default() -> Self {
+        Self {
+            policy: ErrorPolicy::default(),
+            dead_letter_topic: None,
+            max_record_bytes: default_max_record_bytes(),
+            commit_failures: CommitFailures::default(),
+        }
+    }
+}
+
+/// Budgets of table commits that fail in a row (a store or catalog that refuses writes; one that
+/// cannot be reached at all is reported as unreachable instead, and waited for).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CommitFailures {
+    /// Failed commits in a row before the table is Degraded with reason CommitFailing.
+    #[serde(default = "default_degraded_after")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub degraded_after: i32,
+
+    /// Failed commits in a row before the ingester exits and its pod is restarted (what it
+    /// buffered is read again from Kafka); 0: never.
+    #[serde(default = "default_exit_after")]
+    #[schemars(range(min = 0, max = 100_000))]
+    pub exit_after: i32,
+}
+
+impl Default for CommitFailures {
+    fn default() -> Self {
+        Self {
+            degraded_after: default_degraded_after(),
+            exit_after: default_exit_after(),
+        }
+    }
+}
+
+fn default_max_record_bytes() -> String {
+    "4Mi".into()
+}
+fn default_degraded_after() -> i32 {
+    3
+}
+fn default_exit_after() -> i32 {
+    30
 }
 
 /// What to do with a bad record.

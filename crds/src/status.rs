@@ -87,6 +87,43 @@ pub struct KafkaTableStatus {
     /// Why the ingesters were last scaled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_scale_reason: Option<String>,
+
+    /// Bad records (see spec.errors) the ingesters met.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bad_records: Option<BadRecords>,
+}
+
+/// Bad records the ingesters met.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BadRecords {
+    /// Records skipped (errors.policy skip) by the running ingesters since they started; each
+    /// pod exports its own kafkatable_bad_records_total.
+    #[serde(default)]
+    pub skipped: i64,
+    /// Records dead-lettered by the running ingesters since they started.
+    #[serde(default)]
+    pub dead_lettered: i64,
+    /// Partitions stopped at a bad record (errors.policy fail): nothing at or after it is
+    /// committed until the spec or the record's partition changes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stopped: Vec<BadRecord>,
+    /// The newest bad record met.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<BadRecord>,
+}
+
+/// A bad record of the source topic.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BadRecord {
+    pub partition: i32,
+    pub offset: i64,
+    /// Why it is bad.
+    pub reason: String,
+    /// When an ingester met it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<Time>,
 }
 
 /// Consumer lag of the table.

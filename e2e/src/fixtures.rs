@@ -171,6 +171,16 @@ impl TestTopic {
         prefix: &str,
         partitions: i32,
     ) -> Result<Self, FixtureError> {
+        Self::create_with(env, prefix, partitions, &[]).await
+    }
+
+    /// A topic with topic configs `config` (`max.message.bytes`, say).
+    pub async fn create_with(
+        env: &TestEnv,
+        prefix: &str,
+        partitions: i32,
+        config: &[(&str, &str)],
+    ) -> Result<Self, FixtureError> {
         let name = unique(prefix);
         let err = |reason: String| FixtureError::Kafka {
             action: "create",
@@ -180,7 +190,10 @@ impl TestTopic {
         let admin: AdminClient<DefaultClientContext> = kafka_config(env, false)
             .create()
             .map_err(|e| err(e.to_string()))?;
-        let topic = NewTopic::new(&name, partitions, TopicReplication::Fixed(1));
+        let mut topic = NewTopic::new(&name, partitions, TopicReplication::Fixed(1));
+        for (key, value) in config {
+            topic = topic.set(key, value);
+        }
         let results = admin
             .create_topics(
                 [&topic],

@@ -943,18 +943,20 @@ async fn evolve(
 
 /// Waits until `ingester` stops, checks it failed, and returns its log.
 async fn stopped(ingester: &mut IngesterProcess) -> String {
-    let ingester_ref = &mut *ingester;
-    let exit = eventually("the ingester to stop", DEADLINE, || {
-        let exited = ingester_ref.exited();
-        async move { exited }
-    })
+    let ingester_ref = &*ingester;
+    let reason = eventually(
+        "a partition to stop at a bad record",
+        DEADLINE,
+        || async move {
+            let (_, body) = ingester_ref.get("/status").await?;
+            let report: Value = serde_json::from_str(&body).ok()?;
+            Some(report["stopped"][0]["reason"].as_str()?.to_string())
+        },
+    )
     .await;
+    assert_eq!(ingester.exited(), None, "the ingester runs on: {reason}");
     let log = ingester.log_text();
-    assert!(
-        matches!(exit, Some(c) if c != 0),
-        "the ingester stops:\n{log}"
-    );
-    log
+    format!("{reason}\n{log}")
 }
 
 /// The ids of every version of `subject`, oldest first.

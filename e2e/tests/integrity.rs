@@ -142,37 +142,51 @@ impl Local {
         Ok(self.watch(ingester, column).await)
     }
 
-    /// Waits until the ingester exits or commits more than the five good rows.
+    /// Waits until the ingester exits, reports a stopped partition, or commits more than the
+    /// five good rows.
     async fn watch(&self, mut ingester: IngesterProcess, column: &str) -> Outcome {
         let ingester_ref = &mut ingester;
-        let exit = eventually("the ingester to stop or commit more", DEADLINE, || {
+        let (exit, stopped) = eventually("the ingester to stop or commit more", DEADLINE, || {
             let exited = ingester_ref.exited();
             let grown = self
                 .read(column)
                 .and_then(|v| v["rows"].as_u64())
                 .is_some_and(|n| n > 5);
-            async move { (exited.is_some() || grown).then_some(exited) }
+            let status = format!("http://{}/status", ingester_ref.http_addr);
+            async move {
+                let body = match reqwest::get(status).await {
+                    Ok(response) => response.text().await.unwrap_or_default(),
+                    Err(_) => String::new(),
+                };
+                let stopped = serde_json::from_str::<Value>(&body)
+                    .ok()
+                    .and_then(|r| r["stopped"].as_array().cloned())
+                    .unwrap_or_default();
+                (exited.is_some() || grown || !stopped.is_empty()).then_some((exited, stopped))
+            }
         })
         .await;
         Outcome {
             exit,
+            stopped,
             log: ingester.log_text(),
             view: self.read(column).unwrap_or_default(),
         }
     }
 }
 
-/// How an ingester met bad records: its exit (None: still running), its log, the table.
+/// How an ingester met bad records: its exit (None: still running), the partitions it
+/// reports stopped, its log, the table.
 struct Outcome {
     exit: Option<Option<i32>>,
+    stopped: Vec<Value>,
     log: String,
     view: Value,
 }
 
 impl Outcome {
     /// The table holds the five good rows alone (with `values` in the read column), and the
-    /// ingester stopped with an error that says each of `named` (a bad record, or a table it
-    /// must not write).
+    /// ingester exited with an error that says each of `named` (a table it must not write).
     fn refused(&self, values: Value, named: &[&str]) {
         let log = &self.log;
         assert_eq!(
@@ -186,6 +200,35 @@ impl Outcome {
         );
         for text in named {
             assert!(log.contains(text), "the error says {text:?}:\n{log}");
+        }
+    }
+
+    /// The table holds the five good rows alone (with `values` in the read column), partition
+    /// 0 stopped at the bad record at `offset` (errors.policy fail) while the ingester runs on,
+    /// and the report and the log say each of `named`.
+    fn stopped_at(&self, offset: i64, values: Value, named: &[&str]) {
+        let log = &self.log;
+        assert_eq!(
+            (&self.view["offsets"], &self.view["values"]),
+            (&json!([0, 1, 2, 3, 4]), &values),
+            "nothing after the five good rows is committed:\n{log}"
+        );
+        assert_eq!(self.exit, None, "the ingester runs on:\n{log}");
+        assert_eq!(
+            self.stopped
+                .iter()
+                .map(|s| (s["partition"].as_i64(), s["offset"].as_i64()))
+                .collect::<Vec<_>>(),
+            vec![(Some(0), Some(offset))],
+            "partition 0 stopped at offset {offset}: {:?}\n{log}",
+            self.stopped
+        );
+        let reason = self.stopped[0]["reason"].as_str().unwrap_or_default();
+        for text in named {
+            assert!(
+                reason.contains(text) && log.contains(text),
+                "the report and the log say {text:?}: {reason}\n{log}"
+            );
         }
     }
 }
@@ -205,7 +248,8 @@ async fn records_that_are_not_one_json_object_each_stop_at_their_offset() -> any
         b"",
         br#"{"id":7,"tags":["b"]}"#,
     ];
-    t.feed(ingester, &bad, "id").await?.refused(
+    t.feed(ingester, &bad, "id").await?.stopped_at(
+        5,
         json!([0, 1, 2, 3, 4]),
         &["partition 0 offset 5", "found more"],
     );
@@ -213,45 +257,37 @@ async fn records_that_are_not_one_json_object_each_stop_at_their_offset() -> any
 }
 
 /// A tombstone (a record without a value) became a row of nulls, and without metadata columns
-/// nothing in the table said it had been a delete. Now it is a row with its key and null values
-/// (the key in `_kafka_key`), and without metadata columns it stops the ingester at its offset.
+/// nothing in the table said it had been a delete. In append mode there is no row to append
+/// for it: it is a bad record (errors.policy), with metadata columns or without.
 #[tokio::test]
 async fn a_tombstone_is_never_a_silent_row_of_nulls() -> anyhow::Result<()> {
-    let t = Local::with("tombstone-bare", json!({"metadataColumns": false})).await?;
-    let ingester = t
-        .five_committed("ingester-tombstone-bare", |i| json!({"id": i}))
-        .await?;
-    produce_tombstone(&t.env, &t.topic.name, "k5").await?;
-    produce_raw(&t.env, &t.topic.name, 6, &[br#"{"id":6}"#]).await?;
-    // No offsets to read without metadata columns: the ids say what was committed.
-    let Outcome { exit, log, view } = t.watch(ingester, "id").await;
-    assert_eq!(
-        view["ids"],
-        json!([0, 1, 2, 3, 4]),
-        "nothing after the five rows:\n{log}"
-    );
-    assert!(
-        matches!(exit, Some(Some(c)) if c != 0),
-        "the ingester stops:\n{log}"
-    );
-    assert!(
-        log.contains("partition 0 offset 5") && log.contains("tombstone"),
-        "the error names the tombstone:\n{log}"
-    );
-
-    // With metadata columns: a row with the key and null values, between its neighbours.
-    let t = Local::new("tombstone-keyed").await?;
-    let ingester = t
-        .five_committed("ingester-tombstone-keyed", |i| json!({"id": i}))
-        .await?;
-    produce_tombstone(&t.env, &t.topic.name, "k5").await?;
-    produce_raw(&t.env, &t.topic.name, 6, &[br#"{"id":6}"#]).await?;
-    let view = t.rows(7).await;
-    let keys = t.read("_kafka_key").unwrap_or_default();
-    assert_eq!(view["offsets"], json!([0, 1, 2, 3, 4, 5, 6]));
-    assert_eq!(view["ids"], json!([0, 1, 2, 3, 4, null, 6]));
-    assert_eq!(keys["values"][5], json!("k5"), "{keys}");
-    drop(ingester);
+    for (name, table) in [
+        ("tombstone-bare", json!({"metadataColumns": false})),
+        ("tombstone-keyed", json!({})),
+    ] {
+        let t = Local::with(name, table).await?;
+        let ingester = t
+            .five_committed(&format!("ingester-{name}"), |i| json!({"id": i}))
+            .await?;
+        produce_tombstone(&t.env, &t.topic.name, "k5").await?;
+        produce_raw(&t.env, &t.topic.name, 6, &[br#"{"id":6}"#]).await?;
+        let outcome = t.watch(ingester, "id").await;
+        let log = &outcome.log;
+        assert_eq!(
+            outcome.view["ids"],
+            json!([0, 1, 2, 3, 4]),
+            "{name}: nothing after the five rows:\n{log}"
+        );
+        assert_eq!(outcome.exit, None, "{name}: the ingester runs on:\n{log}");
+        let stopped = &outcome.stopped;
+        assert_eq!(stopped.len(), 1, "{name}: {stopped:?}\n{log}");
+        assert_eq!(stopped[0]["offset"], json!(5), "{name}: {stopped:?}");
+        let reason = stopped[0]["reason"].as_str().unwrap_or_default();
+        assert!(
+            reason.contains("partition 0 offset 5") && reason.contains("tombstone"),
+            "{name}: the report names the tombstone: {reason}"
+        );
+    }
     Ok(())
 }
 
@@ -264,7 +300,8 @@ async fn a_number_that_does_not_fit_its_column_stops_at_its_offset() -> anyhow::
         .five_committed("ingester-exact", |i| json!({"id": i, "amount": i * 10}))
         .await?;
     let bad: [&[u8]; 2] = [br#"{"id":5,"amount":50.0}"#, br#"{"id":6,"amount":25.7}"#];
-    t.feed(ingester, &bad, "amount").await?.refused(
+    t.feed(ingester, &bad, "amount").await?.stopped_at(
+        6,
         json!([0, 10, 20, 30, 40]),
         &["partition 0 offset 6", "25.7 is not a whole number"],
     );
@@ -287,12 +324,12 @@ async fn a_restart_decodes_against_the_tables_columns() -> anyhow::Result<()> {
     // "n/a" became a null.
     let second = t.start("ingester-retype-2")?;
     let bad: [&[u8]; 2] = [br#"{"id":5,"amount":"n/a"}"#, br#"{"id":6,"amount":"12"}"#];
-    t.feed(second, &bad, "amount").await?.refused(
-        json!([0, 1, 2, 3, 4]),
-        &[
-            "partition 0 offset 5",
-            "decoding against the table's columns",
-        ],
+    let outcome = t.feed(second, &bad, "amount").await?;
+    outcome.stopped_at(5, json!([0, 1, 2, 3, 4]), &["partition 0 offset 5"]);
+    assert!(
+        outcome.log.contains("decoding against the table's columns"),
+        "{}",
+        outcome.log
     );
 
     // Against the table's columns, whole numbers after a restart stay doubles (inferred

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 
 use kafkatable_crds::config::{CommitConfig, StartPosition};
 
+use crate::bad::{Action, BadRecord};
 use crate::commit::{CommitOutcome, SyncPoints};
 use crate::error::{ErrorKind, IngesterError};
 use crate::http::Health;
@@ -74,6 +75,10 @@ pub trait Sink {
     ) -> Result<CommitOutcome, IngesterError>;
     /// Drops a batch and what it staged.
     async fn discard(&mut self, batch: Self::Batch);
+    /// The bad records met since the last call (by push, lookup or stage), each skipped or
+    /// its partition stopped: a stopped partition's records from the bad one on are gone from
+    /// the batch, and the coordinator must take no more of them.
+    fn bad_records(&mut self, batch: &mut Self::Batch) -> Vec<BadRecord>;
 }
 
 /// What became of a record pushed into the sink.
@@ -113,6 +118,12 @@ enum Phase {
         sought: bool,
     },
     Active,
+    /// Stopped at the bad record at `offset` (`errors.policy: fail`): paused, and records that
+    /// still arrive are dropped. Its next offset in the table is `offset` once the records
+    /// before it are committed; an assignment or a restart reads it again from there.
+    Stopped {
+        offset: i64,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -150,6 +161,8 @@ pub struct Coordinator<S: Source, K: Sink> {
     commit_failures: u32,
     /// While the table cannot be written or read, consumption is paused until then.
     retry_at: Option<Instant>,
+    /// Failed commits in a row after which the ingester gives up (0: never).
+    exit_after: u32,
     metrics: Metrics,
     health: Arc<Health>,
     faults: Faults,
@@ -180,10 +193,18 @@ impl<S: Source, K: Sink> Coordinator<S, K> {
             failures: 0,
             commit_failures: 0,
             retry_at: None,
+            exit_after: 0,
             metrics,
             health,
             faults: Faults::default(),
         }
+    }
+
+    /// Gives up (returns the commit's error) after `failures` failed commits in a row; 0:
+    /// never (`errors.commitFailures.exitAfter`).
+    pub fn with_exit_after(mut self, failures: u32) -> Self {
+        self.exit_after = failures;
+        self
     }
 
     pub fn with_faults(mut self, faults: Faults) -> Self {
@@ -326,11 +347,13 @@ impl<S: Source, K: Sink> Coordinator<S, K> {
                 if partitions.iter().any(|&p| self.txn.holds(p)) {
                     self.commit_now().await?;
                 }
-                for p in partitions {
+                for &p in &partitions {
                     if self.partitions.remove(&p).is_some() {
                         tracing::info!(partition = p, "partition revoked");
                     }
                 }
+                self.health
+                    .update(|r| r.stopped.retain(|s| !partitions.contains(&s.partition)));
                 self.report_sync_points();
             }
         }
@@ -432,8 +455,13 @@ impl<S: Source, K: Sink> Coordinator<S, K> {
             self.report_sync_points();
         }
         self.retry_at = None;
-        let all: Vec<i32> = self.partitions.keys().copied().collect();
-        self.source.resume(&all);
+        let running: Vec<i32> = self
+            .partitions
+            .iter()
+            .filter(|(_, s)| !matches!(s.phase, Phase::Stopped { .. }))
+            .map(|(p, _)| *p)
+            .collect();
+        self.source.resume(&running);
         tracing::info!("consumption resumed");
         Ok(())
     }
@@ -484,7 +512,7 @@ impl<S: Source, K: Sink> Coordinator<S, K> {
                 };
                 return Ok(Next::Continue);
             }
-            Phase::Waiting { .. } => return Ok(Next::Continue),
+            Phase::Waiting { .. } | Phase::Stopped { .. } => return Ok(Next::Continue),
             Phase::Seeking { target, sought } => {
                 match target {
                     Some(t) if offset < t => {
@@ -510,14 +538,76 @@ impl<S: Source, K: Sink> Coordinator<S, K> {
         if pushed == Pushed::NeedsLookup {
             return Ok(Next::Lookup);
         }
+        self.met_bad_records();
         self.taken(r, pushed, sync_point);
         Ok(Next::Continue)
+    }
+
+    /// Applies the bad records the sink met: a skipped one is counted with the transaction;
+    /// a stop pauses its partition and ends its range before the bad record.
+    fn met_bad_records(&mut self) {
+        let bad = self.sink.bad_records(self.txn.batch_mut());
+        if bad.is_empty() {
+            return;
+        }
+        let now_ms = jiff::Timestamp::now().as_millisecond();
+        for b in bad {
+            let report = kafkatable_crds::report::BadRecordReport {
+                partition: b.partition,
+                offset: b.offset,
+                reason: b.error.to_string(),
+                at_ms: now_ms,
+            };
+            match b.action {
+                Action::Skipped => self.txn.skip(),
+                Action::Stopped => self.stop(b.partition, b.offset, &report),
+            }
+            self.health.update(|r| r.last_bad_record = Some(report));
+        }
+    }
+
+    /// Stops partition `p` at the bad record at `offset`.
+    fn stop(&mut self, p: i32, offset: i64, report: &kafkatable_crds::report::BadRecordReport) {
+        let Some(state) = self.partitions.get_mut(&p) else {
+            return;
+        };
+        if let Phase::Stopped { offset: at } = state.phase
+            && at <= offset
+        {
+            return;
+        }
+        state.phase = Phase::Stopped { offset };
+        let sync_point = state.sync_point;
+        self.source.pause(&[p]);
+        let held = self.txn.truncate(p, offset);
+        // Without a sync point in the table (nothing committed yet for it), the consumer
+        // group's offset is where a restart reads from: at the bad record, not past it.
+        if !held && sync_point.is_none() {
+            self.source.commit_offsets(&[(p, offset)]);
+        }
+        self.metrics
+            .bad_records
+            .with_label_values(&[Action::Stopped.as_str()])
+            .inc();
+        self.health.update(|r| {
+            r.stopped.retain(|s| s.partition != p);
+            r.stopped.push(report.clone());
+            r.stopped.sort_by_key(|s| s.partition);
+        });
+    }
+
+    /// Whether a record of `p` would be dropped (its partition stopped).
+    fn stopped(&self, p: i32) -> bool {
+        self.partitions
+            .get(&p)
+            .is_some_and(|s| matches!(s.phase, Phase::Stopped { .. }))
     }
 
     /// A record that waited for the sink's lookup (its partition is active: nothing ran
     /// between its push and this).
     async fn lookup(&mut self, r: &S::Record<'_>) -> Result<(), IngesterError> {
         let pushed = self.sink.lookup(self.txn.batch_mut(), r).await?;
+        self.met_bad_records();
         let sync_point = self
             .partitions
             .get(&r.partition())
@@ -526,9 +616,13 @@ impl<S: Source, K: Sink> Coordinator<S, K> {
         Ok(())
     }
 
-    /// Counts a record the sink took into the transaction.
+    /// Counts a record the sink took into the transaction (not when its partition stopped at it
+    /// or before it).
     fn taken(&mut self, r: &S::Record<'_>, pushed: Pushed, sync_point: Option<i64>) {
         let p = r.partition();
+        if self.stopped(p) {
+            return;
+        }
         let payload_bytes = r.payload().map_or(0, <[u8]>::len);
         self.unstaged |= pushed == Pushed::Ready;
         self.txn
@@ -543,6 +637,7 @@ impl<S: Source, K: Sink> Coordinator<S, K> {
     async fn stage(&mut self) -> Result<(), IngesterError> {
         self.unstaged = false;
         let staged = self.sink.stage(self.txn.batch_mut(), false).await;
+        self.met_bad_records();
         let bytes = self.sink.buffered_bytes(self.txn.batch());
         self.txn.set_bytes(bytes);
         if let Err(e) = staged {
@@ -558,7 +653,17 @@ impl<S: Source, K: Sink> Coordinator<S, K> {
         if self.txn.is_empty() {
             return Ok(());
         }
+        // Everything decoded first: a bad record met now still ends its partition's range.
+        let staged = self.sink.stage(self.txn.batch_mut(), true).await;
+        self.met_bad_records();
+        if let Err(e) = staged {
+            return self.stage_failed(e).await;
+        }
+        if self.txn.is_empty() {
+            return Ok(());
+        }
         let txn = std::mem::replace(&mut self.txn, Transaction::new(self.sink.batch()));
+        let skipped = txn.skipped();
         let ranges = txn.ranges();
         let rewinds = rewinds(&txn);
         let newest_ms = txn.newest_ms();
@@ -594,7 +699,16 @@ impl<S: Source, K: Sink> Coordinator<S, K> {
                     }
                 });
                 self.metrics.commits.inc();
-                self.metrics.rows_committed.inc_by(rows);
+                self.metrics
+                    .rows_committed
+                    .inc_by(rows.saturating_sub(skipped));
+                if skipped > 0 {
+                    self.metrics
+                        .bad_records
+                        .with_label_values(&[Action::Skipped.as_str()])
+                        .inc_by(skipped);
+                    self.health.update(|r| r.skipped_records += skipped);
+                }
                 self.metrics.batch_rows.observe(rows as f64);
                 self.metrics.batch_bytes.observe(bytes as f64);
                 let mut offsets = Vec::with_capacity(ranges.len());
@@ -658,6 +772,13 @@ impl<S: Source, K: Sink> Coordinator<S, K> {
         }
         let failures = self.commit_failures;
         self.health.update(|r| r.commit_failures = failures);
+        if self.exit_after > 0 && failures >= self.exit_after {
+            tracing::error!(
+                failures,
+                "table commits failed {failures} times in a row (spec.errors.commitFailures.exitAfter); giving up"
+            );
+            return Err(e);
+        }
         self.back_off();
         Ok(())
     }
@@ -682,6 +803,9 @@ impl<S: Source, K: Sink> Coordinator<S, K> {
             let Some(state) = self.partitions.get_mut(&p) else {
                 continue; // revoked meanwhile
             };
+            // A partition stopped after these records reads them again, to stop again at the
+            // bad one.
+            let was_stopped = matches!(state.phase, Phase::Stopped { .. });
             let sync_point = points.get(&p).copied();
             // Without a sync point in the table, go back to the first record that was dropped:
             // the consumer's position is past it.
@@ -693,6 +817,13 @@ impl<S: Source, K: Sink> Coordinator<S, K> {
             };
             if let Some(offset) = target {
                 self.seek(p, offset).await;
+            }
+            if was_stopped {
+                self.health
+                    .update(|r| r.stopped.retain(|s| s.partition != p));
+                if self.retry_at.is_none() {
+                    self.source.resume(&[p]);
+                }
             }
         }
         self.report_sync_points();

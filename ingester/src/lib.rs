@@ -24,6 +24,7 @@
 //! - [`metrics`], [`http`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`load`]: the configuration, from the operator's ConfigMap or a KafkaTable manifest.
 
+pub mod bad;
 pub mod bench;
 pub mod commit;
 pub mod coordinator;

@@ -240,6 +240,7 @@ impl Ingest<'_> {
             health,
         )
         .with_faults(faults)
+        .with_exit_after(config.errors.commit_failures_exit)
         .run(shutdown)
         .await
     }

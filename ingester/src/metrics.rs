@@ -1,7 +1,9 @@
 //! Prometheus metrics of one ingester. Labels come from a closed set (partition numbers), never
 //! from user data or error text.
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 /// Every metric the ingester exports, registered in `registry`.
 #[derive(Clone)]
@@ -15,6 +17,9 @@ pub struct Metrics {
     pub records_already_committed: IntCounter,
     /// Records that could not be decoded.
     pub decode_errors: IntCounter,
+    /// Bad records by what became of them: skipped (counted once the commit past them lands),
+    /// stopped (their partition stopped at them).
+    pub bad_records: IntCounterVec,
     /// Rows per table commit.
     pub batch_rows: Histogram,
     /// Arrow bytes per table commit.
@@ -85,7 +90,21 @@ impl Metrics {
                 "records_already_committed_total",
                 "Records skipped because the table already holds them",
             )?,
-            decode_errors: counter("decode_errors_total", "Records that could not be decoded")?,
+            decode_errors: counter(
+                "decode_errors_total",
+                "Bad records met (one read again after a rewind counts again)",
+            )?,
+            bad_records: {
+                let c = IntCounterVec::new(
+                    Opts::new(
+                        "bad_records_total",
+                        "Bad records by what became of them: skipped (once the commit past them landed), stopped (their partition stopped at them)",
+                    ),
+                    &["action"],
+                )?;
+                registry.register(Box::new(c.clone()))?;
+                c
+            },
             batch_rows: histogram(
                 "batch_rows",
                 "Rows per table commit",

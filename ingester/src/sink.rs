@@ -11,12 +11,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{AsArray, RecordBatch};
+use arrow::array::RecordBatch;
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use kafkatable_crds::IngesterConfig;
 use kafkatable_crds::config::TableConfig;
 use kafkatable_crds::spec::SchemaEvolution;
 
+use crate::bad::{self, Action, Arrival, BadRecord};
 use crate::commit::{CommitOutcome, Committer, Staged, SyncPoints};
 use crate::coordinator::{Pushed, Sink};
 use crate::decode::{self, Decoder, KeyContext, Pending, Refusal};
@@ -40,6 +41,9 @@ pub struct TableSink<D: Decoder> {
     metrics: Metrics,
     /// What the partitions' decoders share (they live in the batch).
     context: D::Context,
+    /// What a bad record's partition does (`errors.policy`), and the checks before decoding.
+    action: Action,
+    arrival: Arrival,
 }
 
 /// What the next commit holds on the table side: per partition, records not decoded yet and
@@ -47,12 +51,17 @@ pub struct TableSink<D: Decoder> {
 pub struct Batch<D> {
     partitions: BTreeMap<i32, Buffer<D>>,
     staged: Staged,
+    /// Bad records met since the coordinator last asked ([`Sink::bad_records`]).
+    bad: Vec<BadRecord>,
 }
 
 struct Buffer<D> {
     pending: Pending<D>,
     /// Decoded chunks not yet handed to the table's writer.
     chunks: Vec<RecordBatch>,
+    /// The pending records failed to decode once already: if they fail again, each is decoded
+    /// alone to find every bad one.
+    failed_once: bool,
 }
 
 impl<D: Decoder> TableSink<D> {
@@ -99,6 +108,8 @@ impl<D: Decoder> TableSink<D> {
             committer,
             metrics,
             context,
+            action: Action::of(config.errors.policy),
+            arrival: Arrival::new(config),
         })
     }
 
@@ -131,7 +142,7 @@ impl<D: Decoder> TableSink<D> {
     }
 
     /// A record the partition's decoder refused. Records with new fields widen the schema
-    /// (with `schemaEvolution: addColumns`); anything else stops the ingester.
+    /// (with `schemaEvolution: addColumns`); anything else is a bad record.
     fn on_refused<R: SourceRecord>(
         &mut self,
         batch: &mut Batch<D>,
@@ -141,11 +152,19 @@ impl<D: Decoder> TableSink<D> {
         let p = r.partition();
         let error = refused.into_error(&self.topic, p);
         if !self.evolves(&error) {
-            return Err(self.decode_failed(error));
+            self.bad(batch, p, error);
+            return Ok(());
         }
         // Close the chunk so far, which moves the partition to the newest schema, and try again;
         // when that lacks the fields too, the record waits for the chunk path, which widens it.
         self.decode_partition(batch, p)?;
+        if batch
+            .bad
+            .iter()
+            .any(|b| b.partition == p && b.action == Action::Stopped)
+        {
+            return Ok(()); // the partition stopped at a record before this one
+        }
         let Some(buffer) = batch.partitions.get_mut(&p) else {
             return Ok(());
         };
@@ -154,58 +173,197 @@ impl<D: Decoder> TableSink<D> {
             buffer.pending.use_schema(None);
             if let Err(refused) = push(&mut buffer.pending) {
                 let error = refused.into_error(&self.topic, p);
-                return Err(self.decode_failed(error));
+                self.bad(batch, p, error);
             }
         }
         Ok(())
     }
 
-    /// Decodes a partition's pending records into an Arrow chunk; from then on its records
-    /// are decoded against the newest schema (see [`Pending::finish`]).
-    fn decode_partition(&mut self, batch: &mut Batch<D>, p: i32) -> Result<(), IngesterError> {
-        let Some(buffer) = batch.partitions.get_mut(&p) else {
-            return Ok(());
-        };
-        if buffer.pending.is_empty() {
-            buffer.pending.use_schema(self.value_schema.as_ref());
-            return Ok(());
-        }
-        let (schema, inferred) = match &self.value_schema {
-            Some(s) => (s.clone(), false),
-            None => {
-                let inferred = Arc::new(buffer.pending.infer(&self.topic, p)?);
-                tracing::info!(schema = %inferred, "inferred the table schema from the first records");
-                self.value_schema = Some(inferred.clone());
-                (inferred, true)
+    /// A bad record of partition `p`: skipped, or the partition stops at it (its pending
+    /// records from it on are dropped), as `errors.policy` says; the coordinator hears of it
+    /// through [`Sink::bad_records`].
+    fn bad(&mut self, batch: &mut Batch<D>, p: i32, error: DecodeError) {
+        let offset = bad::located(&error).map_or(-1, |(_, offset)| offset);
+        self.metrics.decode_errors.inc();
+        match self.action {
+            Action::Skipped => {
+                tracing::warn!(error = %error, "bad record skipped (errors.policy: skip)");
             }
+            Action::Stopped => {
+                tracing::error!(error = %error, "bad record: its partition stops here (errors.policy: fail); nothing at or after it is committed, the other partitions go on");
+                self.cut(batch, p, offset);
+            }
+        }
+        batch.bad.push(BadRecord {
+            partition: p,
+            offset,
+            error,
+            action: self.action,
+        });
+    }
+
+    /// Drops the pending records of partition `p` at and after `offset` (its partition stopped
+    /// there).
+    fn cut(&self, batch: &mut Batch<D>, p: i32, offset: i64) {
+        let Some(buffer) = batch.partitions.get_mut(&p) else {
+            return;
         };
-        let topic = &self.topic;
-        let metadata = self.table.metadata_columns;
-        let key = self.key_field.as_ref();
-        let decoded = match buffer.pending.finish(&schema, key, topic, p, metadata) {
-            Ok(decoded) => decoded,
-            Err(e) if self.evolves(&e) => {
-                let inferred = buffer.pending.infer(topic, p)?;
-                let table = self.committer.table_schema();
-                let widened = Arc::new(schema::widen(&schema, &inferred, table.as_deref()));
-                tracing::info!(schema = %widened, "records carry new fields: adding them as nullable columns");
-                self.value_schema = Some(widened.clone());
-                match buffer.pending.finish(&widened, key, topic, p, metadata) {
-                    Ok(decoded) => decoded,
-                    Err(e) => return Err(self.decode_failed(e)),
+        let offsets = buffer.pending.offsets();
+        if offsets.last().is_none_or(|last| *last < offset) {
+            return;
+        }
+        let schema = buffer.pending.schema().cloned();
+        let (again, _) = buffer
+            .pending
+            .without(&self.context, schema.as_ref(), |i| offsets[i] >= offset);
+        // Records before the bad one were taken on their way in: they are taken again.
+        buffer.pending = again;
+    }
+
+    /// After the pending records of `p` failed to decode into a chunk against `schema` with
+    /// `error`: finds the bad records among them (the one the error names; when that was tried
+    /// before, each record decoded alone), hands them to [`TableSink::bad`], and leaves the
+    /// others pending. Without a schema (inferring one) only the named record is taken out. An
+    /// error no record makes by itself stops the ingester.
+    fn isolate(
+        &mut self,
+        batch: &mut Batch<D>,
+        p: i32,
+        error: DecodeError,
+        schema: Option<&SchemaRef>,
+    ) -> Result<(), IngesterError> {
+        let Some(buffer) = batch.partitions.get_mut(&p) else {
+            return Err(self.decode_failed(error));
+        };
+        let offsets = buffer.pending.offsets().to_vec();
+        let named =
+            bad::located(&error).and_then(|(_, offset)| offsets.iter().position(|o| *o == offset));
+        let mut found: Vec<(usize, DecodeError)> = Vec::new();
+        match (named, schema) {
+            (Some(index), None) => found.push((index, error)),
+            (Some(index), Some(_)) if !buffer.failed_once => found.push((index, error)),
+            (_, None) => return Err(self.decode_failed(error)),
+            (_, Some(schema)) => {
+                let (topic, key) = (&self.topic, self.key_field.as_ref());
+                let metadata = self.table.metadata_columns;
+                for index in 0..offsets.len() {
+                    // The record alone, against the schema its chunk failed with.
+                    let (mut one, refused) =
+                        buffer
+                            .pending
+                            .without(&self.context, Some(schema), |i| i != index);
+                    let alone = match refused.into_iter().next() {
+                        Some(r) => Err(r.into_error(topic, p)),
+                        None => one.finish(schema, key, topic, p, metadata).map(|_| ()),
+                    };
+                    if let Err(e) = alone {
+                        found.push((index, e));
+                        if self.action == Action::Stopped {
+                            break; // the first is where the partition stops
+                        }
+                    }
+                }
+                if found.is_empty() {
+                    return Err(self.decode_failed(error));
                 }
             }
-            Err(e) => return Err(self.decode_failed(e)),
-        };
-        if self.key_field.is_none()
-            && let Ok(field) = decoded.schema().field_with_name(decode::KEY_COLUMN)
-        {
-            self.key_field = Some(field.clone());
         }
-        let tombstones = buffer.pending.take_tombstones();
-        let rows = self.rows(decoded, &tombstones, p)?;
-        if let Some(buffer) = batch.partitions.get_mut(&p) {
-            buffer.chunks.push(rows);
+        buffer.failed_once = true;
+        let drop: Vec<usize> = found.iter().map(|(i, _)| *i).collect();
+        let on_arrival = buffer.pending.schema().cloned();
+        let (again, refused) = buffer
+            .pending
+            .without(&self.context, on_arrival.as_ref(), |i| drop.contains(&i));
+        buffer.pending = again;
+        let refused = refused
+            .into_iter()
+            .map(|r| r.into_error(&self.topic, p))
+            .collect::<Vec<_>>();
+        for (_, e) in found {
+            self.bad(batch, p, e);
+        }
+        for e in refused {
+            self.bad(batch, p, e);
+        }
+        Ok(())
+    }
+
+    /// Decodes a partition's pending records into an Arrow chunk; from then on its records
+    /// are decoded against the newest schema (see [`Pending::finish`]). Bad records among them
+    /// are left out (or the partition stops at the first), as the policy says.
+    fn decode_partition(&mut self, batch: &mut Batch<D>, p: i32) -> Result<(), IngesterError> {
+        let mut inferred = false;
+        loop {
+            let Some(buffer) = batch.partitions.get_mut(&p) else {
+                return Ok(());
+            };
+            if buffer.pending.is_empty() {
+                buffer.pending.use_schema(self.value_schema.as_ref());
+                buffer.failed_once = false;
+                break;
+            }
+            let schema = match &self.value_schema {
+                Some(s) => s.clone(),
+                None => match buffer.pending.infer(&self.topic, p) {
+                    Ok(schema) => {
+                        let schema = Arc::new(schema);
+                        tracing::info!(schema = %schema, "inferred the table schema from the first records");
+                        self.value_schema = Some(schema.clone());
+                        inferred = true;
+                        schema
+                    }
+                    // A record that is not one value, met while inferring.
+                    Err(e) => {
+                        self.isolate(batch, p, e, None)?;
+                        continue;
+                    }
+                },
+            };
+            let topic = &self.topic;
+            let metadata = self.table.metadata_columns;
+            let key = self.key_field.as_ref();
+            let offsets = buffer.pending.offsets().to_vec();
+            let decoded = match buffer.pending.finish(&schema, key, topic, p, metadata) {
+                Ok(decoded) => decoded,
+                Err(e) if self.evolves(&e) => {
+                    let inferred = buffer.pending.infer(topic, p)?;
+                    let table = self.committer.table_schema();
+                    let widened = Arc::new(schema::widen(&schema, &inferred, table.as_deref()));
+                    tracing::info!(schema = %widened, "records carry new fields: adding them as nullable columns");
+                    self.value_schema = Some(widened.clone());
+                    match buffer.pending.finish(&widened, key, topic, p, metadata) {
+                        Ok(decoded) => decoded,
+                        Err(e) => {
+                            self.isolate(batch, p, e, Some(&widened))?;
+                            continue;
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.isolate(batch, p, e, Some(&schema))?;
+                    continue;
+                }
+            };
+            if let Some(buffer) = batch.partitions.get_mut(&p) {
+                buffer.failed_once = false;
+            }
+            if self.key_field.is_none()
+                && let Ok(field) = decoded.schema().field_with_name(decode::KEY_COLUMN)
+            {
+                self.key_field = Some(field.clone());
+            }
+            let tombstones = batch
+                .partitions
+                .get_mut(&p)
+                .map(|b| b.pending.take_tombstones())
+                .unwrap_or_default();
+            drop(tombstones); // kept apart for upsert's deletes, which are not implemented yet
+            if let Some(rows) = self.rows(batch, decoded, offsets, p)?
+                && let Some(buffer) = batch.partitions.get_mut(&p)
+            {
+                buffer.chunks.push(rows);
+            }
+            break;
         }
         if inferred {
             // With the schema known, the other partitions decode as records arrive too.
@@ -222,53 +380,62 @@ impl<D: Decoder> TableSink<D> {
         Ok(())
     }
 
-    /// The rows step: a decoded chunk with the partition columns added. A tombstone (at
-    /// `tombstones`) stays what it is: in append mode a row with its key (in `_kafka_key`)
-    /// and null values; without metadata columns that would be a row of nulls that nothing
-    /// marks as a delete, so it is refused.
+    /// The rows step: a decoded chunk (of the records at `offsets`) with the partition columns
+    /// added. A row whose event time cannot be read is a bad record: left out, or the chunk
+    /// ends before it when its partition stops (None: nothing is left).
     fn rows(
-        &self,
-        decoded: RecordBatch,
-        tombstones: &[i64],
+        &mut self,
+        batch: &mut Batch<D>,
+        mut decoded: RecordBatch,
+        mut offsets: Vec<i64>,
         p: i32,
-    ) -> Result<RecordBatch, IngesterError> {
-        if let (Some(&offset), false) = (tombstones.first(), self.table.metadata_columns) {
-            return Err(self.decode_failed(DecodeError::Record {
+    ) -> Result<Option<RecordBatch>, IngesterError> {
+        loop {
+            if decoded.num_rows() == 0 {
+                return Ok(None);
+            }
+            // Cloning a batch clones Arcs; the original is what a bad row is taken out of.
+            let bad = match crate::partition::add_columns(decoded.clone(), &self.table) {
+                Ok(rows) => return Ok(Some(rows)),
+                Err(bad) => bad,
+            };
+            let Some(row) = bad.row.filter(|row| *row < offsets.len()) else {
+                return Err(self.decode_failed(DecodeError::Column {
+                    column: "the event time".into(),
+                    reason: bad.reason,
+                }));
+            };
+            let error = DecodeError::Record {
                 topic: self.topic.clone(),
                 partition: p,
-                offset,
-                reason: "a tombstone (a record without a value) is kept as a row with its key \
-                         and null values, and without spec.table.metadataColumns it would be a \
-                         row of nulls that nothing marks as a delete"
-                    .into(),
-            }));
-        }
-        // Cloning a batch clones Arcs; the original names the record when the event time is bad.
-        match crate::partition::add_columns(decoded.clone(), &self.table) {
-            Ok(rows) => Ok(rows),
-            Err(bad) => {
-                let offset = bad
-                    .row
-                    .and_then(|row| {
-                        let offsets = decoded.column_by_name(decode::OFFSET_COLUMN)?;
-                        offsets
-                            .as_primitive_opt::<arrow::datatypes::Int64Type>()
-                            .map(|o| o.value(row))
-                    })
-                    .unwrap_or(-1);
-                Err(self.decode_failed(DecodeError::Record {
-                    topic: self.topic.clone(),
-                    partition: p,
-                    offset,
-                    reason: bad.reason,
-                }))
-            }
+                offset: offsets[row],
+                reason: bad.reason,
+            };
+            self.bad(batch, p, error);
+            decoded = match self.action {
+                Action::Stopped => {
+                    offsets.truncate(row);
+                    decoded.slice(0, row)
+                }
+                Action::Skipped => {
+                    offsets.remove(row);
+                    let keep: arrow::array::BooleanArray =
+                        (0..decoded.num_rows()).map(|i| Some(i != row)).collect();
+                    arrow::compute::filter_record_batch(&decoded, &keep).map_err(|e| {
+                        self.decode_failed(DecodeError::Column {
+                            column: "the event time".into(),
+                            reason: e.to_string(),
+                        })
+                    })?
+                }
+            };
         }
     }
 
+    /// A failure to decode that no single record explains: it stops the ingester.
     fn decode_failed(&self, e: DecodeError) -> IngesterError {
         self.metrics.decode_errors.inc();
-        tracing::error!(error = %e, "cannot decode a record; stopping (errors.policy: fail), nothing at or after it is committed");
+        tracing::error!(error = %e, "cannot decode the records, and no one record is to blame; stopping");
         IngesterError::Decode(e)
     }
 }
@@ -280,6 +447,7 @@ impl<D: Decoder> Sink for TableSink<D> {
         Batch {
             partitions: BTreeMap::new(),
             staged: self.committer.staged(),
+            bad: Vec::new(),
         }
     }
 
@@ -289,6 +457,10 @@ impl<D: Decoder> Sink for TableSink<D> {
         r: &R,
     ) -> Result<Pushed, IngesterError> {
         let p = r.partition();
+        if let Err(e) = self.arrival.check(&self.topic, r) {
+            self.bad(batch, p, e);
+            return Ok(Pushed::Buffered);
+        }
         let schema = self.value_schema.as_ref();
         let context = &self.context;
         let headers = self.table.headers_column;
@@ -298,6 +470,7 @@ impl<D: Decoder> Sink for TableSink<D> {
                 .with_keys(keys)
                 .with_headers(headers),
             chunks: Vec::new(),
+            failed_once: false,
         });
         let pushed = buffer.pending.push_record(r);
         let full = buffer.pending.is_full();
@@ -329,7 +502,8 @@ impl<D: Decoder> Sink for TableSink<D> {
                 .await;
             if let Err(refused) = looked_up {
                 let error = refused.into_error(&self.topic, p);
-                return Err(self.decode_failed(error));
+                self.bad(batch, p, error);
+                return Ok(Pushed::Buffered);
             }
         }
         match self.push(batch, r)? {
@@ -339,7 +513,8 @@ impl<D: Decoder> Sink for TableSink<D> {
                     reason: Refusal::NeedsLookup,
                 }
                 .into_error(&self.topic, p);
-                Err(self.decode_failed(error))
+                self.bad(batch, p, error);
+                Ok(Pushed::Buffered)
             }
             pushed => Ok(pushed),
         }
@@ -400,6 +575,10 @@ impl<D: Decoder> Sink for TableSink<D> {
 
     async fn discard(&mut self, batch: Batch<D>) {
         self.committer.discard(batch.staged).await;
+    }
+
+    fn bad_records(&mut self, batch: &mut Batch<D>) -> Vec<BadRecord> {
+        std::mem::take(&mut batch.bad)
     }
 }
 

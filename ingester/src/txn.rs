@@ -33,6 +33,8 @@ pub struct Transaction<B> {
     bytes: u64,
     /// The Kafka timestamp of the newest record (ms since the epoch).
     newest_ms: Option<i64>,
+    /// Bad records skipped among the records (counted once the commit lands).
+    skipped: u64,
 }
 
 impl<B> Transaction<B> {
@@ -43,6 +45,7 @@ impl<B> Transaction<B> {
             records: 0,
             bytes: 0,
             newest_ms: None,
+            skipped: 0,
         }
     }
 
@@ -114,6 +117,30 @@ impl<B> Transaction<B> {
         self.newest_ms
     }
 
+    /// Counts a bad record skipped among the records.
+    pub fn skip(&mut self) {
+        self.skipped += 1;
+    }
+
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+
+    /// Ends the range of `partition` before `offset` (where the partition stopped): the commit
+    /// carries `offset` as its next offset, or nothing of the partition when no record of it
+    /// comes before. Returns whether the range is still there.
+    pub fn truncate(&mut self, partition: i32, offset: i64) -> bool {
+        let Some(range) = self.ranges.get_mut(&partition) else {
+            return false;
+        };
+        if range.first >= offset {
+            self.ranges.remove(&partition);
+            return false;
+        }
+        range.next = range.next.min(offset);
+        true
+    }
+
     /// The offsets the commit carries, one range per partition.
     pub fn ranges(&self) -> Vec<PartitionRange> {
         self.ranges
@@ -158,5 +185,19 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn a_stopped_partition_ends_its_range_before_the_bad_record() {
+        let mut txn = Transaction::new(());
+        for offset in 10..20 {
+            txn.add(0, Some(10), offset, 1, None);
+        }
+        txn.add(1, Some(5), 5, 1, None);
+        assert!(txn.truncate(0, 14), "records 10 to 13 stay");
+        assert_eq!(txn.ranges()[0].next, 14);
+        assert!(!txn.truncate(1, 5), "no record of partition 1 before 5");
+        assert!(!txn.holds(1));
+        assert!(!txn.truncate(2, 0), "no range");
     }
 }

@@ -443,6 +443,8 @@ async fn apply(kt: &KafkaTable, ctx: &Context) -> Result<Action, OperatorError> 
         suspended: kt.spec.suspend,
         desired: replicas,
         commit_interval_ms,
+        topic_name: kt.spec.source.topic.clone(),
+        commit_failures_degraded: kt.spec.errors.commit_failures.degraded_after.max(1) as u32,
         catch_up_lag: kt
             .spec
             .scaling

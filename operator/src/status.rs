@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kafkatable_crds::report::IngesterReport;
-use kafkatable_crds::status::{KafkaTableStatus, Lag, PartitionLag, SyncPoint, condition};
+use kafkatable_crds::status::{
+    BadRecord, BadRecords, KafkaTableStatus, Lag, PartitionLag, SyncPoint, condition,
+};
 
 /// Offsets of one partition of the source topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +34,10 @@ pub struct Observation {
     pub suspended: bool,
     pub desired: i32,
     pub commit_interval_ms: i64,
+    /// The source topic, to name in messages about its records.
+    pub topic_name: String,
+    /// Failed commits in a row before the table is Degraded (`errors.commitFailures.degradedAfter`).
+    pub commit_failures_degraded: u32,
     /// Lag above which the table is catching up (`Reconciling`): more than the autoscaler's
     /// target per replica for the replicas wanted. A lag at or below it is a healthy table's.
     pub catch_up_lag: i64,
@@ -101,6 +107,8 @@ impl Default for Observation {
             suspended: false,
             desired: 0,
             commit_interval_ms: 60_000,
+            topic_name: String::new(),
+            commit_failures_degraded: 1,
             catch_up_lag: 0,
             invalid_spec: None,
             apply_failed: None,
@@ -116,6 +124,46 @@ impl Default for Observation {
             now: Time(jiff::Timestamp::UNIX_EPOCH),
         }
     }
+}
+
+/// The bad records the reports tell of: skipped and dead-lettered counts of the running pods,
+/// the partitions stopped now, and the newest bad record (kept when its pod is gone).
+fn bad_records(previous: Option<&BadRecords>, reports: &[IngesterReport]) -> Option<BadRecords> {
+    let record = |b: &kafkatable_crds::report::BadRecordReport| BadRecord {
+        partition: b.partition,
+        offset: b.offset,
+        reason: b.reason.clone(),
+        time: millis_time(b.at_ms),
+    };
+    let mut stopped: Vec<BadRecord> = reports
+        .iter()
+        .flat_map(|r| r.stopped.iter().map(record))
+        .collect();
+    stopped.sort_by_key(|b| b.partition);
+    stopped.dedup_by_key(|b| b.partition);
+    let newest = reports
+        .iter()
+        .filter_map(|r| r.last_bad_record.as_ref())
+        .max_by_key(|b| b.at_ms)
+        .map(record);
+    let last = match (newest, previous.and_then(|p| p.last.clone())) {
+        (Some(n), Some(p)) if p.time.as_ref().map(|t| t.0) > n.time.as_ref().map(|t| t.0) => {
+            Some(p)
+        }
+        (Some(n), _) => Some(n),
+        (None, p) => p,
+    };
+    let skipped: u64 = reports.iter().map(|r| r.skipped_records).sum();
+    let dead_lettered: u64 = reports.iter().map(|r| r.dead_lettered_records).sum();
+    if last.is_none() && stopped.is_empty() && skipped == 0 && dead_lettered == 0 {
+        return None;
+    }
+    Some(BadRecords {
+        skipped: i64::try_from(skipped).unwrap_or(i64::MAX),
+        dead_lettered: i64::try_from(dead_lettered).unwrap_or(i64::MAX),
+        stopped,
+        last,
+    })
 }
 
 /// Merges sync points: a pod reports the partitions it holds as the table has them (read at
@@ -253,6 +301,7 @@ pub fn compute(previous: &KafkaTableStatus, o: &Observation) -> KafkaTableStatus
             .or(previous.freshness_seconds),
         last_scale_time: previous.last_scale_time.clone(),
         last_scale_reason: previous.last_scale_reason.clone(),
+        bad_records: bad_records(previous.bad_records.as_ref(), &o.reports),
     };
     if let Some((at, reason)) = &o.scale {
         status.last_scale_time = Some(at.clone());
@@ -320,14 +369,39 @@ pub fn compute(previous: &KafkaTableStatus, o: &Observation) -> KafkaTableStatus
             .map(|r| r.commit_failures)
             .max()
             .unwrap_or(0);
-        if failing > 0 {
+        if failing >= o.commit_failures_degraded.max(1) {
             Some((
                 "CommitFailing",
                 format!("{failing} table commits failed in a row: {e}"),
             ))
+        } else if failing > 0 {
+            None // within spec.errors.commitFailures.degradedAfter: retried
         } else {
             Some(("TableUnreachable", e))
         }
+    } else if let Some(stopped) = status
+        .bad_records
+        .as_ref()
+        .filter(|b| !b.stopped.is_empty())
+    {
+        let each: Vec<String> = stopped
+            .stopped
+            .iter()
+            .map(|b| {
+                format!(
+                    "topic {} partition {} offset {}: {}",
+                    o.topic_name, b.partition, b.offset, b.reason
+                )
+            })
+            .collect();
+        Some((
+            "PartitionStopped",
+            format!(
+                "{} partition(s) stopped at a bad record (errors.policy fail; the other partitions go on, and a stopped one resumes there after a restart or a change of the spec): {}",
+                each.len(),
+                each.join("; ")
+            ),
+        ))
     } else if let Some(m) = o.crashing.first() {
         Some(("PodsCrashLooping", m.clone()))
     } else if waiting && o.rollout.ready > 0 && since_commit_ms.is_some_and(|ms| ms > quiet_ms) {
@@ -792,6 +866,52 @@ mod tests {
         o.reports[0].commit_failures = 2;
         let s = compute(&KafkaTableStatus::default(), &o);
         assert_eq!(condition(&s, "Degraded").reason, "CommitFailing");
+        // Within the budget of spec.errors.commitFailures.degradedAfter: retried quietly.
+        o.commit_failures_degraded = 3;
+        let s = compute(&KafkaTableStatus::default(), &o);
+        assert_eq!(condition(&s, "Degraded").status, "False");
+        o.reports[0].commit_failures = 3;
+        let s = compute(&KafkaTableStatus::default(), &o);
+        assert_eq!(condition(&s, "Degraded").reason, "CommitFailing");
+    }
+
+    #[test]
+    fn a_stopped_partition_is_degraded_naming_its_record_and_bad_records_are_counted() {
+        use kafkatable_crds::report::BadRecordReport;
+        let mut o = healthy(2);
+        o.topic_name = "orders".into();
+        o.reports.push(IngesterReport::default());
+        let bad = BadRecordReport {
+            partition: 2,
+            offset: 41,
+            reason: "topic orders partition 2 offset 41: not JSON".into(),
+            at_ms: 1_700_000_000_000,
+        };
+        o.reports[0].stopped = vec![bad.clone()];
+        o.reports[0].last_bad_record = Some(bad.clone());
+        o.reports[0].skipped_records = 2;
+        o.reports[1].skipped_records = 3;
+        let s = compute(&KafkaTableStatus::default(), &o);
+        let d = condition(&s, "Degraded");
+        assert_eq!(d.reason, "PartitionStopped");
+        assert!(
+            d.message.contains("topic orders partition 2 offset 41")
+                && d.message.contains("not JSON"),
+            "{}",
+            d.message
+        );
+        let records = s.bad_records.clone().expect("bad records");
+        assert_eq!((records.skipped, records.stopped.len()), (5, 1));
+        assert_eq!(records.last.as_ref().map(|b| b.offset), Some(41));
+
+        // Resumed (a new policy): no longer degraded, and the last bad record stays known.
+        o.reports[0].stopped.clear();
+        o.reports[0].last_bad_record = None;
+        let s = compute(&s, &o);
+        assert_eq!(condition(&s, "Degraded").status, "False");
+        let records = s.bad_records.expect("bad records");
+        assert!(records.stopped.is_empty());
+        assert_eq!(records.last.map(|b| b.offset), Some(41));
     }
 
     #[test]

@@ -233,6 +233,8 @@ struct MemSink {
     /// What a record `?<name>` needs looked up before it can be pushed (a registry's schema,
     /// say): the names looked up so far, and how often each.
     looked_up: Arc<Mutex<BTreeMap<String, u32>>>,
+    /// What becomes of a bad record (a payload `!...`).
+    action: Action,
 }
 
 /// The name a record `?<name>` needs looked up.
@@ -247,6 +249,7 @@ struct MemBatch {
     /// Fields the batch's records add to the table (committed when staged, before the data,
     /// as Delta's schema change is).
     new_fields: BTreeSet<String>,
+    bad: Vec<BadRecord>,
 }
 
 impl Sink for MemSink {
@@ -264,6 +267,20 @@ impl Sink for MemSink {
         let payload = record.payload().unwrap_or_default().to_vec();
         if lookup_name(&payload).is_some_and(|name| !lock(&self.looked_up).contains_key(&name)) {
             return Ok(Pushed::NeedsLookup);
+        }
+        if payload.starts_with(b"!") {
+            batch.bad.push(BadRecord {
+                partition: record.partition(),
+                offset: record.offset(),
+                error: crate::error::DecodeError::Record {
+                    topic: "mem".into(),
+                    partition: record.partition(),
+                    offset: record.offset(),
+                    reason: "a bad record".into(),
+                },
+                action: self.action,
+            });
+            return Ok(Pushed::Buffered);
         }
         if let Some(field) = payload.strip_prefix(b"+") {
             batch
@@ -353,6 +370,10 @@ impl Sink for MemSink {
     }
 
     async fn discard(&mut self, _batch: MemBatch) {}
+
+    fn bad_records(&mut self, batch: &mut MemBatch) -> Vec<BadRecord> {
+        std::mem::take(&mut batch.bad)
+    }
 }
 
 struct Harness {
@@ -383,6 +404,16 @@ impl Harness {
 
     /// A member with commits of at most `max_records` records (and at least every second).
     fn member(&self, max_records: u64) -> (MemSource, Coordinator<MemSource, MemSink>) {
+        self.member_with(max_records, Action::Stopped, Arc::default())
+    }
+
+    /// A member whose bad records meet `action`, reporting into `health`.
+    fn member_with(
+        &self,
+        max_records: u64,
+        action: Action,
+        health: Arc<Health>,
+    ) -> (MemSource, Coordinator<MemSource, MemSink>) {
         let (source, events) = MemSource::new(&self.topic);
         let commit = CommitConfig {
             interval_ms: 1000,
@@ -393,6 +424,7 @@ impl Harness {
         let sink = MemSink {
             table: self.table.clone(),
             looked_up: self.looked_up.clone(),
+            action,
         };
         let coordinator = Coordinator::new(
             source.clone(),
@@ -401,7 +433,7 @@ impl Harness {
             StartPosition::Earliest,
             commit,
             Metrics::new().expect("metrics"),
-            Arc::default(),
+            health,
         );
         (source, coordinator)
     }
@@ -720,4 +752,140 @@ async fn a_record_that_needs_a_lookup_waits_for_it_in_line() {
         .map(|(n, c)| (n.to_string(), c))
         .collect();
     assert_eq!(looked_up, expected, "each name is looked up once");
+}
+
+/// The offsets of `partition` in the table, in order.
+fn offsets_of(table: &Table, partition: i32) -> Vec<i64> {
+    let mut offsets: Vec<i64> = table
+        .rows
+        .iter()
+        .filter(|r| r.0 == partition)
+        .map(|r| r.1)
+        .collect();
+    offsets.sort_unstable();
+    offsets
+}
+
+/// A bad record with `errors.policy: fail` used to end the process, and the good records
+/// buffered for every partition waited behind it. Now only its partition stops: the records
+/// before it are committed, nothing at or after it, the other partitions keep flowing, the
+/// report names it, and a restart stops there again, until a policy that skips it passes it.
+#[tokio::test(start_paused = true)]
+async fn a_bad_record_stops_only_its_partition_until_a_policy_passes_it() {
+    let h = Harness::new(3, 20);
+    h.produce(1, &["!bad", "after-1", "after-2"]);
+    let health = Arc::new(Health::default());
+    let (a, coordinator) = h.member_with(7, Action::Stopped, health.clone());
+    a.assign(&[0, 1, 2]);
+    let (tx, task) = spawn(coordinator);
+    h.produce(0, &["more-0"]);
+    h.until(
+        "partitions 0 and 2 at their ends, 1 at its bad record",
+        Duration::from_secs(60),
+        |t| {
+            t.sync_points.get(&0) == Some(&21)
+                && t.sync_points.get(&2) == Some(&20)
+                && t.sync_points.get(&1) == Some(&20)
+        },
+    )
+    .await;
+    // Partition 2 keeps flowing after the stop.
+    h.produce(2, &["late-2"]);
+    h.until("partition 2 past the stop", Duration::from_secs(60), |t| {
+        t.sync_points.get(&2) == Some(&21)
+    })
+    .await;
+    let report = health.report();
+    assert_eq!(report.stopped.len(), 1, "{report:?}");
+    assert_eq!(
+        (report.stopped[0].partition, report.stopped[0].offset),
+        (1, 20)
+    );
+    assert!(report.stopped[0].reason.contains("offset 20"), "{report:?}");
+    assert_eq!(report.last_bad_record.as_ref().map(|b| b.offset), Some(20));
+    stop(tx, task).await;
+    {
+        let table = lock(&h.table);
+        assert_eq!(offsets_of(&table, 1), (0..20).collect::<Vec<_>>());
+        assert_eq!(
+            lock(&h.topic).group.get(&1),
+            Some(&20),
+            "the group mirrors the stop"
+        );
+    }
+
+    // A restart reads partition 1 from its sync point and stops at the bad record again.
+    let health = Arc::new(Health::default());
+    let (b, coordinator) = h.member_with(7, Action::Stopped, health.clone());
+    b.assign(&[0, 1, 2]);
+    let (tx, task) = spawn(coordinator);
+    h.until(
+        "the restarted member stops again",
+        Duration::from_secs(60),
+        |_| !health.report().stopped.is_empty(),
+    )
+    .await;
+    assert_eq!(health.report().stopped[0].offset, 20);
+    stop(tx, task).await;
+    assert_eq!(lock(&h.table).sync_points.get(&1), Some(&20));
+
+    // With the policy changed to skip, the partition goes on past it.
+    let health = Arc::new(Health::default());
+    let (c, coordinator) = h.member_with(7, Action::Skipped, health.clone());
+    c.assign(&[0, 1, 2]);
+    let (tx, task) = spawn(coordinator);
+    h.caught_up().await;
+    stop(tx, task).await;
+    let table = lock(&h.table);
+    let mut expected: Vec<i64> = (0..20).collect();
+    expected.extend([21, 22]);
+    assert_eq!(
+        offsets_of(&table, 1),
+        expected,
+        "all but the bad record, once each"
+    );
+    assert_eq!(health.report().skipped_records, 1);
+    assert!(health.report().stopped.is_empty());
+}
+
+/// Skipped records are left out and counted once the commit past them lands; a commit that
+/// fails and is read again does not count them twice.
+#[tokio::test(start_paused = true)]
+async fn skipped_records_are_counted_once_their_commit_lands() {
+    let h = Harness::new(2, 30);
+    h.produce(0, &["!a", "x", "!b"]);
+    h.produce(1, &["!c"]);
+    lock(&h.table).failing_commits = 2;
+    let health = Arc::new(Health::default());
+    let (a, coordinator) = h.member_with(100, Action::Skipped, health.clone());
+    a.assign(&[0, 1]);
+    let (tx, task) = spawn(coordinator);
+    h.caught_up().await;
+    stop(tx, task).await;
+    let table = lock(&h.table);
+    let mut expected: Vec<i64> = (0..30).collect();
+    expected.push(31);
+    assert_eq!(offsets_of(&table, 0), expected);
+    assert_eq!(offsets_of(&table, 1), (0..30).collect::<Vec<_>>());
+    assert_eq!(table.sync_points.get(&0), Some(&33));
+    assert_eq!(health.report().skipped_records, 3);
+}
+
+/// `errors.commitFailures.exitAfter`: the ingester gives up after that many failed commits in a
+/// row, and nothing of what it buffered is in the table.
+#[tokio::test(start_paused = true)]
+async fn the_ingester_gives_up_after_its_budget_of_failed_commits() {
+    let h = Harness::new(1, 30);
+    lock(&h.table).failing_commits = 10;
+    let (a, coordinator) = h.member(10);
+    a.assign(&[0]);
+    let (_tx, task) = spawn(coordinator.with_exit_after(3));
+    let result = tokio::time::timeout(Duration::from_secs(600), task)
+        .await
+        .expect("the coordinator gives up")
+        .expect("the coordinator task");
+    let e = result.expect_err("three failed commits in a row");
+    assert!(e.to_string().contains("the store is down"), "{e}");
+    assert_eq!(lock(&h.table).failing_commits, 7);
+    assert!(lock(&h.table).rows.is_empty());
 }

@@ -141,6 +141,16 @@ impl Keys {
         .map_err(|reason| Refusal::Invalid(format!("the key: {reason}")))
     }
 
+    /// The keys kept, as they came.
+    pub fn raw(&self) -> arrow::array::BinaryArray {
+        self.raw.finish_cloned()
+    }
+
+    /// An empty copy (the same format; its schemas live in the shared context).
+    pub fn emptied(&self) -> Self {
+        Self::new(&self.context)
+    }
+
     /// Empties the keys (after their chunk is made).
     pub fn clear(&mut self) {
         // BinaryBuilder::finish resets the builder.

@@ -216,6 +216,22 @@ pub fn headers_field() -> Field {
 
 type HeadersBuilder = MapBuilder<StringBuilder, BinaryBuilder>;
 
+/// Appends the headers of record `row` of `from` to `to`.
+fn copy_headers(from: &arrow::array::MapArray, row: usize, to: &mut HeadersBuilder) {
+    use arrow::array::{Array, AsArray};
+    let offsets = from.value_offsets();
+    let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
+    let names = from.keys().as_string::<i32>();
+    let values = from.values().as_binary::<i32>();
+    for entry in start..end {
+        to.keys().append_value(names.value(entry));
+        to.values()
+            .append_option(values.is_valid(entry).then(|| values.value(entry)));
+    }
+    // A map builder's append only fails on unequal key and value counts.
+    let _ = to.append(true);
+}
+
 fn headers_builder() -> HeadersBuilder {
     let names = MapFieldNames {
         entry: "entries".into(),
@@ -227,10 +243,13 @@ fn headers_builder() -> HeadersBuilder {
 }
 
 /// Records of one partition waiting to become a chunk: their values in the decoder, and their
-/// metadata.
+/// metadata. Each value is kept as it came too, so that a chunk with a bad record can be made
+/// again without it ([`Pending::without`]).
 #[derive(Default)]
 pub struct Pending<D> {
     values: D,
+    /// The values as they came, for [`Pending::without`].
+    raw: raw::Raw,
     /// Payload bytes pushed since the last chunk.
     pushed_bytes: usize,
     offsets: Vec<i64>,
@@ -251,6 +270,7 @@ impl<D: Decoder> Pending<D> {
         values.use_schema(schema);
         Self {
             values,
+            raw: raw::Raw::default(),
             pushed_bytes: 0,
             offsets: Vec::new(),
             timestamps_us: Vec::new(),
@@ -334,6 +354,7 @@ impl<D: Decoder> Pending<D> {
         let refused = |reason| Refused { offset, reason };
         self.keys.check(key).map_err(refused)?;
         self.values.push(value).map_err(refused)?;
+        self.raw.push(value);
         self.pushed_bytes += value.map_or(0, <[u8]>::len);
         if value.is_none() {
             self.tombstones.push(offset);
@@ -470,7 +491,50 @@ impl<D: Decoder> Pending<D> {
         }
     }
 
+    /// The pending records without those `drop` says (by their position among the pending
+    /// records), pushed again into a new decoder of `context` that decodes against `schema` as
+    /// they arrive, where the format can: a chunk that failed made again without its bad
+    /// records. A record refused on its way in again is dropped too, and returned with the
+    /// reason.
+    pub fn without(
+        &self,
+        context: &D::Context,
+        schema: Option<&SchemaRef>,
+        drop: impl Fn(usize) -> bool,
+    ) -> (Self, Vec<Refused>) {
+        let mut again = Self::new(context, schema);
+        again.keys = self.keys.emptied();
+        let headers = self.headers.as_ref().map(|h| h.finish_cloned());
+        if headers.is_some() {
+            again.headers = Some(headers_builder());
+        }
+        let keys = self.keys.raw();
+        let mut refused = Vec::new();
+        for (index, value) in self.raw.values().enumerate() {
+            if drop(index) {
+                continue;
+            }
+            let key = arrow::array::Array::is_valid(&keys, index).then(|| keys.value(index));
+            let offset = self.offsets[index];
+            let timestamp_ms = self.timestamps_us[index].map(|us| us / 1000);
+            if let Err(r) = again.push(value, key, offset, timestamp_ms) {
+                refused.push(r);
+                continue;
+            }
+            if let (Some(from), Some(to)) = (&headers, &mut again.headers) {
+                copy_headers(from, index, to);
+            }
+        }
+        (again, refused)
+    }
+
+    /// The offset of each pending record, in order.
+    pub fn offsets(&self) -> &[i64] {
+        &self.offsets
+    }
+
     fn clear(&mut self) {
+        self.raw.clear();
         self.pushed_bytes = 0;
         self.offsets.clear();
         self.timestamps_us.clear();

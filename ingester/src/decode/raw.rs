@@ -9,14 +9,14 @@ use super::{Bad, Decoder, Refusal};
 
 /// Payloads back to back, as they came.
 #[derive(Default)]
-struct Raw {
+pub(super) struct Raw {
     data: Vec<u8>,
     /// End of each record's payload in `data`; None for a tombstone.
     ends: Vec<Option<usize>>,
 }
 
 impl Raw {
-    fn push(&mut self, value: Option<&[u8]>) {
+    pub(super) fn push(&mut self, value: Option<&[u8]>) {
         self.ends.push(value.map(|v| {
             self.data.extend_from_slice(v);
             self.data.len()
@@ -24,7 +24,7 @@ impl Raw {
     }
 
     /// Each record's payload, None for a tombstone.
-    fn values(&self) -> impl Iterator<Item = Option<&[u8]>> {
+    pub(super) fn values(&self) -> impl Iterator<Item = Option<&[u8]>> {
         let mut start = 0;
         self.ends.iter().map(move |end| {
             end.map(|end| {
@@ -35,7 +35,7 @@ impl Raw {
         })
     }
 
-    fn clear(&mut self) {
+    pub(super) fn clear(&mut self) {
         self.data.clear();
         self.ends.clear();
     }

@@ -1,0 +1,294 @@
+//! Bad records (`spec.errors`) on a 3-partition topic with good records around each: with
+//! `policy: fail` each partition stops at its first bad record while the others keep flowing,
+//! and with `policy: skip` a restart passes them, counts them, and every good record is in the
+//! table exactly once (read back by deltalake).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kafkatable_e2e::env::TestEnv;
+use kafkatable_e2e::fixtures::{TestTopic, eventually, kafka_config, python};
+use kafkatable_e2e::ingester::{IngesterProcess, WorkDir};
+use serde_json::{Value, json};
+
+const DEADLINE: Duration = Duration::from_secs(120);
+
+/// Every row's (partition, offset, id), sorted.
+const READER: &str = r#"
+import json, sys
+from deltalake import DeltaTable
+try:
+    t = DeltaTable(sys.argv[1]).to_pyarrow_table()
+except Exception as e:
+    print(json.dumps({"rows": [], "missing": str(e)})); sys.exit(0)
+rows = sorted(zip(t["_kafka_partition"].to_pylist(), t["_kafka_offset"].to_pylist(), t["id"].to_pylist()))
+print(json.dumps({"rows": rows}))
+"#;
+
+struct Table {
+    env: TestEnv,
+    topic: TestTopic,
+    dir: WorkDir,
+    location: String,
+}
+
+impl Table {
+    async fn new(name: &str) -> anyhow::Result<Self> {
+        let env = TestEnv::load()?;
+        // Room for the 5 MB record in the topic, above the ingester's limit of 4 MiB.
+        let topic = TestTopic::create_with(
+            &env,
+            &format!("bad-{name}"),
+            3,
+            &[("max.message.bytes", "8388608")],
+        )
+        .await?;
+        let dir = WorkDir::new(&format!("kt-bad-{name}"))?;
+        let location = format!("file://{}/table", dir.display());
+        Ok(Self {
+            env,
+            topic,
+            dir,
+            location,
+        })
+    }
+
+    /// Starts an ingester with `errors.policy` `policy`.
+    fn start(&self, name: &str, policy: &str) -> anyhow::Result<IngesterProcess> {
+        let manifest = json!({
+            "apiVersion": "kafkatable.io/v1alpha1",
+            "kind": "KafkaTable",
+            "metadata": {"name": "bad", "namespace": "e2e"},
+            "spec": {
+                "source": {"brokers": self.env.kafka_bootstrap, "topic": self.topic.name},
+                "table": {
+                    "format": "delta",
+                    "location": self.location,
+                    "columns": [
+                        {"name": "id", "type": "long", "nullable": false},
+                        {"name": "name", "type": "string"},
+                    ],
+                },
+                "commit": {"interval": "1s"},
+                "errors": {"policy": policy},
+            },
+        });
+        let path: PathBuf = self.dir.join(format!("{name}.yaml"));
+        std::fs::write(&path, serde_yaml::to_string(&manifest)?)?;
+        Ok(IngesterProcess::start(&path, &self.dir, &self.dir, name)?)
+    }
+
+    /// The table's (partition, offset, id) rows.
+    fn rows(&self) -> Vec<(i64, i64, i64)> {
+        let Ok(out) = python(&self.env, READER, &[&self.location]) else {
+            return Vec::new();
+        };
+        let view: Value = serde_json::from_str(out.trim()).unwrap_or_default();
+        view["rows"]
+            .as_array()
+            .map(|rows| {
+                rows.iter()
+                    .filter_map(|r| Some((r[0].as_i64()?, r[1].as_i64()?, r[2].as_i64()?)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    async fn rows_until(
+        &self,
+        what: &str,
+        done: impl Fn(&[(i64, i64, i64)]) -> bool,
+    ) -> Vec<(i64, i64, i64)> {
+        eventually(what, DEADLINE, || async {
+            let rows = self.rows();
+            done(&rows).then_some(rows)
+        })
+        .await
+    }
+}
+
+/// Produces `values` in order to `partition` (None: a tombstone), each at the next offset.
+async fn produce(
+    env: &TestEnv,
+    topic: &str,
+    partition: i32,
+    values: &[Option<Vec<u8>>],
+) -> anyhow::Result<()> {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = kafka_config(env, false)
+        .set("message.max.bytes", "8388608")
+        .create()?;
+    for (n, value) in values.iter().enumerate() {
+        let key = format!("k{partition}-{n}");
+        let record = FutureRecord::to(topic).partition(partition).key(&key);
+        let record = match value {
+            Some(v) => record.payload(v.as_slice()),
+            None => record,
+        };
+        producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| e)?;
+    }
+    Ok(())
+}
+
+fn good(id: i64) -> Option<Vec<u8>> {
+    Some(
+        json!({"id": id, "name": format!("n{id}")})
+            .to_string()
+            .into_bytes(),
+    )
+}
+
+/// The ingester's report, from `/status`.
+async fn report(ingester: &IngesterProcess) -> Option<Value> {
+    let (_, body) = ingester.get("/status").await?;
+    serde_json::from_str(&body).ok()
+}
+
+#[tokio::test]
+async fn bad_records_stop_only_their_partition_and_skip_passes_them_once() -> anyhow::Result<()> {
+    let t = Table::new("json").await?;
+    let (env, topic) = (&t.env, t.topic.name.as_str());
+    let huge = format!(r#"{{"id":203,"name":"{}"}}"#, "x".repeat(5 << 20)).into_bytes();
+    // Partition 0: malformed JSON at offset 3. Partition 1: a boolean in the long column at 2.
+    produce(
+        env,
+        topic,
+        0,
+        &[
+            good(0),
+            good(1),
+            good(2),
+            Some(br#"{"id":3,"#.to_vec()),
+            good(4),
+            good(5),
+        ],
+    )
+    .await?;
+    produce(
+        env,
+        topic,
+        1,
+        &[
+            good(100),
+            good(101),
+            Some(br#"{"id":true,"name":"s"}"#.to_vec()),
+            good(103),
+            good(104),
+        ],
+    )
+    .await?;
+    produce(env, topic, 2, &[good(200), good(201), good(202)]).await?;
+
+    let failing = t.start("ingester-fail", "fail")?;
+    let stops = eventually("partitions 0 and 1 to stop", DEADLINE, || async {
+        let stopped = report(&failing).await?["stopped"].as_array()?.clone();
+        (stopped.len() == 2).then_some(stopped)
+    })
+    .await;
+    let at: Vec<(i64, i64)> = stops
+        .iter()
+        .filter_map(|s| Some((s["partition"].as_i64()?, s["offset"].as_i64()?)))
+        .collect();
+    assert_eq!(at, vec![(0, 3), (1, 2)], "{stops:?}");
+    let reasons: Vec<&str> = stops.iter().filter_map(|s| s["reason"].as_str()).collect();
+    assert!(
+        reasons[0].contains(&format!("topic {topic} partition 0 offset 3")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].contains("partition 1 offset 2") && reasons[1].contains("id"),
+        "{reasons:?}"
+    );
+
+    // Partition 2 keeps flowing, then stops at a record over maxRecordBytes; a tombstone
+    // follows it.
+    t.rows_until("partition 2's first three rows", |rows| {
+        rows.iter().filter(|r| r.0 == 2).count() == 3
+    })
+    .await;
+    produce(env, topic, 2, &[Some(huge), good(204), None, good(206)]).await?;
+    let stopped = eventually("partition 2 to stop", DEADLINE, || async {
+        let stopped = report(&failing).await?["stopped"].as_array()?.clone();
+        (stopped.len() == 3).then_some(stopped)
+    })
+    .await;
+    assert_eq!(
+        (
+            stopped[2]["partition"].as_i64(),
+            stopped[2]["offset"].as_i64()
+        ),
+        (Some(2), Some(3))
+    );
+    assert!(
+        stopped[2]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("maxRecordBytes"),
+        "{stopped:?}"
+    );
+    // Nothing at or after a bad record is committed.
+    let rows = t.rows();
+    let held: Vec<(i64, i64)> = rows.iter().map(|r| (r.0, r.1)).collect();
+    assert_eq!(
+        held,
+        vec![
+            (0, 0),
+            (0, 1),
+            (0, 2),
+            (1, 0),
+            (1, 1),
+            (2, 0),
+            (2, 1),
+            (2, 2)
+        ]
+    );
+    let mut failing = failing;
+    assert_eq!(failing.exited(), None, "the ingester runs on");
+    assert_eq!(failing.stop(Duration::from_secs(30)), Some(0));
+
+    // A restart with policy skip resumes each partition at its bad record and passes it.
+    let skipping = t.start("ingester-skip", "skip")?;
+    let expected: Vec<(i64, i64, i64)> = vec![
+        (0, 0, 0),
+        (0, 1, 1),
+        (0, 2, 2),
+        (0, 4, 4),
+        (0, 5, 5),
+        (1, 0, 100),
+        (1, 1, 101),
+        (1, 3, 103),
+        (1, 4, 104),
+        (2, 0, 200),
+        (2, 1, 201),
+        (2, 2, 202),
+        (2, 4, 204),
+        (2, 6, 206),
+    ];
+    let rows = t
+        .rows_until("every good record", |rows| rows.len() >= expected.len())
+        .await;
+    assert_eq!(rows, expected, "every good record once, no bad one");
+    let skipped = eventually("the skipped records counted", DEADLINE, || async {
+        let r = report(&skipping).await?;
+        (r["skippedRecords"].as_u64()? == 4).then_some(r)
+    })
+    .await;
+    assert_eq!(skipped["stopped"], json!([]), "{skipped}");
+    let series = skipping.metric_series("kafkatable_bad_records_total").await;
+    assert!(
+        series
+            .iter()
+            .any(|(labels, v)| labels.contains("skipped") && *v == 4.0),
+        "{series:?}"
+    );
+    let log = skipping.log_text();
+    assert!(
+        log.contains("bad record skipped") && log.contains("partition 2 offset 5"),
+        "{log}"
+    );
+    drop(skipping);
+    Ok(())
+}
