@@ -2,6 +2,8 @@
 //!
 //! - [`avro`]: Avro records from the `confluent-kafka` Python serializer.
 //! - [`env`]: where the real infrastructure started by `e2e/tools/infra.sh` listens.
+//! - [`fuzz`]: a mutation fuzzer of the ingester's decoders (`make fuzz`, and a short run in
+//!   the tests).
 //! - [`fixtures`]: a fresh namespace, topic or bucket per test, removed afterwards.
 //! - [`ingester`]: the ingester binary as a process of a test.
 //! - [`kubelet`]: the process kubelet that runs pods as local processes.
@@ -15,6 +17,7 @@ pub mod avro;
 pub mod broker;
 pub mod env;
 pub mod fixtures;
+pub mod fuzz;
 pub mod ingester;
 pub mod kubelet;
 pub mod operator;

@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use kafkatable_e2e::avro::register;
 use kafkatable_e2e::env::TestEnv;
 use kafkatable_e2e::fixtures::{TestTopic, eventually, kafka_config, python};
 use kafkatable_e2e::ingester::{IngesterProcess, WorkDir};
@@ -30,6 +31,10 @@ struct Table {
     topic: TestTopic,
     dir: WorkDir,
     location: String,
+    /// Merged into `spec.source` (the format).
+    source: Value,
+    /// `spec.table.columns`.
+    columns: Value,
 }
 
 impl Table {
@@ -45,17 +50,23 @@ impl Table {
         .await?;
         let dir = WorkDir::new(&format!("kt-bad-{name}"))?;
         let location = format!("file://{}/table", dir.display());
+        let columns = json!([
+            {"name": "id", "type": "long", "nullable": false},
+            {"name": "name", "type": "string"},
+        ]);
         Ok(Self {
             env,
             topic,
             dir,
             location,
+            source: json!({}),
+            columns,
         })
     }
 
     /// Starts an ingester with `errors.policy` `policy`.
     fn start(&self, name: &str, policy: &str) -> anyhow::Result<IngesterProcess> {
-        let manifest = json!({
+        let mut manifest = json!({
             "apiVersion": "kafkatable.io/v1alpha1",
             "kind": "KafkaTable",
             "metadata": {"name": "bad", "namespace": "e2e"},
@@ -64,15 +75,23 @@ impl Table {
                 "table": {
                     "format": "delta",
                     "location": self.location,
-                    "columns": [
-                        {"name": "id", "type": "long", "nullable": false},
-                        {"name": "name", "type": "string"},
-                    ],
+                    "columns": self.columns,
                 },
                 "commit": {"interval": "1s"},
                 "errors": {"policy": policy},
             },
         });
+        if let (Some(source), Value::Object(extra)) = (
+            manifest["spec"]["source"].as_object_mut(),
+            self.source.clone(),
+        ) {
+            source.extend(extra);
+        }
+        if self.columns == json!([])
+            && let Some(table) = manifest["spec"]["table"].as_object_mut()
+        {
+            table.remove("columns");
+        }
         let path: PathBuf = self.dir.join(format!("{name}.yaml"));
         std::fs::write(&path, serde_yaml::to_string(&manifest)?)?;
         Ok(IngesterProcess::start(&path, &self.dir, &self.dir, name)?)
@@ -289,6 +308,111 @@ async fn bad_records_stop_only_their_partition_and_skip_passes_them_once() -> an
         log.contains("bad record skipped") && log.contains("partition 2 offset 5"),
         "{log}"
     );
+    drop(skipping);
+    Ok(())
+}
+
+/// An Avro record `{id: long, name: string}` of registry schema `id` in the Confluent wire
+/// format, encoded here.
+fn avro(schema: u32, id: i64, name: &str) -> Vec<u8> {
+    fn varint(mut n: u64, out: &mut Vec<u8>) {
+        while n >= 0x80 {
+            out.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        out.push(n as u8);
+    }
+    let zigzag = |n: i64| ((n << 1) ^ (n >> 63)) as u64;
+    let mut out = vec![0];
+    out.extend_from_slice(&schema.to_be_bytes());
+    varint(zigzag(id), &mut out);
+    varint(zigzag(name.len() as i64), &mut out);
+    out.extend_from_slice(name.as_bytes());
+    out
+}
+
+#[tokio::test]
+async fn bad_avro_records_stop_only_their_partition_and_skip_passes_them_once() -> anyhow::Result<()>
+{
+    let mut t = Table::new("avro").await?;
+    let url = t.env.registry_url.clone();
+    t.source = json!({"format": "avro", "schemaRegistry": {"url": url}});
+    t.columns = json!([]);
+    let schema = r#"{"type":"record","name":"Row","fields":[{"name":"id","type":"long"},{"name":"name","type":"string"}]}"#;
+    let id =
+        u32::try_from(register(&url, &format!("{}-value", t.topic.name), "AVRO", schema).await?)?;
+    let good = |n: i64| Some(avro(id, n, &format!("n{n}")));
+    let mut truncated = avro(id, 2, "a name cut short");
+    truncated.truncate(truncated.len() - 6);
+    let unknown = avro(0x7fff_fff0, 101, "n101");
+    let mut wrong_magic = avro(id, 202, "n202");
+    wrong_magic[0] = 1;
+    let (env, topic) = (&t.env, t.topic.name.as_str());
+    produce(env, topic, 0, &[good(0), good(1), Some(truncated), good(3)]).await?;
+    produce(env, topic, 1, &[good(100), Some(unknown), good(102)]).await?;
+    produce(
+        env,
+        topic,
+        2,
+        &[
+            good(200),
+            good(201),
+            Some(wrong_magic),
+            good(203),
+            None,
+            good(205),
+        ],
+    )
+    .await?;
+
+    let mut failing = t.start("ingester-avro-fail", "fail")?;
+    let stops = eventually("each partition to stop", DEADLINE, || async {
+        let stopped = report(&failing).await?["stopped"].as_array()?.clone();
+        (stopped.len() == 3).then_some(stopped)
+    })
+    .await;
+    let at: Vec<(i64, i64)> = stops
+        .iter()
+        .filter_map(|s| Some((s["partition"].as_i64()?, s["offset"].as_i64()?)))
+        .collect();
+    assert_eq!(at, vec![(0, 2), (1, 1), (2, 2)], "{stops:?}");
+    let reasons: Vec<&str> = stops.iter().filter_map(|s| s["reason"].as_str()).collect();
+    assert!(
+        reasons[1].contains("2147483632"),
+        "the unknown schema id is named: {reasons:?}"
+    );
+    assert!(
+        reasons[2].contains("magic"),
+        "the wrong magic byte is named: {reasons:?}"
+    );
+    let rows = t
+        .rows_until("the good rows before each stop", |rows| rows.len() >= 4)
+        .await;
+    let held: Vec<(i64, i64)> = rows.iter().map(|r| (r.0, r.1)).collect();
+    assert_eq!(held, vec![(0, 0), (0, 1), (1, 0), (2, 0), (2, 1)]);
+    assert_eq!(failing.exited(), None, "the ingester runs on");
+    assert_eq!(failing.stop(Duration::from_secs(30)), Some(0));
+
+    let skipping = t.start("ingester-avro-skip", "skip")?;
+    let expected: Vec<(i64, i64, i64)> = vec![
+        (0, 0, 0),
+        (0, 1, 1),
+        (0, 3, 3),
+        (1, 0, 100),
+        (1, 2, 102),
+        (2, 0, 200),
+        (2, 1, 201),
+        (2, 3, 203),
+        (2, 5, 205),
+    ];
+    let rows = t
+        .rows_until("every good record", |rows| rows.len() >= expected.len())
+        .await;
+    assert_eq!(rows, expected, "every good record once, no bad one");
+    eventually("the skipped records counted", DEADLINE, || async {
+        (report(&skipping).await?["skippedRecords"].as_u64()? == 4).then_some(())
+    })
+    .await;
     drop(skipping);
     Ok(())
 }

@@ -1579,7 +1579,8 @@ async fn gitops_tools_read_each_state_as_meant() -> anyhow::Result<()> {
         &s.location("later"),
         one,
     );
-    manifest["spec"]["errors"] = json!({"policy": "skip"});
+    manifest["spec"]["table"]["mode"] = json!("upsert");
+    manifest["spec"]["table"]["keyFields"] = json!(["id"]);
     s.operator.create_table(manifest).await?;
     s.operator
         .wait_status("later", "Stalled: InvalidSpec", DEADLINE, |st| {

@@ -479,10 +479,13 @@ pub enum WireError {
     Indexes,
 }
 
+/// Bytes of the Confluent wire-format prefix: the magic byte and the schema id.
+pub const WIRE_PREFIX: usize = 5;
+
 /// Splits a Confluent wire-format value into its schema id and payload: magic byte 0, then the
 /// id as 4 big-endian bytes.
 pub fn split_wire(value: &[u8]) -> Result<(u32, &[u8]), WireError> {
-    if value.len() < 5 {
+    if value.len() < WIRE_PREFIX {
         return Err(WireError::TooShort { len: value.len() });
     }
     if value[0] != 0 {

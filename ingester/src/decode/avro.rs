@@ -200,8 +200,16 @@ impl Run {
         self.unknown = target.and_then(|t| super::unknown_field(&self.writer.arrow, t));
     }
 
-    /// Decodes one whole value; on failure nothing of it stays.
+    /// Decodes one whole value (the wire-format prefix and the body); on failure nothing of
+    /// it stays.
     fn push(&mut self, value: &[u8]) -> Result<(), String> {
+        // The stream decoder takes a prefix alone without making a row of it.
+        if value.len() <= registry::WIRE_PREFIX {
+            return Err(format!(
+                "not a value of {}: it has no Avro body",
+                self.writer.name
+            ));
+        }
         if self.decoder.batch_is_full() {
             self.flush()?;
         }
@@ -625,6 +633,31 @@ mod tests {
             .clone();
         assert!(floors.is_null(0), "the v1 record reads null");
         assert_eq!(floors.value(1), 3);
+    }
+
+    /// Found by the fuzzer: a value of only the wire-format prefix was counted as a record,
+    /// though the decoder made no row of it, and the chunk's assembly panicked on the missing
+    /// row. Now it is refused as the bad record it is, and the chunk decodes.
+    #[test]
+    fn a_value_without_a_body_is_refused_not_a_missing_row() {
+        let context = context();
+        let mut p = Pending::<AvroDecoder>::new(&context, None);
+        p.push(Some(&event(1, 1, None, None)), None, 0, None)
+            .expect("a v1 record");
+        let refused = p
+            .push(Some(&[0, 0, 0, 0, 2]), None, 1, None)
+            .expect_err("no body after the prefix");
+        assert!(
+            refused.reason.to_string().contains("no Avro body"),
+            "{refused:?}"
+        );
+        let bare = AvroContext::given(V1).expect("v1");
+        let mut b = Pending::<AvroDecoder>::new(&bare, None);
+        b.push(Some(&[]), None, 0, None)
+            .expect_err("an empty bare value");
+        let schema = Arc::new(p.infer("t", 0).expect("schema"));
+        let batch = p.finish(&schema, None, "t", 0, false).expect("decoded");
+        assert_eq!(batch.num_rows(), 1);
     }
 
     #[test]

@@ -166,6 +166,20 @@ pub(super) fn interleave(
     schema: &SchemaRef,
 ) -> Result<Vec<ArrayRef>, String> {
     let tombstone_source = conformed.len();
+    // A run with fewer rows than records would make arrow's interleave panic.
+    for r in rows {
+        if let Row::Value { run, row } = *r {
+            let have = conformed
+                .get(run)
+                .and_then(|columns| columns.first())
+                .map_or(0, |c| c.len());
+            if row >= have {
+                return Err(format!(
+                    "writer run {run} decoded {have} rows, fewer than its records"
+                ));
+            }
+        }
+    }
     let indices: Vec<(usize, usize)> = rows
         .iter()
         .map(|r| match *r {
