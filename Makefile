@@ -7,7 +7,7 @@ export KAFKATABLE_RUN ?= $(KAFKATABLE_CACHE)/run
 export CARGO_TARGET_DIR ?= $(KAFKATABLE_CACHE)/target
 TOOLS := e2e/tools
 
-.PHONY: help setup tools build crds lint unit-test integration-test test chaos bench images infra-up infra-down infra-status demo
+.PHONY: help setup tools build crds lint unit-test integration-test test chaos fuzz bench images infra-up infra-down infra-status demo
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ test: setup lint ## The whole suite: lint, unit tests, then integration tests on
 chaos: setup ## The exactly-once chaos tests with 300 kills and 12 broker/store/catalog crashes (CI runs 30 and 3)
 	$(TOOLS)/infra.sh up k8s kafka minio iceberg registry
 	KAFKATABLE_CHAOS_KILLS=$${KAFKATABLE_CHAOS_KILLS:-300} cargo test -p kafkatable-e2e --test chaos --locked -- --nocapture
+
+fuzz: ## Every decoder fuzzed for 1,000,000 executions each on a release build (FUZZ_EXECUTIONS, FUZZ_SEED to change); the tests run a short round
+	cargo run --release -q --locked -p kafkatable-e2e --bin kafkatable-fuzz -- --executions $${FUZZ_EXECUTIONS:-1000000} --seed $${FUZZ_SEED:-1}
 
 bench: setup ## Benchmarks on release builds: ingester rates, ratios, RSS, latency; operator reconcile time with 1,000 tables
 	cargo build --release --locked -p kafkatable-ingester -p kafkatable-operator

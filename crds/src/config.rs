@@ -715,14 +715,14 @@ impl IngesterConfig {
         let e = &spec.errors;
         let errors = ErrorConfig {
             policy: e.policy,
-            dead_letter_topic: e.dead_letter_topic.clone(),
+            dead_letter_topic: e.dead_letter.as_ref().map(|d| d.topic.clone()),
             max_record_bytes: bytes("spec.errors.maxRecordBytes", &e.max_record_bytes)?,
             commit_failures_degraded: e.commit_failures.degraded_after.max(1) as u32,
             commit_failures_exit: e.commit_failures.exit_after.max(0) as u32,
         };
         if errors.policy == ErrorPolicy::DeadLetter && errors.dead_letter_topic.is_none() {
             return Err(ConfigError::Missing {
-                field: "spec.errors.deadLetterTopic",
+                field: "spec.errors.deadLetter.topic",
                 why: "policy is deadLetter",
             });
         }
@@ -747,13 +747,6 @@ impl IngesterConfig {
                 works,
             })
         };
-        if self.errors.policy == ErrorPolicy::DeadLetter {
-            return refuse(
-                "spec.errors.policy",
-                spec_value(&self.errors.policy),
-                "fail and skip are",
-            );
-        }
         if self.table.mode == WriteMode::Upsert {
             return refuse("spec.table.mode", "upsert".into(), "append is");
         }
@@ -844,11 +837,6 @@ spec:
     #[test]
     fn settings_not_implemented_yet_are_refused_naming_the_field() {
         let cases = [
-            (
-                "errors",
-                "{policy: deadLetter, deadLetterTopic: dlq}",
-                "spec.errors.policy: deadLetter",
-            ),
             (
                 "maintenance",
                 "{compaction: {enabled: true}}",
@@ -997,7 +985,7 @@ spec:
     metadataColumns: false
     schemaEvolution: none
   commit: {interval: 1m30s, maxRecords: 5000, maxBytes: 64Mi, targetFileSize: 32Mi}
-  errors: {policy: deadLetter, deadLetterTopic: orders.dlq}
+  errors: {policy: deadLetter, deadLetter: {topic: orders.dlq}}
 "#,
         );
         // Mapped, though not all of it is implemented yet.

@@ -85,9 +85,9 @@ pub const DENIED_CONSUMER_PREFIXES: &[&str] = &["sasl.", "ssl.", "ssl_"];
     .message("spec.replicas is only honoured with spec.scaling.autoscale: false (the built-in autoscaler sets the replica count); set autoscale to false to scale with kubectl scale, an HPA or KEDA")
     .field_path(".replicas")
     .reason(Reason::FieldValueForbidden))]
-#[x_kube(validation = Rule::new("!has(self.errors.deadLetterTopic) || self.errors.deadLetterTopic != self.source.topic")
-    .message("spec.errors.deadLetterTopic must differ from spec.source.topic")
-    .field_path(".errors.deadLetterTopic"))]
+#[x_kube(validation = Rule::new("!has(self.errors.deadLetter) || self.errors.deadLetter.topic != self.source.topic")
+    .message("spec.errors.deadLetter.topic must differ from spec.source.topic")
+    .field_path(".errors.deadLetter.topic"))]
 #[x_kube(validation = Rule::new("!has(self.table.keyFields) || self.table.keyFields.all(k, !k.startsWith('_kafka_key.') || self.source.keyFormat in ['json', 'avro', 'protobuf', 'jsonSchema'])")
     .message("spec.table.keyFields: a field of the key (_kafka_key.<field>) needs a structured spec.source.keyFormat (json, avro, protobuf or jsonSchema)")
     .field_path(".table.keyFields"))]
@@ -881,25 +881,23 @@ impl Default for Commit {
 /// maxRecordBytes, a tombstone in append mode, an event time that cannot be read. A registry,
 /// store or catalog that does not answer never makes a bad record: that is retried.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[x_kube(validation = Rule::new("self.policy == 'deadLetter' ? has(self.deadLetterTopic) : !has(self.deadLetterTopic)")
-    .message("spec.errors.deadLetterTopic is required with policy deadLetter and not allowed otherwise")
-    .field_path(".deadLetterTopic"))]
+#[x_kube(validation = Rule::new("self.policy == 'deadLetter' ? has(self.deadLetter) : !has(self.deadLetter)")
+    .message("spec.errors.deadLetter is required with policy deadLetter and not allowed otherwise")
+    .field_path(".deadLetter"))]
 #[serde(rename_all = "camelCase")]
 pub struct ErrorHandling {
     /// fail: the record's partition stops at it (the good records before it are committed,
     /// nothing at or after it is) while the other partitions go on; Degraded names the topic,
     /// partition, offset and reason, and the partition resumes there after a restart or a
     /// change of the spec. skip: count and log it (topic, partition, offset, reason), then go
-    /// on. Not implemented yet: deadLetter (write it to deadLetterTopic with the reason and its
-    /// origin, then go on).
+    /// on. deadLetter: produce it to deadLetter.topic with headers naming the reason and its
+    /// origin, exactly once with the table (no record in both, none in neither), then go on.
     #[serde(default)]
     pub policy: ErrorPolicy,
 
-    /// Topic that receives bad records with headers naming the reason and the original topic,
-    /// partition and offset (not implemented yet).
+    /// Where bad records go with policy deadLetter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 249), regex(pattern = r"^[a-zA-Z0-9._-]+$"))]
-    pub dead_letter_topic: Option<String>,
+    pub dead_letter: Option<DeadLetter>,
 
     /// A record whose key and value together are larger than this is a bad record, as a
     /// quantity ("4Mi").
@@ -913,11 +911,24 @@ pub struct ErrorHandling {
     pub commit_failures: CommitFailures,
 }
 
+/// The dead-letter target of bad records.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetter {
+    /// Topic on the source's cluster (same brokers and security) that receives each bad
+    /// record: its key, value, headers and timestamp as they came, with headers
+    /// kafkatable.reason, kafkatable.error, kafkatable.topic, kafkatable.partition,
+    /// kafkatable.offset, kafkatable.timestamp and kafkatable.table. It must exist. Written
+    /// in Kafka transactions: read it with isolation.level=read_committed.
+    #[schemars(length(min = 1, max = 249), regex(pattern = r"^[a-zA-Z0-9._-]+$"))]
+    pub topic: String,
+}
+
 impl Default for ErrorHandling {
     fn default() -> Self {
         Self {
             policy: ErrorPolicy::default(),
-            dead_letter_topic: None,
+            dead_letter: None,
             max_record_bytes: default_max_record_bytes(),
             commit_failures: CommitFailures::default(),
         }

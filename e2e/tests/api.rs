@@ -475,12 +475,12 @@ fn invalid_cases() -> Vec<(&'static str, Value, &'static str)> {
         (
             "dead letters without a topic",
             json!({"spec": {"errors": {"policy": "deadLetter"}}}),
-            "spec.errors.deadLetterTopic is required with policy deadLetter",
+            "spec.errors.deadLetter is required with policy deadLetter",
         ),
         (
             "dead letters into the source topic",
-            json!({"spec": {"errors": {"policy": "deadLetter", "deadLetterTopic": "events"}}}),
-            "spec.errors.deadLetterTopic must differ from spec.source.topic",
+            json!({"spec": {"errors": {"policy": "deadLetter", "deadLetter": {"topic": "events"}}}}),
+            "spec.errors.deadLetter.topic must differ from spec.source.topic",
         ),
         (
             "max replicas below min",

@@ -66,6 +66,11 @@ impl Table {
 
     /// Starts an ingester with `errors.policy` `policy`.
     fn start(&self, name: &str, policy: &str) -> anyhow::Result<IngesterProcess> {
+        self.start_with(name, json!({"policy": policy}))
+    }
+
+    /// Starts an ingester with `errors` as `spec.errors`.
+    fn start_with(&self, name: &str, errors: Value) -> anyhow::Result<IngesterProcess> {
         let mut manifest = json!({
             "apiVersion": "kafkatable.io/v1alpha1",
             "kind": "KafkaTable",
@@ -78,7 +83,7 @@ impl Table {
                     "columns": self.columns,
                 },
                 "commit": {"interval": "1s"},
-                "errors": {"policy": policy},
+                "errors": errors,
             },
         });
         if let (Some(source), Value::Object(extra)) = (
@@ -414,5 +419,187 @@ async fn bad_avro_records_stop_only_their_partition_and_skip_passes_them_once() 
     })
     .await;
     drop(skipping);
+    Ok(())
+}
+
+/// A dead letter as a read_committed consumer of the dead-letter topic sees it.
+#[derive(Debug)]
+struct Letter {
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    timestamp: Option<i64>,
+    headers: std::collections::BTreeMap<String, String>,
+}
+
+/// Every committed record of `topic`, read until `count` arrived and a second more passed
+/// (to see any extra), or the deadline.
+fn read_committed(env: &TestEnv, topic: &str, count: usize) -> anyhow::Result<Vec<Letter>> {
+    use rdkafka::Message;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Headers;
+    let consumer: BaseConsumer = kafka_config(env, false)
+        .set("group.id", kafkatable_e2e::fixtures::unique("dlq-reader"))
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let mut letters = Vec::new();
+    let mut enough_at: Option<std::time::Instant> = None;
+    while std::time::Instant::now() < deadline {
+        if enough_at.is_some_and(|t| t.elapsed() > Duration::from_secs(3)) {
+            break;
+        }
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let m = message?;
+        let mut headers = std::collections::BTreeMap::new();
+        if let Some(h) = m.headers() {
+            for header in h.iter() {
+                let value = header
+                    .value
+                    .map(|v| String::from_utf8_lossy(v).into_owned());
+                headers.insert(header.key.to_string(), value.unwrap_or_default());
+            }
+        }
+        letters.push(Letter {
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().map(<[u8]>::to_vec),
+            timestamp: m.timestamp().to_millis(),
+            headers,
+        });
+        if letters.len() >= count && enough_at.is_none() {
+            enough_at = Some(std::time::Instant::now());
+        }
+    }
+    Ok(letters)
+}
+
+#[tokio::test]
+async fn bad_records_go_to_the_dead_letter_topic_once_with_their_origin() -> anyhow::Result<()> {
+    let t = Table::new("dlq").await?;
+    let dlq = TestTopic::create_with(
+        &t.env,
+        "bad-dlq-letters",
+        2,
+        &[("max.message.bytes", "8388608")],
+    )
+    .await?;
+    let (env, topic) = (&t.env, t.topic.name.as_str());
+    let malformed = br#"{"id":3,"#.to_vec();
+    produce(
+        env,
+        topic,
+        0,
+        &[good(0), good(1), good(2), Some(malformed.clone()), good(4)],
+    )
+    .await?;
+    produce(
+        env,
+        topic,
+        1,
+        &[good(100), Some(br#"{"id":true}"#.to_vec()), good(102)],
+    )
+    .await?;
+    produce(env, topic, 2, &[good(200), None, good(202)]).await?;
+
+    let ingester = t.start_with(
+        "ingester-dlq",
+        json!({"policy": "deadLetter", "deadLetter": {"topic": dlq.name}}),
+    )?;
+    let expected: Vec<(i64, i64, i64)> = vec![
+        (0, 0, 0),
+        (0, 1, 1),
+        (0, 2, 2),
+        (0, 4, 4),
+        (1, 0, 100),
+        (1, 2, 102),
+        (2, 0, 200),
+        (2, 2, 202),
+    ];
+    let rows = t
+        .rows_until("every good record", |rows| rows.len() >= expected.len())
+        .await;
+    assert_eq!(rows, expected, "every good record once, no bad one");
+    let letters = read_committed(env, &dlq.name, 3)?;
+    let mut origins: Vec<(String, String)> = letters
+        .iter()
+        .map(|l| {
+            (
+                l.headers["kafkatable.partition"].clone(),
+                l.headers["kafkatable.offset"].clone(),
+            )
+        })
+        .collect();
+    origins.sort();
+    assert_eq!(
+        origins,
+        vec![
+            ("0".into(), "3".into()),
+            ("1".into(), "1".into()),
+            ("2".into(), "1".into())
+        ],
+        "exactly the bad records, once each: {letters:?}"
+    );
+    let first = letters
+        .iter()
+        .find(|l| l.headers["kafkatable.partition"] == "0")
+        .expect("partition 0's letter");
+    assert_eq!(
+        first.value.as_deref(),
+        Some(malformed.as_slice()),
+        "the value as it came"
+    );
+    assert_eq!(
+        first.key.as_deref(),
+        Some(b"k0-3".as_slice()),
+        "the key as it came"
+    );
+    assert_eq!(first.headers["kafkatable.topic"], topic);
+    assert_eq!(first.headers["kafkatable.table"], "e2e/bad");
+    assert_eq!(first.headers["kafkatable.reason"], "undecodable");
+    assert!(
+        first.headers["kafkatable.error"].contains(&format!("topic {topic} partition 0 offset 3")),
+        "{first:?}"
+    );
+    assert_eq!(
+        first.headers["kafkatable.timestamp"],
+        first.timestamp.map(|t| t.to_string()).unwrap_or_default()
+    );
+    let tombstone = letters
+        .iter()
+        .find(|l| l.headers["kafkatable.partition"] == "2")
+        .expect("partition 2's letter");
+    assert_eq!(
+        (
+            tombstone.value.as_deref(),
+            tombstone.headers["kafkatable.reason"].as_str()
+        ),
+        (None, "tombstone")
+    );
+    eventually("the dead letters counted", DEADLINE, || async {
+        (report(&ingester).await?["deadLetteredRecords"].as_u64()? == 3).then_some(())
+    })
+    .await;
+
+    // A restart reads nothing again: the table and the dead-letter topic are where they were.
+    assert_eq!(ingester.stop(Duration::from_secs(30)), Some(0));
+    produce(env, topic, 1, &[Some(b"[]".to_vec()), good(104)]).await?;
+    let _again = t.start_with(
+        "ingester-dlq-2",
+        json!({"policy": "deadLetter", "deadLetter": {"topic": dlq.name}}),
+    )?;
+    let rows = t
+        .rows_until("the new good record", |rows| rows.len() > expected.len())
+        .await;
+    assert_eq!(rows.len(), expected.len() + 1, "{rows:?}");
+    let letters = read_committed(env, &dlq.name, 4)?;
+    assert_eq!(
+        letters.len(),
+        4,
+        "one more dead letter, none twice: {letters:?}"
+    );
     Ok(())
 }

@@ -821,11 +821,11 @@ async fn a_setting_not_implemented_yet_is_reported_and_starts_no_pod() -> anyhow
         &s.location("later"),
         json!({"minReplicas": 1, "maxReplicas": 1}),
     );
-    manifest["spec"]["errors"] = json!({"policy": "deadLetter", "deadLetterTopic": "later.dlq"});
+    manifest["spec"]["maintenance"] = json!({"compaction": {"enabled": true}});
     s.operator.create_table(manifest).await?;
     let (status, message) = degraded(&s, "later", "InvalidSpec").await;
     assert!(
-        message.contains("spec.errors.policy: deadLetter is not implemented yet"),
+        message.contains("spec.maintenance.compaction.enabled: true is not implemented yet"),
         "{message}"
     );
     assert!(!is_true(&status, "Ready"));
@@ -841,7 +841,7 @@ async fn a_setting_not_implemented_yet_is_reported_and_starts_no_pod() -> anyhow
             "later",
             &kube::api::PatchParams::default(),
             &kube::api::Patch::Merge(
-                json!({"spec": {"errors": {"policy": "fail", "deadLetterTopic": null}}}),
+                json!({"spec": {"maintenance": {"compaction": {"enabled": false}}}}),
             ),
         )
         .await?;

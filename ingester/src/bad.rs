@@ -27,6 +27,9 @@ pub enum Action {
     Skipped,
     /// Its partition stops at it (`errors.policy: fail`): nothing at or after it is committed.
     Stopped,
+    /// Produced to the dead-letter topic, exactly once with the table commit that passes it
+    /// (`errors.policy: deadLetter`).
+    DeadLettered,
 }
 
 impl Action {
@@ -34,14 +37,15 @@ impl Action {
         match self {
             Self::Skipped => "skipped",
             Self::Stopped => "stopped",
+            Self::DeadLettered => "dead_lettered",
         }
     }
 
     pub fn of(policy: ErrorPolicy) -> Self {
         match policy {
             ErrorPolicy::Skip => Self::Skipped,
-            // Dead letters are not implemented: the config refuses the policy.
-            ErrorPolicy::Fail | ErrorPolicy::DeadLetter => Self::Stopped,
+            ErrorPolicy::Fail => Self::Stopped,
+            ErrorPolicy::DeadLetter => Self::DeadLettered,
         }
     }
 }
@@ -54,6 +58,53 @@ pub struct BadRecord {
     /// Names the topic, partition and offset, and says why.
     pub error: DecodeError,
     pub action: Action,
+    /// The record as it came, for the dead-letter topic (with [`Action::DeadLettered`]).
+    pub letter: Option<DeadLetter>,
+}
+
+/// A bad record as it came, with why it is bad: what the dead-letter topic receives.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+    pub timestamp_ms: Option<i64>,
+    /// A word for the kind of failure (`kafkatable.reason`).
+    pub reason: &'static str,
+    /// The error, naming the topic, partition and offset (`kafkatable.error`).
+    pub error: String,
+}
+
+impl DeadLetter {
+    /// The letter of source record `r`.
+    pub fn of<R: SourceRecord>(r: &R) -> Self {
+        let mut headers = Vec::new();
+        r.headers(&mut |name, value| headers.push((name.to_string(), value.map(<[u8]>::to_vec))));
+        Self {
+            partition: r.partition(),
+            offset: r.offset(),
+            key: r.key().map(<[u8]>::to_vec),
+            value: r.payload().map(<[u8]>::to_vec),
+            headers,
+            timestamp_ms: r.timestamp_ms(),
+            reason: "",
+            error: String::new(),
+        }
+    }
+}
+
+/// A word for the kind of a bad record's failure (the `kafkatable.reason` header).
+pub fn reason(error: &DecodeError) -> &'static str {
+    match error {
+        DecodeError::UnknownField { .. } => "unknown-field",
+        DecodeError::WiderField { .. } => "wider-field",
+        DecodeError::Record { reason, .. } if reason.contains("maxRecordBytes") => "too-large",
+        DecodeError::Record { reason, .. } if reason.starts_with("a tombstone") => "tombstone",
+        DecodeError::Record { .. } | DecodeError::Count { .. } => "undecodable",
+        DecodeError::Column { .. } | DecodeError::Infer(_) => "misfit",
+    }
 }
 
 /// The checks a record meets before its value is decoded.

@@ -24,6 +24,7 @@ use kafkatable_crds::config::{CommitConfig, StartPosition};
 
 use crate::bad::{Action, BadRecord};
 use crate::commit::{CommitOutcome, SyncPoints};
+use crate::deadletter::Sent;
 use crate::error::{ErrorKind, IngesterError};
 use crate::http::Health;
 use crate::metrics::Metrics;
@@ -126,11 +127,14 @@ enum Phase {
     },
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Partition {
     /// The table's sync point as last read or committed.
     sync_point: Option<i64>,
     phase: Phase,
+    /// What the dead-letter topic holds past the sync point (sent before a table commit that
+    /// did not land, by this member or an earlier holder): those records are not sent again.
+    sent: Option<Sent>,
 }
 
 /// Fault injection for tests of the exactly-once protocol.
@@ -311,7 +315,7 @@ impl<S: Source, K: Sink> Coordinator<S, K> {
             Assignment::Assigned(partitions) => {
                 // A table that does not answer leaves the partitions waiting (paused) rather
                 // than blocking the loop, which must keep polling to stay in the group.
-                let points = match self.table_sync_points(&partitions).await {
+                let points = match self.take_over(&partitions).await {
                     Ok(points) => Some(points),
                     Err(e) if !e.is_retryable() => return Err(e),
                     Err(e) => {
@@ -321,13 +325,26 @@ impl<S: Source, K: Sink> Coordinator<S, K> {
                 };
                 for &p in &partitions {
                     let state = match &points {
-                        Some(points) => self.assigned(p, points.get(&p).copied()).await,
+                        Some((points, sent)) => {
+                            self.assigned(p, points.get(&p).copied(), sent.get(&p).cloned())
+                                .await
+                        }
                         None => Partition {
                             sync_point: None,
                             phase: Phase::Waiting { first: None },
+                            sent: None,
                         },
                     };
+                    // The group's offset is past records whose dead letters were sent (and
+                    // may be at the end of the log, where no record comes to trigger a seek).
+                    let eager = match (&state.sent, state.phase) {
+                        (Some(_), Phase::Seeking { target, .. }) => target,
+                        _ => None,
+                    };
                     self.partitions.insert(p, state);
+                    if let Some(offset) = eager {
+                        self.seek(p, offset).await;
+                    }
                 }
                 if points.is_none() {
                     self.back_off();
@@ -354,6 +371,7 @@ impl<S: Source, K: Sink> Coordinator<S, K> {
                 }
                 self.health
                     .update(|r| r.stopped.retain(|s| !partitions.contains(&s.partition)));
+                self.source.release(&partitions);
                 self.report_sync_points();
             }
         }
@@ -363,10 +381,14 @@ impl<S: Source, K: Sink> Coordinator<S, K> {
         Ok(())
     }
 
-    /// A partition assigned with the table's sync point for it.
-    async fn assigned(&self, p: i32, sync_point: Option<i64>) -> Partition {
+    /// A partition assigned with the table's sync point for it, and what the dead-letter topic
+    /// holds past it.
+    async fn assigned(&self, p: i32, sync_point: Option<i64>, sent: Option<Sent>) -> Partition {
         let target = match (sync_point, self.start) {
             (Some(n), _) => Some(n),
+            // Dead letters went out for records the table does not hold yet: the group's
+            // offset is past them, so read them from where those were decided.
+            (None, _) if sent.is_some() => sent.as_ref().map(|s| s.from),
             (None, StartPosition::TimestampMillis(ms)) => self.source.offset_for_time(p, ms).await,
             (None, _) => None,
         };
@@ -377,6 +399,7 @@ impl<S: Source, K: Sink> Coordinator<S, K> {
                 target,
                 sought: false,
             },
+            sent,
         }
     }
 
@@ -428,7 +451,7 @@ impl<S: Source, K: Sink> Coordinator<S, K> {
             .collect();
         if !waiting.is_empty() {
             let partitions: Vec<i32> = waiting.iter().map(|(p, _)| *p).collect();
-            let points = match self.table_sync_points(&partitions).await {
+            let (points, sent) = match self.take_over(&partitions).await {
                 Ok(points) => points,
                 Err(e) if !e.is_retryable() => return Err(e),
                 Err(e) => {
@@ -438,7 +461,9 @@ impl<S: Source, K: Sink> Coordinator<S, K> {
                 }
             };
             for (p, first) in waiting {
-                let mut state = self.assigned(p, points.get(&p).copied()).await;
+                let mut state = self
+                    .assigned(p, points.get(&p).copied(), sent.get(&p).cloned())
+                    .await;
                 // Without a sync point, go back to the first record dropped while waiting
                 // (the consumer's position is past it).
                 let target = match state.phase {
@@ -464,6 +489,21 @@ impl<S: Source, K: Sink> Coordinator<S, K> {
         self.source.resume(&running);
         tracing::info!("consumption resumed");
         Ok(())
+    }
+
+    /// The table's sync points of partitions newly held, and what the dead-letter topic holds
+    /// past them (their earlier holders fenced first).
+    async fn take_over(
+        &mut self,
+        partitions: &[i32],
+    ) -> Result<(SyncPoints, BTreeMap<i32, Sent>), IngesterError> {
+        let points = self.table_sync_points(partitions).await?;
+        let with: Vec<(i32, Option<i64>)> = partitions
+            .iter()
+            .map(|p| (*p, points.get(p).copied()))
+            .collect();
+        let sent = self.source.fence(&with).await?;
+        Ok((points, sent))
     }
 
     async fn table_sync_points(&mut self, partitions: &[i32]) -> Result<SyncPoints, IngesterError> {
@@ -561,6 +601,14 @@ impl<S: Source, K: Sink> Coordinator<S, K> {
             match b.action {
                 Action::Skipped => self.txn.skip(),
                 Action::Stopped => self.stop(b.partition, b.offset, &report),
+                Action::DeadLettered => {
+                    let sent = self
+                        .partitions
+                        .get(&b.partition)
+                        .and_then(|s| s.sent.as_ref())
+                        .is_some_and(|s| s.offsets.contains(&b.offset));
+                    self.txn.dead_letter(b.letter.filter(|_| !sent));
+                }
             }
             self.health.update(|r| r.last_bad_record = Some(report));
         }
@@ -662,8 +710,12 @@ impl<S: Source, K: Sink> Coordinator<S, K> {
         if self.txn.is_empty() {
             return Ok(());
         }
+        if let Err(e) = self.send_dead_letters().await {
+            return self.stage_failed(e).await;
+        }
         let txn = std::mem::replace(&mut self.txn, Transaction::new(self.sink.batch()));
         let skipped = txn.skipped();
+        let dead_lettered = txn.dead_lettered();
         let ranges = txn.ranges();
         let rewinds = rewinds(&txn);
         let newest_ms = txn.newest_ms();
@@ -709,12 +761,26 @@ impl<S: Source, K: Sink> Coordinator<S, K> {
                         .inc_by(skipped);
                     self.health.update(|r| r.skipped_records += skipped);
                 }
+                if dead_lettered > 0 {
+                    self.metrics
+                        .bad_records
+                        .with_label_values(&[Action::DeadLettered.as_str()])
+                        .inc_by(dead_lettered);
+                    self.health
+                        .update(|r| r.dead_lettered_records += dead_lettered);
+                }
                 self.metrics.batch_rows.observe(rows as f64);
                 self.metrics.batch_bytes.observe(bytes as f64);
                 let mut offsets = Vec::with_capacity(ranges.len());
                 for r in &ranges {
                     if let Some(state) = self.partitions.get_mut(&r.partition) {
                         state.sync_point = Some(r.next);
+                        // The group's offset says how far dead letters are decided: while that
+                        // is past the table, mirroring the table would erase it.
+                        if state.sent.as_ref().is_some_and(|s| s.until > r.next) {
+                            continue;
+                        }
+                        state.sent = None;
                     }
                     self.metrics
                         .committed_offset
@@ -741,6 +807,39 @@ impl<S: Source, K: Sink> Coordinator<S, K> {
             }
             // The sink dropped the batch.
             Err(e) => self.failed(e, &rewinds).await?,
+        }
+        Ok(())
+    }
+
+    /// Sends the transaction's dead letters, one transaction per partition, each with the
+    /// partition's progress: how far its records are decided, and which of them the
+    /// dead-letter topic holds past the table's sync point.
+    async fn send_dead_letters(&mut self) -> Result<(), IngesterError> {
+        let letters = self.txn.letters().clone();
+        for (p, letters) in letters {
+            let Some(range) = self.txn.ranges().into_iter().find(|r| r.partition == p) else {
+                continue;
+            };
+            let Some(state) = self.partitions.get(&p) else {
+                continue;
+            };
+            let first = self.txn.first(p).unwrap_or(range.next);
+            let mut sent = state.sent.clone().unwrap_or(Sent {
+                from: range.expected.unwrap_or(first),
+                ..Sent::default()
+            });
+            sent.until = sent.until.max(range.next);
+            sent.offsets.extend(letters.iter().map(|l| l.offset));
+            self.source.dead_letters(p, &letters, &sent).await?;
+            tracing::info!(
+                partition = p,
+                records = letters.len(),
+                until = sent.until,
+                "dead letters sent"
+            );
+            if let Some(state) = self.partitions.get_mut(&p) {
+                state.sent = Some(sent);
+            }
         }
         Ok(())
     }

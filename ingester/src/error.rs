@@ -92,6 +92,13 @@ pub enum IngesterError {
         action: &'static str,
         source: Cause,
     },
+    /// A dead-letter transaction that did not commit (the records are read again).
+    #[error("dead-letter topic {topic}: {action}: {reason}")]
+    DeadLetters {
+        topic: String,
+        action: &'static str,
+        reason: String,
+    },
     /// A setting or a table feature this ingester cannot honour.
     #[error("unsupported: {0}")]
     Unsupported(String),
@@ -152,7 +159,7 @@ impl IngesterError {
             | Self::Config(_)
             | Self::GivenSchema(_)
             | Self::Secret { .. } => ErrorKind::Config,
-            Self::Kafka { .. } => ErrorKind::Kafka,
+            Self::Kafka { .. } | Self::DeadLetters { .. } => ErrorKind::Kafka,
             Self::Decode(_) => ErrorKind::Record,
             Self::Table { .. } => ErrorKind::Table,
             Self::TableUnreachable { .. } => ErrorKind::TableUnreachable,
@@ -167,7 +174,7 @@ impl IngesterError {
     pub fn is_retryable(&self) -> bool {
         use rdkafka::error::KafkaError as K;
         match self {
-            Self::Table { .. } | Self::TableUnreachable { .. } => true,
+            Self::Table { .. } | Self::TableUnreachable { .. } | Self::DeadLetters { .. } => true,
             Self::Kafka { source, .. } => !matches!(
                 source,
                 K::ClientConfig(..) | K::ClientCreation(_) | K::Subscription(_) | K::Nul(_)

@@ -28,6 +28,7 @@ pub mod bad;
 pub mod bench;
 pub mod commit;
 pub mod coordinator;
+pub mod deadletter;
 pub mod decode;
 pub mod error;
 pub mod http;

@@ -222,8 +222,12 @@ impl Ingest<'_> {
             let subject = subject_schema::<D>(config, registry.as_deref(), sink.context()).await?;
             sink = sink.with_subject_schema(subject);
         }
-        let (source, events) =
+        let (mut source, events) =
             KafkaSource::subscribe(&config.source, client_id, metrics.clone(), health.clone())?;
+        if let Some(topic) = &config.errors.dead_letter_topic {
+            source =
+                source.with_dead_letters(topic, &config.table_id, &config.source, client_id)?;
+        }
         let faults = Faults {
             crash_after_table_commit: std::env::var("KAFKATABLE_FAULT_CRASH_AFTER_TABLE_COMMIT")
                 .ok()

@@ -192,6 +192,17 @@ fn civil(micros: i64) -> (i32, u32, u32, u32) {
     (year, month, day, hour)
 }
 
+/// Whether [`add_columns`] reads each row's event time (a partition by year, month, day or
+/// hour), and so may find a bad record after its chunk is decoded.
+pub fn reads_event_time(table: &TableConfig) -> bool {
+    table.partition_by.iter().any(|p| {
+        matches!(
+            p.transform,
+            Transform::Year | Transform::Month | Transform::Day | Transform::Hour
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

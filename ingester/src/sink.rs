@@ -17,7 +17,7 @@ use kafkatable_crds::IngesterConfig;
 use kafkatable_crds::config::TableConfig;
 use kafkatable_crds::spec::SchemaEvolution;
 
-use crate::bad::{self, Action, Arrival, BadRecord};
+use crate::bad::{self, Action, Arrival, BadRecord, DeadLetter};
 use crate::commit::{CommitOutcome, Committer, Staged, SyncPoints};
 use crate::coordinator::{Pushed, Sink};
 use crate::decode::{self, Decoder, KeyContext, Pending, Refusal};
@@ -152,7 +152,8 @@ impl<D: Decoder> TableSink<D> {
         let p = r.partition();
         let error = refused.into_error(&self.topic, p);
         if !self.evolves(&error) {
-            self.bad(batch, p, error);
+            let letter = self.letter_of(r);
+            self.bad(batch, p, error, letter);
             return Ok(());
         }
         // Close the chunk so far, which moves the partition to the newest schema, and try again;
@@ -173,33 +174,66 @@ impl<D: Decoder> TableSink<D> {
             buffer.pending.use_schema(None);
             if let Err(refused) = push(&mut buffer.pending) {
                 let error = refused.into_error(&self.topic, p);
-                self.bad(batch, p, error);
+                let letter = self.letter_of(r);
+                self.bad(batch, p, error, letter);
             }
         }
         Ok(())
     }
 
-    /// A bad record of partition `p`: skipped, or the partition stops at it (its pending
-    /// records from it on are dropped), as `errors.policy` says; the coordinator hears of it
-    /// through [`Sink::bad_records`].
-    fn bad(&mut self, batch: &mut Batch<D>, p: i32, error: DecodeError) {
+    /// A bad record of partition `p`: skipped, dead-lettered (`letter` is the record as it came),
+    /// or the partition stops at it (its pending records from it on are dropped), as
+    /// `errors.policy` says; the coordinator hears of it through [`Sink::bad_records`].
+    fn bad(
+        &mut self,
+        batch: &mut Batch<D>,
+        p: i32,
+        error: DecodeError,
+        letter: Option<DeadLetter>,
+    ) {
         let offset = bad::located(&error).map_or(-1, |(_, offset)| offset);
         self.metrics.decode_errors.inc();
-        match self.action {
+        let action = match (self.action, &letter) {
+            (Action::DeadLettered, None) => {
+                // Never lost silently: without the record there is nothing to send.
+                tracing::error!(error = %error, "bad record no longer at hand to dead-letter; its partition stops here");
+                Action::Stopped
+            }
+            (action, _) => action,
+        };
+        match action {
             Action::Skipped => {
                 tracing::warn!(error = %error, "bad record skipped (errors.policy: skip)");
+            }
+            Action::DeadLettered => {
+                tracing::warn!(error = %error, "bad record to the dead-letter topic (errors.policy: deadLetter)");
             }
             Action::Stopped => {
                 tracing::error!(error = %error, "bad record: its partition stops here (errors.policy: fail); nothing at or after it is committed, the other partitions go on");
                 self.cut(batch, p, offset);
             }
         }
+        let letter = letter
+            .filter(|_| action == Action::DeadLettered)
+            .map(|l| DeadLetter {
+                partition: p,
+                offset,
+                reason: bad::reason(&error),
+                error: error.to_string(),
+                ..l
+            });
         batch.bad.push(BadRecord {
             partition: p,
             offset,
             error,
-            action: self.action,
+            action,
+            letter,
         });
+    }
+
+    /// The dead letter of `r`, when bad records are dead-lettered.
+    fn letter_of<R: SourceRecord>(&self, r: &R) -> Option<DeadLetter> {
+        (self.action == Action::DeadLettered).then(|| DeadLetter::of(r))
     }
 
     /// Drops the pending records of partition `p` at and after `offset` (its partition stopped
@@ -270,20 +304,25 @@ impl<D: Decoder> TableSink<D> {
         }
         buffer.failed_once = true;
         let drop: Vec<usize> = found.iter().map(|(i, _)| *i).collect();
+        let letters = self.action == Action::DeadLettered;
+        let letter =
+            |pending: &Pending<D>, index: usize| letters.then(|| pending.letter(index)).flatten();
+        let mut bad: Vec<(DecodeError, Option<DeadLetter>)> = found
+            .into_iter()
+            .map(|(index, e)| (e, letter(&buffer.pending, index)))
+            .collect();
         let on_arrival = buffer.pending.schema().cloned();
         let (again, refused) = buffer
             .pending
             .without(&self.context, on_arrival.as_ref(), |i| drop.contains(&i));
-        buffer.pending = again;
-        let refused = refused
-            .into_iter()
-            .map(|r| r.into_error(&self.topic, p))
-            .collect::<Vec<_>>();
-        for (_, e) in found {
-            self.bad(batch, p, e);
+        for r in refused {
+            let index = offsets.iter().position(|o| *o == r.offset);
+            let l = index.and_then(|i| letter(&buffer.pending, i));
+            bad.push((r.into_error(&self.topic, p), l));
         }
-        for e in refused {
-            self.bad(batch, p, e);
+        buffer.pending = again;
+        for (e, l) in bad {
+            self.bad(batch, p, e, l);
         }
         Ok(())
     }
@@ -323,6 +362,15 @@ impl<D: Decoder> TableSink<D> {
             let metadata = self.table.metadata_columns;
             let key = self.key_field.as_ref();
             let offsets = buffer.pending.offsets().to_vec();
+            // An event time read in the rows step may make a bad record after the chunk is
+            // decoded: keep the records to dead-letter it.
+            let letters = if self.action == Action::DeadLettered
+                && crate::partition::reads_event_time(&self.table)
+            {
+                buffer.pending.letters()
+            } else {
+                Vec::new()
+            };
             let decoded = match buffer.pending.finish(&schema, key, topic, p, metadata) {
                 Ok(decoded) => decoded,
                 Err(e) if self.evolves(&e) => {
@@ -358,7 +406,7 @@ impl<D: Decoder> TableSink<D> {
                 .map(|b| b.pending.take_tombstones())
                 .unwrap_or_default();
             drop(tombstones); // kept apart for upsert's deletes, which are not implemented yet
-            if let Some(rows) = self.rows(batch, decoded, offsets, p)?
+            if let Some(rows) = self.rows(batch, decoded, offsets, letters, p)?
                 && let Some(buffer) = batch.partitions.get_mut(&p)
             {
                 buffer.chunks.push(rows);
@@ -388,6 +436,7 @@ impl<D: Decoder> TableSink<D> {
         batch: &mut Batch<D>,
         mut decoded: RecordBatch,
         mut offsets: Vec<i64>,
+        mut letters: Vec<DeadLetter>,
         p: i32,
     ) -> Result<Option<RecordBatch>, IngesterError> {
         loop {
@@ -411,13 +460,19 @@ impl<D: Decoder> TableSink<D> {
                 offset: offsets[row],
                 reason: bad.reason,
             };
-            self.bad(batch, p, error);
+            let letter = (row < letters.len()).then(|| letters.remove(row));
+            let stops = letter.is_none() && self.action == Action::DeadLettered;
+            self.bad(batch, p, error, letter);
             decoded = match self.action {
+                _ if stops => {
+                    offsets.truncate(row);
+                    decoded.slice(0, row)
+                }
                 Action::Stopped => {
                     offsets.truncate(row);
                     decoded.slice(0, row)
                 }
-                Action::Skipped => {
+                Action::Skipped | Action::DeadLettered => {
                     offsets.remove(row);
                     let keep: arrow::array::BooleanArray =
                         (0..decoded.num_rows()).map(|i| Some(i != row)).collect();
@@ -458,7 +513,8 @@ impl<D: Decoder> Sink for TableSink<D> {
     ) -> Result<Pushed, IngesterError> {
         let p = r.partition();
         if let Err(e) = self.arrival.check(&self.topic, r) {
-            self.bad(batch, p, e);
+            let letter = self.letter_of(r);
+            self.bad(batch, p, e, letter);
             return Ok(Pushed::Buffered);
         }
         let schema = self.value_schema.as_ref();
@@ -502,7 +558,8 @@ impl<D: Decoder> Sink for TableSink<D> {
                 .await;
             if let Err(refused) = looked_up {
                 let error = refused.into_error(&self.topic, p);
-                self.bad(batch, p, error);
+                let letter = self.letter_of(r);
+                self.bad(batch, p, error, letter);
                 return Ok(Pushed::Buffered);
             }
         }
@@ -513,7 +570,8 @@ impl<D: Decoder> Sink for TableSink<D> {
                     reason: Refusal::NeedsLookup,
                 }
                 .into_error(&self.topic, p);
-                self.bad(batch, p, error);
+                let letter = self.letter_of(r);
+                self.bad(batch, p, error, letter);
                 Ok(Pushed::Buffered)
             }
             pushed => Ok(pushed),

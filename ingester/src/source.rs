@@ -4,6 +4,7 @@
 //! never block and never panic. librdkafka's blocking calls (seek, offsets for times,
 //! watermarks) run on tokio's blocking pool, never on the runtime's workers.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +18,8 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
+use crate::bad::DeadLetter;
+use crate::deadletter::{KafkaDeadLetters, Sent};
 use crate::error::IngesterError;
 use crate::http::Health;
 use crate::metrics::Metrics;
@@ -267,6 +270,30 @@ pub trait Source {
     fn commit_offsets(&self, offsets: &[(i32, i64)]);
     /// Leaves the group (on shutdown).
     fn leave(&self);
+
+    /// Takes `partitions` (with the table's sync points) over for dead letters: fences their
+    /// earlier holders and reads what was dead-lettered past each sync point (see
+    /// [`crate::deadletter`]). A source without dead letters has none.
+    async fn fence(
+        &self,
+        _partitions: &[(i32, Option<i64>)],
+    ) -> Result<BTreeMap<i32, Sent>, IngesterError> {
+        Ok(BTreeMap::new())
+    }
+    /// Sends `letters` of `partition` with `sent` as its dead-letter progress, in one
+    /// transaction.
+    async fn dead_letters(
+        &self,
+        _partition: i32,
+        _letters: &[DeadLetter],
+        _sent: &Sent,
+    ) -> Result<(), IngesterError> {
+        Err(IngesterError::Unsupported(
+            "dead letters without a dead-letter topic".into(),
+        ))
+    }
+    /// Partitions no longer held (their dead-letter producers go).
+    fn release(&self, _partitions: &[i32]) {}
 }
 
 impl SourceRecord for rdkafka::message::BorrowedMessage<'_> {
@@ -301,6 +328,8 @@ pub struct KafkaSource {
     consumer: Arc<StreamConsumer<Context>>,
     /// How long a blocking call to the broker may take.
     timeout: Duration,
+    /// The dead-letter producers (`errors.policy: deadLetter`).
+    dead_letters: Option<KafkaDeadLetters>,
 }
 
 impl KafkaSource {
@@ -322,7 +351,45 @@ impl KafkaSource {
             topic: topic.to_string(),
             consumer: Arc::new(consumer),
             timeout,
+            dead_letters: None,
         }
+    }
+
+    /// Sends bad records to the dead-letter topic `topic` of the source's cluster, for the
+    /// KafkaTable `table`.
+    pub fn with_dead_letters(
+        mut self,
+        topic: &str,
+        table: &str,
+        source: &SourceConfig,
+        client_id: &str,
+    ) -> Result<Self, IngesterError> {
+        let all = client_config(source, client_id)?;
+        // The connection and its security; the consumer's settings are not a producer's.
+        let mut config = ClientConfig::new();
+        for key in [
+            "bootstrap.servers",
+            "client.id",
+            "security.protocol",
+            "sasl.mechanism",
+            "sasl.username",
+            "sasl.password",
+            "ssl.ca.location",
+            "ssl.certificate.location",
+            "ssl.key.location",
+        ] {
+            if let Some(value) = all.get(key) {
+                config.set(key, value);
+            }
+        }
+        self.dead_letters = Some(KafkaDeadLetters::new(
+            topic,
+            &source.topic,
+            table,
+            &source.group_id,
+            config,
+        ));
+        Ok(self)
     }
 
     fn list(&self, partitions: &[i32]) -> TopicPartitionList {
@@ -406,7 +473,13 @@ impl Source for KafkaSource {
                 tracing::warn!(error = %e, "cannot record a group offset");
             }
         }
-        if let Err(e) = self.consumer.commit(&list, CommitMode::Async) {
+        // With dead letters, a mirrored offset must land before the next dead-letter
+        // transaction commits the group's offset, or it could overwrite it.
+        let mode = match self.dead_letters {
+            Some(_) => CommitMode::Sync,
+            None => CommitMode::Async,
+        };
+        if let Err(e) = self.consumer.commit(&list, mode) {
             // The table holds the truth; the group offsets only mirror it for lag tools.
             tracing::warn!(error = %e, "cannot commit offsets to the consumer group");
         }
@@ -414,6 +487,39 @@ impl Source for KafkaSource {
 
     fn leave(&self) {
         self.consumer.unsubscribe();
+    }
+
+    async fn fence(
+        &self,
+        partitions: &[(i32, Option<i64>)],
+    ) -> Result<BTreeMap<i32, Sent>, IngesterError> {
+        match &self.dead_letters {
+            Some(d) => d.fence(&self.consumer, partitions).await,
+            None => Ok(BTreeMap::new()),
+        }
+    }
+
+    async fn dead_letters(
+        &self,
+        partition: i32,
+        letters: &[DeadLetter],
+        sent: &Sent,
+    ) -> Result<(), IngesterError> {
+        match &self.dead_letters {
+            Some(d) => {
+                d.send(self.consumer.group_metadata(), partition, letters, sent)
+                    .await
+            }
+            None => Err(IngesterError::Unsupported(
+                "dead letters without spec.errors.deadLetter".into(),
+            )),
+        }
+    }
+
+    fn release(&self, partitions: &[i32]) {
+        if let Some(d) = &self.dead_letters {
+            d.release(partitions);
+        }
     }
 }
 

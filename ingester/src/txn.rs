@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::bad::DeadLetter;
 use crate::commit::PartitionRange;
 
 /// The offsets of one partition in the transaction.
@@ -35,6 +36,10 @@ pub struct Transaction<B> {
     newest_ms: Option<i64>,
     /// Bad records skipped among the records (counted once the commit lands).
     skipped: u64,
+    /// Bad records for the dead-letter topic, per partition, sent before the table commit.
+    letters: BTreeMap<i32, Vec<DeadLetter>>,
+    /// Bad records dead-lettered among the records (these, and those an earlier holder sent).
+    dead_lettered: u64,
 }
 
 impl<B> Transaction<B> {
@@ -46,6 +51,8 @@ impl<B> Transaction<B> {
             bytes: 0,
             newest_ms: None,
             skipped: 0,
+            letters: BTreeMap::new(),
+            dead_lettered: 0,
         }
     }
 
@@ -124,6 +131,24 @@ impl<B> Transaction<B> {
 
     pub fn skipped(&self) -> u64 {
         self.skipped
+    }
+
+    /// Counts a bad record dead-lettered among the records; `letter` is to be sent (None: sent
+    /// already, by an earlier holder of the partition).
+    pub fn dead_letter(&mut self, letter: Option<DeadLetter>) {
+        self.dead_lettered += 1;
+        if let Some(l) = letter {
+            self.letters.entry(l.partition).or_default().push(l);
+        }
+    }
+
+    pub fn dead_lettered(&self) -> u64 {
+        self.dead_lettered
+    }
+
+    /// The dead letters to send before the commit, per partition.
+    pub fn letters(&self) -> &BTreeMap<i32, Vec<DeadLetter>> {
+        &self.letters
     }
 
     /// Ends the range of `partition` before `offset` (where the partition stopped): the commit

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::*;
+use crate::deadletter::Sent;
 
 /// A topic shared by the members of one group: per partition its records, and the group's
 /// committed offsets.
@@ -18,6 +19,14 @@ use super::*;
 struct Topic {
     logs: BTreeMap<i32, Vec<Vec<u8>>>,
     group: BTreeMap<i32, i64>,
+    /// The dead-letter topic's committed records (partition, offset), and the progress the
+    /// dead-letter transactions committed with the group's offsets (a plain offset commit
+    /// replaces it, as Kafka's does).
+    dead: Vec<(i32, i64)>,
+    progress: BTreeMap<i32, Sent>,
+    /// Each partition's dead-letter producer epoch: taking a transactional id fences the
+    /// earlier holder.
+    epochs: BTreeMap<i32, u64>,
 }
 
 #[derive(Default)]
@@ -32,6 +41,8 @@ struct Member {
     lose_offset_commits: bool,
     /// The partition served last (records are served round robin).
     last: i32,
+    /// The epoch of this member's dead-letter producer of each partition.
+    epochs: BTreeMap<i32, u64>,
 }
 
 /// One member's view of the topic.
@@ -191,10 +202,58 @@ impl Source for MemSource {
         if lock(&self.member).lose_offset_commits {
             return;
         }
-        lock(&self.topic).group.extend(offsets.iter().copied());
+        let mut topic = lock(&self.topic);
+        topic.group.extend(offsets.iter().copied());
+        for (p, _) in offsets {
+            topic.progress.remove(p);
+        }
     }
 
     fn leave(&self) {}
+
+    async fn fence(
+        &self,
+        partitions: &[(i32, Option<i64>)],
+    ) -> Result<BTreeMap<i32, Sent>, IngesterError> {
+        let mut topic = lock(&self.topic);
+        let mut m = lock(&self.member);
+        let mut sent = BTreeMap::new();
+        for &(p, sync_point) in partitions {
+            let epoch = topic.epochs.entry(p).or_default();
+            *epoch += 1;
+            m.epochs.insert(p, *epoch);
+            if let Some(progress) = topic.progress.get(&p) {
+                let parsed = Sent::parse(progress.until, &progress.metadata(), sync_point);
+                if let Some(s) = parsed {
+                    sent.insert(p, s);
+                }
+            }
+        }
+        Ok(sent)
+    }
+
+    async fn dead_letters(
+        &self,
+        partition: i32,
+        letters: &[crate::bad::DeadLetter],
+        sent: &Sent,
+    ) -> Result<(), IngesterError> {
+        let mut topic = lock(&self.topic);
+        let mine = lock(&self.member).epochs.get(&partition).copied();
+        if mine != topic.epochs.get(&partition).copied() {
+            return Err(IngesterError::DeadLetters {
+                topic: "dlq".into(),
+                action: "commit",
+                reason: "fenced".into(),
+            });
+        }
+        topic
+            .dead
+            .extend(letters.iter().map(|l| (l.partition, l.offset)));
+        topic.progress.insert(partition, sent.clone());
+        topic.group.insert(partition, sent.until);
+        Ok(())
+    }
 }
 
 /// Something that happens while a commit is in flight (another member commits, the group
@@ -279,6 +338,12 @@ impl Sink for MemSink {
                     reason: "a bad record".into(),
                 },
                 action: self.action,
+                letter: (self.action == Action::DeadLettered).then(|| crate::bad::DeadLetter {
+                    partition: record.partition(),
+                    offset: record.offset(),
+                    value: Some(payload.clone()),
+                    ..Default::default()
+                }),
             });
             return Ok(Pushed::Buffered);
         }
@@ -888,4 +953,91 @@ async fn the_ingester_gives_up_after_its_budget_of_failed_commits() {
     assert!(e.to_string().contains("the store is down"), "{e}");
     assert_eq!(lock(&h.table).failing_commits, 7);
     assert!(lock(&h.table).rows.is_empty());
+}
+
+/// Dead letters are sent before the table commit, with the partition's progress in the
+/// group's offsets: a crash between the two (here: a commit that fails, and a member that gives
+/// up after one) leaves them in the dead-letter topic, and the next holder sends none of them
+/// again while the table takes the good records once.
+#[tokio::test(start_paused = true)]
+async fn dead_letters_are_sent_once_through_a_crash_before_the_table_commit() {
+    let h = Harness::new(2, 20);
+    h.produce(0, &["!a", "x", "!b"]);
+    h.produce(1, &["!c"]);
+    lock(&h.table).failing_commits = 1;
+    let (a, coordinator) = h.member_with(100, Action::DeadLettered, Arc::default());
+    a.assign(&[0, 1]);
+    let (_tx, task) = spawn(coordinator.with_exit_after(1));
+    let gave_up = tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .expect("the member gives up")
+        .expect("the task");
+    assert!(gave_up.is_err(), "the table commit failed");
+    {
+        let topic = lock(&h.topic);
+        assert_eq!(
+            topic.dead,
+            vec![(0, 20), (0, 22), (1, 20)],
+            "sent before the table commit"
+        );
+        assert!(lock(&h.table).rows.is_empty());
+    }
+
+    let health = Arc::new(Health::default());
+    let (b, coordinator) = h.member_with(100, Action::DeadLettered, health.clone());
+    b.assign(&[0, 1]);
+    let (tx, task) = spawn(coordinator);
+    h.caught_up().await;
+    stop(tx, task).await;
+    let topic = lock(&h.topic);
+    assert_eq!(
+        topic.dead,
+        vec![(0, 20), (0, 22), (1, 20)],
+        "none sent twice"
+    );
+    let table = lock(&h.table);
+    let mut expected: Vec<i64> = (0..20).collect();
+    expected.push(21);
+    assert_eq!(offsets_of(&table, 0), expected);
+    assert_eq!(offsets_of(&table, 1), (0..20).collect::<Vec<_>>());
+    assert_eq!(health.report().dead_lettered_records, 3);
+    assert_eq!(
+        topic.group.get(&0),
+        Some(&23),
+        "the group mirrors the table again"
+    );
+}
+
+/// A member whose partition moved on (its dead-letter producer fenced by the new holder)
+/// cannot send dead letters for it: its transaction is refused and its records read again, and
+/// every bad record is in the dead-letter topic once.
+#[tokio::test(start_paused = true)]
+async fn a_fenced_member_sends_no_dead_letters() {
+    let h = Harness::new(1, 10);
+    h.produce(0, &["!a"]);
+    let (a, coordinator) = h.member_with(100, Action::DeadLettered, Arc::default());
+    a.assign(&[0]);
+    let failures = coordinator.metrics.commit_failures.clone();
+    let (tx, task) = spawn(coordinator);
+    // Another member takes the partition's transactional id after A took it.
+    while !lock(&a.member).epochs.contains_key(&0) {
+        tokio::time::sleep(POLL).await;
+    }
+    let (b, coordinator_b) = h.member_with(100, Action::DeadLettered, Arc::default());
+    b.fence(&[(0, None)]).await.expect("fence");
+    while failures.get() == 0 {
+        tokio::time::sleep(POLL).await;
+    }
+    assert!(
+        lock(&h.topic).dead.is_empty(),
+        "the fenced member sent nothing"
+    );
+    a.revoke(&[0]);
+    stop(tx, task).await;
+    b.assign(&[0]);
+    let (tx, task) = spawn(coordinator_b);
+    h.caught_up().await;
+    stop(tx, task).await;
+    assert_eq!(lock(&h.topic).dead, vec![(0, 10)]);
+    assert_eq!(offsets_of(&lock(&h.table), 0), (0..10).collect::<Vec<_>>());
 }

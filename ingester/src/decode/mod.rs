@@ -533,6 +533,39 @@ impl<D: Decoder> Pending<D> {
         &self.offsets
     }
 
+    /// Every pending record as it came, in order (for the dead-letter topic).
+    pub fn letters(&self) -> Vec<crate::bad::DeadLetter> {
+        (0..self.len()).filter_map(|i| self.letter(i)).collect()
+    }
+
+    /// The pending record at `index` as it came (for the dead-letter topic).
+    pub fn letter(&self, index: usize) -> Option<crate::bad::DeadLetter> {
+        use arrow::array::{Array, AsArray};
+        let offset = *self.offsets.get(index)?;
+        let value = self.raw.values().nth(index)?.map(<[u8]>::to_vec);
+        let keys = self.keys.raw();
+        let key = keys.is_valid(index).then(|| keys.value(index).to_vec());
+        let mut headers = Vec::new();
+        if let Some(builder) = &self.headers {
+            let map = builder.finish_cloned();
+            let offsets = map.value_offsets();
+            let names = map.keys().as_string::<i32>();
+            let values = map.values().as_binary::<i32>();
+            for entry in offsets[index] as usize..offsets[index + 1] as usize {
+                let value = values.is_valid(entry).then(|| values.value(entry).to_vec());
+                headers.push((names.value(entry).to_string(), value));
+            }
+        }
+        Some(crate::bad::DeadLetter {
+            offset,
+            key,
+            value,
+            headers,
+            timestamp_ms: self.timestamps_us[index].map(|us| us / 1000),
+            ..crate::bad::DeadLetter::default()
+        })
+    }
+
     fn clear(&mut self) {
         self.raw.clear();
         self.pushed_bytes = 0;
