@@ -345,6 +345,8 @@ pub struct ErrorConfig {
     pub commit_failures_degraded: u32,
     /// Commits failed in a row before the ingester exits; 0: never.
     pub commit_failures_exit: u32,
+    /// The window over which bad records are counted for Degraded/DeadLetterRate.
+    pub rate_window_ms: u64,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -719,6 +721,7 @@ impl IngesterConfig {
             max_record_bytes: bytes("spec.errors.maxRecordBytes", &e.max_record_bytes)?,
             commit_failures_degraded: e.commit_failures.degraded_after.max(1) as u32,
             commit_failures_exit: e.commit_failures.exit_after.max(0) as u32,
+            rate_window_ms: millis("spec.errors.degradedRate.window", &e.degraded_rate.window)?,
         };
         if errors.policy == ErrorPolicy::DeadLetter && errors.dead_letter_topic.is_none() {
             return Err(ConfigError::Missing {

@@ -46,6 +46,10 @@ pub struct IngesterReport {
     /// The newest bad record this ingester met.
     #[serde(default)]
     pub last_bad_record: Option<BadRecordReport>,
+    /// Bad records skipped or dead-lettered by commits within the last
+    /// `errors.degradedRate.window`.
+    #[serde(default)]
+    pub recent_bad_records: u64,
 }
 
 /// A bad record: where it is, and why it is bad.

@@ -909,6 +909,44 @@ pub struct ErrorHandling {
     /// ingester gives up.
     #[serde(default)]
     pub commit_failures: CommitFailures,
+
+    /// How many bad records may be skipped or dead-lettered within a window before the table
+    /// is Degraded with reason DeadLetterRate.
+    #[serde(default)]
+    pub degraded_rate: DegradedRate,
+}
+
+/// A rate of bad records above which the table is Degraded.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DegradedRate {
+    /// More bad records than this within the window make the table Degraded.
+    #[serde(default = "default_rate_records")]
+    #[schemars(range(min = 1))]
+    pub records: i64,
+
+    /// The window, a duration such as "5m"; between 10s and 24h.
+    #[serde(default = "default_rate_window")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('10s') && duration(self) <= duration('24h')")
+        .message("spec.errors.degradedRate.window must be between 10s and 24h"))]
+    pub window: String,
+}
+
+impl Default for DegradedRate {
+    fn default() -> Self {
+        Self {
+            records: default_rate_records(),
+            window: default_rate_window(),
+        }
+    }
+}
+
+fn default_rate_records() -> i64 {
+    100
+}
+fn default_rate_window() -> String {
+    "5m".into()
 }
 
 /// The dead-letter target of bad records.
@@ -931,6 +969,7 @@ impl Default for ErrorHandling {
             dead_letter: None,
             max_record_bytes: default_max_record_bytes(),
             commit_failures: CommitFailures::default(),
+            degraded_rate: DegradedRate::default(),
         }
     }
 }

@@ -584,3 +584,64 @@ pub async fn wait_answering(
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// A dead letter as a read_committed consumer of the dead-letter topic sees it.
+#[derive(Debug)]
+pub struct Letter {
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub timestamp: Option<i64>,
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+/// Every committed record of `topic` (a dead-letter topic, say) as an `isolation.level=
+/// read_committed` consumer reads it, until `count` arrived and three seconds more passed (to
+/// see any extra), or `deadline`.
+pub fn read_committed(
+    env: &TestEnv,
+    topic: &str,
+    count: usize,
+    deadline: Duration,
+) -> Result<Vec<Letter>, rdkafka::error::KafkaError> {
+    use rdkafka::Message;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Headers;
+    let consumer: BaseConsumer = kafka_config(env, false)
+        .set("group.id", unique("dlq-reader"))
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let deadline = std::time::Instant::now() + deadline;
+    let mut letters = Vec::new();
+    let mut enough_at: Option<std::time::Instant> = None;
+    while std::time::Instant::now() < deadline {
+        if enough_at.is_some_and(|t| t.elapsed() > Duration::from_secs(3)) {
+            break;
+        }
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let m = message?;
+        let mut headers = std::collections::BTreeMap::new();
+        if let Some(h) = m.headers() {
+            for header in h.iter() {
+                let value = header
+                    .value
+                    .map(|v| String::from_utf8_lossy(v).into_owned());
+                headers.insert(header.key.to_string(), value.unwrap_or_default());
+            }
+        }
+        letters.push(Letter {
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().map(<[u8]>::to_vec),
+            timestamp: m.timestamp().to_millis(),
+            headers,
+        });
+        if letters.len() >= count && enough_at.is_none() {
+            enough_at = Some(std::time::Instant::now());
+        }
+    }
+    Ok(letters)
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use kafkatable_e2e::avro::register;
 use kafkatable_e2e::env::TestEnv;
-use kafkatable_e2e::fixtures::{TestTopic, eventually, kafka_config, python};
+use kafkatable_e2e::fixtures::{TestTopic, eventually, kafka_config, python, read_committed};
 use kafkatable_e2e::ingester::{IngesterProcess, WorkDir};
 use serde_json::{Value, json};
 
@@ -422,61 +422,6 @@ async fn bad_avro_records_stop_only_their_partition_and_skip_passes_them_once() 
     Ok(())
 }
 
-/// A dead letter as a read_committed consumer of the dead-letter topic sees it.
-#[derive(Debug)]
-struct Letter {
-    key: Option<Vec<u8>>,
-    value: Option<Vec<u8>>,
-    timestamp: Option<i64>,
-    headers: std::collections::BTreeMap<String, String>,
-}
-
-/// Every committed record of `topic`, read until `count` arrived and a second more passed
-/// (to see any extra), or the deadline.
-fn read_committed(env: &TestEnv, topic: &str, count: usize) -> anyhow::Result<Vec<Letter>> {
-    use rdkafka::Message;
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::message::Headers;
-    let consumer: BaseConsumer = kafka_config(env, false)
-        .set("group.id", kafkatable_e2e::fixtures::unique("dlq-reader"))
-        .set("isolation.level", "read_committed")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()?;
-    consumer.subscribe(&[topic])?;
-    let deadline = std::time::Instant::now() + DEADLINE;
-    let mut letters = Vec::new();
-    let mut enough_at: Option<std::time::Instant> = None;
-    while std::time::Instant::now() < deadline {
-        if enough_at.is_some_and(|t| t.elapsed() > Duration::from_secs(3)) {
-            break;
-        }
-        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        let m = message?;
-        let mut headers = std::collections::BTreeMap::new();
-        if let Some(h) = m.headers() {
-            for header in h.iter() {
-                let value = header
-                    .value
-                    .map(|v| String::from_utf8_lossy(v).into_owned());
-                headers.insert(header.key.to_string(), value.unwrap_or_default());
-            }
-        }
-        letters.push(Letter {
-            key: m.key().map(<[u8]>::to_vec),
-            value: m.payload().map(<[u8]>::to_vec),
-            timestamp: m.timestamp().to_millis(),
-            headers,
-        });
-        if letters.len() >= count && enough_at.is_none() {
-            enough_at = Some(std::time::Instant::now());
-        }
-    }
-    Ok(letters)
-}
-
 #[tokio::test]
 async fn bad_records_go_to_the_dead_letter_topic_once_with_their_origin() -> anyhow::Result<()> {
     let t = Table::new("dlq").await?;
@@ -523,7 +468,7 @@ async fn bad_records_go_to_the_dead_letter_topic_once_with_their_origin() -> any
         .rows_until("every good record", |rows| rows.len() >= expected.len())
         .await;
     assert_eq!(rows, expected, "every good record once, no bad one");
-    let letters = read_committed(env, &dlq.name, 3)?;
+    let letters = read_committed(env, &dlq.name, 3, DEADLINE)?;
     let mut origins: Vec<(String, String)> = letters
         .iter()
         .map(|l| {
@@ -595,7 +540,7 @@ async fn bad_records_go_to_the_dead_letter_topic_once_with_their_origin() -> any
         .rows_until("the new good record", |rows| rows.len() > expected.len())
         .await;
     assert_eq!(rows.len(), expected.len() + 1, "{rows:?}");
-    let letters = read_committed(env, &dlq.name, 4)?;
+    let letters = read_committed(env, &dlq.name, 4, DEADLINE)?;
     assert_eq!(
         letters.len(),
         4,

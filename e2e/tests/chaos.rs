@@ -13,7 +13,9 @@
 use std::time::{Duration, Instant};
 
 use kafkatable_e2e::env::TestEnv;
-use kafkatable_e2e::fixtures::{TestBucket, TestTopic, eventually, kafka_config, python, unique};
+use kafkatable_e2e::fixtures::{
+    TestBucket, TestTopic, eventually, kafka_config, python, read_committed, unique,
+};
 use kafkatable_e2e::ingester::{IngesterProcess, WorkDir};
 use rand::Rng;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -52,6 +54,9 @@ print(json.dumps({"rows": t.num_rows, "distinct_pairs": len(pairs), "distinct_id
 enum Kind {
     /// Delta on a local path.
     Delta,
+    /// Delta on a local path, with bad records among the good (one in 97) sent to a
+    /// dead-letter topic.
+    DeltaDeadLetters,
     /// Delta on S3 (MinIO).
     DeltaS3,
     Iceberg,
@@ -61,7 +66,7 @@ impl Kind {
     /// The components this kind's ingesters depend on, crashed in turn.
     fn components(self) -> &'static [&'static str] {
         match self {
-            Kind::Delta => &["kafka"],
+            Kind::Delta | Kind::DeltaDeadLetters => &["kafka"],
             Kind::DeltaS3 => &["kafka", "minio"],
             Kind::Iceberg => &["kafka", "minio", "iceberg"],
         }
@@ -81,6 +86,11 @@ async fn delta_on_s3_every_record_exactly_once_through_kills_and_infrastructure_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_and_rows_exactly_once_through_kills_between_them() -> anyhow::Result<()> {
+    chaos(Kind::DeltaDeadLetters).await
+}
+
+#[tokio::test]
 async fn iceberg_every_record_exactly_once_through_kills_rebalances_and_scaling()
 -> anyhow::Result<()> {
     chaos(Kind::Iceberg).await
@@ -106,7 +116,7 @@ async fn chaos(kind: Kind) -> anyhow::Result<()> {
     };
     let namespace = unique("chaos").replace('-', "_");
     let table = match kind {
-        Kind::Delta => json!({"format": "delta", "location": location}),
+        Kind::Delta | Kind::DeltaDeadLetters => json!({"format": "delta", "location": location}),
         Kind::DeltaS3 => json!({
             "format": "delta",
             "location": location,
@@ -118,7 +128,11 @@ async fn chaos(kind: Kind) -> anyhow::Result<()> {
             "storage": {"endpoint": env.s3_endpoint, "region": "us-east-1", "pathStyle": true, "credentialsSecretRef": {"name": "s3"}},
         }),
     };
-    let manifest = json!({
+    let dead_letters = match kind {
+        Kind::DeltaDeadLetters => Some(TestTopic::create(&env, "chaos-dlq", 3).await?),
+        _ => None,
+    };
+    let mut manifest = json!({
         "apiVersion": "kafkatable.io/v1alpha1",
         "kind": "KafkaTable",
         "metadata": {"name": "chaos", "namespace": "e2e"},
@@ -132,8 +146,14 @@ async fn chaos(kind: Kind) -> anyhow::Result<()> {
             "commit": {"interval": "1s"},
         },
     });
+    if let Some(dlq) = &dead_letters {
+        manifest["spec"]["errors"] =
+            json!({"policy": "deadLetter", "deadLetter": {"topic": dlq.name}});
+    }
     let manifest_path = dir.join("table.yaml");
     std::fs::write(&manifest_path, serde_yaml::to_string(&manifest)?)?;
+    let bad = move |i: usize| kind == Kind::DeltaDeadLetters && i.is_multiple_of(97);
+    let bad_count = (0..records).filter(|i| bad(*i)).count();
 
     // Produce in the background, spread over the run. Idempotence: a send retried across a
     // broker crash must not write the record twice.
@@ -149,7 +169,10 @@ async fn chaos(kind: Kind) -> anyhow::Result<()> {
                 let producer = producer.clone();
                 let topic = topic_name.clone();
                 async move {
-                    let payload = json!({"id": i, "payload": "x".repeat(64)}).to_string();
+                    let payload = match bad(i) {
+                        true => format!("not JSON {i}"),
+                        false => json!({"id": i, "payload": "x".repeat(64)}).to_string(),
+                    };
                     let key = format!("k{i}");
                     producer
                         .send(
@@ -167,8 +190,12 @@ async fn chaos(kind: Kind) -> anyhow::Result<()> {
         Ok::<_, rdkafka::error::KafkaError>(())
     });
 
-    // Half the ingesters also abort right after a table commit, before the Kafka commit.
-    let crash_env = [("KAFKATABLE_FAULT_CRASH_AFTER_TABLE_COMMIT", "0.5")];
+    // Half the ingesters also abort right after a table commit, before the Kafka commit (and
+    // with dead letters, sometimes after sending them, before the table commit).
+    let crash_env = [
+        ("KAFKATABLE_FAULT_CRASH_AFTER_TABLE_COMMIT", "0.5"),
+        ("KAFKATABLE_FAULT_CRASH_AFTER_DEAD_LETTERS", "0.3"),
+    ];
     let mut serial = 0;
     let mut start = |crashy: bool| -> std::io::Result<IngesterProcess> {
         serial += 1;
@@ -281,7 +308,7 @@ async fn chaos(kind: Kind) -> anyhow::Result<()> {
 
     let ident = format!("{namespace}.events");
     let reader_args: Vec<&str> = match kind {
-        Kind::Delta => vec!["delta", &location],
+        Kind::Delta | Kind::DeltaDeadLetters => vec!["delta", &location],
         Kind::DeltaS3 => vec![
             "delta",
             &location,
@@ -300,13 +327,14 @@ async fn chaos(kind: Kind) -> anyhow::Result<()> {
     };
     let env_ref = &env;
     let args_ref = &reader_args;
+    let good = records - bad_count;
     let view: Value = eventually(
-        &format!("{records} rows"),
+        &format!("{good} rows"),
         Duration::from_secs(240),
         || async move {
             let out = python(env_ref, READER, args_ref).ok()?;
             let view: Value = serde_json::from_str(out.trim()).ok()?;
-            (view["rows"].as_u64()? >= records as u64).then_some(view)
+            (view["rows"].as_u64()? >= good as u64).then_some(view)
         },
     )
     .await;
@@ -316,19 +344,52 @@ async fn chaos(kind: Kind) -> anyhow::Result<()> {
     let last: Value = serde_json::from_str(out.trim())?;
     assert_eq!(
         last["rows"].as_u64(),
-        Some(records as u64),
+        Some(good as u64),
         "no record twice: {last} (first seen {view})"
     );
     assert_eq!(
         last["distinct_ids"].as_u64(),
-        Some(records as u64),
+        Some(good as u64),
         "every record once"
     );
-    assert_eq!(last["distinct_pairs"].as_u64(), Some(records as u64));
-    assert_eq!(
-        (last["min"].as_u64(), last["max"].as_u64()),
-        (Some(0), Some(records as u64 - 1))
-    );
+    assert_eq!(last["distinct_pairs"].as_u64(), Some(good as u64));
+    if let Some(dlq) = &dead_letters {
+        // The bad records, each once, in the dead-letter topic.
+        let letters = read_committed(&env, &dlq.name, bad_count, Duration::from_secs(120))?;
+        let origins: std::collections::BTreeSet<(String, String)> = letters
+            .iter()
+            .map(|l| {
+                (
+                    l.headers
+                        .get("kafkatable.partition")
+                        .cloned()
+                        .unwrap_or_default(),
+                    l.headers
+                        .get("kafkatable.offset")
+                        .cloned()
+                        .unwrap_or_default(),
+                )
+            })
+            .collect();
+        let values: std::collections::BTreeSet<Vec<u8>> =
+            letters.iter().filter_map(|l| l.value.clone()).collect();
+        eprintln!(
+            "chaos ({kind:?}): {} dead letters of {bad_count} bad records",
+            letters.len()
+        );
+        assert_eq!(
+            letters.len(),
+            bad_count,
+            "no dead letter twice, none missing"
+        );
+        assert_eq!(origins.len(), bad_count, "one letter per bad record");
+        assert_eq!(values.len(), bad_count, "each bad record's own value");
+    } else {
+        assert_eq!(
+            (last["min"].as_u64(), last["max"].as_u64()),
+            (Some(0), Some(records as u64 - 1))
+        );
+    }
     assert!(
         kills + crashes >= kills_wanted,
         "{kills} kills and {crashes} crashes"

@@ -142,6 +142,9 @@ struct Partition {
 pub struct Faults {
     /// The probability of aborting the process between a table commit and the Kafka commit.
     pub crash_after_table_commit: f64,
+    /// The probability of aborting the process between a partition's dead-letter transaction
+    /// and the table commit.
+    pub crash_after_dead_letters: f64,
 }
 
 /// The coordinator of one ingester.
@@ -760,6 +763,9 @@ impl<S: Source, K: Sink> Coordinator<S, K> {
                         .with_label_values(&[Action::Skipped.as_str()])
                         .inc_by(skipped);
                     self.health.update(|r| r.skipped_records += skipped);
+                }
+                if skipped + dead_lettered > 0 {
+                    self.health.bad_records(skipped + dead_lettered);
                 }
                 if dead_lettered > 0 {
                     self.metrics

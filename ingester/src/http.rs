@@ -28,6 +28,10 @@ pub struct Health {
     /// A schema-registry request is being retried: records that need it wait.
     pub registry_down: AtomicBool,
     report: Mutex<IngesterReport>,
+    /// Bad records passed by commits (when, how many), over the rate window.
+    bad_records: Mutex<std::collections::VecDeque<(std::time::Instant, u64)>>,
+    /// `errors.degradedRate.window`.
+    rate_window: Mutex<std::time::Duration>,
 }
 
 impl Health {
@@ -68,9 +72,30 @@ impl Health {
         self.update(|r| r.registry_error = error);
     }
 
+    /// Counts bad records a commit passed (skipped or dead-lettered), for the rate.
+    pub fn bad_records(&self, count: u64) {
+        if let Ok(mut recent) = self.bad_records.lock() {
+            recent.push_back((std::time::Instant::now(), count));
+        }
+    }
+
+    /// Sets the window over which bad records are counted (`errors.degradedRate.window`).
+    pub fn set_rate_window(&self, window: std::time::Duration) {
+        if let Ok(mut w) = self.rate_window.lock() {
+            *w = window;
+        }
+    }
+
     pub fn report(&self) -> IngesterReport {
         let mut report = self.report.lock().map(|r| r.clone()).unwrap_or_default();
         report.ready = self.ready();
+        let window = self.rate_window.lock().map(|w| *w).unwrap_or_default();
+        if let Ok(mut recent) = self.bad_records.lock() {
+            while recent.front().is_some_and(|(at, _)| at.elapsed() > window) {
+                recent.pop_front();
+            }
+            report.recent_bad_records = recent.iter().map(|(_, n)| n).sum();
+        }
         report
     }
 }

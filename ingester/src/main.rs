@@ -126,6 +126,9 @@ async fn run(
     let metrics =
         Metrics::new().map_err(|e| IngesterError::Unsupported(format!("metrics: {e}")))?;
     let health = Arc::new(Health::default());
+    health.set_rate_window(std::time::Duration::from_millis(
+        config.errors.rate_window_ms,
+    ));
     let server = tokio::spawn(http::serve(http_addr, metrics.clone(), health.clone()));
 
     // The table or catalog may be unreachable for a while: report why at /status and retry,
@@ -228,11 +231,15 @@ impl Ingest<'_> {
             source =
                 source.with_dead_letters(topic, &config.table_id, &config.source, client_id)?;
         }
-        let faults = Faults {
-            crash_after_table_commit: std::env::var("KAFKATABLE_FAULT_CRASH_AFTER_TABLE_COMMIT")
+        let chance = |name: &str| {
+            std::env::var(name)
                 .ok()
                 .and_then(|v| v.parse().ok())
-                .unwrap_or(0.0),
+                .unwrap_or(0.0)
+        };
+        let faults = Faults {
+            crash_after_table_commit: chance("KAFKATABLE_FAULT_CRASH_AFTER_TABLE_COMMIT"),
+            crash_after_dead_letters: chance("KAFKATABLE_FAULT_CRASH_AFTER_DEAD_LETTERS"),
         };
         Coordinator::new(
             source,

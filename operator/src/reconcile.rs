@@ -445,6 +445,10 @@ async fn apply(kt: &KafkaTable, ctx: &Context) -> Result<Action, OperatorError> 
         commit_interval_ms,
         topic_name: kt.spec.source.topic.clone(),
         commit_failures_degraded: kt.spec.errors.commit_failures.degraded_after.max(1) as u32,
+        bad_record_rate: (
+            kt.spec.errors.degraded_rate.records.max(1) as u64,
+            kt.spec.errors.degraded_rate.window.clone(),
+        ),
         catch_up_lag: kt
             .spec
             .scaling

@@ -38,6 +38,9 @@ pub struct Observation {
     pub topic_name: String,
     /// Failed commits in a row before the table is Degraded (`errors.commitFailures.degradedAfter`).
     pub commit_failures_degraded: u32,
+    /// Bad records within `errors.degradedRate.window` above which the table is Degraded, and
+    /// the window as written.
+    pub bad_record_rate: (u64, String),
     /// Lag above which the table is catching up (`Reconciling`): more than the autoscaler's
     /// target per replica for the replicas wanted. A lag at or below it is a healthy table's.
     pub catch_up_lag: i64,
@@ -109,6 +112,7 @@ impl Default for Observation {
             commit_interval_ms: 60_000,
             topic_name: String::new(),
             commit_failures_degraded: 1,
+            bad_record_rate: (100, "5m".into()),
             catch_up_lag: 0,
             invalid_spec: None,
             apply_failed: None,
@@ -400,6 +404,22 @@ pub fn compute(previous: &KafkaTableStatus, o: &Observation) -> KafkaTableStatus
                 "{} partition(s) stopped at a bad record (errors.policy fail; the other partitions go on, and a stopped one resumes there after a restart or a change of the spec): {}",
                 each.len(),
                 each.join("; ")
+            ),
+        ))
+    } else if let Some(recent) = Some(o.reports.iter().map(|r| r.recent_bad_records).sum::<u64>())
+        .filter(|n| *n > o.bad_record_rate.0)
+    {
+        let last = status
+            .bad_records
+            .as_ref()
+            .and_then(|b| b.last.as_ref())
+            .map(|b| format!("; the last: {}", b.reason))
+            .unwrap_or_default();
+        Some((
+            "DeadLetterRate",
+            format!(
+                "{recent} bad records skipped or dead-lettered in the last {}, more than spec.errors.degradedRate.records ({}){last}",
+                o.bad_record_rate.1, o.bad_record_rate.0
             ),
         ))
     } else if let Some(m) = o.crashing.first() {
@@ -891,6 +911,7 @@ mod tests {
         o.reports[0].last_bad_record = Some(bad.clone());
         o.reports[0].skipped_records = 2;
         o.reports[1].skipped_records = 3;
+        o.reports[1].recent_bad_records = 500;
         let s = compute(&KafkaTableStatus::default(), &o);
         let d = condition(&s, "Degraded");
         assert_eq!(d.reason, "PartitionStopped");
@@ -904,9 +925,21 @@ mod tests {
         assert_eq!((records.skipped, records.stopped.len()), (5, 1));
         assert_eq!(records.last.as_ref().map(|b| b.offset), Some(41));
 
-        // Resumed (a new policy): no longer degraded, and the last bad record stays known.
+        // Resumed (a new policy): the rate of bad records is what is wrong now.
         o.reports[0].stopped.clear();
         o.reports[0].last_bad_record = None;
+        let s = compute(&s, &o);
+        let d = condition(&s, "Degraded");
+        assert_eq!(d.reason, "DeadLetterRate");
+        assert!(
+            d.message
+                .starts_with("500 bad records skipped or dead-lettered in the last 5m")
+                && d.message.contains("not JSON"),
+            "{}",
+            d.message
+        );
+        // Below the rate: no longer degraded, and the last bad record stays known.
+        o.reports[1].recent_bad_records = 100;
         let s = compute(&s, &o);
         assert_eq!(condition(&s, "Degraded").status, "False");
         let records = s.bad_records.expect("bad records");
