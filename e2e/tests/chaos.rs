@@ -210,12 +210,18 @@ async fn chaos(kind: Kind) -> anyhow::Result<()> {
     };
     // First, one ingester that certainly dies in the window: it aborts after its first table
     // commit, before the Kafka commit, and its successors must not read those records again.
+    // With dead letters, it dies after its first dead-letter transaction instead, before the
+    // table commit: its successors must not send those again.
+    let fault = match kind {
+        Kind::DeltaDeadLetters => "KAFKATABLE_FAULT_CRASH_AFTER_DEAD_LETTERS",
+        _ => "KAFKATABLE_FAULT_CRASH_AFTER_TABLE_COMMIT",
+    };
     let mut certain = IngesterProcess::start_with_env(
         &manifest_path,
         &secrets,
         &dir,
         "ingester-0",
-        &[("KAFKATABLE_FAULT_CRASH_AFTER_TABLE_COMMIT", "1")],
+        &[(fault, "1")],
     )?;
     let certain_ref = &mut certain;
     eventually(
