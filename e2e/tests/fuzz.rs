@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use kafkatable_e2e::fuzz::{fuzz, targets};
+use kafkatable_e2e::fuzz::{fuzz, replay, targets};
 
 #[test]
 fn no_decoder_crashes_or_hangs_on_mutated_records() {
@@ -19,5 +19,29 @@ fn no_decoder_crashes_or_hangs_on_mutated_records() {
             target.name, run.executions, run.accepted, run.corpus
         );
         assert!(run.accepted > 0, "{}: the seeds decode", target.name);
+    }
+}
+
+/// Inputs long runs found, replayed on every run.
+#[test]
+fn earlier_findings_replay_clean() {
+    let findings: &[(&str, &[u8], bool)] = &[
+        // One record framed by the Confluent wire format (magic byte 0 and four bytes of schema
+        // id) around `{}`: a row of nulls for both readers, once the reference reads the frame
+        // as the ingester does.
+        (
+            "json-flat",
+            &[0x20, 0x00, 0x7b, 0x7d, 0x7d, 0x2d, 0x20, 0x7b, 0x7d],
+            true,
+        ),
+    ];
+    let targets = targets();
+    for (name, input, decodes) in findings {
+        let target = targets
+            .iter()
+            .find(|t| t.name == *name)
+            .unwrap_or_else(|| panic!("no target {name}"));
+        let outcome = replay(target, input).unwrap_or_else(|finding| panic!("{finding}"));
+        assert_eq!(outcome, *decodes, "{name} on {input:02x?}");
     }
 }
