@@ -40,6 +40,12 @@ pub enum ConfigError {
         field: &'static str,
         why: &'static str,
     },
+    #[error("{field}: {value:?}: {why}")]
+    Invalid {
+        field: &'static str,
+        value: String,
+        why: &'static str,
+    },
     #[error("{field}: {value} is not implemented yet ({works})")]
     NotImplemented {
         field: &'static str,
@@ -339,6 +345,8 @@ pub struct ErrorConfig {
     pub policy: ErrorPolicy,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letter_topic: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_table: Option<DeadLetterTableConfig>,
     /// Records larger than this (key and value) are bad records.
     pub max_record_bytes: u64,
     /// Commits failed in a row before the table is Degraded (CommitFailing).
@@ -347,6 +355,52 @@ pub struct ErrorConfig {
     pub commit_failures_exit: u32,
     /// The window over which bad records are counted for Degraded/DeadLetterRate.
     pub rate_window_ms: u64,
+}
+
+/// The dead-letter table: the main table's settings with another place.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeadLetterTableConfig {
+    /// Delta: the table's location.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// Iceberg: the table's name in the main table's catalog namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl DeadLetterTableConfig {
+    /// The dead-letter table beside `table`, named `name` (default: the table's name and
+    /// "_dead_letters").
+    fn beside(table: &TableConfig, name: Option<&str>) -> Result<Self, ConfigError> {
+        let named =
+            |main: &str| name.map_or_else(|| format!("{main}_dead_letters"), str::to_string);
+        match (&table.location, &table.catalog) {
+            (_, Some(catalog)) => Ok(Self {
+                location: None,
+                name: Some(named(&catalog.table)),
+            }),
+            (Some(location), None) => {
+                let trimmed = location.trim_end_matches('/');
+                let (parent, last) = trimmed
+                    .rsplit_once('/')
+                    .filter(|(_, last)| !last.is_empty())
+                    .ok_or_else(|| ConfigError::Invalid {
+                        field: "spec.table.location",
+                        value: location.clone(),
+                        why: "a dead-letter table goes beside it, and it has no last path segment",
+                    })?;
+                Ok(Self {
+                    location: Some(format!("{parent}/{}", named(last))),
+                    name: None,
+                })
+            }
+            (None, None) => Err(ConfigError::Missing {
+                field: "spec.table.location",
+                why: "the dead-letter table goes beside the table",
+            }),
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -717,16 +771,23 @@ impl IngesterConfig {
         let e = &spec.errors;
         let errors = ErrorConfig {
             policy: e.policy,
-            dead_letter_topic: e.dead_letter.as_ref().map(|d| d.topic.clone()),
+            dead_letter_topic: e.dead_letter.as_ref().and_then(|d| d.topic.clone()),
+            dead_letter_table: match e.dead_letter.as_ref().and_then(|d| d.table.as_ref()) {
+                Some(t) => Some(DeadLetterTableConfig::beside(&table, t.name.as_deref())?),
+                None => None,
+            },
             max_record_bytes: bytes("spec.errors.maxRecordBytes", &e.max_record_bytes)?,
             commit_failures_degraded: e.commit_failures.degraded_after.max(1) as u32,
             commit_failures_exit: e.commit_failures.exit_after.max(0) as u32,
             rate_window_ms: millis("spec.errors.degradedRate.window", &e.degraded_rate.window)?,
         };
-        if errors.policy == ErrorPolicy::DeadLetter && errors.dead_letter_topic.is_none() {
+        if errors.policy == ErrorPolicy::DeadLetter
+            && errors.dead_letter_topic.is_none()
+            && errors.dead_letter_table.is_none()
+        {
             return Err(ConfigError::Missing {
-                field: "spec.errors.deadLetter.topic",
-                why: "policy is deadLetter",
+                field: "spec.errors.deadLetter",
+                why: "policy is deadLetter (a topic or a table)",
             });
         }
         Ok(Self {
@@ -1118,6 +1179,45 @@ spec:
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn the_dead_letter_table_goes_beside_the_table() {
+        let config = |table: &str, dead_letter: &str| {
+            let yaml = MINIMAL.replace(
+                "spec:\n",
+                &format!("spec:\n  errors: {{policy: deadLetter, deadLetter: {dead_letter}}}\n"),
+            );
+            let mut kt = manifest(&yaml);
+            kt.spec.table = serde_json::from_str(table).expect("a table");
+            IngesterConfig::from_resource(&kt, Path::new("/s"))
+        };
+        let delta = r#"{"format": "delta", "location": "s3://lake/raw/orders/"}"#;
+        let table = |c: IngesterConfig| c.errors.dead_letter_table.expect("a dead-letter table");
+        assert_eq!(
+            table(config(delta, "{table: {}}").expect("valid"))
+                .location
+                .as_deref(),
+            Some("s3://lake/raw/orders_dead_letters")
+        );
+        assert_eq!(
+            table(config(delta, "{table: {name: bad}}").expect("valid"))
+                .location
+                .as_deref(),
+            Some("s3://lake/raw/bad")
+        );
+        let iceberg = r#"{"format": "iceberg", "catalog": {"type": "rest", "uri": "http://c", "namespace": "raw", "table": "orders"}}"#;
+        let t = table(config(iceberg, "{table: {}}").expect("valid"));
+        assert_eq!(
+            (t.location, t.name.as_deref()),
+            (None, Some("orders_dead_letters"))
+        );
+        let err = config(
+            r#"{"format": "delta", "location": "orders"}"#,
+            "{table: {}}",
+        )
+        .expect_err("no segment to go beside");
+        assert!(err.to_string().contains("spec.table.location"), "{err}");
     }
 
     #[test]

@@ -85,7 +85,7 @@ pub const DENIED_CONSUMER_PREFIXES: &[&str] = &["sasl.", "ssl.", "ssl_"];
     .message("spec.replicas is only honoured with spec.scaling.autoscale: false (the built-in autoscaler sets the replica count); set autoscale to false to scale with kubectl scale, an HPA or KEDA")
     .field_path(".replicas")
     .reason(Reason::FieldValueForbidden))]
-#[x_kube(validation = Rule::new("!has(self.errors.deadLetter) || self.errors.deadLetter.topic != self.source.topic")
+#[x_kube(validation = Rule::new("!has(self.errors.deadLetter) || !has(self.errors.deadLetter.topic) || self.errors.deadLetter.topic != self.source.topic")
     .message("spec.errors.deadLetter.topic must differ from spec.source.topic")
     .field_path(".errors.deadLetter.topic"))]
 #[x_kube(validation = Rule::new("!has(self.table.keyFields) || self.table.keyFields.all(k, !k.startsWith('_kafka_key.') || self.source.keyFormat in ['json', 'avro', 'protobuf', 'jsonSchema'])")
@@ -890,8 +890,9 @@ pub struct ErrorHandling {
     /// nothing at or after it is) while the other partitions go on; Degraded names the topic,
     /// partition, offset and reason, and the partition resumes there after a restart or a
     /// change of the spec. skip: count and log it (topic, partition, offset, reason), then go
-    /// on. deadLetter: produce it to deadLetter.topic with headers naming the reason and its
-    /// origin, exactly once with the table (no record in both, none in neither), then go on.
+    /// on. deadLetter: send it to deadLetter.topic (with headers naming the reason and its
+    /// origin) or deadLetter.table (a row with its bytes, reason and origin), exactly once with
+    /// the table (no record in both, none in neither), then go on.
     #[serde(default)]
     pub policy: ErrorPolicy,
 
@@ -949,8 +950,10 @@ fn default_rate_window() -> String {
     "5m".into()
 }
 
-/// The dead-letter target of bad records.
+/// The dead-letter target of bad records: a topic or a table, one of them.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("has(self.topic) != has(self.table)")
+    .message("spec.errors.deadLetter needs exactly one of topic and table"))]
 #[serde(rename_all = "camelCase")]
 pub struct DeadLetter {
     /// Topic on the source's cluster (same brokers and security) that receives each bad
@@ -958,8 +961,28 @@ pub struct DeadLetter {
     /// kafkatable.reason, kafkatable.error, kafkatable.topic, kafkatable.partition,
     /// kafkatable.offset, kafkatable.timestamp and kafkatable.table. It must exist. Written
     /// in Kafka transactions: read it with isolation.level=read_committed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 249), regex(pattern = r"^[a-zA-Z0-9._-]+$"))]
-    pub topic: String,
+    pub topic: Option<String>,
+
+    /// A table of the main table's format beside it that receives each bad record as a row:
+    /// _kafka_topic, _kafka_partition, _kafka_offset, _kafka_timestamp, _kafka_key,
+    /// _kafka_value (the bytes as they came), _kafka_headers, reason, error, kafkatable and
+    /// dead_lettered_at. It keeps sync points of its own, committed before the main table's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<DeadLetterTable>,
+}
+
+/// Where the dead-letter table is.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetterTable {
+    /// Delta: the directory beside the table's location with this name; Iceberg: the table of
+    /// this name in the same catalog and namespace. Default: the table's name (the last
+    /// segment of its location) followed by "_dead_letters".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 200), regex(pattern = r"^[a-zA-Z0-9_-]+$"))]
+    pub name: Option<String>,
 }
 
 impl Default for ErrorHandling {

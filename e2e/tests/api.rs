@@ -483,6 +483,21 @@ fn invalid_cases() -> Vec<(&'static str, Value, &'static str)> {
             "spec.errors.deadLetter.topic must differ from spec.source.topic",
         ),
         (
+            "dead letters to a topic and a table",
+            json!({"spec": {"errors": {"policy": "deadLetter", "deadLetter": {"topic": "dlq", "table": {}}}}}),
+            "spec.errors.deadLetter needs exactly one of topic and table",
+        ),
+        (
+            "dead letters to neither",
+            json!({"spec": {"errors": {"policy": "deadLetter", "deadLetter": {}}}}),
+            "spec.errors.deadLetter needs exactly one of topic and table",
+        ),
+        (
+            "a dead-letter table name with a slash",
+            json!({"spec": {"errors": {"policy": "deadLetter", "deadLetter": {"table": {"name": "a/b"}}}}}),
+            "spec.errors.deadLetter.table.name in body should match",
+        ),
+        (
             "max replicas below min",
             json!({"spec": {"scaling": {"minReplicas": 4, "maxReplicas": 2}}}),
             "spec.scaling.maxReplicas must be at least spec.scaling.minReplicas",
@@ -550,6 +565,15 @@ async fn invalid_manifests_are_refused_with_messages_naming_the_field() -> anyho
             &PostParams::default(),
             &serde_json::from_value(base("valid"))?,
         )
+        .await?;
+    // So are dead letters into a table beside the main one.
+    let mut to_table = base("dead-letter-table");
+    merge(
+        &mut to_table,
+        &json!({"spec": {"errors": {"policy": "deadLetter", "deadLetter": {"table": {}}}}}),
+    );
+    tables
+        .create(&PostParams::default(), &serde_json::from_value(to_table)?)
         .await?;
 
     // kubectl users see the same message.

@@ -71,6 +71,16 @@ impl Table {
 
     /// Starts an ingester with `errors` as `spec.errors`.
     fn start_with(&self, name: &str, errors: Value) -> anyhow::Result<IngesterProcess> {
+        self.start_with_env(name, errors, &[])
+    }
+
+    /// As `start_with`, with extra environment variables (fault injection).
+    fn start_with_env(
+        &self,
+        name: &str,
+        errors: Value,
+        envs: &[(&str, &str)],
+    ) -> anyhow::Result<IngesterProcess> {
         let mut manifest = json!({
             "apiVersion": "kafkatable.io/v1alpha1",
             "kind": "KafkaTable",
@@ -99,7 +109,9 @@ impl Table {
         }
         let path: PathBuf = self.dir.join(format!("{name}.yaml"));
         std::fs::write(&path, serde_yaml::to_string(&manifest)?)?;
-        Ok(IngesterProcess::start(&path, &self.dir, &self.dir, name)?)
+        Ok(IngesterProcess::start_with_env(
+            &path, &self.dir, &self.dir, name, envs,
+        )?)
     }
 
     /// The table's (partition, offset, id) rows.
@@ -130,6 +142,27 @@ impl Table {
         .await
     }
 }
+
+/// The dead-letter table's rows as JSON objects (bytes as lists of numbers), by partition
+/// and offset.
+const LETTERS: &str = r#"
+import json, sys
+from deltalake import DeltaTable
+try:
+    t = DeltaTable(sys.argv[1]).to_pyarrow_table()
+except Exception as e:
+    print(json.dumps([])); sys.exit(0)
+rows = []
+for r in t.to_pylist():
+    for k in ("_kafka_key", "_kafka_value"):
+        r[k] = None if r[k] is None else list(r[k])
+    r["_kafka_headers"] = [[k, None if v is None else list(v)] for k, v in r["_kafka_headers"]]
+    for k in ("_kafka_timestamp", "dead_lettered_at"):
+        r[k] = None if r[k] is None else r[k].isoformat()
+    rows.append(r)
+rows.sort(key=lambda r: (r["_kafka_partition"], r["_kafka_offset"]))
+print(json.dumps(rows))
+"#;
 
 /// Produces `values` in order to `partition` (None: a tombstone), each at the next offset.
 async fn produce(
@@ -546,5 +579,155 @@ async fn bad_records_go_to_the_dead_letter_topic_once_with_their_origin() -> any
         4,
         "one more dead letter, none twice: {letters:?}"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_records_go_to_the_dead_letter_table_once_through_a_crash_between_the_commits()
+-> anyhow::Result<()> {
+    let t = Table::new("dlt").await?;
+    let (env, topic) = (&t.env, t.topic.name.as_str());
+    let malformed = br#"{"id":3,"#.to_vec();
+    produce(
+        env,
+        topic,
+        0,
+        &[good(0), good(1), good(2), Some(malformed.clone()), good(4)],
+    )
+    .await?;
+    produce(
+        env,
+        topic,
+        1,
+        &[good(100), Some(br#"{"id":true}"#.to_vec()), good(102)],
+    )
+    .await?;
+    produce(env, topic, 2, &[good(200), None, good(202)]).await?;
+    let errors = json!({"policy": "deadLetter", "deadLetter": {"table": {}}});
+    let letters_at = format!("file://{}/table_dead_letters", t.dir.display());
+    let letters = || -> Vec<Value> {
+        python(env, LETTERS, &[&letters_at])
+            .ok()
+            .and_then(|out| serde_json::from_str::<Vec<Value>>(out.trim()).ok())
+            .unwrap_or_default()
+    };
+
+    // The first ingester dies right after its first dead-letter commit, before the table's.
+    let mut crashing = t.start_with_env(
+        "ingester-dlt-crash",
+        errors.clone(),
+        &[("KAFKATABLE_FAULT_CRASH_AFTER_DEAD_LETTERS", "1")],
+    )?;
+    eventually(
+        "the ingester to abort after its dead letters",
+        DEADLINE,
+        || {
+            let exited = crashing.exited().map(|_| ());
+            async move { exited }
+        },
+    )
+    .await;
+    let written = letters();
+    assert_eq!(written.len(), 1, "one partition's dead letter: {written:?}");
+    assert!(t.rows().is_empty(), "the table commit did not happen");
+
+    let ingester = t.start_with("ingester-dlt", errors.clone())?;
+    let expected: Vec<(i64, i64, i64)> = vec![
+        (0, 0, 0),
+        (0, 1, 1),
+        (0, 2, 2),
+        (0, 4, 4),
+        (1, 0, 100),
+        (1, 2, 102),
+        (2, 0, 200),
+        (2, 2, 202),
+    ];
+    let rows = t
+        .rows_until("every good record", |rows| rows.len() >= expected.len())
+        .await;
+    assert_eq!(rows, expected, "every good record once, no bad one");
+    let written = eventually("the three dead letters", DEADLINE, || async {
+        let l = letters();
+        (l.len() >= 3).then_some(l)
+    })
+    .await;
+    let origins: Vec<(i64, i64)> = written
+        .iter()
+        .map(|r| {
+            (
+                r["_kafka_partition"].as_i64().unwrap_or(-1),
+                r["_kafka_offset"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect();
+    assert_eq!(
+        origins,
+        vec![(0, 3), (1, 1), (2, 1)],
+        "exactly the bad records, once each, across the crash: {written:?}"
+    );
+    assert_eq!(
+        (&written[0]["reason"], &written[2]["reason"]),
+        (&json!("undecodable"), &json!("tombstone"))
+    );
+    let first = &written[0];
+    let bytes = |v: &Value| -> Option<Vec<u8>> {
+        v.as_array().map(|b| {
+            b.iter()
+                .filter_map(|x| x.as_u64().map(|x| x as u8))
+                .collect()
+        })
+    };
+    assert_eq!(
+        bytes(&first["_kafka_value"]),
+        Some(malformed),
+        "the value as it came"
+    );
+    assert_eq!(
+        bytes(&first["_kafka_key"]),
+        Some(b"k0-3".to_vec()),
+        "the key as it came"
+    );
+    assert_eq!(first["_kafka_topic"], topic);
+    assert_eq!(first["kafkatable"], "e2e/bad");
+    assert!(
+        first["error"]
+            .as_str()
+            .is_some_and(|e| e.contains(&format!("topic {topic} partition 0 offset 3"))),
+        "{first}"
+    );
+    assert!(first["_kafka_timestamp"].is_string(), "{first}");
+    assert_eq!(
+        written[2]["_kafka_value"],
+        Value::Null,
+        "the tombstone has no value"
+    );
+    eventually("the dead letters counted", DEADLINE, || async {
+        (report(&ingester).await?["deadLetteredRecords"].as_u64()? >= 2).then_some(())
+    })
+    .await;
+
+    // A restart writes none again; a new bad record is one more row.
+    assert_eq!(ingester.stop(Duration::from_secs(30)), Some(0));
+    produce(env, topic, 1, &[Some(b"[]".to_vec()), good(104)]).await?;
+    let _again = t.start_with("ingester-dlt-2", errors)?;
+    let rows = t
+        .rows_until("the new good record", |rows| rows.len() > expected.len())
+        .await;
+    assert_eq!(rows.len(), expected.len() + 1, "{rows:?}");
+    let written = eventually("the fourth dead letter", DEADLINE, || async {
+        let l = letters();
+        (l.len() >= 4).then_some(l)
+    })
+    .await;
+    let offsets: Vec<(i64, i64)> = written
+        .iter()
+        .map(|r| {
+            (
+                r["_kafka_partition"].as_i64().unwrap_or(-1),
+                r["_kafka_offset"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect();
+    assert_eq!(offsets, vec![(0, 3), (1, 1), (1, 3), (2, 1)], "none twice");
     Ok(())
 }

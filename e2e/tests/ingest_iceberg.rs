@@ -14,7 +14,8 @@ use kafkatable_crds::config::{CatalogConfig, StorageConfig};
 use kafkatable_crds::spec::CatalogType;
 use kafkatable_e2e::env::TestEnv;
 use kafkatable_e2e::fixtures::{
-    TestTopic, delete_group, eventually, group_offsets, noise, produce_json, python, unique,
+    TestTopic, delete_group, eventually, group_offsets, noise, produce_json, produce_raw,
+    produce_tombstone, python, unique,
 };
 use kafkatable_e2e::ingester::{IngesterProcess, WorkDir};
 use kafkatable_ingester::commit::iceberg::IcebergCommitter;
@@ -574,5 +575,114 @@ async fn sync_points_survive_a_rewrite_and_snapshot_expiry_by_another_engine() -
     let second = setup.start("iceberg-expiry-b")?;
     setup.expect_rows(2000, &second).await?;
     second.stop(Duration::from_secs(30));
+    Ok(())
+}
+
+/// The dead-letter table's rows (partition, offset, reason, value bytes), read by pyiceberg.
+const LETTERS: &str = r#"
+try:
+    letters = catalog.load_table(ident + "_dead_letters").scan().to_arrow().to_pylist()
+except Exception:
+    letters = []
+rows = sorted([r["_kafka_partition"], r["_kafka_offset"], r["reason"],
+               None if r["_kafka_value"] is None else list(r["_kafka_value"]), r["kafkatable"]]
+              for r in letters)
+print(json.dumps(rows))
+"#;
+
+#[tokio::test]
+async fn bad_records_go_to_the_iceberg_dead_letter_table_once_through_a_crash() -> anyhow::Result<()>
+{
+    let setup = Setup::rest("iceberg-dlt").await?;
+    let mut manifest: Value = serde_yaml::from_str(&std::fs::read_to_string(&setup.manifest)?)?;
+    manifest["spec"]["errors"] = json!({"policy": "deadLetter", "deadLetter": {"table": {}}});
+    std::fs::write(&setup.manifest, serde_yaml::to_string(&manifest)?)?;
+    let (env, topic) = (&setup.env, setup.topic.name.as_str());
+    let good = |i: usize| json!({"id": i, "name": format!("n{i}")}).to_string();
+    let ids = |view: &Value| -> Vec<u64> {
+        serde_json::from_value(view["ids"].clone()).unwrap_or_default()
+    };
+    let letters = || -> Vec<Value> {
+        read_rest_table(env, &setup.ident, LETTERS)
+            .ok()
+            .and_then(|out| serde_json::from_str(out.trim()).ok())
+            .unwrap_or_default()
+    };
+
+    // The table exists (its columns inferred from good records) before the bad ones come.
+    let (g0, g1, g2) = (good(0), good(1), good(2));
+    produce_raw(
+        env,
+        topic,
+        0,
+        &[g0.as_bytes(), g1.as_bytes(), g2.as_bytes()],
+    )
+    .await?;
+    let first = setup.start("iceberg-dlt-a")?;
+    eventually("the good records", DEADLINE, || async {
+        (ids(&setup.read().ok()?).len() == 3).then_some(())
+    })
+    .await;
+    assert_eq!(first.stop(Duration::from_secs(30)), Some(0));
+
+    let malformed = br#"{"id":3,"#;
+    let (g4, g6) = (good(4), good(6));
+    produce_raw(env, topic, 3, &[malformed, g4.as_bytes()]).await?;
+    produce_tombstone(env, topic, "k5").await?;
+    produce_raw(env, topic, 6, &[g6.as_bytes()]).await?;
+
+    // This one dies right after its dead-letter commit, before the table's.
+    let mut crashing = IngesterProcess::start_with_env(
+        &setup.manifest,
+        &setup.dir.join("secrets"),
+        &setup.dir,
+        "iceberg-dlt-crash",
+        &[("KAFKATABLE_FAULT_CRASH_AFTER_DEAD_LETTERS", "1")],
+    )?;
+    eventually(
+        "the ingester to abort after its dead letters",
+        DEADLINE,
+        || {
+            let exited = crashing.exited().map(|_| ());
+            async move { exited }
+        },
+    )
+    .await;
+    let written = letters();
+    assert_eq!(
+        written.len(),
+        2,
+        "both dead letters in one commit: {written:?}"
+    );
+    assert_eq!(
+        ids(&setup.read()?),
+        vec![0, 1, 2],
+        "the table commit did not happen"
+    );
+
+    let second = setup.start("iceberg-dlt-b")?;
+    eventually("the good records after the bad ones", DEADLINE, || async {
+        (ids(&setup.read().ok()?).len() >= 5).then_some(())
+    })
+    .await;
+    let view = setup.read()?;
+    assert_eq!(
+        ids(&view),
+        vec![0, 1, 2, 4, 6],
+        "every good record once: {view}"
+    );
+    assert_eq!(
+        view["distinct"], view["rows"],
+        "one row per (partition, offset)"
+    );
+    assert_eq!(
+        letters(),
+        vec![
+            json!([0, 3, "undecodable", malformed.to_vec(), "e2e/events"]),
+            json!([0, 5, "tombstone", null, "e2e/events"]),
+        ],
+        "exactly the bad records, once each, across the crash"
+    );
+    assert_eq!(second.stop(Duration::from_secs(30)), Some(0));
     Ok(())
 }

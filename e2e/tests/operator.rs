@@ -742,6 +742,72 @@ async fn a_schema_in_a_config_map_decodes_bare_avro_values() -> anyhow::Result<(
     Ok(())
 }
 
+/// A bad record with `errors.policy: fail` stops its partition: the KafkaTable is
+/// Degraded/PartitionStopped naming the topic, partition, offset and reason, and lists it in
+/// `status.badRecords`; changing the policy to skip resumes the partition past it, counted.
+#[tokio::test]
+async fn a_stopped_partition_is_degraded_until_a_new_policy_passes_the_record() -> anyhow::Result<()>
+{
+    let s = Setup::new("op-stopped").await?;
+    let topic = TestTopic::create(&s.env, "op-stopped", 1).await?;
+    produce_raw(
+        &s.env,
+        &topic.name,
+        0,
+        &[br#"{"id":0}"#, br#"{"id":1}"#, b"{not json", br#"{"id":3}"#],
+    )
+    .await?;
+    let manifest = delta_table(
+        "stops",
+        &s.env,
+        &s.env.kafka_bootstrap,
+        &topic.name,
+        &s.location("stops"),
+        json!({"minReplicas": 1, "maxReplicas": 1}),
+    );
+    s.operator.create_table(manifest).await?;
+    let (status, message) = degraded(&s, "stops", "PartitionStopped").await;
+    assert!(
+        message.contains(&format!("topic {} partition 0 offset 2", topic.name)),
+        "{message}"
+    );
+    let stopped = status.bad_records.clone().unwrap_or_default().stopped;
+    assert_eq!(
+        stopped
+            .iter()
+            .map(|b| (b.partition, b.offset))
+            .collect::<Vec<_>>(),
+        vec![(0, 2)],
+        "{status:?}"
+    );
+    s.operator
+        .tables()
+        .patch(
+            "stops",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"errors": {"policy": "skip"}}})),
+        )
+        .await?;
+    let status = s
+        .operator
+        .wait_status("stops", "past the bad record, counted", DEADLINE, |st| {
+            !is_true(st, "Degraded")
+                && st.sync_points.iter().any(|p| p.offset == 4)
+                && st
+                    .bad_records
+                    .as_ref()
+                    .is_some_and(|b| b.skipped == 1 && b.stopped.is_empty())
+        })
+        .await;
+    let last = status
+        .bad_records
+        .and_then(|b| b.last)
+        .expect("the last bad record");
+    assert_eq!((last.partition, last.offset), (0, 2));
+    s.remove().await;
+    Ok(())
+}
+
 /// Waits until `name` is Degraded with `reason`: its status, and the condition's message.
 async fn degraded(s: &Setup, name: &str, reason: &str) -> (KafkaTableStatus, String) {
     let what = format!("Degraded: {reason}");

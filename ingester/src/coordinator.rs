@@ -25,6 +25,7 @@ use kafkatable_crds::config::{CommitConfig, StartPosition};
 use crate::bad::{Action, BadRecord};
 use crate::commit::{CommitOutcome, SyncPoints};
 use crate::deadletter::Sent;
+use crate::deadletter::table::DeadLetterTable;
 use crate::error::{ErrorKind, IngesterError};
 use crate::http::Health;
 use crate::metrics::Metrics;
@@ -173,6 +174,9 @@ pub struct Coordinator<S: Source, K: Sink> {
     metrics: Metrics,
     health: Arc<Health>,
     faults: Faults,
+    /// Where dead letters go when it is a table (`errors.deadLetter.table`); otherwise the
+    /// source sends them to its dead-letter topic.
+    dead_letter_table: Option<DeadLetterTable>,
 }
 
 impl<S: Source, K: Sink> Coordinator<S, K> {
@@ -204,7 +208,14 @@ impl<S: Source, K: Sink> Coordinator<S, K> {
             metrics,
             health,
             faults: Faults::default(),
+            dead_letter_table: None,
         }
+    }
+
+    /// Dead letters go to `table` instead of the source's dead-letter topic.
+    pub fn with_dead_letter_table(mut self, table: DeadLetterTable) -> Self {
+        self.dead_letter_table = Some(table);
+        self
     }
 
     /// Gives up (returns the commit's error) after `failures` failed commits in a row; 0:
@@ -375,6 +386,9 @@ impl<S: Source, K: Sink> Coordinator<S, K> {
                 self.health
                     .update(|r| r.stopped.retain(|s| !partitions.contains(&s.partition)));
                 self.source.release(&partitions);
+                if let Some(table) = &mut self.dead_letter_table {
+                    table.release(&partitions);
+                }
                 self.report_sync_points();
             }
         }
@@ -391,7 +405,9 @@ impl<S: Source, K: Sink> Coordinator<S, K> {
             (Some(n), _) => Some(n),
             // Dead letters went out for records the table does not hold yet: the group's
             // offset is past them, so read them from where those were decided.
-            (None, _) if sent.is_some() => sent.as_ref().map(|s| s.from),
+            (None, _) if sent.as_ref().is_some_and(|s| s.from.is_some()) => {
+                sent.as_ref().and_then(|s| s.from)
+            }
             (None, StartPosition::TimestampMillis(ms)) => self.source.offset_for_time(p, ms).await,
             (None, _) => None,
         };
@@ -505,7 +521,10 @@ impl<S: Source, K: Sink> Coordinator<S, K> {
             .iter()
             .map(|p| (*p, points.get(p).copied()))
             .collect();
-        let sent = self.source.fence(&with).await?;
+        let sent = match &mut self.dead_letter_table {
+            Some(table) => table.fence(&with).await?,
+            None => self.source.fence(&with).await?,
+        };
         Ok((points, sent))
     }
 
@@ -831,12 +850,15 @@ impl<S: Source, K: Sink> Coordinator<S, K> {
             };
             let first = self.txn.first(p).unwrap_or(range.next);
             let mut sent = state.sent.clone().unwrap_or(Sent {
-                from: range.expected.unwrap_or(first),
+                from: Some(range.expected.unwrap_or(first)),
                 ..Sent::default()
             });
             sent.until = sent.until.max(range.next);
             sent.offsets.extend(letters.iter().map(|l| l.offset));
-            self.source.dead_letters(p, &letters, &sent).await?;
+            match &mut self.dead_letter_table {
+                Some(table) => table.send(p, &letters, &sent).await?,
+                None => self.source.dead_letters(p, &letters, &sent).await?,
+            }
             tracing::info!(
                 partition = p,
                 records = letters.len(),
@@ -845,6 +867,13 @@ impl<S: Source, K: Sink> Coordinator<S, K> {
             );
             if let Some(state) = self.partitions.get_mut(&p) {
                 state.sent = Some(sent);
+            }
+            let chance = self.faults.crash_after_dead_letters;
+            if chance > 0.0 && clock_fraction() < chance {
+                tracing::warn!(
+                    "fault injection: aborting between the dead letters and the table commit"
+                );
+                std::process::abort();
             }
         }
         Ok(())

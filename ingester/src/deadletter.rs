@@ -14,6 +14,8 @@
 //! never decided twice from guesswork: the metadata lists them. Readers of the dead-letter
 //! topic use `isolation.level=read_committed`.
 
+pub mod table;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,12 +30,13 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::bad::DeadLetter;
 use crate::error::IngesterError;
 
-/// What the dead-letter topic holds past a partition's sync point: its records from `from`
-/// (the table's sync point then, or the first record read when the table had none) are
-/// decided up to `until` (the consumer group's offset), and `offsets` are in the topic.
+/// What the dead-letter target holds past a partition's sync point: its records from `from`
+/// (the table's sync point then, or the first record read when the table had none; None:
+/// where the partition starts) are decided up to `until` (the consumer group's offset, or the
+/// dead-letter table's sync point), and `offsets` are in the target.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Sent {
-    pub from: i64,
+    pub from: Option<i64>,
     pub until: i64,
     pub offsets: BTreeSet<i64>,
 }
@@ -45,7 +48,8 @@ impl Sent {
     /// As offset metadata: where the decided records start, and the offsets as ranges
     /// ("0:3,7-9").
     pub fn metadata(&self) -> String {
-        let mut out = format!("{METADATA}{}:", self.from);
+        let from = self.from.map(|f| f.to_string()).unwrap_or_default();
+        let mut out = format!("{METADATA}{from}:");
         let mut offsets = self.offsets.iter().copied().peekable();
         let mut first = true;
         while let Some(start) = offsets.next() {
@@ -74,7 +78,10 @@ impl Sent {
             return None;
         }
         let (from, list) = metadata.strip_prefix(METADATA)?.split_once(':')?;
-        let from = from.parse::<i64>().ok()?;
+        let from = match from {
+            "" => None,
+            f => Some(f.parse::<i64>().ok()?),
+        };
         let mut offsets = BTreeSet::new();
         for part in list.split(',').filter(|p| !p.is_empty()) {
             let (start, end) = match part.split_once('-') {
@@ -87,7 +94,10 @@ impl Sent {
             offsets.extend((start..=end).filter(|o| sync_point.is_none_or(|s| *o >= s)));
         }
         Some(Self {
-            from: sync_point.map_or(from, |s| s.max(from)),
+            from: match (sync_point, from) {
+                (Some(s), Some(f)) => Some(s.max(f)),
+                (s, f) => s.or(f),
+            },
             until,
             offsets,
         })
@@ -345,7 +355,7 @@ mod tests {
     #[test]
     fn the_offsets_sent_round_trip_through_the_group_offsets_metadata() {
         let sent = Sent {
-            from: 0,
+            from: Some(0),
             until: 20,
             offsets: [3, 7, 8, 9, 15].into_iter().collect(),
         };
@@ -359,11 +369,11 @@ mod tests {
             later.offsets.into_iter().collect::<Vec<_>>(),
             vec![8, 9, 15]
         );
-        assert_eq!(later.from, 8);
+        assert_eq!(later.from, Some(8));
         assert_eq!(Sent::parse(20, &metadata, Some(20)), None, "not ahead");
         assert_eq!(Sent::parse(20, "", None), None, "not ours");
         let none = Sent::parse(5, "kafkatable-dead-letters:v1:2:", None).expect("ours");
-        assert_eq!((none.from, none.offsets.len()), (2, 0));
+        assert_eq!((none.from, none.offsets.len()), (Some(2), 0));
         assert!(sent.fits());
     }
 }

@@ -93,12 +93,18 @@ pub enum IngesterError {
         source: Cause,
     },
     /// A dead-letter transaction that did not commit (the records are read again).
-    #[error("dead-letter topic {topic}: {action}: {reason}")]
+    #[error("dead letters to {topic}: {action}: {reason}")]
     DeadLetters {
         topic: String,
         action: &'static str,
         reason: String,
     },
+    /// Another ingester wrote a partition's dead letters to the dead-letter table since this
+    /// one took the partition over: what this one knows of it is stale, so it starts again.
+    #[error(
+        "dead-letter table {table}: another ingester wrote partition {partition}'s dead letters since this one took it over"
+    )]
+    Superseded { table: String, partition: i32 },
     /// A setting or a table feature this ingester cannot honour.
     #[error("unsupported: {0}")]
     Unsupported(String),
@@ -161,7 +167,7 @@ impl IngesterError {
             | Self::Secret { .. } => ErrorKind::Config,
             Self::Kafka { .. } | Self::DeadLetters { .. } => ErrorKind::Kafka,
             Self::Decode(_) => ErrorKind::Record,
-            Self::Table { .. } => ErrorKind::Table,
+            Self::Table { .. } | Self::Superseded { .. } => ErrorKind::Table,
             Self::TableUnreachable { .. } => ErrorKind::TableUnreachable,
             Self::Unsupported(_) => ErrorKind::Unsupported,
             Self::Http { .. } => ErrorKind::Http,
@@ -191,7 +197,9 @@ impl IngesterError {
                 ..ErrorContext::default()
             },
             Self::Decode(e) => e.context(),
-            Self::Table { table, .. } | Self::TableUnreachable { table, .. } => ErrorContext {
+            Self::Table { table, .. }
+            | Self::TableUnreachable { table, .. }
+            | Self::Superseded { table, .. } => ErrorContext {
                 table: Some(table),
                 ..ErrorContext::default()
             },

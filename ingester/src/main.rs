@@ -9,6 +9,7 @@ use kafkatable_crds::config::DEFAULT_SECRETS_DIR;
 use kafkatable_crds::spec::{Format, TableFormat};
 use kafkatable_ingester::commit::{Committer, delta::DeltaCommitter, iceberg::IcebergCommitter};
 use kafkatable_ingester::coordinator::{Coordinator, Faults};
+use kafkatable_ingester::deadletter::table::DeadLetterTable;
 use kafkatable_ingester::decode::{
     AvroContext, AvroDecoder, BytesDecoder, Decoder, JsonDecoder, JsonSchemaContext,
     JsonSchemaDecoder, KeyContext, ProtobufContext, ProtobufDecoder, TextDecoder,
@@ -136,9 +137,13 @@ async fn run(
     let mut backoff = std::time::Duration::from_secs(1);
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
-    let committer = loop {
-        match open_committer(&config).await {
-            Ok(committer) => break committer,
+    let (committer, dead_letter_table) = loop {
+        let opened = async {
+            let main = open_committer(&config, &config.table).await?;
+            Ok::<_, IngesterError>((main, open_dead_letter_table(&config).await?))
+        };
+        match opened.await {
+            Ok(opened) => break opened,
             Err(e) if e.is_retryable() => {
                 tracing::warn!(error = %e, retry_in = ?backoff, "cannot open the table");
                 health.table(Some(e.to_string()));
@@ -157,6 +162,7 @@ async fn run(
     let ingest = Ingest {
         config: &config,
         committer,
+        dead_letter_table,
         metrics,
         health: health.clone(),
         client_id: &client_id,
@@ -198,6 +204,7 @@ struct Ingest<'a> {
     config: &'a kafkatable_crds::IngesterConfig,
     registry: Option<Arc<Registry>>,
     committer: Committer,
+    dead_letter_table: Option<DeadLetterTable>,
     metrics: Metrics,
     health: Arc<Health>,
     client_id: &'a str,
@@ -216,6 +223,7 @@ impl Ingest<'_> {
             config,
             registry,
             committer,
+            dead_letter_table,
             metrics,
             health,
             client_id,
@@ -241,7 +249,7 @@ impl Ingest<'_> {
             crash_after_table_commit: chance("KAFKATABLE_FAULT_CRASH_AFTER_TABLE_COMMIT"),
             crash_after_dead_letters: chance("KAFKATABLE_FAULT_CRASH_AFTER_DEAD_LETTERS"),
         };
-        Coordinator::new(
+        let mut coordinator = Coordinator::new(
             source,
             events,
             sink,
@@ -251,9 +259,11 @@ impl Ingest<'_> {
             health,
         )
         .with_faults(faults)
-        .with_exit_after(config.errors.commit_failures_exit)
-        .run(shutdown)
-        .await
+        .with_exit_after(config.errors.commit_failures_exit);
+        if let Some(table) = dead_letter_table {
+            coordinator = coordinator.with_dead_letter_table(table);
+        }
+        coordinator.run(shutdown).await
     }
 }
 
@@ -362,21 +372,49 @@ fn given_schema(
     Ok(Some((text, given.message.clone())))
 }
 
-/// The committer of the configured table format.
+/// The dead-letter table (`errors.deadLetter.table`): the main table's settings, without its
+/// columns and partitioning, in the dead-letter table's place.
+async fn open_dead_letter_table(
+    config: &kafkatable_crds::IngesterConfig,
+) -> Result<Option<DeadLetterTable>, IngesterError> {
+    let Some(place) = &config.errors.dead_letter_table else {
+        return Ok(None);
+    };
+    let mut table = config.table.clone();
+    table.location = place.location.clone();
+    if let (Some(catalog), Some(name)) = (&mut table.catalog, &place.name) {
+        catalog.table = name.clone();
+    }
+    table.partition_by.clear();
+    table.event_time = None;
+    table.columns.clear();
+    let name = match (&table.location, &table.catalog) {
+        (Some(location), _) => location.clone(),
+        (None, Some(c)) => format!("{}.{}", c.namespace.join("."), c.table),
+        (None, None) => String::new(),
+    };
+    let committer = open_committer(config, &table).await?;
+    tracing::info!(table = %name, "bad records go to the dead-letter table");
+    Ok(Some(DeadLetterTable::new(
+        committer,
+        &name,
+        &config.source.topic,
+        &config.table_id,
+    )))
+}
+
+/// The committer of `table` (the configured table, or the dead-letter table) in its format.
 async fn open_committer(
     config: &kafkatable_crds::IngesterConfig,
+    table: &kafkatable_crds::config::TableConfig,
 ) -> Result<Committer, IngesterError> {
-    Ok(match config.table.format {
+    Ok(match table.format {
         TableFormat::Delta => {
-            let location = config
-                .table
-                .location
-                .clone()
-                .ok_or(IngesterError::Unsupported(
-                    "a delta table needs spec.table.location".into(),
-                ))?;
-            let options = load::storage_options(&config.table.storage)?;
-            let partitions = kafkatable_ingester::partition::column_names(&config.table);
+            let location = table.location.clone().ok_or(IngesterError::Unsupported(
+                "a delta table needs spec.table.location".into(),
+            ))?;
+            let options = load::storage_options(&table.storage)?;
+            let partitions = kafkatable_ingester::partition::column_names(table);
             Committer::Delta(
                 DeltaCommitter::open(
                     &location,
@@ -390,19 +428,15 @@ async fn open_committer(
             )
         }
         TableFormat::Iceberg => {
-            let catalog = config
-                .table
-                .catalog
-                .clone()
-                .ok_or(IngesterError::Unsupported(
-                    "an iceberg table needs spec.table.catalog".into(),
-                ))?;
+            let catalog = table.catalog.clone().ok_or(IngesterError::Unsupported(
+                "an iceberg table needs spec.table.catalog".into(),
+            ))?;
             let committer = IcebergCommitter::open(
                 &catalog,
-                &config.table.storage,
+                &table.storage,
                 &config.source.topic,
                 config.commit.target_file_size,
-                config.table.partition_by.clone(),
+                table.partition_by.clone(),
             )
             .await?;
             Committer::Iceberg(committer)

@@ -206,7 +206,7 @@ impl<D: Decoder> TableSink<D> {
                 tracing::warn!(error = %error, "bad record skipped (errors.policy: skip)");
             }
             Action::DeadLettered => {
-                tracing::warn!(error = %error, "bad record to the dead-letter topic (errors.policy: deadLetter)");
+                tracing::warn!(error = %error, "bad record dead-lettered (errors.policy: deadLetter)");
             }
             Action::Stopped => {
                 tracing::error!(error = %error, "bad record: its partition stops here (errors.policy: fail); nothing at or after it is committed, the other partitions go on");

@@ -8,20 +8,25 @@
 //! Parquet reaches the target, so one commit may add several files per table partition and
 //! memory holds at most one target-sized file per table partition.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
+use deltalake::Path;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
 use deltalake::kernel::{Action, Add, MetadataExt, StructType, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::RecordBatchWriter;
 use deltalake::{DeltaTable, DeltaTableError, TableProperty};
+use object_store::ObjectStoreExt;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::properties::WriterProperties;
 
 use super::delta_files::{DataFiles, delete_files};
 use super::{CommitOutcome, PartitionRange, SyncPoints, keys};
+use crate::decode::{OFFSET_COLUMN, PARTITION_COLUMN};
 use crate::error::IngesterError;
 use crate::schema::{AlignError, align};
 
@@ -187,6 +192,60 @@ impl DeltaCommitter {
             }
         }
         Ok(points)
+    }
+
+    /// The offsets of `partition`'s rows from `from` (None: from the start) to before
+    /// `until`, by the `_kafka_partition` and `_kafka_offset` columns: only the files whose
+    /// statistics allow such rows are read.
+    pub async fn offsets_in(
+        &mut self,
+        partition: i32,
+        from: Option<i64>,
+        until: i64,
+    ) -> Result<BTreeSet<i64>, IngesterError> {
+        self.refresh().await?;
+        let mut offsets = BTreeSet::new();
+        if !self.exists() {
+            return Ok(offsets);
+        }
+        let unreachable = |action, e: String| {
+            IngesterError::unreachable(IngesterError::table(&self.location, action, e))
+        };
+        let snapshot = self
+            .table
+            .snapshot()
+            .map_err(|e| unreachable("read the snapshot", e.to_string()))?;
+        let paths: Vec<String> = snapshot
+            .log_data()
+            .iter()
+            .filter(|f| may_hold(f.stats().as_deref(), partition, from, until))
+            .map(|f| f.path().to_string())
+            .collect();
+        let store = self.table.object_store();
+        for path in paths {
+            let bytes = store
+                .get(&Path::from(path.as_str()))
+                .await
+                .map_err(|e| unreachable("read a file", format!("{path}: {e}")))?
+                .bytes()
+                .await
+                .map_err(|e| unreachable("read a file", format!("{path}: {e}")))?;
+            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+                .and_then(|b| {
+                    let mask = ProjectionMask::columns(
+                        b.parquet_schema(),
+                        [PARTITION_COLUMN, OFFSET_COLUMN],
+                    );
+                    b.with_projection(mask).build()
+                })
+                .map_err(|e| unreachable("read a file", format!("{path}: {e}")))?;
+            for batch in reader {
+                let batch =
+                    batch.map_err(|e| unreachable("read a file", format!("{path}: {e}")))?;
+                super::collect_offsets(&batch, partition, from, until, &mut offsets);
+            }
+        }
+        Ok(offsets)
     }
 
     async fn create(&mut self, schema: &SchemaRef) -> Result<(), IngesterError> {
@@ -565,6 +624,30 @@ fn column_annotation<'a>(
 /// Every commit writes a checkpoint when its version completes a multiple of the table's
 /// delta.checkpointInterval (`CommitBuilder::default()` writes none), and removes no log
 /// entries: expiring the log is retention, which is not implemented yet.
+/// Whether a file with `stats` (Delta's JSON statistics) may hold rows of `partition` from
+/// `from` to before `until`; without statistics it may.
+fn may_hold(stats: Option<&str>, partition: i32, from: Option<i64>, until: i64) -> bool {
+    let Some(stats) = stats.and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok()) else {
+        return true;
+    };
+    let bound = |which: &str, column: &str| stats[which][column].as_i64();
+    let partition = i64::from(partition);
+    let outside = |min: Option<i64>, max: Option<i64>, lo: Option<i64>, hi: i64| {
+        max.zip(lo).is_some_and(|(max, lo)| max < lo) || min.is_some_and(|min| min >= hi)
+    };
+    !(outside(
+        bound("minValues", PARTITION_COLUMN),
+        bound("maxValues", PARTITION_COLUMN),
+        Some(partition),
+        partition + 1,
+    ) || outside(
+        bound("minValues", OFFSET_COLUMN),
+        bound("maxValues", OFFSET_COLUMN),
+        from,
+        until,
+    ))
+}
+
 fn commit_builder() -> CommitBuilder {
     CommitBuilder::from(
         CommitProperties::default()

@@ -131,7 +131,7 @@ impl DataFiles {
             if size >= self.target_file_size
                 && let Some(file) = self.open.remove(&prefix)
             {
-                let add = self.upload(file).await?;
+                let add = Self::upload(self.store.clone(), self.name, file).await?;
                 self.added.push(add);
             }
         }
@@ -141,7 +141,7 @@ impl DataFiles {
     /// Uploads the open files; returns the `add` actions of all files written.
     pub async fn finish(mut self) -> Result<Vec<Add>, String> {
         for (_, file) in std::mem::take(&mut self.open) {
-            let add = self.upload(file).await?;
+            let add = Self::upload(self.store.clone(), self.name, file).await?;
             self.added.push(add);
         }
         Ok(self.added)
@@ -179,7 +179,13 @@ impl DataFiles {
         })
     }
 
-    async fn upload(&self, file: OpenFile) -> Result<Add, String> {
+    /// Uploads `file` to `store`, named by `name` (not a method: a future holding `&self`
+    /// would not be `Send`, since the open files' writers are not `Sync`).
+    async fn upload(
+        store: Arc<dyn ObjectStore>,
+        name: fn() -> String,
+        file: OpenFile,
+    ) -> Result<Add, String> {
         let OpenFile {
             prefix,
             partition_values,
@@ -192,7 +198,7 @@ impl DataFiles {
             .map_err(|e| e.to_string())?
             .into_payload();
         let size = payload.content_length() as i64;
-        let name = format!("part-{}.zstd.parquet", (self.name)());
+        let name = format!("part-{}.zstd.parquet", name());
         let path = if prefix.is_empty() {
             Path::from(name)
         } else {
@@ -200,7 +206,7 @@ impl DataFiles {
         };
         // Create-only: a file of the same name (which no writer should ever make) is never
         // overwritten, since a committed table may reference it.
-        self.store
+        store
             .put_opts(&path, payload, PutMode::Create.into())
             .await
             .map_err(|e| match e {

@@ -19,13 +19,14 @@
 
 mod widen;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::Field;
 use async_trait::async_trait;
+use futures::StreamExt;
 use iceberg::arrow::RecordBatchPartitionSplitter;
 use iceberg::arrow::arrow_schema_to_schema_auto_assign_ids;
 use iceberg::spec::{DataFile, DataFileFormat, PartitionKey, UnboundPartitionSpec};
@@ -48,6 +49,7 @@ use kafkatable_crds::config::{CatalogConfig, Partition, StorageConfig, Transform
 use kafkatable_crds::spec::CatalogType;
 
 use super::{CommitOutcome, PartitionRange, SyncPoints, keys, moved};
+use crate::decode::{OFFSET_COLUMN, PARTITION_COLUMN};
 use crate::error::IngesterError;
 use crate::schema::{AlignError, align};
 use crate::source::{read_credentials, read_secret};
@@ -257,6 +259,49 @@ impl IcebergCommitter {
                 .filter(|(p, _)| partitions.contains(p))
                 .collect()
         })
+    }
+
+    /// The offsets of `partition`'s rows from `from` (None: from the start) to before
+    /// `until`, by the `_kafka_partition` and `_kafka_offset` columns.
+    pub async fn offsets_in(
+        &mut self,
+        partition: i32,
+        from: Option<i64>,
+        until: i64,
+    ) -> Result<BTreeSet<i64>, IngesterError> {
+        use iceberg::expr::Reference;
+        use iceberg::spec::Datum;
+        let name = self.name();
+        let err = |e: iceberg::Error| {
+            IngesterError::unreachable(IngesterError::table(&name, "read the rows", e))
+        };
+        let Some(table) = self.load().await? else {
+            return Ok(BTreeSet::new());
+        };
+        if table.metadata().current_snapshot().is_none() {
+            return Ok(BTreeSet::new());
+        }
+        let mut filter = Reference::new(PARTITION_COLUMN)
+            .equal_to(Datum::int(partition))
+            .and(Reference::new(OFFSET_COLUMN).less_than(Datum::long(until)));
+        if let Some(from) = from {
+            filter = filter
+                .and(Reference::new(OFFSET_COLUMN).greater_than_or_equal_to(Datum::long(from)));
+        }
+        let mut stream = table
+            .scan()
+            .select([PARTITION_COLUMN, OFFSET_COLUMN])
+            .with_filter(filter)
+            .build()
+            .map_err(err)?
+            .to_arrow()
+            .await
+            .map_err(err)?;
+        let mut offsets = BTreeSet::new();
+        while let Some(batch) = stream.next().await {
+            super::collect_offsets(&batch.map_err(err)?, partition, from, until, &mut offsets);
+        }
+        Ok(offsets)
     }
 
     async fn create(&mut self, batch: &RecordBatch) -> Result<(), IngesterError> {

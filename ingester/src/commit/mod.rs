@@ -9,14 +9,14 @@ pub mod delta;
 mod delta_files;
 pub mod iceberg;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use arrow::array::RecordBatch;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{WriterProperties, WriterPropertiesBuilder};
 use parquet::schema::types::ColumnPath;
 
-use crate::decode::{OFFSET_COLUMN, TIMESTAMP_COLUMN};
+use crate::decode::{OFFSET_COLUMN, PARTITION_COLUMN, TIMESTAMP_COLUMN};
 use crate::error::IngesterError;
 
 /// Parquet settings both formats share: zstd, and no dictionary for the metadata columns whose
@@ -200,6 +200,55 @@ impl Committer {
             (Self::Delta(c), Staged::Delta(files)) => c.commit(files, ranges).await,
             (Self::Iceberg(c), Staged::Iceberg(files)) => c.commit(files, ranges).await,
             _ => Err(mismatch()),
+        }
+    }
+}
+
+impl Committer {
+    /// The offsets of `partition`'s rows from `from` (None: from the start) to before `until`
+    /// (the dead-letter table's, whose rows are few).
+    pub async fn offsets_in(
+        &mut self,
+        partition: i32,
+        from: Option<i64>,
+        until: i64,
+    ) -> Result<BTreeSet<i64>, IngesterError> {
+        match self {
+            Self::Delta(c) => c.offsets_in(partition, from, until).await,
+            Self::Iceberg(c) => c.offsets_in(partition, from, until).await,
+        }
+    }
+}
+
+/// Adds the offsets of `batch`'s rows of `partition` from `from` to before `until`.
+fn collect_offsets(
+    batch: &RecordBatch,
+    partition: i32,
+    from: Option<i64>,
+    until: i64,
+    offsets: &mut BTreeSet<i64>,
+) {
+    use arrow::array::AsArray;
+    use arrow::datatypes::{Int32Type, Int64Type};
+    let (Some(partitions), Some(offs)) = (
+        batch.column_by_name(PARTITION_COLUMN),
+        batch.column_by_name(OFFSET_COLUMN),
+    ) else {
+        return;
+    };
+    let (Some(partitions), Some(offs)) = (
+        partitions.as_primitive_opt::<Int32Type>(),
+        offs.as_primitive_opt::<Int64Type>(),
+    ) else {
+        return;
+    };
+    for (p, o) in partitions.iter().zip(offs.iter()) {
+        if let (Some(p), Some(o)) = (p, o)
+            && p == partition
+            && from.is_none_or(|f| o >= f)
+            && o < until
+        {
+            offsets.insert(o);
         }
     }
 }

@@ -214,7 +214,7 @@ pub fn headers_field() -> Field {
     )
 }
 
-type HeadersBuilder = MapBuilder<StringBuilder, BinaryBuilder>;
+pub(crate) type HeadersBuilder = MapBuilder<StringBuilder, BinaryBuilder>;
 
 /// Appends the headers of record `row` of `from` to `to`.
 fn copy_headers(from: &arrow::array::MapArray, row: usize, to: &mut HeadersBuilder) {
@@ -232,7 +232,7 @@ fn copy_headers(from: &arrow::array::MapArray, row: usize, to: &mut HeadersBuild
     let _ = to.append(true);
 }
 
-fn headers_builder() -> HeadersBuilder {
+pub(crate) fn headers_builder() -> HeadersBuilder {
     let names = MapFieldNames {
         entry: "entries".into(),
         key: "key".into(),
