@@ -22,6 +22,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
 
 const PARTITIONS: i32 = 12;
+/// What an ingester logs when it aborts between its dead letters and the table commit.
+const LETTERS_ABORT: &str = "aborting between the dead letters and the table commit";
 const INFRA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/infra.sh");
 
 /// Reads id, partition and offset of every row; prints counts.
@@ -233,8 +235,12 @@ async fn chaos(kind: Kind) -> anyhow::Result<()> {
         },
     )
     .await;
+    let window = match kind {
+        Kind::DeltaDeadLetters => LETTERS_ABORT,
+        _ => "aborting between the table commit and the Kafka commit",
+    };
     assert!(
-        certain.log_text().contains("fault injection"),
+        certain.log_text().contains(window),
         "it died in the window:\n{}",
         certain.log_text()
     );
@@ -244,13 +250,19 @@ async fn chaos(kind: Kind) -> anyhow::Result<()> {
         (0..3).map(|i| start(i == 0)).collect::<Result<_, _>>()?;
 
     let mut rng = rand::rng();
-    let (mut kills, mut crashes, mut added, mut removed) = (0usize, 1usize, 0usize, 0usize);
+    let (mut kills, mut added, mut removed) = (0usize, 0usize, 0usize);
+    // Aborts after a table commit, and between dead letters and a table commit (the first
+    // ingester's among them).
+    let (mut crashes, mut letter_crashes) = match kind {
+        Kind::DeltaDeadLetters => (0usize, 1usize),
+        _ => (1, 0),
+    };
     // Infrastructure crashes: one for every 25 kills, at least three, components in turn.
     let faults_wanted = (kills_wanted / 25).max(3);
     let mut faults: Vec<&str> = Vec::new();
     let mut fault: Option<tokio::task::JoinHandle<anyhow::Result<()>>> = None;
     let began = Instant::now();
-    while kills + crashes < kills_wanted
+    while kills + crashes + letter_crashes < kills_wanted
         || !production.is_finished()
         || faults.len() < faults_wanted
         || fault.as_ref().is_some_and(|f| !f.is_finished())
@@ -263,7 +275,10 @@ async fn chaos(kind: Kind) -> anyhow::Result<()> {
             done.await??;
         }
         let due = (faults.len() + 1) * kills_wanted / (faults_wanted + 1);
-        if fault.is_none() && faults.len() < faults_wanted && kills + crashes >= due {
+        if fault.is_none()
+            && faults.len() < faults_wanted
+            && kills + crashes + letter_crashes >= due
+        {
             let components = kind.components();
             let component = components[faults.len() % components.len()];
             faults.push(component);
@@ -275,9 +290,17 @@ async fn chaos(kind: Kind) -> anyhow::Result<()> {
             )));
         }
         // Injected crashes count too; their members are restarted.
-        let before = running.len();
-        running.retain_mut(|p| p.exited().is_none());
-        crashes += before - running.len();
+        running.retain_mut(|p| {
+            if p.exited().is_none() {
+                return true;
+            }
+            if p.log_text().contains(LETTERS_ABORT) {
+                letter_crashes += 1;
+            } else {
+                crashes += 1;
+            }
+            false
+        });
         match rng.random_range(0..10) {
             0 if running.len() < 5 => {
                 running.push(start(rng.random_bool(0.5))?);
@@ -288,7 +311,7 @@ async fn chaos(kind: Kind) -> anyhow::Result<()> {
                 victim.stop(Duration::from_secs(20));
                 removed += 1;
             }
-            _ if !running.is_empty() && kills + crashes < kills_wanted => {
+            _ if !running.is_empty() && kills + crashes + letter_crashes < kills_wanted => {
                 let victim = running.remove(rng.random_range(0..running.len()));
                 victim.kill();
                 kills += 1;
@@ -309,7 +332,7 @@ async fn chaos(kind: Kind) -> anyhow::Result<()> {
     }
     let finishers: Vec<IngesterProcess> = (0..2).map(|_| start(false)).collect::<Result<_, _>>()?;
     eprintln!(
-        "chaos ({kind:?}): {kills} SIGKILLs, {crashes} aborts after a table commit, {added} added, {removed} removed, crashed and resumed: {faults:?}, {records} records"
+        "chaos ({kind:?}): {kills} SIGKILLs, {crashes} aborts after a table commit, {letter_crashes} between dead letters and a table commit, {added} added, {removed} removed, crashed and resumed: {faults:?}, {records} records"
     );
 
     let ident = format!("{namespace}.events");
@@ -397,12 +420,17 @@ async fn chaos(kind: Kind) -> anyhow::Result<()> {
         );
     }
     assert!(
-        kills + crashes >= kills_wanted,
-        "{kills} kills and {crashes} crashes"
+        kills + crashes + letter_crashes >= kills_wanted,
+        "{kills} kills and {} crashes",
+        crashes + letter_crashes
     );
+    let in_window = match kind {
+        Kind::DeltaDeadLetters => letter_crashes,
+        _ => crashes,
+    };
     assert!(
-        crashes >= 1,
-        "at least one ingester died between a table commit and its Kafka commit"
+        in_window >= 1,
+        "at least one ingester died in the window ({kind:?}): {window}"
     );
     for p in finishers {
         p.stop(Duration::from_secs(20));
