@@ -143,8 +143,8 @@ impl Table {
     }
 }
 
-/// The dead-letter table's rows as JSON objects (bytes as lists of numbers), by partition
-/// and offset.
+/// The dead-letter table's rows as JSON objects (bytes as lists of numbers, or their length
+/// from 4 KiB on), by partition and offset.
 const LETTERS: &str = r#"
 import json, sys
 from deltalake import DeltaTable
@@ -155,7 +155,8 @@ except Exception as e:
 rows = []
 for r in t.to_pylist():
     for k in ("_kafka_key", "_kafka_value"):
-        r[k] = None if r[k] is None else list(r[k])
+        v = r[k]
+        r[k] = None if v is None else list(v) if len(v) < 4096 else {"bytes": len(v)}
     r["_kafka_headers"] = [[k, None if v is None else list(v)] for k, v in r["_kafka_headers"]]
     for k in ("_kafka_timestamp", "dead_lettered_at"):
         r[k] = None if r[k] is None else r[k].isoformat()
@@ -163,6 +164,45 @@ for r in t.to_pylist():
 rows.sort(key=lambda r: (r["_kafka_partition"], r["_kafka_offset"]))
 print(json.dumps(rows))
 "#;
+
+/// Good records around bad ones in each partition: malformed JSON at 0/3 (returned), a
+/// boolean in the long column at 1/1 and a 5 MB record at 1/3, a tombstone at 2/1.
+async fn produce_dead_letter_cases(env: &TestEnv, topic: &str) -> anyhow::Result<Vec<u8>> {
+    let malformed = br#"{"id":3,"#.to_vec();
+    produce(
+        env,
+        topic,
+        0,
+        &[good(0), good(1), good(2), Some(malformed.clone()), good(4)],
+    )
+    .await?;
+    produce(
+        env,
+        topic,
+        1,
+        &[
+            good(100),
+            Some(br#"{"id":true}"#.to_vec()),
+            good(102),
+            Some(huge()),
+        ],
+    )
+    .await?;
+    produce(env, topic, 2, &[good(200), None, good(202)]).await?;
+    Ok(malformed)
+}
+
+/// The (partition, offset, id) rows of the good ones among [`produce_dead_letter_cases`].
+const DEAD_LETTER_CASES_GOOD: [(i64, i64, i64); 8] = [
+    (0, 0, 0),
+    (0, 1, 1),
+    (0, 2, 2),
+    (0, 4, 4),
+    (1, 0, 100),
+    (1, 2, 102),
+    (2, 0, 200),
+    (2, 2, 202),
+];
 
 /// Produces `values` in order to `partition` (None: a tombstone), each at the next offset.
 async fn produce(
@@ -198,6 +238,11 @@ fn good(id: i64) -> Option<Vec<u8>> {
     )
 }
 
+/// A good record of 5 MB, over the default `errors.maxRecordBytes` (4 MiB).
+fn huge() -> Vec<u8> {
+    format!(r#"{{"id":203,"name":"{}"}}"#, "x".repeat(5 << 20)).into_bytes()
+}
+
 /// The ingester's report, from `/status`.
 async fn report(ingester: &IngesterProcess) -> Option<Value> {
     let (_, body) = ingester.get("/status").await?;
@@ -208,7 +253,7 @@ async fn report(ingester: &IngesterProcess) -> Option<Value> {
 async fn bad_records_stop_only_their_partition_and_skip_passes_them_once() -> anyhow::Result<()> {
     let t = Table::new("json").await?;
     let (env, topic) = (&t.env, t.topic.name.as_str());
-    let huge = format!(r#"{{"id":203,"name":"{}"}}"#, "x".repeat(5 << 20)).into_bytes();
+    let huge = huge();
     // Partition 0: malformed JSON at offset 3. Partition 1: a boolean in the long column at 2.
     produce(
         env,
@@ -466,42 +511,18 @@ async fn bad_records_go_to_the_dead_letter_topic_once_with_their_origin() -> any
     )
     .await?;
     let (env, topic) = (&t.env, t.topic.name.as_str());
-    let malformed = br#"{"id":3,"#.to_vec();
-    produce(
-        env,
-        topic,
-        0,
-        &[good(0), good(1), good(2), Some(malformed.clone()), good(4)],
-    )
-    .await?;
-    produce(
-        env,
-        topic,
-        1,
-        &[good(100), Some(br#"{"id":true}"#.to_vec()), good(102)],
-    )
-    .await?;
-    produce(env, topic, 2, &[good(200), None, good(202)]).await?;
+    let malformed = produce_dead_letter_cases(env, topic).await?;
 
     let ingester = t.start_with(
         "ingester-dlq",
         json!({"policy": "deadLetter", "deadLetter": {"topic": dlq.name}}),
     )?;
-    let expected: Vec<(i64, i64, i64)> = vec![
-        (0, 0, 0),
-        (0, 1, 1),
-        (0, 2, 2),
-        (0, 4, 4),
-        (1, 0, 100),
-        (1, 2, 102),
-        (2, 0, 200),
-        (2, 2, 202),
-    ];
+    let expected = DEAD_LETTER_CASES_GOOD.to_vec();
     let rows = t
         .rows_until("every good record", |rows| rows.len() >= expected.len())
         .await;
     assert_eq!(rows, expected, "every good record once, no bad one");
-    let letters = read_committed(env, &dlq.name, 3, DEADLINE)?;
+    let letters = read_committed(env, &dlq.name, 4, DEADLINE)?;
     let mut origins: Vec<(String, String)> = letters
         .iter()
         .map(|l| {
@@ -517,6 +538,7 @@ async fn bad_records_go_to_the_dead_letter_topic_once_with_their_origin() -> any
         vec![
             ("0".into(), "3".into()),
             ("1".into(), "1".into()),
+            ("1".into(), "3".into()),
             ("2".into(), "1".into())
         ],
         "exactly the bad records, once each: {letters:?}"
@@ -557,8 +579,19 @@ async fn bad_records_go_to_the_dead_letter_topic_once_with_their_origin() -> any
         ),
         (None, "tombstone")
     );
+    let large = letters
+        .iter()
+        .find(|l| l.headers["kafkatable.offset"] == "3" && l.headers["kafkatable.partition"] == "1")
+        .expect("the 5 MB record's letter");
+    assert_eq!(
+        (
+            large.value.as_ref().map(Vec::len),
+            large.headers["kafkatable.reason"].as_str()
+        ),
+        (Some(huge().len()), "too-large")
+    );
     eventually("the dead letters counted", DEADLINE, || async {
-        (report(&ingester).await?["deadLetteredRecords"].as_u64()? == 3).then_some(())
+        (report(&ingester).await?["deadLetteredRecords"].as_u64()? == 4).then_some(())
     })
     .await;
 
@@ -573,10 +606,10 @@ async fn bad_records_go_to_the_dead_letter_topic_once_with_their_origin() -> any
         .rows_until("the new good record", |rows| rows.len() > expected.len())
         .await;
     assert_eq!(rows.len(), expected.len() + 1, "{rows:?}");
-    let letters = read_committed(env, &dlq.name, 4, DEADLINE)?;
+    let letters = read_committed(env, &dlq.name, 5, DEADLINE)?;
     assert_eq!(
         letters.len(),
-        4,
+        5,
         "one more dead letter, none twice: {letters:?}"
     );
     Ok(())
@@ -587,22 +620,7 @@ async fn bad_records_go_to_the_dead_letter_table_once_through_a_crash_between_th
 -> anyhow::Result<()> {
     let t = Table::new("dlt").await?;
     let (env, topic) = (&t.env, t.topic.name.as_str());
-    let malformed = br#"{"id":3,"#.to_vec();
-    produce(
-        env,
-        topic,
-        0,
-        &[good(0), good(1), good(2), Some(malformed.clone()), good(4)],
-    )
-    .await?;
-    produce(
-        env,
-        topic,
-        1,
-        &[good(100), Some(br#"{"id":true}"#.to_vec()), good(102)],
-    )
-    .await?;
-    produce(env, topic, 2, &[good(200), None, good(202)]).await?;
+    let malformed = produce_dead_letter_cases(env, topic).await?;
     let errors = json!({"policy": "deadLetter", "deadLetter": {"table": {}}});
     let letters_at = format!("file://{}/table_dead_letters", t.dir.display());
     let letters = || -> Vec<Value> {
@@ -632,23 +650,14 @@ async fn bad_records_go_to_the_dead_letter_table_once_through_a_crash_between_th
     assert!(t.rows().is_empty(), "the table commit did not happen");
 
     let ingester = t.start_with("ingester-dlt", errors.clone())?;
-    let expected: Vec<(i64, i64, i64)> = vec![
-        (0, 0, 0),
-        (0, 1, 1),
-        (0, 2, 2),
-        (0, 4, 4),
-        (1, 0, 100),
-        (1, 2, 102),
-        (2, 0, 200),
-        (2, 2, 202),
-    ];
+    let expected = DEAD_LETTER_CASES_GOOD.to_vec();
     let rows = t
         .rows_until("every good record", |rows| rows.len() >= expected.len())
         .await;
     assert_eq!(rows, expected, "every good record once, no bad one");
-    let written = eventually("the three dead letters", DEADLINE, || async {
+    let written = eventually("the four dead letters", DEADLINE, || async {
         let l = letters();
-        (l.len() >= 3).then_some(l)
+        (l.len() >= 4).then_some(l)
     })
     .await;
     let origins: Vec<(i64, i64)> = written
@@ -662,13 +671,19 @@ async fn bad_records_go_to_the_dead_letter_table_once_through_a_crash_between_th
         .collect();
     assert_eq!(
         origins,
-        vec![(0, 3), (1, 1), (2, 1)],
+        vec![(0, 3), (1, 1), (1, 3), (2, 1)],
         "exactly the bad records, once each, across the crash: {written:?}"
     );
+    let reasons: Vec<&Value> = written.iter().map(|r| &r["reason"]).collect();
     assert_eq!(
-        (&written[0]["reason"], &written[2]["reason"]),
-        (&json!("undecodable"), &json!("tombstone"))
+        (reasons[0], reasons[2], reasons[3]),
+        (
+            &json!("undecodable"),
+            &json!("too-large"),
+            &json!("tombstone")
+        )
     );
+    assert_eq!(written[2]["_kafka_value"], json!({"bytes": huge().len()}));
     let first = &written[0];
     let bytes = |v: &Value| -> Option<Vec<u8>> {
         v.as_array().map(|b| {
@@ -697,7 +712,7 @@ async fn bad_records_go_to_the_dead_letter_table_once_through_a_crash_between_th
     );
     assert!(first["_kafka_timestamp"].is_string(), "{first}");
     assert_eq!(
-        written[2]["_kafka_value"],
+        written[3]["_kafka_value"],
         Value::Null,
         "the tombstone has no value"
     );
@@ -714,9 +729,9 @@ async fn bad_records_go_to_the_dead_letter_table_once_through_a_crash_between_th
         .rows_until("the new good record", |rows| rows.len() > expected.len())
         .await;
     assert_eq!(rows.len(), expected.len() + 1, "{rows:?}");
-    let written = eventually("the fourth dead letter", DEADLINE, || async {
+    let written = eventually("the fifth dead letter", DEADLINE, || async {
         let l = letters();
-        (l.len() >= 4).then_some(l)
+        (l.len() >= 5).then_some(l)
     })
     .await;
     let offsets: Vec<(i64, i64)> = written
@@ -728,6 +743,10 @@ async fn bad_records_go_to_the_dead_letter_table_once_through_a_crash_between_th
             )
         })
         .collect();
-    assert_eq!(offsets, vec![(0, 3), (1, 1), (1, 3), (2, 1)], "none twice");
+    assert_eq!(
+        offsets,
+        vec![(0, 3), (1, 1), (1, 3), (1, 4), (2, 1)],
+        "none twice"
+    );
     Ok(())
 }

@@ -164,6 +164,10 @@ impl KafkaDeadLetters {
                 .set("transactional.id", &id)
                 .set("enable.idempotence", "true")
                 .set("transaction.timeout.ms", "60000")
+                // A record too large for the table may be larger than librdkafka's default
+                // limit of 1 MB; the dead-letter topic's own limit decides (a refusal names it
+                // and is retried, reported as failing commits).
+                .set("message.max.bytes", "1000000000")
                 .create()
                 .map_err(self.kafka("create the dead-letter producer"))?;
             let timeout = self.timeout;

@@ -777,7 +777,10 @@ async fn write_status(
     if &new == previous {
         return Ok(());
     }
-    let patch = serde_json::json!({"status": new});
+    let patch = serde_json::json!({"status": status::merge_patch(
+        &serde_json::to_value(previous).unwrap_or_default(),
+        &serde_json::to_value(&new).unwrap_or_default(),
+    )});
     let key = ObjectRef::from_obj(kt);
     api.patch_status(
         &kt.name_any(),

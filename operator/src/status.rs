@@ -675,9 +675,96 @@ pub fn changed<'a>(before: &[Condition], after: &'a [Condition]) -> Vec<&'a Cond
         .collect()
 }
 
+/// The JSON merge patch (RFC 7386) that turns status `from` into `to`: the values that
+/// changed, and a null for each field `to` no longer has. (A merge patch keeps a field it does
+/// not mention, and the status leaves out empty fields: without the nulls a cleared list, a
+/// stopped partition say, would stay on the object.)
+pub fn merge_patch(from: &serde_json::Value, to: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match (from, to) {
+        (Value::Object(from), Value::Object(to)) => {
+            let mut patch = serde_json::Map::new();
+            for (key, new) in to {
+                match from.get(key) {
+                    Some(old) if old == new => {}
+                    Some(old) => {
+                        patch.insert(key.clone(), merge_patch(old, new));
+                    }
+                    None => {
+                        patch.insert(key.clone(), new.clone());
+                    }
+                }
+            }
+            for key in from.keys().filter(|k| !to.contains_key(*k)) {
+                patch.insert(key.clone(), Value::Null);
+            }
+            Value::Object(patch)
+        }
+        _ => to.clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_status_patch_removes_what_the_new_status_no_longer_has() {
+        let stopped = BadRecord {
+            partition: 0,
+            offset: 2,
+            reason: "not JSON".into(),
+            time: None,
+        };
+        let before = KafkaTableStatus {
+            bad_records: Some(BadRecords {
+                skipped: 0,
+                dead_lettered: 0,
+                stopped: vec![stopped.clone()],
+                last: Some(stopped),
+            }),
+            partitions: Some(3),
+            ..KafkaTableStatus::default()
+        };
+        let mut after = before.clone();
+        if let Some(b) = after.bad_records.as_mut() {
+            b.stopped.clear();
+            b.skipped = 1;
+        }
+        after.partitions = None;
+        let (from, to) = (
+            serde_json::to_value(&before).expect("json"),
+            serde_json::to_value(&after).expect("json"),
+        );
+        let patch = merge_patch(&from, &to);
+        assert_eq!(
+            patch,
+            serde_json::json!({"badRecords": {"skipped": 1, "stopped": null}, "partitions": null})
+        );
+        // Applied as the API server applies it, the patch gives the new status.
+        assert_eq!(apply(from, &patch), to);
+    }
+
+    /// RFC 7386's apply, as the API server runs it.
+    fn apply(target: serde_json::Value, patch: &serde_json::Value) -> serde_json::Value {
+        use serde_json::Value;
+        let Value::Object(patch) = patch else {
+            return patch.clone();
+        };
+        let mut target = match target {
+            Value::Object(t) => t,
+            _ => serde_json::Map::new(),
+        };
+        for (key, value) in patch {
+            if value.is_null() {
+                target.remove(key);
+            } else {
+                let old = target.remove(key).unwrap_or(Value::Null);
+                target.insert(key.clone(), apply(old, value));
+            }
+        }
+        Value::Object(target)
+    }
 
     fn now() -> Time {
         Time(jiff::Timestamp::from_second(1_800_000_000).expect("time"))
