@@ -623,7 +623,15 @@ pub fn read_committed(
         let Some(message) = consumer.poll(Duration::from_millis(200)) else {
             continue;
         };
-        let m = message?;
+        // librdkafka reports a dropped connection (after a broker restart, say) and retries it:
+        // not the reader's end. What was read is checked by the caller.
+        let m = match message {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("read_committed: {e} (retried)");
+                continue;
+            }
+        };
         let mut headers = std::collections::BTreeMap::new();
         if let Some(h) = m.headers() {
             for header in h.iter() {

@@ -1,7 +1,10 @@
-//! Bad records (`spec.errors`) on a 3-partition topic with good records around each: with
-//! `policy: fail` each partition stops at its first bad record while the others keep flowing,
-//! and with `policy: skip` a restart passes them, counts them, and every good record is in the
-//! table exactly once (read back by deltalake).
+//! Bad records (`spec.errors`) on 3-partition topics with good records around each: with
+//! `policy: fail` each partition stops at its first bad record while the others keep flowing;
+//! with `policy: skip` a restart passes them, counts them, and every good record is in the
+//! table exactly once (read back by deltalake); with `policy: deadLetter` exactly the bad
+//! records reach the dead-letter topic (read with read_committed) or the dead-letter table
+//! (read by deltalake), once each, through a restart and an abort between the dead-letter
+//! commit and the table's.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -414,10 +417,10 @@ fn avro(schema: u32, id: i64, name: &str) -> Vec<u8> {
     out
 }
 
-#[tokio::test]
-async fn bad_avro_records_stop_only_their_partition_and_skip_passes_them_once() -> anyhow::Result<()>
-{
-    let mut t = Table::new("avro").await?;
+/// An Avro table whose topic has good records around bad ones: truncated Avro at 0/2, an
+/// unknown schema id (2147483632) at 1/1, a wrong magic byte at 2/2 and a tombstone at 2/4.
+async fn avro_cases(name: &str) -> anyhow::Result<Table> {
+    let mut t = Table::new(name).await?;
     let url = t.env.registry_url.clone();
     t.source = json!({"format": "avro", "schemaRegistry": {"url": url}});
     t.columns = json!([]);
@@ -447,6 +450,76 @@ async fn bad_avro_records_stop_only_their_partition_and_skip_passes_them_once() 
         ],
     )
     .await?;
+    Ok(t)
+}
+
+/// The (partition, offset, id) rows of the good ones among [`avro_cases`].
+const AVRO_CASES_GOOD: [(i64, i64, i64); 9] = [
+    (0, 0, 0),
+    (0, 1, 1),
+    (0, 3, 3),
+    (1, 0, 100),
+    (1, 2, 102),
+    (2, 0, 200),
+    (2, 1, 201),
+    (2, 3, 203),
+    (2, 5, 205),
+];
+
+#[tokio::test]
+async fn bad_avro_records_go_to_a_named_dead_letter_table_once() -> anyhow::Result<()> {
+    let t = avro_cases("avro-dlt").await?;
+    let ingester = t.start_with(
+        "ingester-avro-dlt",
+        json!({"policy": "deadLetter", "deadLetter": {"table": {"name": "letters"}}}),
+    )?;
+    let expected = AVRO_CASES_GOOD.to_vec();
+    let rows = t
+        .rows_until("every good record", |rows| rows.len() >= expected.len())
+        .await;
+    assert_eq!(rows, expected, "every good record once, no bad one");
+    let at = format!("file://{}/letters", t.dir.display());
+    let written = eventually("the four dead letters", DEADLINE, || async {
+        let rows: Vec<Value> =
+            serde_json::from_str(python(&t.env, LETTERS, &[&at]).ok()?.trim()).ok()?;
+        (rows.len() >= 4).then_some(rows)
+    })
+    .await;
+    let origins: Vec<(i64, i64)> = written
+        .iter()
+        .filter_map(|r| {
+            Some((
+                r["_kafka_partition"].as_i64()?,
+                r["_kafka_offset"].as_i64()?,
+            ))
+        })
+        .collect();
+    assert_eq!(origins, vec![(0, 2), (1, 1), (2, 2), (2, 4)], "{written:?}");
+    let errors: Vec<&str> = written.iter().filter_map(|r| r["error"].as_str()).collect();
+    assert!(
+        errors[1].contains("2147483632"),
+        "the unknown schema id is named: {errors:?}"
+    );
+    assert!(
+        errors[2].contains("magic"),
+        "the wrong magic byte is named: {errors:?}"
+    );
+    assert_eq!(written[3]["reason"], "tombstone");
+    assert!(
+        written.iter().take(3).all(|r| r["_kafka_value"].is_array()),
+        "the bytes as they came"
+    );
+    eventually("the dead letters counted", DEADLINE, || async {
+        (report(&ingester).await?["deadLetteredRecords"].as_u64()? == 4).then_some(())
+    })
+    .await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_avro_records_stop_only_their_partition_and_skip_passes_them_once() -> anyhow::Result<()>
+{
+    let t = avro_cases("avro").await?;
 
     let mut failing = t.start("ingester-avro-fail", "fail")?;
     let stops = eventually("each partition to stop", DEADLINE, || async {
@@ -477,17 +550,7 @@ async fn bad_avro_records_stop_only_their_partition_and_skip_passes_them_once() 
     assert_eq!(failing.stop(Duration::from_secs(30)), Some(0));
 
     let skipping = t.start("ingester-avro-skip", "skip")?;
-    let expected: Vec<(i64, i64, i64)> = vec![
-        (0, 0, 0),
-        (0, 1, 1),
-        (0, 3, 3),
-        (1, 0, 100),
-        (1, 2, 102),
-        (2, 0, 200),
-        (2, 1, 201),
-        (2, 3, 203),
-        (2, 5, 205),
-    ];
+    let expected = AVRO_CASES_GOOD.to_vec();
     let rows = t
         .rows_until("every good record", |rows| rows.len() >= expected.len())
         .await;
