@@ -542,7 +542,7 @@ async fn bad_avro_records_stop_only_their_partition_and_skip_passes_them_once() 
         "the wrong magic byte is named: {reasons:?}"
     );
     let rows = t
-        .rows_until("the good rows before each stop", |rows| rows.len() >= 4)
+        .rows_until("the good rows before each stop", |rows| rows.len() >= 5)
         .await;
     let held: Vec<(i64, i64)> = rows.iter().map(|r| (r.0, r.1)).collect();
     assert_eq!(held, vec![(0, 0), (0, 1), (1, 0), (2, 0), (2, 1)]);

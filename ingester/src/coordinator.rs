@@ -148,6 +148,11 @@ pub struct Faults {
     pub crash_after_dead_letters: f64,
 }
 
+/// Dead letters of one partition per commit with a dead-letter topic: listed as offsets of at
+/// most 19 digits and a comma each, they fit the group offset's metadata (4,096 bytes by
+/// default) with room to spare.
+const LETTERS_PER_COMMIT: usize = 160;
+
 /// The coordinator of one ingester.
 pub struct Coordinator<S: Source, K: Sink> {
     source: Arc<S>,
@@ -321,7 +326,23 @@ impl<S: Source, K: Sink> Coordinator<S, K> {
         self.txn.records() > 0
             && (self.txn.records() >= self.commit.max_records
                 || self.txn.bytes() >= self.commit.max_bytes
+                || self.letters_full()
                 || interval.is_some_and(|i| self.last_commit.elapsed() >= i))
+    }
+
+    /// Whether a partition's dead letters fill what the group offset's metadata can list
+    /// (with a dead-letter topic, see [`Sent::fits`]): the commit goes now, before the broker
+    /// would refuse the list.
+    fn letters_full(&self) -> bool {
+        self.dead_letter_table.is_none()
+            && self.txn.letters().iter().any(|(p, letters)| {
+                let carried = self
+                    .partitions
+                    .get(p)
+                    .and_then(|s| s.sent.as_ref())
+                    .map_or(0, |s| s.offsets.len());
+                carried + letters.len() >= LETTERS_PER_COMMIT
+            })
     }
 
     async fn on_assignment(&mut self, event: Assignment) -> Result<(), IngesterError> {

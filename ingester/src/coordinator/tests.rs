@@ -247,6 +247,14 @@ impl Source for MemSource {
                 reason: "fenced".into(),
             });
         }
+        // The broker's offset.metadata.max.bytes (default 4,096).
+        if sent.metadata().len() > 4096 {
+            return Err(IngesterError::DeadLetters {
+                topic: "dlq".into(),
+                action: "commit",
+                reason: "OFFSET_METADATA_TOO_LARGE".into(),
+            });
+        }
         topic
             .dead
             .extend(letters.iter().map(|l| (l.partition, l.offset)));
@@ -1006,6 +1014,41 @@ async fn dead_letters_are_sent_once_through_a_crash_before_the_table_commit() {
         Some(&23),
         "the group mirrors the table again"
     );
+}
+
+/// The offsets a commit's dead letters list must fit a group offset's metadata: many bad
+/// records among good ones make several commits instead of one the broker would refuse.
+#[tokio::test(start_paused = true)]
+async fn many_scattered_dead_letters_commit_in_pieces_that_fit_the_group_metadata() {
+    let h = Harness::new(1, 0);
+    let values: Vec<String> = (0..3000)
+        .map(|i| {
+            if i % 2 == 0 {
+                format!("!{i}")
+            } else {
+                format!("{i}")
+            }
+        })
+        .collect();
+    let values: Vec<&str> = values.iter().map(String::as_str).collect();
+    h.produce(0, &values);
+    let (a, coordinator) = h.member_with(1_000_000, Action::DeadLettered, Arc::default());
+    a.assign(&[0]);
+    let failures = coordinator.metrics.commit_failures.clone();
+    let (tx, task) = spawn(coordinator);
+    h.caught_up().await;
+    stop(tx, task).await;
+    let dead: Vec<i64> = lock(&h.topic).dead.iter().map(|(_, o)| *o).collect();
+    assert_eq!(
+        dead,
+        (0..3000).step_by(2).collect::<Vec<i64>>(),
+        "each once"
+    );
+    assert_eq!(
+        offsets_of(&lock(&h.table), 0),
+        (1..3000).step_by(2).collect::<Vec<i64>>()
+    );
+    assert_eq!(failures.get(), 0, "no transaction the broker would refuse");
 }
 
 /// A member whose partition moved on (its dead-letter producer fenced by the new holder)
