@@ -133,6 +133,16 @@ impl IngesterProcess {
         self.child.try_wait().ok().flatten().map(|s| s.code())
     }
 
+    /// Waits up to `deadline` for the process to exit by itself, failing the test with `what`
+    /// if it does not: its exit code (None: ended by a signal, an abort say).
+    pub async fn exit_within(&mut self, what: &str, deadline: Duration) -> Option<i32> {
+        crate::fixtures::eventually(what, deadline, || {
+            let exited = self.exited();
+            async move { exited }
+        })
+        .await
+    }
+
     /// GET a path of its HTTP endpoint: (status, body).
     pub async fn get(&self, path: &str) -> Option<(u16, String)> {
         let response = reqwest::get(format!("http://{}{path}", self.http_addr))

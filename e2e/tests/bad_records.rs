@@ -168,6 +168,18 @@ rows.sort(key=lambda r: (r["_kafka_partition"], r["_kafka_offset"]))
 print(json.dumps(rows))
 "#;
 
+/// The (partition, offset) of each dead-letter row, as [`LETTERS`] prints them.
+fn letter_origins(rows: &[Value]) -> Vec<(i64, i64)> {
+    rows.iter()
+        .map(|r| {
+            (
+                r["_kafka_partition"].as_i64().unwrap_or(-1),
+                r["_kafka_offset"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect()
+}
+
 /// Good records around bad ones in each partition: malformed JSON at 0/3 (returned), a
 /// boolean in the long column at 1/1 and a 5 MB record at 1/3, a tombstone at 2/1.
 async fn produce_dead_letter_cases(env: &TestEnv, topic: &str) -> anyhow::Result<Vec<u8>> {
@@ -485,15 +497,7 @@ async fn bad_avro_records_go_to_a_named_dead_letter_table_once() -> anyhow::Resu
         (rows.len() >= 4).then_some(rows)
     })
     .await;
-    let origins: Vec<(i64, i64)> = written
-        .iter()
-        .filter_map(|r| {
-            Some((
-                r["_kafka_partition"].as_i64()?,
-                r["_kafka_offset"].as_i64()?,
-            ))
-        })
-        .collect();
+    let origins = letter_origins(&written);
     assert_eq!(origins, vec![(0, 2), (1, 1), (2, 2), (2, 4)], "{written:?}");
     let errors: Vec<&str> = written.iter().filter_map(|r| r["error"].as_str()).collect();
     assert!(
@@ -699,15 +703,9 @@ async fn bad_records_go_to_the_dead_letter_table_once_through_a_crash_between_th
         errors.clone(),
         &[("KAFKATABLE_FAULT_CRASH_AFTER_DEAD_LETTERS", "1")],
     )?;
-    eventually(
-        "the ingester to abort after its dead letters",
-        DEADLINE,
-        || {
-            let exited = crashing.exited().map(|_| ());
-            async move { exited }
-        },
-    )
-    .await;
+    crashing
+        .exit_within("the ingester to abort after its dead letters", DEADLINE)
+        .await;
     let written = letters();
     assert_eq!(written.len(), 1, "one partition's dead letter: {written:?}");
     assert!(t.rows().is_empty(), "the table commit did not happen");
@@ -723,15 +721,7 @@ async fn bad_records_go_to_the_dead_letter_table_once_through_a_crash_between_th
         (l.len() >= 4).then_some(l)
     })
     .await;
-    let origins: Vec<(i64, i64)> = written
-        .iter()
-        .map(|r| {
-            (
-                r["_kafka_partition"].as_i64().unwrap_or(-1),
-                r["_kafka_offset"].as_i64().unwrap_or(-1),
-            )
-        })
-        .collect();
+    let origins = letter_origins(&written);
     assert_eq!(
         origins,
         vec![(0, 3), (1, 1), (1, 3), (2, 1)],
@@ -797,15 +787,7 @@ async fn bad_records_go_to_the_dead_letter_table_once_through_a_crash_between_th
         (l.len() >= 5).then_some(l)
     })
     .await;
-    let offsets: Vec<(i64, i64)> = written
-        .iter()
-        .map(|r| {
-            (
-                r["_kafka_partition"].as_i64().unwrap_or(-1),
-                r["_kafka_offset"].as_i64().unwrap_or(-1),
-            )
-        })
-        .collect();
+    let offsets = letter_origins(&written);
     assert_eq!(
         offsets,
         vec![(0, 3), (1, 1), (1, 3), (1, 4), (2, 1)],

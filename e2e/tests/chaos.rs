@@ -225,16 +225,12 @@ async fn chaos(kind: Kind) -> anyhow::Result<()> {
         "ingester-0",
         &[(fault, "1")],
     )?;
-    let certain_ref = &mut certain;
-    eventually(
-        "the first ingester to abort after its first commit",
-        Duration::from_secs(120),
-        || {
-            let exited = certain_ref.exited();
-            async move { exited.map(|_| ()) }
-        },
-    )
-    .await;
+    certain
+        .exit_within(
+            "the first ingester to abort after its first commit",
+            Duration::from_secs(120),
+        )
+        .await;
     let window = match kind {
         Kind::DeltaDeadLetters => LETTERS_ABORT,
         _ => "aborting between the table commit and the Kafka commit",

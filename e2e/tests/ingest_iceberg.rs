@@ -639,15 +639,9 @@ async fn bad_records_go_to_the_iceberg_dead_letter_table_once_through_a_crash() 
         "iceberg-dlt-crash",
         &[("KAFKATABLE_FAULT_CRASH_AFTER_DEAD_LETTERS", "1")],
     )?;
-    eventually(
-        "the ingester to abort after its dead letters",
-        DEADLINE,
-        || {
-            let exited = crashing.exited().map(|_| ());
-            async move { exited }
-        },
-    )
-    .await;
+    crashing
+        .exit_within("the ingester to abort after its dead letters", DEADLINE)
+        .await;
     let written = letters();
     assert_eq!(
         written.len(),

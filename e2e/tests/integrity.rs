@@ -449,12 +449,9 @@ async fn tables_with_writer_features_not_honoured_are_refused_at_open() -> anyho
         std::fs::write(&manifest_path, serde_yaml::to_string(&manifest)?)?;
         let mut ingester =
             IngesterProcess::start(&manifest_path, &dir, &dir, &format!("ingester-{name}"))?;
-        let ingester_ref = &mut ingester;
-        let code = eventually(&format!("the ingester on {name} to stop"), DEADLINE, || {
-            let exited = ingester_ref.exited();
-            async move { exited }
-        })
-        .await;
+        let code = ingester
+            .exit_within(&format!("the ingester on {name} to stop"), DEADLINE)
+            .await;
         let log = ingester.log_text();
         assert_ne!(code, Some(0), "{name}: {log}");
         assert!(

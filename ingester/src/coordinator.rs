@@ -422,15 +422,16 @@ impl<S: Source, K: Sink> Coordinator<S, K> {
     /// A partition assigned with the table's sync point for it, and what the dead-letter topic
     /// holds past it.
     async fn assigned(&self, p: i32, sync_point: Option<i64>, sent: Option<Sent>) -> Partition {
-        let target = match (sync_point, self.start) {
-            (Some(n), _) => Some(n),
-            // Dead letters went out for records the table does not hold yet: the group's
-            // offset is past them, so read them from where those were decided.
-            (None, _) if sent.as_ref().is_some_and(|s| s.from.is_some()) => {
-                sent.as_ref().and_then(|s| s.from)
+        // Dead letters went out for records the table does not hold yet: the group's offset
+        // may be past them, so they are read from where those were decided.
+        let decided_from = sent.as_ref().and_then(|s| s.from);
+        let target = match (sync_point, decided_from, self.start) {
+            (Some(n), _, _) => Some(n),
+            (None, Some(from), _) => Some(from),
+            (None, None, StartPosition::TimestampMillis(ms)) => {
+                self.source.offset_for_time(p, ms).await
             }
-            (None, StartPosition::TimestampMillis(ms)) => self.source.offset_for_time(p, ms).await,
-            (None, _) => None,
+            (None, None, _) => None,
         };
         tracing::info!(partition = p, sync_point, target, "partition assigned");
         Partition {

@@ -388,16 +388,10 @@ async fn open_dead_letter_table(
     table.partition_by.clear();
     table.event_time = None;
     table.columns.clear();
-    let name = match (&table.location, &table.catalog) {
-        (Some(location), _) => location.clone(),
-        (None, Some(c)) => format!("{}.{}", c.namespace.join("."), c.table),
-        (None, None) => String::new(),
-    };
     let committer = open_committer(config, &table).await?;
-    tracing::info!(table = %name, "bad records go to the dead-letter table");
+    tracing::info!(table = %committer.name(), "bad records go to the dead-letter table");
     Ok(Some(DeadLetterTable::new(
         committer,
-        &name,
         &config.source.topic,
         &config.table_id,
     )))

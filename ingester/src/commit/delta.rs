@@ -96,6 +96,11 @@ impl DeltaCommitter {
         Ok(committer)
     }
 
+    /// Where the table is.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
     fn exists(&self) -> bool {
         self.table.version().is_some()
     }
@@ -223,27 +228,20 @@ impl DeltaCommitter {
             .collect();
         let store = self.table.object_store();
         for path in paths {
-            let bytes = store
-                .get(&Path::from(path.as_str()))
-                .await
-                .map_err(|e| unreachable("read a file", format!("{path}: {e}")))?
-                .bytes()
-                .await
+            let read = async {
+                let bytes = store.get(&Path::from(path.as_str())).await?.bytes().await?;
+                let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
+                let mask = ProjectionMask::columns(
+                    builder.parquet_schema(),
+                    [PARTITION_COLUMN, OFFSET_COLUMN],
+                );
+                for batch in builder.with_projection(mask).build()? {
+                    super::collect_offsets(&batch?, partition, from, until, &mut offsets);
+                }
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+            };
+            read.await
                 .map_err(|e| unreachable("read a file", format!("{path}: {e}")))?;
-            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-                .and_then(|b| {
-                    let mask = ProjectionMask::columns(
-                        b.parquet_schema(),
-                        [PARTITION_COLUMN, OFFSET_COLUMN],
-                    );
-                    b.with_projection(mask).build()
-                })
-                .map_err(|e| unreachable("read a file", format!("{path}: {e}")))?;
-            for batch in reader {
-                let batch =
-                    batch.map_err(|e| unreachable("read a file", format!("{path}: {e}")))?;
-                super::collect_offsets(&batch, partition, from, until, &mut offsets);
-            }
         }
         Ok(offsets)
     }
@@ -621,9 +619,6 @@ fn column_annotation<'a>(
     None
 }
 
-/// Every commit writes a checkpoint when its version completes a multiple of the table's
-/// delta.checkpointInterval (`CommitBuilder::default()` writes none), and removes no log
-/// entries: expiring the log is retention, which is not implemented yet.
 /// Whether a file with `stats` (Delta's JSON statistics) may hold rows of `partition` from
 /// `from` to before `until`; without statistics it may.
 fn may_hold(stats: Option<&str>, partition: i32, from: Option<i64>, until: i64) -> bool {
@@ -648,6 +643,9 @@ fn may_hold(stats: Option<&str>, partition: i32, from: Option<i64>, until: i64) 
     ))
 }
 
+/// Every commit writes a checkpoint when its version completes a multiple of the table's
+/// delta.checkpointInterval (`CommitBuilder::default()` writes none), and removes no log
+/// entries: expiring the log is retention, which is not implemented yet.
 fn commit_builder() -> CommitBuilder {
     CommitBuilder::from(
         CommitProperties::default()

@@ -225,7 +225,8 @@ impl IcebergCommitter {
         Ok(committer)
     }
 
-    fn name(&self) -> String {
+    /// The table's namespace and name, dotted.
+    pub fn name(&self) -> String {
         format!("{}.{}", self.ident.namespace().join("."), self.ident.name())
     }
 

@@ -107,6 +107,14 @@ impl Committer {
         }
     }
 
+    /// The table as errors and logs name it: its location (Delta) or catalog name (Iceberg).
+    pub fn name(&self) -> String {
+        match self {
+            Self::Delta(c) => c.location().to_string(),
+            Self::Iceberg(c) => c.name(),
+        }
+    }
+
     /// The table's sync points for `partitions` (all when empty), read fresh from the table.
     /// A table that cannot be read is reported as [`IngesterError::TableUnreachable`].
     pub async fn sync_points(&mut self, partitions: &[i32]) -> Result<SyncPoints, IngesterError> {
@@ -202,9 +210,7 @@ impl Committer {
             _ => Err(mismatch()),
         }
     }
-}
 
-impl Committer {
     /// The offsets of `partition`'s rows from `from` (None: from the start) to before `until`
     /// (the dead-letter table's, whose rows are few).
     pub async fn offsets_in(

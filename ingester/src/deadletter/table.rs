@@ -39,10 +39,10 @@ pub struct DeadLetterTable {
 }
 
 impl DeadLetterTable {
-    pub fn new(committer: Committer, name: &str, source_topic: &str, table: &str) -> Self {
+    pub fn new(committer: Committer, source_topic: &str, table: &str) -> Self {
         Self {
+            name: committer.name(),
             committer,
-            name: name.to_string(),
             source_topic: source_topic.to_string(),
             table: table.to_string(),
             points: SyncPoints::new(),
