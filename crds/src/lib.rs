@@ -118,7 +118,7 @@ mod tests {
         );
         let yaml = crd_yaml().expect("yaml");
         assert!(yaml.contains(
-            "append: every record becomes a row (a stream); a tombstone (a record with a null value) becomes a row with its key"
+            "append: every record becomes a row (a stream); a tombstone (a record with a null value) has no row to become"
         ));
     }
 

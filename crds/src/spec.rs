@@ -580,8 +580,7 @@ pub struct Table {
     pub storage: Option<Storage>,
 
     /// append: every record becomes a row (a stream); a tombstone (a record with a null value)
-    /// becomes a row with its key in _kafka_key and null values, so it needs metadataColumns
-    /// (without them the ingester stops at the tombstone's offset). upsert (not implemented
+    /// has no row to become and is a bad record (see spec.errors). upsert (not implemented
     /// yet): the latest record per key (keyFields) is kept and a tombstone deletes the row (a
     /// changelog). Immutable.
     #[serde(default)]
